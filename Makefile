@@ -1,0 +1,38 @@
+# Quick start:  make demo   (installs into .venv, runs the offline demo end to end)
+#               make test   (installs into .venv, runs the test suite)
+PYTHON ?= python3
+VENV := .venv
+BIN := $(abspath $(VENV))/bin
+STAMP := $(VENV)/.installed
+export PATH := $(BIN):$(PATH)
+export HF_HUB_OFFLINE ?= 1
+SNAKEMAKE := snakemake --workflow-profile workflow/profiles/default
+
+.PHONY: install demo test test-fast lint clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0  # CPU wheel; see README for GPU
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	@start=$$(date +%s); \
+	$(SNAKEMAKE) --cores 2 && \
+	python -m brainalign.summary results/group/demo_recovery.tsv --wall $$(( $$(date +%s) - start ))
+
+test: $(STAMP)
+	pytest -q
+
+test-fast: $(STAMP)
+	pytest -q -m "not slow"
+
+lint: $(STAMP)
+	ruff check .
+	$(SNAKEMAKE) --lint
+
+clean:
+	rm -rf results/demo results/features results/sub-* results/group logs .snakemake

@@ -1,0 +1,37 @@
+# brainalign: which layer of a speech model best explains each cortical region's fMRI response.
+# Data flow (all outputs under results/):
+#   stimuli (.wav) -> features/{model}/{stimulus}.h5 -> aligned/{model}/{stimulus}.h5
+#   fMRIPrep BOLD  -> sub-{subject}/bold/ -> sub-{subject}/encoding/{model}/ (one fit per layer)
+#   -> sub-{subject}/rois/{model}/ -> sub-{subject}/report/ and group/{model}/
+import os
+
+from snakemake.utils import min_version, validate
+
+min_version("8.0")
+
+
+configfile: os.path.join(workflow.basedir, "config", "config.yaml")
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/demo.smk"
+include: "workflow/rules/features.smk"
+include: "workflow/rules/alignment.smk"
+include: "workflow/rules/bold.smk"
+include: "workflow/rules/encoding.smk"
+include: "workflow/rules/rois.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        expand(
+            "results/sub-{subject}/report/sub-{subject}_model-{model}.html",
+            subject=SUBJECTS,
+            model=MODELS,
+        ),
+        expand("results/group/{model}/group_report.html", model=MODELS),
+        demo_targets(),

@@ -1,0 +1,86 @@
+"""BOLD stage: one fMRIPrep run -> a (n_volumes, n_voxels) array, cleaned within the run.
+
+The run is trimmed to the volumes acquired during its stimulus (after ``start_volume`` dummy or
+pre-stimulus volumes), masked with the subject's brain mask, then detrended and z-scored. All of
+it is computed from this run alone, so with run-wise cross-validation no step sees held-out data.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+
+class BoldError(ValueError):
+    """A BOLD run or mask that does not fit the stimulus or the pipeline."""
+
+
+def subject_mask(mask_paths: list[str | Path]) -> nib.Nifti1Image:
+    """Intersection of the brain masks of a subject's runs (all must share one grid)."""
+    from nilearn.image import math_img, resample_to_img  # noqa: F401
+
+    imgs = [nib.load(str(p)) for p in mask_paths]
+    ref = imgs[0]
+    data = np.asarray(ref.dataobj) > 0
+    for p, img in zip(mask_paths[1:], imgs[1:], strict=True):
+        if img.shape != ref.shape or not np.allclose(img.affine, ref.affine, atol=1e-3):
+            raise BoldError(f"{p}: brain mask is on a different grid than {mask_paths[0]}; all "
+                            "runs of a subject must be in the same space and resolution.")
+        data &= np.asarray(img.dataobj) > 0
+    if not data.any():
+        raise BoldError(f"{mask_paths[0]}: the brain mask (intersected over runs) is empty.")
+    return nib.Nifti1Image(data.astype(np.uint8), ref.affine)
+
+
+def load_run(bold_path: str | Path, mask_img: nib.Nifti1Image, n_vols: int, t_r: float,
+             start_volume: int = 0, max_extra_volumes: int = 20, detrend: bool = True,
+             standardize: bool = True) -> np.ndarray:
+    """Masked, trimmed and cleaned BOLD of one run.
+
+    Parameters
+    ----------
+    n_vols : volumes acquired during the stimulus (from its duration and the TR).
+    start_volume : index of the first stimulus volume (dummy scans before it are dropped).
+    max_extra_volumes : volumes allowed after the stimulus ends before the run is refused as a
+        mismatch (scanners often run on for a few volumes).
+
+    Returns
+    -------
+    bold : array of shape (n_vols, n_voxels), float32
+    """
+    from nilearn.masking import apply_mask
+    from nilearn.signal import clean
+
+    bold_path = Path(bold_path)
+    if not bold_path.exists():
+        raise BoldError(f"{bold_path}: BOLD run not found; check `bold_template`, subjects and "
+                        "runs in your config.")
+    img = nib.load(str(bold_path))
+    if img.ndim != 4:
+        raise BoldError(f"{bold_path}: expected a 4D BOLD series, got a {img.ndim}D image of "
+                        f"shape {img.shape}.")
+    if img.shape[:3] != mask_img.shape or not np.allclose(img.affine, mask_img.affine, atol=1e-3):
+        raise BoldError(f"{bold_path}: BOLD grid {img.shape[:3]} does not match its brain mask "
+                        f"grid {mask_img.shape}; use the mask from the same fMRIPrep space.")
+    have = img.shape[3] - start_volume
+    if have < n_vols or have > n_vols + max_extra_volumes:
+        raise BoldError(
+            f"{bold_path}: has {img.shape[3]} volumes; its stimulus needs {n_vols} volumes of "
+            f"TR {t_r} s after start volume {start_volume} (at most {max_extra_volumes} extra "
+            "allowed). Check the run <-> stimulus mapping, the TR, `bold.start_volume` and "
+            "`bold.max_extra_volumes`.")
+    header_tr = float(img.header.get_zooms()[3]) if len(img.header.get_zooms()) > 3 else 0.0
+    if header_tr > 0 and abs(header_tr - t_r) > 1e-3 and img.header.get_xyzt_units()[1] == "sec":
+        raise BoldError(f"{bold_path}: header TR is {header_tr} s but the config says tr: {t_r}.")
+    data = apply_mask(img.slicer[..., start_volume:start_volume + n_vols], mask_img,
+                      dtype=np.float32)
+    bad = ~np.isfinite(data)
+    if bad.any():
+        n_bad = int(bad.any(axis=0).sum())
+        raise BoldError(f"{bold_path}: {n_bad} voxels inside the brain mask contain NaN or "
+                        "infinite values; fix the preprocessing or exclude them from the mask.")
+    data = clean(data, detrend=detrend, standardize="zscore_sample" if standardize else False,
+                 t_r=t_r, ensure_finite=False)
+    return data.astype(np.float32)

@@ -1,0 +1,325 @@
+"""Feature stage: every layer's activations of a speech model for one stimulus.
+
+Layer 0 is the model's input representation (the CNN feature-encoder output for wav2vec2-family
+models, the embedding output for the Whisper encoder); layers 1..N are the transformer layers.
+Long audio is cut into windows of ``window_s`` seconds, each run with ``context_s`` seconds of
+left context (never wrapped around from the end of the story); only the window's own frames are
+kept, so every frame is computed once, and memory stays bounded by the batch, not the story.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import pandas as pd
+import torch
+
+from .audio import TARGET_SR
+
+log = logging.getLogger(__name__)
+
+#: architectures that ``source: random`` can build from a config alone (offline)
+RANDOM_ARCHITECTURES = ("wav2vec2", "hubert", "wavlm", "data2vec-audio", "whisper")
+
+
+class ModelError(ValueError):
+    """A model that cannot be loaded or used as configured."""
+
+
+@dataclass
+class ModelSpec:
+    """One model entry of the config.
+
+    ``source`` is a Hugging Face hub id, a local directory, or ``"random"`` (seeded random
+    initialisation of ``architecture``, with ``config_overrides`` applied to its default config).
+    """
+
+    name: str
+    source: str
+    architecture: str | None = None
+    seed: int = 0
+    config_overrides: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_config(cls, name: str, entry: dict[str, Any]) -> ModelSpec:
+        return cls(name=name, source=entry["source"], architecture=entry.get("architecture"),
+                   seed=int(entry.get("seed", 0)),
+                   config_overrides=dict(entry.get("config_overrides", {}) or {}))
+
+
+@dataclass(frozen=True)
+class FrameGeometry:
+    """Where a model's output frames sit in the input: frame k of a chunk starting at sample a is
+    centred at sample ``a + k * stride + offset``; it needs ``margin`` samples after its start."""
+
+    stride: int
+    offset: float
+    margin: int
+    max_input: int | None = None  # fixed input length (Whisper: 30 s), None when unbounded
+
+
+def _random_config(arch: str, overrides: dict[str, Any]):
+    from transformers import (
+        Data2VecAudioConfig,
+        HubertConfig,
+        Wav2Vec2Config,
+        WavLMConfig,
+        WhisperConfig,
+    )
+
+    classes = {"wav2vec2": Wav2Vec2Config, "hubert": HubertConfig, "wavlm": WavLMConfig,
+               "data2vec-audio": Data2VecAudioConfig, "whisper": WhisperConfig}
+    if arch not in classes:
+        raise ModelError(f"unknown architecture '{arch}' for a random model; choose one of "
+                         f"{', '.join(RANDOM_ARCHITECTURES)}.")
+    return classes[arch](**overrides)
+
+
+def load_model_config(spec: ModelSpec):
+    """The transformers config of ``spec`` without loading weights (cheap; used at DAG time)."""
+    if spec.source == "random":
+        if not spec.architecture:
+            raise ModelError(f"model '{spec.name}': `source: random` needs `architecture` "
+                             f"(one of {', '.join(RANDOM_ARCHITECTURES)}).")
+        return _random_config(spec.architecture, spec.config_overrides)
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(spec.source)
+    except (OSError, ValueError) as err:
+        local = Path(spec.source).exists()
+        where = ("the local directory has no usable config.json" if local else
+                 "it is not a local directory, and the Hugging Face hub did not provide it "
+                 "(no network, or no such model id)")
+        raise ModelError(
+            f"model '{spec.name}': cannot load '{spec.source}': {where}. Check the id or path; on "
+            f"a machine without internet, download it once elsewhere (`hf download "
+            f"{spec.source}`) and set `source` to the local copy.") from err
+
+
+def is_whisper(config) -> bool:
+    return getattr(config, "model_type", "") == "whisper"
+
+
+def n_layers(config) -> int:
+    """Number of layers brainalign reads out: the input representation plus each transformer
+    layer."""
+    if is_whisper(config):
+        return int(config.encoder_layers) + 1
+    return int(config.num_hidden_layers) + 1
+
+
+def layer_ids(spec: ModelSpec) -> list[str]:
+    """Layer wildcard values (``"00"``, ``"01"``, ...) for ``spec``."""
+    return [f"{i:02d}" for i in range(n_layers(load_model_config(spec)))]
+
+
+def frame_geometry(config) -> FrameGeometry:
+    """Output-frame geometry of a model, derived from its config."""
+    if is_whisper(config):
+        # log-mel hop 160 samples, then a stride-2 conv: 20 ms frames centred on 320 k samples
+        return FrameGeometry(stride=320, offset=0.0, margin=360,
+                             max_input=int(config.max_source_positions) * 320)
+    kernels, strides = list(config.conv_kernel), list(config.conv_stride)
+    receptive, jump = 1, 1
+    for k, s in zip(kernels, strides, strict=True):
+        receptive += (k - 1) * jump
+        jump *= s
+    return FrameGeometry(stride=jump, offset=receptive / 2, margin=receptive - jump)
+
+
+class LayerExtractor:
+    """A loaded speech model that returns all its layers for batches of audio chunks."""
+
+    def __init__(self, spec: ModelSpec, device: str | None = None):
+        from transformers import AutoFeatureExtractor, AutoModel, WhisperModel
+
+        self.spec = spec
+        self.config = load_model_config(spec)
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.whisper = is_whisper(self.config)
+        if spec.source == "random":
+            torch.manual_seed(spec.seed)
+            model = (WhisperModel(self.config) if self.whisper
+                     else AutoModel.from_config(self.config))
+            self.feature_extractor = self._default_feature_extractor()
+        else:
+            try:
+                model = (WhisperModel if self.whisper else AutoModel).from_pretrained(spec.source)
+            except OSError as err:
+                raise ModelError(f"model '{spec.name}': cannot load weights from "
+                                 f"'{spec.source}' ({err}).") from err
+            try:
+                self.feature_extractor = AutoFeatureExtractor.from_pretrained(spec.source)
+            except OSError:
+                self.feature_extractor = self._default_feature_extractor()
+        if self.whisper:
+            model = model.get_encoder()
+        self.model = model.to(self.device).eval()
+        self.geometry = frame_geometry(self.config)
+        self.n_layers = n_layers(self.config)
+
+    def _default_feature_extractor(self):
+        from transformers import Wav2Vec2FeatureExtractor, WhisperFeatureExtractor
+
+        if self.whisper:
+            return WhisperFeatureExtractor(feature_size=self.config.num_mel_bins)
+        return Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=False)
+
+    @torch.inference_mode()
+    def __call__(self, chunks: list[np.ndarray]) -> list[np.ndarray]:
+        """All layers for equal-length ``chunks``: a list of n_layers arrays of shape
+        (n_chunks, n_frames, n_features)."""
+        fe = self.feature_extractor(chunks, sampling_rate=TARGET_SR, return_tensors="pt")
+        if self.whisper:
+            out = self.model(fe["input_features"].to(self.device), output_hidden_states=True)
+            states = list(out.hidden_states)
+        else:
+            out = self.model(fe["input_values"].to(self.device), output_hidden_states=True)
+            states = [out.extract_features] + list(out.hidden_states[1:])
+        return [s.float().cpu().numpy() for s in states]
+
+
+@dataclass(frozen=True)
+class Window:
+    """One chunk of the stimulus: input samples [start, stop), whose output frames
+    [keep_from, keep_from + n_keep) are the global frames [first_frame, first_frame + n_keep)."""
+
+    start: int
+    stop: int
+    keep_from: int
+    n_keep: int
+    first_frame: int
+
+
+def n_frames_total(n_samples: int, geom: FrameGeometry) -> int:
+    """Frames a single pass over the whole input yields (each with its full receptive field)."""
+    if n_samples < geom.stride + geom.margin:
+        return 0
+    return (n_samples - geom.stride - geom.margin) // geom.stride + 1
+
+
+def plan_windows(n_samples: int, geom: FrameGeometry, window_s: float, context_s: float,
+                 sr: int = TARGET_SR) -> list[Window]:
+    """Cut ``n_samples`` of audio into windows with left context (no wrap-around)."""
+    win = max(1, round(window_s * sr / geom.stride)) * geom.stride
+    ctx = round(context_s * sr / geom.stride) * geom.stride
+    if geom.max_input is not None and ctx + win + geom.margin > geom.max_input:
+        raise ModelError(f"window_s + context_s = {(ctx + win) / sr:.1f} s exceeds the model's "
+                         f"fixed input length of {geom.max_input / sr:.0f} s; shorten them.")
+    total = n_frames_total(n_samples, geom)
+    windows = []
+    for s0 in range(0, total * geom.stride, win):
+        start = max(0, s0 - ctx)
+        first = s0 // geom.stride
+        n_keep = min(win // geom.stride, total - first)
+        stop = min(n_samples, s0 + n_keep * geom.stride + geom.margin)
+        windows.append(Window(start, stop, (s0 - start) // geom.stride, n_keep, first))
+    return windows
+
+
+def iter_layer_batches(extractor: LayerExtractor, audio: np.ndarray, window_s: float,
+                       context_s: float, batch_size: int = 4
+                       ) -> Iterator[tuple[list[Window], list[list[np.ndarray]]]]:
+    """Yield (windows, per-window list of layer arrays (n_keep, n_features)) batch by batch.
+
+    Windows of equal input length are batched together (all but the first and last, usually).
+    """
+    windows = plan_windows(len(audio), extractor.geometry, window_s, context_s)
+    groups: dict[tuple[int, int], list[Window]] = {}
+    for w in windows:
+        groups.setdefault((w.stop - w.start, w.keep_from), []).append(w)
+    for group in groups.values():
+        for i in range(0, len(group), batch_size):
+            batch = group[i:i + batch_size]
+            states = extractor([audio[w.start:w.stop] for w in batch])
+            kept = [[layer[b, w.keep_from:w.keep_from + w.n_keep] for layer in states]
+                    for b, w in enumerate(batch)]
+            yield batch, kept
+
+
+def frame_times(n_frames: int, geom: FrameGeometry, sr: int = TARGET_SR) -> np.ndarray:
+    """Centre time (s) of each global output frame."""
+    return (np.arange(n_frames) * geom.stride + geom.offset) / sr
+
+
+def extract_features(extractor: LayerExtractor, audio: np.ndarray, out_path: str | Path,
+                     window_s: float, context_s: float, batch_size: int = 4,
+                     dtype: str = "float16") -> None:
+    """Write every layer of ``audio`` to an HDF5 file, one dataset per layer.
+
+    The file holds ``frame_times`` (n_frames,) and ``layer-XX`` (n_frames, n_features) datasets,
+    so a single layer can be read without loading the others. Written to a temporary name and
+    renamed at the end: an interrupted run leaves no half-written file.
+    """
+    from tqdm import tqdm
+
+    out_path = Path(out_path)
+    tmp = out_path.with_suffix(".tmp.h5")
+    geom = extractor.geometry
+    total = n_frames_total(len(audio), geom)
+    if total == 0:
+        raise ModelError(f"{out_path}: stimulus too short for the model (<{geom.stride} samples).")
+    datasets: dict[int, Any] = {}
+    with h5py.File(tmp, "w") as h5:
+        h5.create_dataset("frame_times", data=frame_times(total, geom))
+        h5.attrs.update(model=extractor.spec.name, source=extractor.spec.source,
+                        window_s=window_s, context_s=context_s, n_layers=extractor.n_layers,
+                        duration_s=len(audio) / TARGET_SR)
+        bar = tqdm(total=round(len(audio) / TARGET_SR), unit="s-audio", mininterval=5,
+                   desc=f"{extractor.spec.name}", disable=None)
+        for batch, kept in iter_layer_batches(extractor, audio, window_s, context_s, batch_size):
+            for w, layers in zip(batch, kept, strict=True):
+                for i, arr in enumerate(layers):
+                    if i not in datasets:
+                        datasets[i] = h5.create_dataset(
+                            f"layer-{i:02d}", shape=(total, arr.shape[1]), dtype=dtype,
+                            chunks=(min(total, 1024), arr.shape[1]))
+                    datasets[i][w.first_frame:w.first_frame + w.n_keep] = arr
+                bar.update(round(w.n_keep * geom.stride / TARGET_SR))
+        bar.close()
+    os.replace(tmp, out_path)
+
+
+def read_layer(path: str | Path, layer: str | int) -> tuple[np.ndarray, np.ndarray]:
+    """(frame_times (n_frames,), activations (n_frames, n_features) float32) of one layer."""
+    name = f"layer-{int(layer):02d}"
+    with h5py.File(path, "r") as h5:
+        if name not in h5:
+            have = sorted(k for k in h5 if k != "frame_times")
+            raise KeyError(f"{path}: no dataset '{name}' (has {have}).")
+        return h5["frame_times"][:], h5[name][:].astype(np.float32)
+
+
+def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
+    """Linear centred kernel alignment (Kornblith et al. 2019) between two representations
+    of the same samples, x (n_samples, p) and y (n_samples, q)."""
+    x = x - x.mean(0)
+    y = y - y.mean(0)
+    xty = np.linalg.norm(x.T @ y) ** 2
+    return float(xty / (np.linalg.norm(x.T @ x) * np.linalg.norm(y.T @ y)))
+
+
+def layer_similarity(paths: list[str | Path], t_r: float) -> pd.DataFrame:
+    """Linear CKA between consecutive layers, on TR-averaged activations of all ``paths``."""
+    from .alignment import bin_mean
+
+    with h5py.File(paths[0], "r") as h5:
+        n = int(h5.attrs["n_layers"])
+    pooled = []
+    for layer in range(n):
+        parts = []
+        for p in paths:
+            times, values = read_layer(p, layer)
+            parts.append(bin_mean(times, values, t_r, int(np.ceil(times[-1] / t_r))))
+        pooled.append(np.concatenate(parts))
+    return pd.DataFrame([{"layer_a": i, "layer_b": i + 1,
+                          "linear_cka": linear_cka(pooled[i], pooled[i + 1])}
+                         for i in range(n - 1)])

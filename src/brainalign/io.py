@@ -1,0 +1,85 @@
+"""File edges of the pipeline: reading and writing arrays, images and tables atomically."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import h5py
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+
+def setup_logging(log_path: str | Path | None) -> None:
+    """Send log records and warnings of a rule script to its Snakemake log file."""
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_path:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_path, mode="w"))
+    logging.basicConfig(level=logging.INFO, handlers=handlers, force=True,
+                        format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    logging.captureWarnings(True)
+
+
+def _tmp(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp{os.getpid()}{''.join(path.suffixes)}")
+
+
+def save_npz(path: str | Path, **arrays: Any) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp(path)
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+    os.replace(tmp, path)
+
+
+def load_npz(path: str | Path) -> dict[str, np.ndarray]:
+    with np.load(path) as data:
+        return {k: data[k] for k in data.files}
+
+
+def save_img(img: nib.Nifti1Image, path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp(path)
+    nib.save(img, str(tmp))
+    os.replace(tmp, path)
+
+
+def save_tsv(df: pd.DataFrame, path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp(path)
+    df.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
+    os.replace(tmp, path)
+
+
+def unmask(values: np.ndarray, mask_img: nib.Nifti1Image, fill: float = 0.0,
+           dtype: Any = np.float32) -> nib.Nifti1Image:
+    """Values over the mask's voxels (n_voxels,) -> a 3D image on the mask's grid."""
+    mask = np.asarray(mask_img.dataobj) > 0
+    vol = np.full(mask.shape, fill, dtype=dtype)
+    vol[mask] = values
+    return nib.Nifti1Image(vol, mask_img.affine)
+
+
+def save_layers_h5(path: str | Path, layers: dict[str, np.ndarray], **attrs: Any) -> None:
+    """One dataset per layer (``layer-XX``), written atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp(path)
+    with h5py.File(tmp, "w") as h5:
+        for name, arr in layers.items():
+            h5.create_dataset(f"layer-{int(name):02d}", data=arr)
+        h5.attrs.update(attrs)
+    os.replace(tmp, path)
+
+
+def load_layer_h5(path: str | Path, layer: str | int) -> np.ndarray:
+    with h5py.File(path, "r") as h5:
+        return h5[f"layer-{int(layer):02d}"][:].astype(np.float32)

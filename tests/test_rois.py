@@ -1,0 +1,180 @@
+"""Tests of brainalign.rois: packaged atlases, ROI masks, per-ROI layer scores."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from brainalign import rois, stats
+
+HG_LEFT = "Left_Heschl's_Gyrus_(includes_H1_and_H2)"
+HG_RIGHT = "Right_Heschl's_Gyrus_(includes_H1_and_H2)"
+
+
+@pytest.fixture(scope="module")
+def harvard_oxford():
+    return rois.load_atlas("harvard_oxford")  # ~10 s: a 1 mm 4D probability map; load once
+
+
+@pytest.fixture(scope="module")
+def mni_4mm():
+    from nilearn.datasets import load_mni152_brain_mask
+
+    return load_mni152_brain_mask(resolution=4)  # packaged with nilearn, no download
+
+
+def centroid_mm(img: nib.Nifti1Image, value: int) -> np.ndarray:
+    ijk = np.argwhere(np.asarray(img.dataobj) == value)
+    return nib.affines.apply_affine(img.affine, ijk).mean(0)
+
+
+def test_harvard_oxford_atlas_labels_and_anatomy(harvard_oxford):
+    img, names = harvard_oxford
+    data = np.asarray(img.dataobj)
+    assert data.ndim == 3 and np.issubdtype(data.dtype, np.integer)
+    assert HG_LEFT in names.values() and HG_RIGHT in names.values()
+    assert 0 not in names  # 0 is background
+    present = set(np.unique(data).tolist()) - {0}
+    assert present <= set(names)
+    by_name = {n: v for v, n in names.items()}
+    # labels sit where their names say: Heschl's gyrus at MNI ~(+-45, -20, 7)
+    left = centroid_mm(img, by_name[HG_LEFT])
+    right = centroid_mm(img, by_name[HG_RIGHT])
+    np.testing.assert_allclose(left, [-45, -20, 7], atol=8)
+    np.testing.assert_allclose(right, [45, -19, 7], atol=8)
+    # thresholded at 25 %: outside the brain stays 0; the labelled volume is about a brain's
+    voxel_ml = abs(np.linalg.det(img.affine[:3, :3])) / 1000
+    assert data[0, 0, 0] == 0 and data[-1, -1, -1] == 0
+    assert 500 < (data > 0).sum() * voxel_ml < 1800
+
+
+def test_resample_labels_to_4mm_keeps_label_values(harvard_oxford, mni_4mm):
+    img, names = harvard_oxford
+    out = rois.resample_labels(img, mni_4mm)
+    assert out.shape == mni_4mm.shape
+    np.testing.assert_allclose(out.affine, mni_4mm.affine)
+    orig = set(np.unique(np.asarray(img.dataobj)).tolist())
+    new = np.asarray(out.dataobj)
+    # nearest neighbour: no interpolated, in-between label values
+    assert set(np.unique(new).tolist()) <= orig
+    assert np.allclose(new, np.round(new))
+    by_name = {n: v for v, n in names.items()}
+    # hemispheres survive the flip from the atlas' LAS grid to the template's RAS grid
+    assert centroid_mm(out, by_name[HG_LEFT])[0] < -30
+    assert centroid_mm(out, by_name[HG_RIGHT])[0] > 30
+    # the labelled voxels lie in the template brain
+    mask = np.asarray(mni_4mm.dataobj) > 0
+    assert ((new > 0) & mask).sum() > 0.95 * (new > 0).sum()
+
+
+def test_roi_masks_unite_members_and_name_missing_labels():
+    names = {1: "L_A", 2: "R_A", 3: "L_B", 7: "R_B"}
+    labels = np.array([0, 1, 2, 3, 7, 7, 1, 0])
+    masks = rois.roi_masks(labels, names, {"A": ["L_A", "R_A"], "B": ["R_B"]})
+    np.testing.assert_array_equal(masks["A"], [0, 1, 1, 0, 0, 0, 1, 0])
+    np.testing.assert_array_equal(masks["B"], [0, 0, 0, 0, 1, 1, 0, 0])
+    with pytest.raises(KeyError) as exc:
+        rois.roi_masks(labels, names, {"A": ["L_A", "Left_Nowhere"]})
+    assert "Left_Nowhere" in str(exc.value) and "ROI 'A'" in str(exc.value)
+
+
+def test_roi_masks_on_real_atlas(harvard_oxford, mni_4mm):
+    img, names = harvard_oxford
+    labels = np.asarray(rois.resample_labels(img, mni_4mm).dataobj)
+    brain = np.asarray(mni_4mm.dataobj) > 0
+    masks = rois.roi_masks(labels[brain], names, {"HG": [HG_LEFT, HG_RIGHT]})
+    # Heschl's gyrus at 4 mm: a few dozen voxels per hemisphere
+    assert 30 < masks["HG"].sum() < 200
+    assert masks["HG"].shape == (int(brain.sum()),)
+
+
+def planted_scores(rng, best: dict[str, int], n_layers: int = 6, n_vox: int = 40):
+    """(n_layers, voxels) r with a bump at each ROI's planted layer, and the ROI masks."""
+    n_rois = len(best)
+    layer_r = 0.02 * rng.standard_normal((n_layers, n_rois * n_vox + 10))
+    masks = {}
+    for k, (roi, layer) in enumerate(best.items()):
+        cols = np.zeros(layer_r.shape[1], bool)
+        cols[k * n_vox:(k + 1) * n_vox] = True
+        masks[roi] = cols
+        tuning = 0.3 * np.exp(-0.5 * (np.arange(n_layers) - layer) ** 2)
+        layer_r[:, cols] += tuning[:, None]
+    return layer_r, masks
+
+
+def test_roi_layer_scores_and_best_layer_find_planted_layers():
+    rng = np.random.default_rng(0)
+    best = {"HG": 0, "STG": 2, "IFG": 5}
+    layer_r, masks = planted_scores(rng, best)
+    layers = [f"{i:02d}" for i in range(6)]
+    table = rois.roi_layer_scores(layer_r, masks, layers)
+    assert len(table) == 3 * 6
+    assert table["layer"].tolist()[:6] == list(range(6))
+    assert (table["n_voxels"] == 40).all()
+    hg = table[(table["roi"] == "HG") & (table["layer"] == 0)]["mean_r"].item()
+    assert hg == pytest.approx(layer_r[0, masks["HG"]].mean())
+
+    top = rois.best_layer_per_roi(table)
+    assert list(top.columns) == ["roi", "best_layer", "best_r", "n_voxels"]
+    assert dict(zip(top["roi"], top["best_layer"], strict=True)) == best
+    assert np.all(top["best_r"] > 0.25)
+
+
+def test_best_layer_skips_empty_rois():
+    layer_r = np.array([[0.1, 0.2], [0.3, 0.0]])
+    masks = {"A": np.array([True, True]), "empty": np.array([False, False])}
+    table = rois.roi_layer_scores(layer_r, masks, ["00", "01"])
+    assert table[table["roi"] == "empty"]["mean_r"].isna().all()
+    top = rois.best_layer_per_roi(table)
+    assert top["roi"].tolist() == ["A"]
+    assert top["best_layer"].item() == 0  # means: layer 0 = 0.15, layer 1 = 0.15 -> first max
+    assert top["best_r"].item() == pytest.approx(0.15)
+
+
+def test_voxel_best_layer():
+    layer_r = np.array([[0.1, 0.5, 0.0], [0.3, 0.2, 0.1], [0.2, 0.1, 0.4]])
+    out = rois.voxel_best_layer(layer_r, np.array([True, True, False]))
+    np.testing.assert_array_equal(out, [1, 0, -1])
+
+
+def test_group_roi_scores_ci_contains_mean():
+    rng = np.random.default_rng(1)
+    best = {"HG": 1, "IFG": 4}
+    layers = [f"{i:02d}" for i in range(6)]
+    tables = []
+    for _ in range(5):  # subjects
+        layer_r, masks = planted_scores(rng, best)
+        layer_r += 0.05 * rng.standard_normal((layer_r.shape[0], 1))  # subject offsets
+        tables.append(rois.roi_layer_scores(layer_r, masks, layers))
+    group = rois.group_roi_scores(tables)
+    assert len(group) == 2 * 6 and (group["n_subjects"] == 5).all()
+    assert np.all((group["ci_low"] < group["mean_r"]) & (group["mean_r"] < group["ci_high"]))
+    for _, row in group.iterrows():
+        vals = [t[(t["roi"] == row["roi"]) & (t["layer"] == row["layer"])]["mean_r"].item()
+                for t in tables]
+        mean, low, high = stats.mean_ci(np.array(vals))
+        assert row["mean_r"] == pytest.approx(mean)
+        assert (row["ci_low"], row["ci_high"]) == pytest.approx((low, high))
+    # the group's best layers are the planted ones
+    top = rois.best_layer_per_roi(group)
+    assert dict(zip(top["roi"], top["best_layer"], strict=True)) == best
+
+
+def test_user_atlas_from_nifti_and_tsv(tmp_path):
+    data = np.zeros((4, 4, 4), np.int32)
+    data[:2] = 5
+    data[2:, :2] = 9
+    path = tmp_path / "atlas.nii.gz"
+    nib.save(nib.Nifti1Image(data, np.eye(4)), str(path))
+    labels = tmp_path / "labels.tsv"
+    pd.DataFrame({"index": [0, 5, 9], "name": ["background", "alpha", "beta"]}).to_csv(
+        labels, sep="\t", index=False)
+    img, names = rois.load_atlas(str(path), labels_file=str(labels))
+    assert names == {5: "alpha", 9: "beta"}
+    np.testing.assert_array_equal(np.asarray(img.dataobj), data)
+    with pytest.raises(ValueError, match="labels_file"):
+        rois.load_atlas(str(path))
+    with pytest.raises(FileNotFoundError, match="no_atlas"):
+        rois.load_atlas(str(tmp_path / "no_atlas.nii.gz"))

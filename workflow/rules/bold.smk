@@ -1,0 +1,19 @@
+# BOLD: each run masked, trimmed to its stimulus, detrended and z-scored within the run.
+
+
+rule prepare_bold:
+    input:
+        bold=lambda wc: [bold_path(wc.subject, r) for r in RUNS],
+        mask=lambda wc: [mask_path(wc.subject, r) for r in RUNS],
+        audio=[config["stimuli"][s] for s in run_stimuli()],
+    output:
+        mask="results/sub-{subject}/bold/sub-{subject}_desc-brain_mask.nii.gz",
+        runs=expand("results/sub-{{subject}}/bold/sub-{{subject}}_run-{run}_bold.npy", run=RUNS),
+    log:
+        "logs/bold/sub-{subject}.log",
+    conda:
+        "../envs/brainalign.yaml"
+    resources:
+        mem_mb=4000,
+    script:
+        "../scripts/prepare_bold.py"

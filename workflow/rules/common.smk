@@ -1,0 +1,46 @@
+# Shared names: subjects, runs, models and their layers, and path helpers for the rules.
+import brainalign.config as bacfg
+
+bacfg.check(config)
+
+SUBJECTS = list(config["subjects"])
+RUNS = list(config["runs"])
+MODELS = list(config["models"])
+STIMULI = list(config["stimuli"])
+LAYERS = bacfg.model_layers(config)
+
+
+wildcard_constraints:
+    subject="[A-Za-z0-9]+",
+    run="[A-Za-z0-9]+",
+    model="[A-Za-z0-9_.-]+",
+    layer="[0-9]+",
+    stimulus="[A-Za-z0-9_-]+",
+    atlas="[A-Za-z0-9_]+",
+
+
+def bold_path(subject, run):
+    return config["bold_template"].format(
+        subject=subject, task=config["task"], run=run, space=config["space"]
+    )
+
+
+def mask_path(subject, run):
+    return config["mask_template"].format(
+        subject=subject, task=config["task"], run=run, space=config["space"]
+    )
+
+
+def run_stimuli():
+    """Stimulus name of each run, in run order."""
+    return [config["runs"][r] for r in RUNS]
+
+
+def layer_scores(wildcards):
+    return expand(
+        "results/sub-{subject}/encoding/{model}/sub-{subject}_layer-{layer}_scores.npz",
+        subject=wildcards.subject,
+        model=wildcards.model,
+        layer=LAYERS[wildcards.model],
+    )
+ATLAS_NAME = config["rois"]["atlas"] if config["rois"]["atlas"] in ("harvard_oxford", "destrieux") else "custom"

@@ -1,0 +1,34 @@
+"""Rule demo_bold: the demo model's aligned features -> simulated BOLD runs + truth, one subject."""
+
+import numpy as np
+
+from brainalign import rois, simulate
+from brainalign.io import load_layer_h5, save_img, save_tsv, setup_logging, unmask
+
+setup_logging(snakemake.log[0])
+cfg = snakemake.config
+demo = cfg["demo"]
+subject = snakemake.wildcards.subject
+mask_img = simulate.template_mask(demo["resolution_mm"])
+atlas, names = rois.load_atlas(cfg["rois"]["atlas"], cfg["rois"].get("threshold", 25),
+                               cfg["rois"].get("labels_file"))
+labels = np.asarray(rois.resample_labels(atlas, mask_img).dataobj)
+mask_img = simulate.restrict_mask(mask_img, labels, names, cfg["rois"]["groups"],
+                                  demo.get("noise_voxels"), seed=0)
+in_mask = np.asarray(mask_img.dataobj) > 0
+roi_voxels = rois.roi_masks(labels[in_mask], names, cfg["rois"]["groups"])
+planted = {roi: int(layer) for roi, layer in demo["planted"].items()}
+features = {layer: [load_layer_h5(f, layer) for f in snakemake.input.features]
+            for layer in set(planted.values())}
+seed = 1000 + cfg["subjects"].index(subject)
+noise = simulate.NoiseModel(ar1=demo.get("ar1", 0.5), fwhm_mm=demo.get("fwhm_mm", 6.0))
+runs, signal_layer = simulate.simulate_subject(
+    features, mask_img, roi_voxels, planted, demo["snr"], seed,
+    extra_volumes=demo.get("extra_volumes", 4), noise=noise)
+for img, bold_out, mask_out in zip(runs, snakemake.output.bold, snakemake.output.mask,
+                                   strict=True):
+    simulate.write_bold(img, bold_out, cfg["tr"])
+    save_img(mask_img, mask_out)
+save_tsv(simulate.truth_table(planted, signal_layer, roi_voxels), snakemake.output.truth)
+# -1: noise voxel, -2: outside the simulated brain
+save_img(unmask(signal_layer, mask_img, fill=-2, dtype=np.int16), snakemake.output.signal_layer)

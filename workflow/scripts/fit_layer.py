@@ -1,0 +1,26 @@
+"""Rule fit_layer: one layer's features -> every voxel's held-out encoding score (one subject)."""
+
+import logging
+
+import nibabel as nib
+import numpy as np
+
+from brainalign.config import alphas
+from brainalign.encoding import fit_layer
+from brainalign.io import load_layer_h5, save_img, save_npz, setup_logging, unmask
+
+setup_logging(snakemake.log[0])
+cfg = snakemake.config
+enc = cfg["encoding"]
+layer = snakemake.wildcards.layer
+x_runs = [load_layer_h5(f, layer) for f in snakemake.input.features]
+y_runs = [np.load(f) for f in snakemake.input.bold]
+scores = fit_layer(x_runs, y_runs, alphas(cfg), n_permutations=enc.get("n_permutations", 50),
+                   min_shift=max(1, round(enc.get("min_shift_s", 15.0) / cfg["tr"])),
+                   batch_voxels=enc.get("batch_voxels", 20000))
+logging.getLogger("fit_layer").info("layer %s: mean r %.4f, max r %.4f", layer,
+                                    scores.r.mean(), scores.r.max())
+save_npz(snakemake.output.scores, **vars(scores))
+mask_img = nib.load(snakemake.input.mask)
+save_img(unmask(scores.r, mask_img), snakemake.output.r)
+save_img(unmask(np.exp(np.log(scores.alpha).mean(0)), mask_img), snakemake.output.alpha)

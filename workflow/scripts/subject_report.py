@@ -1,0 +1,48 @@
+"""Rule subject_report: one subject's maps, ROI profiles and diagnostics -> one HTML page."""
+
+import html
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from brainalign import report
+from brainalign.io import load_npz, setup_logging, unmask
+
+setup_logging(snakemake.log[0])
+subject, model = snakemake.wildcards.subject, snakemake.wildcards.model
+mask_img = nib.load(snakemake.input.mask)
+layers = [p.split("_layer-")[1].split("_")[0] for p in snakemake.input.scores]
+scores = [load_npz(p) for p in snakemake.input.scores]
+r_imgs = [(layer, unmask(s["r"], mask_img)) for layer, s in zip(layers, scores, strict=True)]
+vmax = float(max(np.percentile(s["r"], 99.9) for s in scores))
+roi_scores = pd.read_csv(snakemake.input.roi_scores, sep="\t")
+best = pd.read_csv(snakemake.input.best, sep="\t")
+n_sig = int((np.asarray(nib.load(snakemake.input.best_map).dataobj) >= 0).sum())
+maps = "".join(report.img_tag(b, f"layer {layer}") for layer, b in
+               zip(layers, report.layer_map_pngs(r_imgs, vmax), strict=True))
+sections = [
+    f"<p>Model <b>{html.escape(model)}</b>, {len(layers)} layers, "
+    f"{int((np.asarray(mask_img.dataobj) > 0).sum())} voxels, "
+    f"held-out scores from leave-one-run-out cross-validation.</p>",
+    "<h2>Best layer per ROI</h2>" + report.table_html(best),
+    "<h2>r against layer, per ROI</h2>" + report.figure(
+        report.profile_png(roi_scores),
+        "Mean held-out Pearson r over each ROI's voxels for every layer; the star marks the "
+        "best layer. ROIs from the configured atlas, resampled to this subject's BOLD grid."),
+    "<h2>Best-layer map</h2>" + report.figure(
+        report.best_layer_png(nib.load(snakemake.input.best_map), len(layers)),
+        f"Layer with the highest held-out r, shown for the {n_sig} voxels predicted above "
+        "chance by some layer (circular-shift permutation null refitted per shift, Bonferroni "
+        "over layers, FDR q<0.05 over voxels)."),
+    "<h2>Held-out r maps per layer</h2><div class='grid'>" + maps + "</div>"
+    f"<p>Glass-brain maximum projections of voxelwise held-out r (colour scale 0 to {vmax:.2f}, "
+    "shared across layers; values below 15% of the maximum hidden).</p>",
+    "<h2>Regularisation</h2>" + report.figure(
+        report.alpha_png([s["alpha"].ravel() for s in scores], layers),
+        "Ridge penalty chosen per voxel by inner leave-one-run-out CV within each outer "
+        "training split (all folds and voxels). Penalties piling up at the grid's upper end "
+        "mark voxels the layer cannot predict."),
+    report.cka_section(pd.read_csv(snakemake.input.cka, sep="\t"), model),
+]
+report.write_page(snakemake.output[0], report.page(f"sub-{subject} · {model}", sections))
