@@ -115,10 +115,6 @@ def test_error_too_many_volumes(tmp_path):
     assert_bold_error(path, "at most 2 extra", max_extra_volumes=2)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug in bold.load_run: nilearn.masking.apply_mask(ensure_finite=True by default) replaces NaN "
-    "with 0 before the finiteness check, so NaN voxels are silently zero-filled; pass "
-    "ensure_finite=False"))
 def test_error_nan_voxels_inside_mask(tmp_path):
     data = synthetic_run(30)
     data[2, 2, 2, 7] = np.nan  # inside the mask

@@ -123,14 +123,14 @@ def test_roi_layer_scores_and_best_layer_find_planted_layers():
 
 
 def test_best_layer_skips_empty_rois():
-    layer_r = np.array([[0.1, 0.2], [0.3, 0.0]])
+    layer_r = np.array([[0.1, 0.2], [0.3, 0.2]])
     masks = {"A": np.array([True, True]), "empty": np.array([False, False])}
     table = rois.roi_layer_scores(layer_r, masks, ["00", "01"])
     assert table[table["roi"] == "empty"]["mean_r"].isna().all()
     top = rois.best_layer_per_roi(table)
     assert top["roi"].tolist() == ["A"]
-    assert top["best_layer"].item() == 0  # means: layer 0 = 0.15, layer 1 = 0.15 -> first max
-    assert top["best_r"].item() == pytest.approx(0.15)
+    assert top["best_layer"].item() == 1  # means: layer 0 = 0.15, layer 1 = 0.25
+    assert top["best_r"].item() == pytest.approx(0.25)
 
 
 def test_voxel_best_layer():

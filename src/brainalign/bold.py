@@ -19,8 +19,6 @@ class BoldError(ValueError):
 
 def subject_mask(mask_paths: list[str | Path]) -> nib.Nifti1Image:
     """Intersection of the brain masks of a subject's runs (all must share one grid)."""
-    from nilearn.image import math_img, resample_to_img  # noqa: F401
-
     imgs = [nib.load(str(p)) for p in mask_paths]
     ref = imgs[0]
     data = np.asarray(ref.dataobj) > 0
@@ -74,8 +72,9 @@ def load_run(bold_path: str | Path, mask_img: nib.Nifti1Image, n_vols: int, t_r:
     header_tr = float(img.header.get_zooms()[3]) if len(img.header.get_zooms()) > 3 else 0.0
     if header_tr > 0 and abs(header_tr - t_r) > 1e-3 and img.header.get_xyzt_units()[1] == "sec":
         raise BoldError(f"{bold_path}: header TR is {header_tr} s but the config says tr: {t_r}.")
+    # ensure_finite=False: nilearn would otherwise silently turn NaN voxels into zeros
     data = apply_mask(img.slicer[..., start_volume:start_volume + n_vols], mask_img,
-                      dtype=np.float32)
+                      dtype=np.float32, ensure_finite=False)
     bad = ~np.isfinite(data)
     if bad.any():
         n_bad = int(bad.any(axis=0).sum())

