@@ -74,7 +74,7 @@ def test_other_cross_references(cfg):
 
 
 def test_alpha_grid(cfg):
-    a = C.alphas(cfg)
+    a = C.alphas(cfg["encoding"]["alphas"])
     assert len(a) == 17 and a[0] == pytest.approx(0.1) and a[-1] == pytest.approx(1e7)
     np.testing.assert_allclose(np.diff(np.log10(a)), 0.5)
 

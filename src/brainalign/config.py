@@ -41,10 +41,9 @@ def check(config: dict[str, Any], path: str = "config/config.yaml") -> None:
                                   f"'{demo['model']}' has layers 0..{n - 1}.")
 
 
-def alphas(config: dict[str, Any]) -> np.ndarray:
-    """Ridge penalty grid (log-spaced)."""
-    a = config["encoding"]["alphas"]
-    return np.logspace(a["min_log10"], a["max_log10"], a["n"])
+def alphas(grid: dict[str, Any]) -> np.ndarray:
+    """Ridge penalty grid (log-spaced) from the ``encoding.alphas`` section."""
+    return np.logspace(grid["min_log10"], grid["max_log10"], grid["n"])
 
 
 def model_spec(config: dict[str, Any], name: str) -> ModelSpec:

@@ -77,11 +77,12 @@ class _Split:
 
     def predict_per_voxel(self, y_train: np.ndarray, alpha: np.ndarray) -> np.ndarray:
         """Held-out predictions with one penalty per voxel, shape (n_test, n_voxels)."""
-        uty = self.u.T @ y_train
         out = np.empty((self.test_v.shape[0], y_train.shape[1]), dtype=np.float32)
         for a in np.unique(alpha):
             cols = alpha == a
-            out[:, cols] = (self.test_v * (self.s / (self.s**2 + a))) @ uty[:, cols]
+            # (n_test, n_train) hat matrix of this penalty: one product per voxel group
+            hat = (self.test_v * (self.s / (self.s**2 + a))) @ self.u.T
+            out[:, cols] = hat @ y_train[:, cols]
         return out
 
 

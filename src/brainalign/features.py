@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -281,8 +282,10 @@ def extract_features(extractor: LayerExtractor, audio: np.ndarray, out_path: str
         h5.attrs.update(model=extractor.spec.name, source=extractor.spec.source,
                         window_s=window_s, context_s=context_s, n_layers=extractor.n_layers,
                         duration_s=len(audio) / TARGET_SR)
-        bar = tqdm(total=round(len(audio) / TARGET_SR), unit="s-audio", mininterval=5,
+        duration = len(audio) / TARGET_SR
+        bar = tqdm(total=round(duration), unit="s-audio", mininterval=5,
                    desc=f"{extractor.spec.name}", disable=None)
+        done, next_report, start = 0.0, 0.0, time.perf_counter()
         for batch, kept in iter_layer_batches(extractor, audio, window_s, context_s, batch_size):
             for w, layers in zip(batch, kept, strict=True):
                 for i, arr in enumerate(layers):
@@ -292,6 +295,12 @@ def extract_features(extractor: LayerExtractor, audio: np.ndarray, out_path: str
                             chunks=(min(total, 1024), arr.shape[1]))
                     datasets[i][w.first_frame:w.first_frame + w.n_keep] = arr
                 bar.update(round(w.n_keep * geom.stride / TARGET_SR))
+                done += w.n_keep * geom.stride / TARGET_SR
+            if done >= next_report:  # progress in the (non-tty) rule log
+                elapsed = time.perf_counter() - start
+                log.info("%s: %.0f / %.0f s of audio (%.1f s-audio/s)", out_path.name, done,
+                         duration, done / max(elapsed, 1e-9))
+                next_report += duration / 10
         bar.close()
     os.replace(tmp, out_path)
 

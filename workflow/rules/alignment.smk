@@ -11,5 +11,8 @@ rule align_features:
         "logs/alignment/{model}_{stimulus}.log",
     conda:
         "../envs/brainalign.yaml"
+    params:
+        tr=config["tr"],
+        alignment=config["alignment"],
     script:
         "../scripts/align_features.py"

@@ -13,6 +13,9 @@ rule prepare_bold:
         "logs/bold/sub-{subject}.log",
     conda:
         "../envs/brainalign.yaml"
+    params:
+        tr=config["tr"],
+        bold=config["bold"],
     resources:
         mem_mb=4000,
     script:

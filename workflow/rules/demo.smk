@@ -31,6 +31,11 @@ if DEMO["enabled"]:
             "logs/demo/bold_sub-{subject}.log",
         conda:
             "../envs/brainalign.yaml"
+        params:
+            demo=DEMO,
+            rois=config["rois"],
+            tr=config["tr"],
+            seed=lambda wc: 1000 + SUBJECTS.index(wc.subject),
         script:
             "../scripts/demo_bold.py"
 

@@ -16,6 +16,9 @@ rule fit_layer:
         "logs/encoding/sub-{subject}_{model}_layer-{layer}.log",
     conda:
         "../envs/brainalign.yaml"
+    params:
+        tr=config["tr"],
+        encoding=config["encoding"],
     resources:
         mem_mb=6000,
     script:

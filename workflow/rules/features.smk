@@ -10,6 +10,9 @@ rule extract_features:
         "logs/features/{model}_{stimulus}.log",
     conda:
         "../envs/brainalign.yaml"
+    params:
+        model=lambda wc: config["models"][wc.model],
+        features=config["features"],
     threads: 2
     resources:
         mem_mb=8000,
@@ -26,5 +29,7 @@ rule layer_similarity:
         "logs/features/{model}_layer_cka.log",
     conda:
         "../envs/brainalign.yaml"
+    params:
+        tr=config["tr"],
     script:
         "../scripts/layer_similarity.py"

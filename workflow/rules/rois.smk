@@ -10,6 +10,8 @@ rule subject_atlas:
         "logs/rois/sub-{subject}_atlas-{atlas}.log",
     conda:
         "../envs/brainalign.yaml"
+    params:
+        rois=config["rois"],
     resources:
         mem_mb=3000,
     script:
@@ -33,6 +35,9 @@ rule subject_rois:
         "logs/rois/sub-{subject}_{model}.log",
     conda:
         "../envs/brainalign.yaml"
+    params:
+        rois=config["rois"],
+        fdr_q=config["encoding"].get("fdr_q", 0.05),
     script:
         "../scripts/subject_rois.py"
 

@@ -8,15 +8,15 @@ from brainalign.features import read_layer
 from brainalign.io import save_layers_h5, setup_logging
 
 setup_logging(snakemake.log[0])
-cfg = snakemake.config["alignment"]
+cfg = snakemake.params.alignment
 duration = audio_duration(snakemake.input.audio)
 with h5py.File(snakemake.input.features, "r") as h5:
     n_layers = int(h5.attrs["n_layers"])
 aligned = {}
 for layer in range(n_layers):
     times, values = read_layer(snakemake.input.features, layer)
-    aligned[layer] = align(times, values, snakemake.config["tr"], duration, cfg["method"],
+    aligned[layer] = align(times, values, snakemake.params.tr, duration, cfg["method"],
                            cfg.get("hrf_model", "glover"), cfg.get("fir_delays"),
                            cfg.get("slice_time_ref", 0.5))
-save_layers_h5(snakemake.output[0], aligned, t_r=snakemake.config["tr"], duration_s=duration,
+save_layers_h5(snakemake.output[0], aligned, t_r=snakemake.params.tr, duration_s=duration,
                method=cfg["method"])

@@ -6,28 +6,25 @@ from brainalign import rois, simulate
 from brainalign.io import load_layer_h5, save_img, save_tsv, setup_logging, unmask
 
 setup_logging(snakemake.log[0])
-cfg = snakemake.config
-demo = cfg["demo"]
-subject = snakemake.wildcards.subject
+demo, rcfg = snakemake.params.demo, snakemake.params.rois
 mask_img = simulate.template_mask(demo["resolution_mm"])
-atlas, names = rois.load_atlas(cfg["rois"]["atlas"], cfg["rois"].get("threshold", 25),
-                               cfg["rois"].get("labels_file"))
+atlas, names = rois.load_atlas(rcfg["atlas"], rcfg.get("threshold", 25),
+                               rcfg.get("labels_file"))
 labels = np.asarray(rois.resample_labels(atlas, mask_img).dataobj)
-mask_img = simulate.restrict_mask(mask_img, labels, names, cfg["rois"]["groups"],
+mask_img = simulate.restrict_mask(mask_img, labels, names, rcfg["groups"],
                                   demo.get("noise_voxels"), seed=0)
 in_mask = np.asarray(mask_img.dataobj) > 0
-roi_voxels = rois.roi_masks(labels[in_mask], names, cfg["rois"]["groups"])
+roi_voxels = rois.roi_masks(labels[in_mask], names, rcfg["groups"])
 planted = {roi: int(layer) for roi, layer in demo["planted"].items()}
 features = {layer: [load_layer_h5(f, layer) for f in snakemake.input.features]
             for layer in set(planted.values())}
-seed = 1000 + cfg["subjects"].index(subject)
 noise = simulate.NoiseModel(ar1=demo.get("ar1", 0.5), fwhm_mm=demo.get("fwhm_mm", 6.0))
 runs, signal_layer = simulate.simulate_subject(
-    features, mask_img, roi_voxels, planted, demo["snr"], seed,
+    features, mask_img, roi_voxels, planted, demo["snr"], snakemake.params.seed,
     extra_volumes=demo.get("extra_volumes", 4), noise=noise)
 for img, bold_out, mask_out in zip(runs, snakemake.output.bold, snakemake.output.mask,
                                    strict=True):
-    simulate.write_bold(img, bold_out, cfg["tr"])
+    simulate.write_bold(img, bold_out, snakemake.params.tr)
     save_img(mask_img, mask_out)
 save_tsv(simulate.truth_table(planted, signal_layer, roi_voxels), snakemake.output.truth)
 # -1: noise voxel, -2: outside the simulated brain

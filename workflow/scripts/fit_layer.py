@@ -10,13 +10,13 @@ from brainalign.encoding import fit_layer
 from brainalign.io import load_layer_h5, save_img, save_npz, setup_logging, unmask
 
 setup_logging(snakemake.log[0])
-cfg = snakemake.config
-enc = cfg["encoding"]
+t_r, enc = snakemake.params.tr, snakemake.params.encoding
 layer = snakemake.wildcards.layer
 x_runs = [load_layer_h5(f, layer) for f in snakemake.input.features]
 y_runs = [np.load(f) for f in snakemake.input.bold]
-scores = fit_layer(x_runs, y_runs, alphas(cfg), n_permutations=enc.get("n_permutations", 50),
-                   min_shift=max(1, round(enc.get("min_shift_s", 15.0) / cfg["tr"])),
+scores = fit_layer(x_runs, y_runs, alphas(enc["alphas"]),
+                   n_permutations=enc.get("n_permutations", 50),
+                   min_shift=max(1, round(enc.get("min_shift_s", 15.0) / t_r)),
                    batch_voxels=enc.get("batch_voxels", 20000))
 logging.getLogger("fit_layer").info("layer %s: mean r %.4f, max r %.4f", layer,
                                     scores.r.mean(), scores.r.max())

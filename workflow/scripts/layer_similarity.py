@@ -4,4 +4,4 @@ from brainalign.features import layer_similarity
 from brainalign.io import save_tsv, setup_logging
 
 setup_logging(snakemake.log[0])
-save_tsv(layer_similarity(list(snakemake.input), t_r=snakemake.config["tr"]), snakemake.output[0])
+save_tsv(layer_similarity(list(snakemake.input), t_r=snakemake.params.tr), snakemake.output[0])

@@ -8,14 +8,14 @@ from brainalign.bold import load_run, subject_mask
 from brainalign.io import save_img, setup_logging
 
 setup_logging(snakemake.log[0])
-cfg = snakemake.config
+t_r, bcfg = snakemake.params.tr, snakemake.params.bold
 mask_img = subject_mask(list(snakemake.input.mask))
 for bold, audio, out in zip(snakemake.input.bold, snakemake.input.audio, snakemake.output.runs,
                             strict=True):
-    data = load_run(bold, mask_img, n_volumes(audio_duration(audio), cfg["tr"]), cfg["tr"],
-                    start_volume=cfg["bold"].get("start_volume", 0),
-                    max_extra_volumes=cfg["bold"].get("max_extra_volumes", 20),
-                    detrend=cfg["bold"].get("detrend", True),
-                    standardize=cfg["bold"].get("standardize", True))
+    data = load_run(bold, mask_img, n_volumes(audio_duration(audio), t_r), t_r,
+                    start_volume=bcfg.get("start_volume", 0),
+                    max_extra_volumes=bcfg.get("max_extra_volumes", 20),
+                    detrend=bcfg.get("detrend", True),
+                    standardize=bcfg.get("standardize", True))
     np.save(out, data)
 save_img(mask_img, snakemake.output.mask)

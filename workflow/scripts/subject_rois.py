@@ -7,18 +7,18 @@ from brainalign import rois, stats
 from brainalign.io import load_npz, save_img, save_tsv, setup_logging, unmask
 
 setup_logging(snakemake.log[0])
-cfg = snakemake.config
+rcfg = snakemake.params.rois
 mask_img = nib.load(snakemake.input.mask)
 in_mask = np.asarray(mask_img.dataobj) > 0
 layers = [p.split("_layer-")[1].split("_")[0] for p in snakemake.input.scores]
 scores = [load_npz(p) for p in snakemake.input.scores]
 layer_r = np.stack([s["r"] for s in scores])
 significant = stats.significant_voxels(np.stack([s["p"] for s in scores]),
-                                       cfg["encoding"].get("fdr_q", 0.05))
-_, names = rois.load_atlas(cfg["rois"]["atlas"], cfg["rois"].get("threshold", 25),
-                           cfg["rois"].get("labels_file"))
+                                       snakemake.params.fdr_q)
+_, names = rois.load_atlas(rcfg["atlas"], rcfg.get("threshold", 25),
+                           rcfg.get("labels_file"))
 labels = np.asarray(nib.load(snakemake.input.atlas[0]).dataobj)[in_mask]
-masks = rois.roi_masks(labels, names, cfg["rois"]["groups"])
+masks = rois.roi_masks(labels, names, rcfg["groups"])
 table = rois.roi_layer_scores(layer_r, masks, layers)
 save_tsv(table, snakemake.output.roi_scores)
 save_tsv(rois.best_layer_per_roi(table), snakemake.output.best)
