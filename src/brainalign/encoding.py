@@ -75,15 +75,34 @@ class _Split:
         uty = self.u.T @ y_train
         return np.stack([(self.test_v * (self.s / (self.s**2 + a))) @ uty for a in alphas])
 
+    def hat(self, alpha: float) -> np.ndarray:
+        """(n_test, n_train) matrix mapping training BOLD to held-out predictions."""
+        return (self.test_v * (self.s / (self.s**2 + alpha))) @ self.u.T
+
     def predict_per_voxel(self, y_train: np.ndarray, alpha: np.ndarray) -> np.ndarray:
         """Held-out predictions with one penalty per voxel, shape (n_test, n_voxels)."""
         out = np.empty((self.test_v.shape[0], y_train.shape[1]), dtype=np.float32)
         for a in np.unique(alpha):
             cols = alpha == a
-            # (n_test, n_train) hat matrix of this penalty: one product per voxel group
-            hat = (self.test_v * (self.s / (self.s**2 + a))) @ self.u.T
-            out[:, cols] = hat @ y_train[:, cols]
+            out[:, cols] = self.hat(a) @ y_train[:, cols]
         return out
+
+
+def _shifted_hats(hat: np.ndarray, train_lengths: list[int], train_shifts: np.ndarray,
+                  test_shifts: np.ndarray) -> np.ndarray:
+    """Hat matrices of BOLD circularly shifted within each run, (n_perm, n_test, n_train).
+
+    Shifting training run r by k equals rolling its block of hat columns by -k; shifting the
+    held-out run by k equals rolling the prediction rows by -k. So the null refit never copies
+    BOLD: it permutes a small matrix and does one product per permutation block.
+    """
+    out = np.empty((len(test_shifts), *hat.shape), dtype=np.float32)
+    bounds = np.cumsum([0, *train_lengths])
+    for j, (ks, kt) in enumerate(zip(train_shifts, test_shifts, strict=True)):
+        for r, (a, b) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
+            out[j, :, a:b] = np.roll(hat[:, a:b], -ks[r], axis=1)
+        out[j] = np.roll(out[j], -kt, axis=0)
+    return out
 
 
 def r2_score(y: np.ndarray, pred: np.ndarray) -> np.ndarray:
@@ -173,13 +192,25 @@ def fit_layer(x_runs: list[np.ndarray], y_runs: list[np.ndarray], alphas: np.nda
             r_folds[test, cols] = pearson_r(ys[test], pred)
             r2_folds[test, cols] = r2_score(ys[test], pred)
             alpha_folds[test, cols] = best
-        for j, shift in enumerate(shifts):
-            ys_null = [np.roll(y, k, axis=0) for y, k in zip(ys, shift, strict=True)]
-            for test in range(n_runs):
-                train = [i for i in range(n_runs) if i != test]
-                pred = outer[test].predict_per_voxel(
-                    np.concatenate([ys_null[i] for i in train]), alpha_folds[test, cols])
-                r_null[j, cols] += pearson_r(ys_null[test], pred) / n_runs
+        for test in range(n_runs):
+            train = [i for i in range(n_runs) if i != test]
+            y_train = np.concatenate([ys[i] for i in train])
+            z_test = _zscore(ys[test])
+            for a in np.unique(alpha_folds[test, cols]):
+                sel = np.flatnonzero(alpha_folds[test, cols] == a)
+                y_sel, z_sel = y_train[:, sel], z_test[:, sel]
+                hat = outer[test].hat(a)
+                # permutations in blocks of ~64 MB of predictions
+                step = max(1, int(16e6 // (hat.shape[0] * sel.size)))
+                for p0 in range(0, n_permutations, step):
+                    hats = _shifted_hats(hat, [ys[i].shape[0] for i in train],
+                                         shifts[p0:p0 + step][:, train],
+                                         shifts[p0:p0 + step, test])
+                    pred = (hats.reshape(-1, hat.shape[1]) @ y_sel).reshape(
+                        len(hats), hat.shape[0], sel.size)
+                    pred -= pred.mean(1, keepdims=True)
+                    pred /= np.maximum(pred.std(1, keepdims=True), 1e-12)
+                    r_null[p0:p0 + step, start + sel] += (pred * z_sel).mean(1) / n_runs
     r = r_folds.mean(0)
     null_mean = r_null.mean(0)
     null_std = np.maximum(r_null.std(0, ddof=1), 1e-6)

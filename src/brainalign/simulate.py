@@ -160,8 +160,8 @@ def planted_signals(features: list[np.ndarray], n_voxels: int, rng: np.random.Ge
 
 def simulate_subject(features_by_layer: dict[int, list[np.ndarray]], mask_img: nib.Nifti1Image,
                      roi_voxels: dict[str, np.ndarray], planted: dict[str, int], snr: float,
-                     seed: int, extra_volumes: int = 4, noise: NoiseModel | None = None
-                     ) -> tuple[list[nib.Nifti1Image], np.ndarray]:
+                     seed: int, extra_volumes: int = 4, noise: NoiseModel | None = None,
+                     snr_spread: float = 3.0) -> tuple[list[nib.Nifti1Image], np.ndarray]:
     """Simulated 4D BOLD runs for one subject.
 
     Parameters
@@ -170,7 +170,9 @@ def simulate_subject(features_by_layer: dict[int, list[np.ndarray]], mask_img: n
     mask_img : 3D brain mask; BOLD is simulated inside it
     roi_voxels : {roi: boolean array over mask voxels}
     planted : {roi: layer driving it}
-    snr : signal variance / noise variance in planted voxels
+    snr : median signal variance / noise variance in planted voxels
+    snr_spread : each planted voxel's SNR is ``snr`` times a log-uniform factor in
+        [1/snr_spread, snr_spread] (real voxels differ in how well they respond)
     extra_volumes : noise-only volumes acquired after each stimulus ends
 
     Returns
@@ -192,13 +194,14 @@ def simulate_subject(features_by_layer: dict[int, list[np.ndarray]], mask_img: n
         signal_layer[cols] = layer
         for run, sig in enumerate(planted_signals(features_by_layer[layer], cols.size, rng)):
             signals[run][:, cols] = sig
+    gain = np.sqrt(snr * snr_spread ** rng.uniform(-1, 1, n_vox)).astype(np.float32)
     baseline = 800.0 + 200.0 * rng.random(n_vox)
     runs = []
     for run in range(n_runs):
         n_t = lengths[run] + extra_volumes
         vol_noise = smooth_noise(rng, mask.shape, n_t, voxel_mm, noise)[:, mask]
         data = vol_noise
-        data[: lengths[run]] += np.sqrt(snr) * signals[run]
+        data[: lengths[run]] += gain * signals[run]
         data += noise.drift * np.linspace(-0.5, 0.5, n_t)[:, None] * rng.standard_normal(n_vox)
         data = baseline * (1.0 + 0.01 * data)  # ~1% signal change per noise SD
         vol = np.zeros((*mask.shape, n_t), np.float32)
@@ -237,4 +240,12 @@ def noise_fpr(significant: list[np.ndarray], signal_layer: list[np.ndarray]) -> 
     hits = sum(int((s & (lay < 0)).sum()) for s, lay in zip(significant, signal_layer,
                                                              strict=True))
     total = sum(int((lay < 0).sum()) for lay in signal_layer)
+    return hits / max(total, 1)
+
+
+def signal_power(significant: list[np.ndarray], signal_layer: list[np.ndarray]) -> float:
+    """Share of planted-signal voxels called significant, pooled over subjects."""
+    hits = sum(int((s & (lay >= 0)).sum()) for s, lay in zip(significant, signal_layer,
+                                                              strict=True))
+    total = sum(int((lay >= 0).sum()) for lay in signal_layer)
     return hits / max(total, 1)

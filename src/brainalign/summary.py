@@ -22,6 +22,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("recovery_tsv")
     parser.add_argument("--wall", type=float, required=True, help="wall time of the run (s)")
     args = parser.parse_args(argv)
+    rec = pd.read_csv(args.recovery_tsv, sep="\t").iloc[0]
+    if "signal_power" in rec:
+        print(f"planted voxels called significant: {rec['signal_power']:.1%} "
+              "(FDR q=0.05, Bonferroni over layers)")
     print(recovery_line(args.recovery_tsv, args.wall))
 
 

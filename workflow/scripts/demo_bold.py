@@ -21,7 +21,8 @@ features = {layer: [load_layer_h5(f, layer) for f in snakemake.input.features]
 noise = simulate.NoiseModel(ar1=demo.get("ar1", 0.5), fwhm_mm=demo.get("fwhm_mm", 6.0))
 runs, signal_layer = simulate.simulate_subject(
     features, mask_img, roi_voxels, planted, demo["snr"], snakemake.params.seed,
-    extra_volumes=demo.get("extra_volumes", 4), noise=noise)
+    extra_volumes=demo.get("extra_volumes", 4), noise=noise,
+    snr_spread=demo.get("snr_spread", 3.0))
 for img, bold_out, mask_out in zip(runs, snakemake.output.bold, snakemake.output.mask,
                                    strict=True):
     simulate.write_bold(img, bold_out, snakemake.params.tr)

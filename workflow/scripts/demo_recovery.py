@@ -20,7 +20,8 @@ for sig_path, layer_path in zip(snakemake.input.significant, snakemake.input.sig
     sig.append(sig_vol[inside])
     layers.append(layer_vol[inside])
 fpr = simulate.noise_fpr(sig, layers)
+power = simulate.signal_power(sig, layers)
 merged = truth.merge(best, on="roi", how="left")
 merged["exact"] = merged["best_layer"] == merged["layer"]
-save_tsv(merged.assign(exact_n=exact, within1_n=within1, n=n, noise_fpr=fpr),
+save_tsv(merged.assign(exact_n=exact, within1_n=within1, n=n, noise_fpr=fpr, signal_power=power),
          snakemake.output[0])

@@ -20,7 +20,8 @@ if snakemake.input.recovery:
         "<h2>Demo: planted truth recovered?</h2>"
         f"<p>Exact best layer for {first['exact_n']}/{first['n']} planted ROIs, within one "
         f"layer for {first['within1_n']}/{first['n']}; share of pure-noise voxels called "
-        f"significant: {first['noise_fpr']:.4f} (nominal FDR level 0.05).</p>"
+        f"significant: {first['noise_fpr']:.4f} (nominal FDR level 0.05); share of planted "
+        f"voxels called significant: {first.get('signal_power', float('nan')):.3f}.</p>"
         + report.table_html(rec[["roi", "layer", "best_layer", "best_r", "n_signal_voxels"]]
                             .rename(columns={"layer": "planted_layer"})))
 sections = [
