@@ -74,10 +74,36 @@ def test_min_p_over_layers_controls_familywise_error_on_null():
     assert adj.max() <= 1.0
 
 
-def test_significant_voxels_combines_bonferroni_and_fdr():
+def test_simes_over_layers_hand_example():
+    p_layers = np.array([[0.01, 0.5, 0.030],
+                         [0.04, 0.2, 0.020],
+                         [0.02, 0.6, 0.025],
+                         [0.50, 0.7, 0.035]])
+    # Simes: min_k n * p_(k) / k
+    expected = [min(4 * 0.01 / 1, 4 * 0.02 / 2, 4 * 0.04 / 3, 4 * 0.5 / 4),
+                min(4 * 0.2 / 1, 4 * 0.5 / 2, 4 * 0.6 / 3, 4 * 0.7 / 4),
+                min(4 * 0.02 / 1, 4 * 0.025 / 2, 4 * 0.03 / 3, 4 * 0.035 / 4)]
+    np.testing.assert_allclose(stats.simes_over_layers(p_layers), expected)
+    # never larger than Bonferroni, and far smaller when layers agree (third voxel)
+    assert (stats.simes_over_layers(p_layers) <= stats.min_p_over_layers(p_layers)).all()
+    assert stats.simes_over_layers(p_layers)[2] == pytest.approx(0.035)
+
+
+def test_simes_over_correlated_layers_keeps_null_level():
+    # 13 strongly correlated layer statistics under the null, as neighbouring layers are
+    from scipy.stats import norm
+
+    rng = np.random.default_rng(5)
+    shared = rng.standard_normal(20_000)
+    z = 0.9 * shared + np.sqrt(1 - 0.81) * rng.standard_normal((13, 20_000))
+    comb = stats.simes_over_layers(norm.sf(z))
+    assert (comb < 0.05).mean() <= 0.05
+
+
+def test_significant_voxels_combines_layers_and_fdr():
     p_layers = np.ones((3, 6))
     p_layers[1, 0] = 1e-6  # strong effect in one layer only
-    p_layers[2, 1] = 0.02  # 0.06 after Bonferroni: not significant
+    p_layers[2, 1] = 0.02  # 0.06 after combining 3 layers: not significant
     sig = stats.significant_voxels(p_layers, q=0.05)
     np.testing.assert_array_equal(sig, [True, False, False, False, False, False])
 

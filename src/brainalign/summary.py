@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> None:
     rec = pd.read_csv(args.recovery_tsv, sep="\t").iloc[0]
     if "signal_power" in rec:
         print(f"planted voxels called significant: {rec['signal_power']:.1%} "
-              "(FDR q=0.05, Bonferroni over layers)")
+              "(Simes over layers, FDR q=0.05 over voxels)")
     print(recovery_line(args.recovery_tsv, args.wall))
 
 

@@ -33,7 +33,7 @@ sections = [
     "<h2>Best-layer map</h2>" + report.figure(
         report.best_layer_png(nib.load(snakemake.input.best_map), len(layers)),
         f"Layer with the highest held-out r, shown for the {n_sig} voxels predicted above "
-        "chance by some layer (circular-shift permutation null refitted per shift, Bonferroni "
+        "chance by some layer (circular-shift permutation null refitted per shift, Simes "
         "over layers, FDR q<0.05 over voxels)."),
     "<h2>Held-out r maps per layer</h2><div class='grid'>" + maps + "</div>"
     f"<p>Glass-brain maximum projections of voxelwise held-out r (colour scale 0 to {vmax:.2f}, "
