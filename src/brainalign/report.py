@@ -48,7 +48,7 @@ def layer_map_pngs(r_imgs: list[tuple[str, nib.Nifti1Image]], vmax: float) -> li
     for layer, img in r_imgs:
         fig = plt.figure(figsize=(5, 2.2))
         plotting.plot_glass_brain(img, figure=fig, colorbar=True, vmin=0, vmax=vmax,
-                                  cmap="hot", plot_abs=False, threshold=vmax * 0.15,
+                                  cmap="hot", plot_abs=False, threshold=1e-6,
                                   title=f"layer {int(layer)}", display_mode="lzr")
         out.append(fig_to_b64(fig))
     return out

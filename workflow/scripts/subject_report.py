@@ -14,7 +14,9 @@ subject, model = snakemake.wildcards.subject, snakemake.wildcards.model
 mask_img = nib.load(snakemake.input.mask)
 layers = [p.split("_layer-")[1].split("_")[0] for p in snakemake.input.scores]
 scores = [load_npz(p) for p in snakemake.input.scores]
-r_imgs = [(layer, unmask(s["r"], mask_img)) for layer, s in zip(layers, scores, strict=True)]
+P_SHOW = 0.001  # r maps show voxels whose layer predicts them at uncorrected p < P_SHOW
+r_imgs = [(layer, unmask(np.where(s["p"] < P_SHOW, s["r"], 0.0), mask_img))
+          for layer, s in zip(layers, scores, strict=True)]
 vmax = float(max(np.percentile(s["r"], 99.9) for s in scores))
 roi_scores = pd.read_csv(snakemake.input.roi_scores, sep="\t")
 best = pd.read_csv(snakemake.input.best, sep="\t")
@@ -37,7 +39,9 @@ sections = [
         "over layers, FDR q<0.05 over voxels)."),
     "<h2>Held-out r maps per layer</h2><div class='grid'>" + maps + "</div>"
     f"<p>Glass-brain maximum projections of voxelwise held-out r (colour scale 0 to {vmax:.2f}, "
-    "shared across layers; values below 15% of the maximum hidden).</p>",
+    f"shared across layers), for voxels this layer predicts at uncorrected p &lt; {P_SHOW} "
+    "(permutation null); the unthresholded maps are the NIfTI files "
+    "<code>encoding/*_stat-r.nii.gz</code>.</p>",
     "<h2>Regularisation</h2>" + report.figure(
         report.alpha_png([s["alpha"].ravel() for s in scores], layers),
         "Ridge penalty chosen per voxel by inner leave-one-run-out CV within each outer "
