@@ -1,0 +1,31 @@
+"""File edges: atomic writes and round trips."""
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from brainalign import io
+
+
+def test_npz_and_tsv_round_trip_without_temporaries(tmp_path):
+    io.save_npz(tmp_path / "a" / "s.npz", r=np.arange(3.0), p=np.ones(3))
+    back = io.load_npz(tmp_path / "a" / "s.npz")
+    np.testing.assert_array_equal(back["r"], [0, 1, 2])
+    io.save_tsv(pd.DataFrame({"roi": ["HG"], "r": [0.25]}), tmp_path / "t.tsv")
+    assert pd.read_csv(tmp_path / "t.tsv", sep="\t")["r"].iloc[0] == 0.25
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["s.npz", "t.tsv"]
+
+
+def test_unmask_places_values_and_layers_h5(tmp_path):
+    mask = np.zeros((3, 3, 3), np.uint8)
+    mask[1, 1, :] = 1
+    mask_img = nib.Nifti1Image(mask, np.eye(4))
+    img = io.unmask(np.array([1.0, 2.0, 3.0]), mask_img, fill=-1)
+    data = np.asarray(img.dataobj)
+    np.testing.assert_array_equal(data[1, 1], [1, 2, 3])
+    assert (data[0] == -1).all()
+    io.save_img(img, tmp_path / "x.nii.gz")
+    assert np.allclose(nib.load(tmp_path / "x.nii.gz").get_fdata()[1, 1], [1, 2, 3])
+    io.save_layers_h5(tmp_path / "f.h5", {0: np.ones((4, 2)), 12: np.zeros((4, 5))}, t_r=1.5)
+    assert io.load_layer_h5(tmp_path / "f.h5", "12").shape == (4, 5)
+    assert io.load_layer_h5(tmp_path / "f.h5", 0).dtype == np.float32
