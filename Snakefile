@@ -10,7 +10,11 @@ from snakemake.utils import min_version, validate
 min_version("8.0")
 
 
-configfile: os.path.join(workflow.basedir, "config", "config.yaml")
+# The default config (the demo) applies only when no --configfile is given: a user's config
+# replaces it whole instead of being merged into the demo's models and ROIs.
+if not workflow.overwrite_configfiles:
+
+    configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 
 
 validate(config, "workflow/schemas/config.schema.yaml")

@@ -141,3 +141,105 @@ def test_align_dispatches_and_rejects_unknown_method():
     assert spm.shape == hrf.shape and not np.allclose(spm, hrf)
     with pytest.raises(ValueError, match="unknown alignment method 'boxcar'"):
         alignment.align(times, values, t_r, duration, method="boxcar")
+
+
+def test_lanczos_kernel():
+    a = 3
+    assert alignment.lanczos_kernel(np.array([0.0]), a)[0] == pytest.approx(1.0)
+    np.testing.assert_allclose(alignment.lanczos_kernel(np.array([-2.0, -1.0, 1.0, 2.0]), a), 0,
+                               atol=1e-12)
+    np.testing.assert_allclose(alignment.lanczos_kernel(np.array([-3.0, 3.0, 4.5]), a), 0)
+    x = np.array([0.3, 1.7, 2.5])
+    np.testing.assert_allclose(alignment.lanczos_kernel(x, a), np.sinc(x) * np.sinc(x / a))
+    np.testing.assert_allclose(alignment.lanczos_kernel(-x, a), alignment.lanczos_kernel(x, a))
+
+
+def _interior(n_vols, t_r, duration, window=3, slice_time_ref=0.5):
+    """Volumes whose whole Lanczos window (window * t_r either side) lies inside the stimulus."""
+    t = (np.arange(n_vols) + slice_time_ref) * t_r
+    return (t - window * t_r >= 0) & (t + window * t_r <= duration)
+
+
+@pytest.mark.parametrize("t_r", [1.5, 2.0])
+def test_lanczos_reproduces_a_slow_sinusoid_at_the_volume_times(t_r):
+    duration, freq = 300.0, 0.2 / (2 * t_r)  # a fifth of the TR grid's Nyquist frequency
+    times = frames(duration)
+    values = np.stack([np.sin(2 * np.pi * freq * times), np.cos(2 * np.pi * freq * times)], 1)
+    n_vols = alignment.n_volumes(duration, t_r)
+    out = alignment.lanczos_features(times, values, t_r, n_vols, delays=[0])
+    vol_t = (np.arange(n_vols) + 0.5) * t_r
+    truth = np.stack([np.sin(2 * np.pi * freq * vol_t), np.cos(2 * np.pi * freq * vol_t)], 1)
+    inside = _interior(n_vols, t_r, duration)
+    assert inside.sum() > 100
+    for j in range(2):
+        assert np.corrcoef(out[inside, j], truth[inside, j])[0, 1] > 0.99
+        assert np.corrcoef(out[:, j], truth[:, j])[0, 1] > 0.99  # edges included
+    np.testing.assert_allclose(out[inside], truth[inside], atol=0.03)  # the amplitude too
+
+
+def test_lanczos_removes_frequencies_above_the_tr_nyquist():
+    t_r, duration = 2.0, 300.0
+    times = frames(duration)
+    values = np.sin(2 * np.pi * 0.4 * times)[:, None]  # Nyquist of a 2 s grid: 0.25 Hz
+    n_vols = alignment.n_volumes(duration, t_r)
+    out = alignment.lanczos_features(times, values, t_r, n_vols, delays=[0])
+    inside = _interior(n_vols, t_r, duration)
+    assert np.abs(out[inside]).max() < 0.05  # no aliasing of the fast oscillation
+
+
+def test_lanczos_keeps_a_constant_and_tapers_at_the_stimulus_edges():
+    t_r, duration = 1.5, 60.0
+    times = frames(duration)
+    values = np.full((times.size, 2), [2.0, -0.5])
+    n_vols = alignment.n_volumes(duration, t_r)
+    out = alignment.lanczos_features(times, values, t_r, n_vols, delays=[0])
+    inside = _interior(n_vols, t_r, duration)
+    np.testing.assert_allclose(out[inside], np.tile([2.0, -0.5], (inside.sum(), 1)), rtol=1e-3)
+    # no frames before onset or after the end (silence): the edges fall towards zero
+    assert 0.3 * 2.0 < out[0, 0] < 2.0 and 0.3 * 2.0 < out[-1, 0] < 2.0
+    # jittered frame times (weights are normalised by the mean frame spacing): still constant
+    jitter = np.random.default_rng(1).uniform(-0.4, 0.4, times.size) * FRAME_S
+    out = alignment.lanczos_features(times + jitter, values, t_r, n_vols, delays=[0])
+    np.testing.assert_allclose(out[inside], np.tile([2.0, -0.5], (inside.sum(), 1)), rtol=0.01)
+
+
+def test_align_lanczos_shape_and_fir_delays():
+    t_r, duration = 1.5, 30.0
+    times = frames(duration)
+    values = np.random.default_rng(0).standard_normal((times.size, 3))
+    n_vols = alignment.n_volumes(duration, t_r)
+    out = alignment.align(times, values, t_r, duration, method="lanczos", delays=[1, 2, 3, 4])
+    assert out.shape == (n_vols, 3 * 4) and out.dtype == np.float32
+    plain = alignment.lanczos_features(times, values, t_r, n_vols, delays=[0])
+    for j, d in enumerate([1, 2, 3, 4]):
+        block = out[:, 3 * j:3 * (j + 1)]
+        np.testing.assert_allclose(block[:d], 0)
+        np.testing.assert_allclose(block[d:], plain[: n_vols - d])
+    # default delays: the Huth lab's 1..4 volumes; the window is a parameter
+    assert alignment.align(times, values, t_r, duration, method="lanczos").shape == (n_vols, 12)
+    wide = alignment.align(times, values, t_r, duration, method="lanczos", lanczos_window=5)
+    assert wide.shape == out.shape and not np.allclose(wide, out)
+
+
+@pytest.mark.parametrize("method", ["hrf", "fir", "lanczos"])
+def test_onset_shifts_the_response_by_whole_volumes(method):
+    t_r, duration, onset = 1.5, 30.0, 3.0  # onset = 2 volumes
+    times = frames(duration)
+    values = np.zeros((times.size, 1))
+    values[np.searchsorted(times, 6.0)] = 1.0  # an impulse 6 s into the stimulus
+    kw = {"method": method, "delays": [1, 2]}
+    base = alignment.align(times, values, t_r, duration, **kw)
+    late = alignment.align(times, values, t_r, duration, onset_s=onset, **kw)
+    assert base.shape[0] == alignment.n_volumes(duration, t_r)
+    assert late.shape == (alignment.n_volumes(duration + onset, t_r), base.shape[1])
+    assert late.shape[0] == base.shape[0] + 2
+    assert np.abs(base).max() > 0
+    np.testing.assert_allclose(late[2:], base, rtol=1e-5, atol=1e-7 * np.abs(base).max())
+    np.testing.assert_allclose(late[:2], 0, atol=1e-7 * np.abs(base).max())
+    assert late[:, 0].argmax() == base[:, 0].argmax() + 2
+
+
+def test_onset_before_the_run_is_rejected():
+    times = frames(10.0)
+    with pytest.raises(ValueError, match="onset_s must be >= 0"):
+        alignment.align(times, np.ones((times.size, 1)), 1.5, 10.0, onset_s=-1.0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import h5py
@@ -308,3 +309,165 @@ def test_pretrained_whisper_tiny_en_layers(tmp_path):
                                    rtol=1e-3, atol=1e-3)
     # the pretrained layers are distinct representations, not copies
     assert F.linear_cka(outs[0][1], outs[4][1]) < 0.99
+
+
+# ------------------------------------------------------------- right context and modes
+@pytest.fixture(scope="module")
+def local_extractor():
+    """Tiny wav2vec2 whose CNN is per-frame (LayerNorm, no GroupNorm over time), unnormalised."""
+    ex = F.LayerExtractor(tiny_spec(feat_extract_norm="layer"), device="cpu")
+    ex.feature_extractor.do_normalize = False
+    return ex
+
+
+def stitch(extractor, audio, **kwargs) -> list[np.ndarray]:
+    """Per-layer (n_frames, n_features) arrays assembled from iter_layer_batches."""
+    parts: dict[int, list[np.ndarray]] = {}
+    for batch, kept in F.iter_layer_batches(extractor, audio, **kwargs):
+        for w, layers in zip(batch, kept, strict=True):
+            parts[w.first_frame] = layers
+    order = sorted(parts)
+    return [np.concatenate([parts[k][i] for k in order]) for i in range(extractor.n_layers)]
+
+
+@pytest.mark.parametrize(("n_samples", "window_s", "context_s", "right_s"), [
+    (80_000, 1.0, 0.5, 0.5),
+    (81_234, 0.3, 0.0, 2.0),      # right context longer than the window; ragged end
+    (80_000, 10.0, 5.0, 1.0),     # one window longer than the audio
+    (1_000, 1.0, 0.5, 0.5),
+])
+def test_plan_windows_right_context(n_samples, window_s, context_s, right_s):
+    geom = W2V_GEOM
+    windows = F.plan_windows(n_samples, geom, window_s, context_s, right_context_s=right_s)
+    total = F.n_frames_total(n_samples, geom)
+    covered = np.zeros(total, int)
+    rctx = round(right_s * TARGET_SR / geom.stride) * geom.stride
+    for w in windows:
+        covered[w.first_frame:w.first_frame + w.n_keep] += 1
+        assert 0 <= w.start < w.stop <= n_samples
+        end_of_kept = (w.first_frame + w.n_keep) * geom.stride + geom.margin
+        # right context as configured, clipped at the end of the audio
+        assert w.stop == min(n_samples, end_of_kept + rctx)
+        assert F.n_frames_total(w.stop - w.start, geom) >= w.keep_from + w.n_keep
+    np.testing.assert_array_equal(covered, 1)
+    # without right context the plan is the old one, exactly
+    assert F.plan_windows(n_samples, geom, window_s, context_s, right_context_s=0.0) == \
+        F.plan_windows(n_samples, geom, window_s, context_s)
+
+
+def test_full_left_and_right_context_equals_single_pass_for_every_layer(local_extractor,
+                                                                       tmp_path):
+    audio = speech_like(2.0, seed=3)
+    whole = local_extractor([audio])
+    path = tmp_path / "ctx.h5"
+    F.extract_features(local_extractor, audio, path, window_s=0.4, context_s=3.0, batch_size=3,
+                       dtype="float32", right_context_s=3.0)
+    for layer in range(local_extractor.n_layers):
+        _, values = F.read_layer(path, layer)
+        assert values.shape == whole[layer][0].shape
+        np.testing.assert_allclose(values, whole[layer][0], rtol=1e-4, atol=1e-4)
+    with h5py.File(path, "r") as h5:
+        assert h5.attrs["right_context_s"] == 3.0 and h5.attrs["mode"] == "windowed"
+
+
+def test_right_context_is_fed_but_not_kept(local_extractor):
+    audio = speech_like(2.0, seed=4)
+    kwargs = dict(window_s=0.5, context_s=0.2, batch_size=2)
+    with_right = stitch(local_extractor, audio, right_context_s=0.5, **kwargs)
+    without = stitch(local_extractor, audio, **kwargs)
+    w = F.plan_windows(len(audio), local_extractor.geometry, 0.5, 0.2, right_context_s=0.5)[1]
+    single = local_extractor([audio[w.start:w.stop]])
+    sl = slice(w.first_frame, w.first_frame + w.n_keep)
+    np.testing.assert_allclose(with_right[3][sl], single[3][0, w.keep_from:w.keep_from + w.n_keep],
+                               rtol=1e-4, atol=1e-5)
+    assert not np.allclose(with_right[3][sl], without[3][sl], atol=1e-3)
+    # layer 0 is local: right context leaves it unchanged
+    np.testing.assert_allclose(with_right[0], without[0], rtol=1e-4, atol=1e-5)
+
+
+def test_causal_mode_frames_do_not_see_beyond_window(tiny_extractor):
+    audio = speech_like(3.0, seed=5)
+    cut = 2 * TARGET_SR  # audio changes from 2.0 s on
+    changed = audio.copy()
+    changed[cut:] = speech_like(1.0, seed=6)
+    kw = dict(window_s=0.1, context_s=0.5, batch_size=8)
+    geom = tiny_extractor.geometry
+    times = F.frame_times(F.n_frames_total(len(audio), geom), geom)
+    # a frame at t sees audio up to t + window_s (+ its 25 ms receptive field) only
+    past = times < cut / TARGET_SR - 0.1 - 0.025
+    causal = [stitch(tiny_extractor, x, mode="causal", **kw)[3] for x in (audio, changed)]
+    np.testing.assert_array_equal(causal[0][past], causal[1][past])
+    assert not np.allclose(causal[0][~past], causal[1][~past])
+    # windowed with right context does look ahead
+    ahead = [stitch(tiny_extractor, x, right_context_s=1.0, **kw)[3] for x in (audio, changed)]
+    assert not np.allclose(ahead[0][past], ahead[1][past])
+    with pytest.raises(ValueError, match="causal.*right_context_s = 0"):
+        F.plan_windows(len(audio), geom, 0.1, 0.5, right_context_s=0.5, mode="causal")
+    with pytest.raises(ValueError, match="not one of windowed, causal, whole"):
+        F.plan_windows(len(audio), geom, 0.1, 0.5, mode="streaming")
+
+
+def test_whole_mode_is_one_pass(tiny_extractor, tmp_path):
+    audio = speech_like(1.5, seed=7)
+    (w,) = F.plan_windows(len(audio), tiny_extractor.geometry, 0.2, 0.1, mode="whole")
+    assert (w.start, w.stop, w.keep_from, w.first_frame) == (0, len(audio), 0, 0)
+    path = tmp_path / "whole.h5"
+    F.extract_features(tiny_extractor, audio, path, 0.2, 0.1, dtype="float32", mode="whole")
+    whole = tiny_extractor([audio])
+    for layer in (0, 3):
+        _, values = F.read_layer(path, layer)
+        np.testing.assert_allclose(values, whole[layer][0], rtol=1e-5, atol=1e-6)
+
+
+def test_whole_mode_refuses_long_stimulus_for_whisper(tmp_path):
+    from types import SimpleNamespace
+
+    geom = F.FrameGeometry(320, 0.0, 360, 480_000)
+    assert len(F.plan_windows(480_000, geom, 1.0, 0.0, mode="whole")) == 1
+    fake = SimpleNamespace(geometry=geom, spec=F.ModelSpec("whisper-x", "x"))
+    with pytest.raises(F.ModelError) as exc:
+        next(F.iter_layer_batches(fake, np.zeros(40 * TARGET_SR, np.float32), 1.0, 0.0,
+                                  mode="whole"))
+    msg = str(exc.value)
+    assert "model 'whisper-x'" in msg and "40.0 s" in msg and "fixed input length of 30 s" in msg
+    assert "features.mode: windowed" in msg
+    with pytest.raises(F.ModelError, match="right_context_s = 31.0 s exceeds"):
+        F.plan_windows(1_000_000, geom, 20.0, 5.0, right_context_s=6.0)
+
+
+# ------------------------------------------------------------------------- frame times
+def test_frame_times_locate_clicks(local_extractor, tmp_path):
+    clicks = np.arange(0.31, 2.6, 0.5)  # every 0.5 s, not on the frame grid
+    audio = np.zeros(3 * TARGET_SR, np.float32)
+    audio[np.round(clicks * TARGET_SR).astype(int)] = 1.0
+    path = tmp_path / "clicks.h5"
+    F.extract_features(local_extractor, audio, path, window_s=0.4, context_s=0.2,
+                       dtype="float32")
+    times, values = F.read_layer(path, 0)
+    energy = (values ** 2).sum(1)
+    change = np.abs(energy - np.median(energy))
+    for c in clicks:
+        near = np.flatnonzero(np.abs(times - c) < 0.25)
+        peak = times[near[np.argmax(change[near])]]
+        assert abs(peak - c) <= 0.020, (c, peak)
+
+
+# ---------------------------------------------------------------------- layer selection
+def test_layer_selection():
+    assert F.layer_ids(F.ModelSpec("t", "random", "wav2vec2", 0, dict(TINY), [3, 0])) == \
+        ["00", "03"]
+    spec = F.ModelSpec.from_config("m", {"source": "random", "architecture": "hubert",
+                                         "layers": [12, 6]})
+    assert spec.layers == [12, 6] and F.layer_ids(spec) == ["06", "12"]
+    with pytest.raises(F.ModelError, match=r"model 'm': `layers` \[13\] out of range.*0\.\.12"):
+        F.layer_ids(F.ModelSpec("m", "random", "hubert", layers=[0, 13]))
+    with pytest.raises(F.ModelError, match="`layers` is empty"):
+        F.layer_ids(F.ModelSpec("m", "random", "hubert", layers=[]))
+
+
+# ---------------------------------------------------------------------------- precision
+def test_precision_defaults_to_float32_on_cpu(tiny_extractor):
+    assert tiny_extractor.precision == "float32"
+    assert isinstance(tiny_extractor._autocast(), contextlib.nullcontext)
+    with pytest.raises(F.ModelError, match="precision 'float8'"):
+        F.LayerExtractor(tiny_spec(), device="cpu", precision="float8")

@@ -178,3 +178,14 @@ def test_user_atlas_from_nifti_and_tsv(tmp_path):
         rois.load_atlas(str(path))
     with pytest.raises(FileNotFoundError, match="no_atlas"):
         rois.load_atlas(str(tmp_path / "no_atlas.nii.gz"))
+
+
+def test_voxel_best_layer_reports_layer_numbers_of_a_subset():
+    layer_r = np.array([[0.1, 0.5, 0.0],
+                        [0.4, 0.2, 0.0],
+                        [0.0, 0.1, 0.3]])
+    sig = np.array([True, True, False])
+    # rows hold layers 0, 6 and 12: numbers, not positions, go into the map
+    np.testing.assert_array_equal(rois.voxel_best_layer(layer_r, sig, ["00", "06", "12"]),
+                                  [6, 0, -1])
+    np.testing.assert_array_equal(rois.voxel_best_layer(layer_r, sig), [1, 0, -1])

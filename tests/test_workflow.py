@@ -22,11 +22,20 @@ REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
 
 
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = (_merge(out[key], value) if isinstance(value, dict)
+                    and isinstance(out.get(key), dict) else value)
+    return out
+
+
 def _tiny_config(tmp: Path, **overrides) -> Path:
-    cfg = yaml.safe_load((REPO / "tests" / "data" / "config_tiny.yaml").read_text())
+    """A complete config: the default one with tests/data/config_tiny.yaml merged in."""
+    cfg = _merge(yaml.safe_load((REPO / "config" / "config.yaml").read_text()),
+                 yaml.safe_load((REPO / "tests" / "data" / "config_tiny.yaml").read_text()))
     cfg["demo"]["text"] = str(REPO / "resources" / "demo" / "story.txt")
-    for key, value in overrides.items():
-        cfg[key] = value
+    cfg = _merge(cfg, overrides)
     path = tmp / "config.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -143,3 +152,16 @@ def test_shared_whisper_config_resolves_layers(tmp_path: Path) -> None:
                       "results/features/whisper/part1.h5")
     assert proc.returncode == 0, proc.stdout[-3000:]
     shutil.rmtree(tmp_path / ".snakemake", ignore_errors=True)
+
+
+def test_user_config_replaces_the_demo_config(tmp_path: Path) -> None:
+    # a complete user config with one model must not inherit the demo's random model
+    cfg = yaml.safe_load(_tiny_config(tmp_path).read_text())
+    cfg["models"] = {"tiny": cfg["models"]["wav2vec2-random"]}
+    cfg["demo"]["model"] = "tiny"
+    path = tmp_path / "user.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    proc = _snakemake(tmp_path, path, "-n", "--cores", "2")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "results/features/tiny/" in proc.stdout
+    assert "wav2vec2-random" not in proc.stdout

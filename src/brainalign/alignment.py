@@ -5,8 +5,16 @@ onset (fMRIPrep's slice-timing reference, 0.5 by default). Two response models:
 
 - ``hrf``: activations averaged in bins of ``t_r / oversampling``, convolved with a canonical HRF
   from nilearn (Glover or SPM), then sampled at the volume times;
-- ``fir``: activations averaged within each volume's TR, then stacked at ``delays`` volumes back,
-  so the encoding model learns the response shape.
+- ``fir``: activations averaged within each volume's TR (mean pooling), then stacked at
+  ``delays`` volumes back, so the encoding model learns the response shape;
+- ``lanczos``: activations resampled at the volume times with a Lanczos filter cut off at the
+  Nyquist frequency of the TR grid (the Huth lab's ``lanczosinterp2D``), then stacked at
+  ``delays`` volumes back like ``fir``.
+
+Features are computed per stimulus with t=0 at stimulus onset. A run whose stimulus starts
+``onset_s`` seconds after its first kept volume gets ``ceil((onset_s + duration_s) / t_r)`` rows:
+volume k samples the stimulus at ``(k + slice_time_ref) * t_r - onset_s``; rows before the onset
+are zero (``fir``, ``lanczos``) or the HRF response to silence, i.e. zero (``hrf``).
 """
 
 from __future__ import annotations
@@ -62,26 +70,92 @@ def _fft_convolve(x: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     return fftconvolve(x, kernel[:, None], axes=0)[: x.shape[0]]
 
 
+def delay_stack(per_vol: np.ndarray, delays: list[int]) -> np.ndarray:
+    """``per_vol`` (n_vols, n_features) stacked at ``delays`` volumes back, shape
+    (n_vols, n_features * len(delays)); rows shifted in from before the run are zero."""
+    n_vols, n_feat = per_vol.shape
+    out = np.zeros((n_vols, n_feat * len(delays)), dtype=np.float32)
+    for j, d in enumerate(delays):
+        if d < n_vols:
+            out[d:, j * n_feat:(j + 1) * n_feat] = per_vol[: n_vols - d]
+    return out
+
+
 def fir_features(frame_times: np.ndarray, values: np.ndarray, t_r: float, n_vols: int,
                  delays: list[int]) -> np.ndarray:
     """Per-TR mean features stacked at ``delays`` volumes back, shape
     (n_vols, n_features * len(delays)); rows before the stimulus are zero."""
-    per_tr = bin_mean(frame_times, values, t_r, n_vols)
-    out = np.zeros((n_vols, per_tr.shape[1] * len(delays)), dtype=np.float32)
-    for j, d in enumerate(delays):
-        block = slice(j * per_tr.shape[1], (j + 1) * per_tr.shape[1])
-        out[d:, block] = per_tr[: n_vols - d] if d < n_vols else 0.0
+    return delay_stack(bin_mean(frame_times, values, t_r, n_vols), delays)
+
+
+def lanczos_kernel(x: np.ndarray, window: int = 3) -> np.ndarray:
+    """Lanczos kernel ``sinc(x) sinc(x / window)`` for ``|x| < window``, zero elsewhere."""
+    x = np.asarray(x, dtype=np.float64)
+    return np.where(np.abs(x) < window, np.sinc(x) * np.sinc(x / window), 0.0)
+
+
+def lanczos_resample(frame_times: np.ndarray, values: np.ndarray, sample_times: np.ndarray,
+                     cutoff: float, window: int = 3) -> np.ndarray:
+    """Lanczos-filtered ``values`` (n_frames, n_features) at ``sample_times``.
+
+    As the Huth lab's ``lanczosinterp2D``: sample k is ``sum_i L((t_k - t_i) * cutoff) x_i``,
+    with ``cutoff`` in Hz (``1 / t_r`` puts the filter's cutoff at the Nyquist frequency of the
+    TR grid). Their sum grows with the frame rate; here it is divided by the kernel's sum over a
+    full window of the mean frame spacing, so a constant input stays constant wherever the
+    window lies inside the stimulus. Outside it there are no frames (silence = zero features),
+    so the first and last ``window`` samples taper towards zero.
+    """
+    frame_times = np.asarray(frame_times, dtype=np.float64)
+    values = np.asarray(values)
+    out = np.zeros((len(sample_times), values.shape[1]), dtype=np.float64)
+    if frame_times.size == 0:
+        return out
+    order = np.argsort(frame_times, kind="stable")
+    frame_times, values = frame_times[order], values[order]
+    # mean frame spacing (the frame density; irregular frames are weighted by it too)
+    dt = float(np.ptp(frame_times)) / (frame_times.size - 1) if frame_times.size > 1 else 0.0
+    dt = dt if dt > 0 else 1.0 / cutoff
+    half = window / cutoff  # seconds either side
+    n_half = int(np.ceil(half / dt))
+    norm = lanczos_kernel(np.arange(-n_half, n_half + 1) * dt * cutoff, window).sum()
+    lo = np.searchsorted(frame_times, np.asarray(sample_times) - half, side="right")
+    hi = np.searchsorted(frame_times, np.asarray(sample_times) + half, side="left")
+    for k, (a, b) in enumerate(zip(lo, hi, strict=True)):
+        if b > a:
+            w = lanczos_kernel((sample_times[k] - frame_times[a:b]) * cutoff, window)
+            out[k] = w @ values[a:b] / norm
     return out
+
+
+def lanczos_features(frame_times: np.ndarray, values: np.ndarray, t_r: float, n_vols: int,
+                     delays: list[int], window: int = 3, slice_time_ref: float = 0.5,
+                     start_s: float = 0.0) -> np.ndarray:
+    """Lanczos-resampled features at the volume times ``(k + slice_time_ref) * t_r``, stacked
+    at ``delays`` volumes back: shape (n_vols, n_features * len(delays)). Rows sampled before
+    ``start_s`` (the stimulus onset) are zero."""
+    sample_times = (np.arange(n_vols) + slice_time_ref) * t_r
+    per_vol = lanczos_resample(frame_times, values, sample_times, 1.0 / t_r, window)
+    per_vol[sample_times < start_s] = 0.0
+    return delay_stack(per_vol, delays)
 
 
 def align(frame_times: np.ndarray, values: np.ndarray, t_r: float, duration_s: float,
           method: str = "hrf", hrf_model: str = "glover", delays: list[int] | None = None,
-          slice_time_ref: float = 0.5) -> np.ndarray:
-    """Features for each volume acquired during a stimulus of ``duration_s`` seconds."""
-    n_vols = n_volumes(duration_s, t_r)
+          slice_time_ref: float = 0.5, lanczos_window: int = 3, onset_s: float = 0.0
+          ) -> np.ndarray:
+    """Features for each volume of a run whose stimulus of ``duration_s`` seconds starts
+    ``onset_s`` seconds after the run's first (kept) volume: ``n_volumes(onset_s + duration_s,
+    t_r)`` rows; ``frame_times`` are relative to the stimulus onset."""
+    if onset_s < 0:
+        raise ValueError(f"onset_s must be >= 0, got {onset_s}.")
+    n_vols = n_volumes(duration_s + onset_s, t_r)
+    run_times = np.asarray(frame_times, dtype=np.float64) + onset_s  # t=0: first kept volume
     if method == "hrf":
-        return hrf_features(frame_times, values, t_r, n_vols, hrf_model,
+        return hrf_features(run_times, values, t_r, n_vols, hrf_model,
                             slice_time_ref=slice_time_ref)
     if method == "fir":
-        return fir_features(frame_times, values, t_r, n_vols, delays or [1, 2, 3, 4])
-    raise ValueError(f"unknown alignment method '{method}' (use 'hrf' or 'fir').")
+        return fir_features(run_times, values, t_r, n_vols, delays or [1, 2, 3, 4])
+    if method == "lanczos":
+        return lanczos_features(run_times, values, t_r, n_vols, delays or [1, 2, 3, 4],
+                                lanczos_window, slice_time_ref, start_s=onset_s)
+    raise ValueError(f"unknown alignment method '{method}' (use 'hrf', 'fir' or 'lanczos').")

@@ -2,13 +2,30 @@
 
 Layer 0 is the model's input representation (the CNN feature-encoder output for wav2vec2-family
 models, the embedding output for the Whisper encoder); layers 1..N are the transformer layers.
-Long audio is cut into windows of ``window_s`` seconds, each run with ``context_s`` seconds of
-left context (never wrapped around from the end of the story); only the window's own frames are
-kept, so every frame is computed once, and memory stays bounded by the batch, not the story.
+Three extraction modes (``features.mode`` in the config):
+
+``windowed`` (default)
+    Long audio is cut into windows of ``window_s`` seconds, each run with ``context_s`` seconds of
+    left context and ``right_context_s`` seconds of right context (both clipped at the ends of the
+    story, never wrapped around); only the window's own frames are kept, so every frame is
+    computed once, and memory stays bounded by the batch, not the story.
+``causal``
+    The same windows with right context 0: a frame of the window that starts at time ``s`` is
+    computed from the audio in ``[s - context_s, s + window_s]`` (plus the CNN receptive field of
+    the window's last frame). So a frame at time ``t`` sees between ``context_s`` and
+    ``context_s + window_s`` seconds of past and at most ``window_s`` seconds of future; with a
+    small ``window_s`` (one frame, 0.02 s, for strictly causal frames; or about a TR) every frame
+    sees essentially only the past ``context_s`` seconds (Antonello et al. 2023 style). The cost
+    grows as ``(context_s + window_s) / window_s``.
+``whole``
+    One pass over the whole stimulus (``window_s`` and ``context_s`` are ignored): every frame
+    sees all of the story. Transformer memory grows quadratically with the stimulus length, and
+    fixed-length models (Whisper: 30 s) refuse stimuli longer than their input.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -28,6 +45,10 @@ log = logging.getLogger(__name__)
 
 #: architectures that ``source: random`` can build from a config alone (offline)
 RANDOM_ARCHITECTURES = ("wav2vec2", "hubert", "wavlm", "data2vec-audio", "whisper")
+#: values of ``features.mode``
+MODES = ("windowed", "causal", "whole")
+#: values of LayerExtractor's ``precision``
+PRECISIONS = ("float32", "bfloat16")
 
 
 class ModelError(ValueError):
@@ -40,6 +61,7 @@ class ModelSpec:
 
     ``source`` is a Hugging Face hub id, a local directory, or ``"random"`` (seeded random
     initialisation of ``architecture``, with ``config_overrides`` applied to its default config).
+    ``layers`` selects the layers the workflow fits (None: all); extraction writes all of them.
     """
 
     name: str
@@ -47,12 +69,15 @@ class ModelSpec:
     architecture: str | None = None
     seed: int = 0
     config_overrides: dict[str, Any] = field(default_factory=dict)
+    layers: list[int] | None = None
 
     @classmethod
     def from_config(cls, name: str, entry: dict[str, Any]) -> ModelSpec:
+        layers = entry.get("layers")
         return cls(name=name, source=entry["source"], architecture=entry.get("architecture"),
                    seed=int(entry.get("seed", 0)),
-                   config_overrides=dict(entry.get("config_overrides", {}) or {}))
+                   config_overrides=dict(entry.get("config_overrides", {}) or {}),
+                   layers=None if layers is None else [int(i) for i in layers])
 
 
 @dataclass(frozen=True)
@@ -118,8 +143,20 @@ def n_layers(config) -> int:
 
 
 def layer_ids(spec: ModelSpec) -> list[str]:
-    """Layer wildcard values (``"00"``, ``"01"``, ...) for ``spec``."""
-    return [f"{i:02d}" for i in range(n_layers(load_model_config(spec)))]
+    """Layer wildcard values (``"00"``, ``"01"``, ...) for ``spec``: all layers, or the selected
+    ``spec.layers`` (sorted, validated against the model's layer count)."""
+    n = n_layers(load_model_config(spec))
+    if spec.layers is None:
+        return [f"{i:02d}" for i in range(n)]
+    if not spec.layers:
+        raise ModelError(f"model '{spec.name}': `layers` is empty; list some of 0..{n - 1}, or "
+                         "remove the key to use all layers.")
+    bad = sorted({i for i in spec.layers if not 0 <= i < n})
+    if bad:
+        raise ModelError(f"model '{spec.name}': `layers` {bad} out of range; this model has "
+                         f"layers 0..{n - 1} (0 = input representation, 1..{n - 1} = "
+                         "transformer layers).")
+    return [f"{i:02d}" for i in sorted(set(spec.layers))]
 
 
 def frame_geometry(config) -> FrameGeometry:
@@ -137,14 +174,25 @@ def frame_geometry(config) -> FrameGeometry:
 
 
 class LayerExtractor:
-    """A loaded speech model that returns all its layers for batches of audio chunks."""
+    """A loaded speech model that returns all its layers for batches of audio chunks.
 
-    def __init__(self, spec: ModelSpec, device: str | None = None):
+    ``precision``: ``"float32"`` (the default on CPU) runs the model as loaded; ``"bfloat16"``
+    (the default on CUDA) runs it under ``torch.autocast`` with bfloat16. Activations are
+    returned as float32 either way.
+    """
+
+    def __init__(self, spec: ModelSpec, device: str | None = None,
+                 precision: str | None = None):
         from transformers import AutoFeatureExtractor, AutoModel, WhisperModel
 
         self.spec = spec
         self.config = load_model_config(spec)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.device_type = torch.device(self.device).type
+        self.precision = precision or ("bfloat16" if self.device_type == "cuda" else "float32")
+        if self.precision not in PRECISIONS:
+            raise ModelError(f"model '{spec.name}': precision '{self.precision}' is not one of "
+                             f"{', '.join(PRECISIONS)}.")
         self.whisper = is_whisper(self.config)
         if spec.source == "random":
             torch.manual_seed(spec.seed)
@@ -174,10 +222,19 @@ class LayerExtractor:
             return WhisperFeatureExtractor(feature_size=self.config.num_mel_bins)
         return Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=False)
 
+    def _autocast(self):
+        if self.precision == "bfloat16":
+            return torch.autocast(device_type=self.device_type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
     @torch.inference_mode()
     def __call__(self, chunks: list[np.ndarray]) -> list[np.ndarray]:
         """All layers for equal-length ``chunks``: a list of n_layers arrays of shape
         (n_chunks, n_frames, n_features)."""
+        with self._autocast():
+            return self._forward(chunks)
+
+    def _forward(self, chunks: list[np.ndarray]) -> list[np.ndarray]:
         fe = self.feature_extractor(chunks, sampling_rate=TARGET_SR, return_tensors="pt")
         if self.whisper:
             out = self.model(fe["input_features"].to(self.device), output_hidden_states=True)
@@ -216,32 +273,60 @@ def n_frames_total(n_samples: int, geom: FrameGeometry) -> int:
 
 
 def plan_windows(n_samples: int, geom: FrameGeometry, window_s: float, context_s: float,
-                 sr: int = TARGET_SR) -> list[Window]:
-    """Cut ``n_samples`` of audio into windows with left context (no wrap-around)."""
+                 sr: int = TARGET_SR, *, right_context_s: float = 0.0,
+                 mode: str = "windowed") -> list[Window]:
+    """Cut ``n_samples`` of audio into windows with left and right context (no wrap-around).
+
+    Window input is ``[s0 - context_s, s0 + window_s + right_context_s)`` (clipped to the audio,
+    plus the receptive field of the last kept frame); its kept frames are those of
+    ``[s0, s0 + window_s)``. ``mode`` is one of :data:`MODES` (see the module docstring):
+    ``causal`` requires ``right_context_s == 0``; ``whole`` gives one window of all the audio.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode '{mode}' is not one of {', '.join(MODES)}.")
+    if right_context_s < 0 or context_s < 0:
+        raise ValueError("context_s and right_context_s must be >= 0.")
+    total = n_frames_total(n_samples, geom)
+    if mode == "whole":
+        if geom.max_input is not None and n_samples > geom.max_input:
+            raise ModelError(
+                f"mode 'whole': the stimulus ({n_samples / sr:.1f} s) is longer than the "
+                f"model's fixed input length of {geom.max_input / sr:.0f} s; use "
+                "`features.mode: windowed` (or causal) for this model.")
+        return [Window(0, n_samples, 0, total, 0)] if total else []
+    if mode == "causal" and right_context_s > 0:
+        raise ValueError(f"mode 'causal' needs right_context_s = 0 (got {right_context_s}); "
+                         "use mode 'windowed' for right context.")
     win = max(1, round(window_s * sr / geom.stride)) * geom.stride
     ctx = round(context_s * sr / geom.stride) * geom.stride
-    if geom.max_input is not None and ctx + win + geom.margin > geom.max_input:
-        raise ModelError(f"window_s + context_s = {(ctx + win) / sr:.1f} s exceeds the model's "
+    rctx = round(right_context_s * sr / geom.stride) * geom.stride
+    if geom.max_input is not None and ctx + win + rctx + geom.margin > geom.max_input:
+        what = "window_s + context_s" + (" + right_context_s" if rctx else "")
+        raise ModelError(f"{what} = {(ctx + win + rctx) / sr:.1f} s exceeds the model's "
                          f"fixed input length of {geom.max_input / sr:.0f} s; shorten them.")
-    total = n_frames_total(n_samples, geom)
     windows = []
     for s0 in range(0, total * geom.stride, win):
         start = max(0, s0 - ctx)
         first = s0 // geom.stride
         n_keep = min(win // geom.stride, total - first)
-        stop = min(n_samples, s0 + n_keep * geom.stride + geom.margin)
+        stop = min(n_samples, s0 + n_keep * geom.stride + geom.margin + rctx)
         windows.append(Window(start, stop, (s0 - start) // geom.stride, n_keep, first))
     return windows
 
 
 def iter_layer_batches(extractor: LayerExtractor, audio: np.ndarray, window_s: float,
-                       context_s: float, batch_size: int = 4
+                       context_s: float, batch_size: int = 4, *, right_context_s: float = 0.0,
+                       mode: str = "windowed"
                        ) -> Iterator[tuple[list[Window], list[list[np.ndarray]]]]:
     """Yield (windows, per-window list of layer arrays (n_keep, n_features)) batch by batch.
 
     Windows of equal input length are batched together (all but the first and last, usually).
     """
-    windows = plan_windows(len(audio), extractor.geometry, window_s, context_s)
+    try:
+        windows = plan_windows(len(audio), extractor.geometry, window_s, context_s,
+                               right_context_s=right_context_s, mode=mode)
+    except ModelError as err:
+        raise ModelError(f"model '{extractor.spec.name}': {err}") from err
     groups: dict[tuple[int, int], list[Window]] = {}
     for w in windows:
         groups.setdefault((w.stop - w.start, w.keep_from), []).append(w)
@@ -261,32 +346,50 @@ def frame_times(n_frames: int, geom: FrameGeometry, sr: int = TARGET_SR) -> np.n
 
 def extract_features(extractor: LayerExtractor, audio: np.ndarray, out_path: str | Path,
                      window_s: float, context_s: float, batch_size: int = 4,
-                     dtype: str = "float16") -> None:
+                     dtype: str = "float16", *, right_context_s: float = 0.0,
+                     mode: str = "windowed") -> None:
     """Write every layer of ``audio`` to an HDF5 file, one dataset per layer.
+
+    ``mode`` and ``right_context_s``: see the module docstring and :func:`plan_windows`.
 
     The file holds ``frame_times`` (n_frames,) and ``layer-XX`` (n_frames, n_features) datasets,
     so a single layer can be read without loading the others. Written to a temporary name and
     renamed at the end: an interrupted run leaves no half-written file.
     """
-    from tqdm import tqdm
-
     out_path = Path(out_path)
     tmp = out_path.with_suffix(".tmp.h5")
     geom = extractor.geometry
     total = n_frames_total(len(audio), geom)
     if total == 0:
         raise ModelError(f"{out_path}: stimulus too short for the model (<{geom.stride} samples).")
+    batches = iter_layer_batches(extractor, audio, window_s, context_s, batch_size,
+                                 right_context_s=right_context_s, mode=mode)
+    try:
+        _write_layers(tmp, batches, extractor, audio, out_path.name, total, dtype,
+                      dict(window_s=window_s, context_s=context_s,
+                           right_context_s=right_context_s, mode=mode))
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, out_path)
+
+
+def _write_layers(path: Path, batches, extractor: LayerExtractor, audio: np.ndarray,
+                  label: str, total: int, dtype: str, settings: dict[str, Any]) -> None:
+    from tqdm import tqdm
+
+    geom = extractor.geometry
     datasets: dict[int, Any] = {}
-    with h5py.File(tmp, "w") as h5:
+    with h5py.File(path, "w") as h5:
         h5.create_dataset("frame_times", data=frame_times(total, geom))
         h5.attrs.update(model=extractor.spec.name, source=extractor.spec.source,
-                        window_s=window_s, context_s=context_s, n_layers=extractor.n_layers,
-                        duration_s=len(audio) / TARGET_SR)
+                        n_layers=extractor.n_layers, duration_s=len(audio) / TARGET_SR,
+                        **settings)
         duration = len(audio) / TARGET_SR
         bar = tqdm(total=round(duration), unit="s-audio", mininterval=5,
                    desc=f"{extractor.spec.name}", disable=None)
         done, next_report, start = 0.0, 0.0, time.perf_counter()
-        for batch, kept in iter_layer_batches(extractor, audio, window_s, context_s, batch_size):
+        for batch, kept in batches:
             for w, layers in zip(batch, kept, strict=True):
                 for i, arr in enumerate(layers):
                     if i not in datasets:
@@ -294,15 +397,14 @@ def extract_features(extractor: LayerExtractor, audio: np.ndarray, out_path: str
                             f"layer-{i:02d}", shape=(total, arr.shape[1]), dtype=dtype,
                             chunks=(min(total, 1024), arr.shape[1]))
                     datasets[i][w.first_frame:w.first_frame + w.n_keep] = arr
-                bar.update(round(w.n_keep * geom.stride / TARGET_SR))
+                bar.update(w.n_keep * geom.stride / TARGET_SR)
                 done += w.n_keep * geom.stride / TARGET_SR
             if done >= next_report:  # progress in the (non-tty) rule log
                 elapsed = time.perf_counter() - start
-                log.info("%s: %.0f / %.0f s of audio (%.1f s-audio/s)", out_path.name, done,
+                log.info("%s: %.0f / %.0f s of audio (%.1f s-audio/s)", label, done,
                          duration, done / max(elapsed, 1e-9))
                 next_report += duration / 10
         bar.close()
-    os.replace(tmp, out_path)
 
 
 def read_layer(path: str | Path, layer: str | int) -> tuple[np.ndarray, np.ndarray]:

@@ -112,9 +112,12 @@ def best_layer_per_roi(scores: pd.DataFrame) -> pd.DataFrame:
     return best.rename(columns={"layer": "best_layer", "mean_r": "best_r"}).reset_index(drop=True)
 
 
-def voxel_best_layer(layer_r: np.ndarray, significant: np.ndarray) -> np.ndarray:
-    """Best layer index per voxel (argmax of held-out r), -1 where not significant."""
-    best = layer_r.argmax(axis=0)
+def voxel_best_layer(layer_r: np.ndarray, significant: np.ndarray,
+                     layers: list[str] | None = None) -> np.ndarray:
+    """Best layer number per voxel (argmax of held-out r over the rows of ``layer_r``, which
+    hold ``layers``; row index when None), -1 where not significant."""
+    numbers = np.arange(layer_r.shape[0]) if layers is None else np.array([int(v) for v in layers])
+    best = numbers[layer_r.argmax(axis=0)]
     return np.where(significant, best, -1).astype(np.int16)
 
 

@@ -1,4 +1,5 @@
-# Alignment: frame-rate activations -> one row per fMRI volume (HRF-convolved or FIR-delayed).
+# Alignment: frame-rate activations -> one row per fMRI volume (HRF-convolved, FIR-delayed,
+# or Lanczos-resampled and FIR-delayed), shifted by the stimulus onset of its runs.
 
 
 rule align_features:
@@ -14,5 +15,7 @@ rule align_features:
     params:
         tr=config["tr"],
         alignment=config["alignment"],
+        # seconds from the first kept volume to stimulus onset (the same in all its runs)
+        onset_s=lambda wc: bacfg.stimulus_onset(config, wc.stimulus),
     script:
         "../scripts/align_features.py"

@@ -16,6 +16,8 @@ rule prepare_bold:
     params:
         tr=config["tr"],
         bold=config["bold"],
+        # stimulus onset (s after the first kept volume) of each run, in run order
+        onsets=[bacfg.run_onset(config, r) for r in RUNS],
     resources:
         mem_mb=4000,
     script:

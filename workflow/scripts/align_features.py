@@ -10,6 +10,7 @@ from brainalign.io import save_layers_h5, setup_logging
 setup_logging(snakemake.log[0])
 cfg = snakemake.params.alignment
 duration = audio_duration(snakemake.input.audio)
+onset_s = float(snakemake.params.onset_s)
 with h5py.File(snakemake.input.features, "r") as h5:
     n_layers = int(h5.attrs["n_layers"])
 aligned = {}
@@ -17,6 +18,7 @@ for layer in range(n_layers):
     times, values = read_layer(snakemake.input.features, layer)
     aligned[layer] = align(times, values, snakemake.params.tr, duration, cfg["method"],
                            cfg.get("hrf_model", "glover"), cfg.get("fir_delays"),
-                           cfg.get("slice_time_ref", 0.5))
+                           cfg.get("slice_time_ref", 0.5), cfg.get("lanczos_window", 3),
+                           onset_s=onset_s)
 save_layers_h5(snakemake.output[0], aligned, t_r=snakemake.params.tr, duration_s=duration,
-               method=cfg["method"])
+               method=cfg["method"], onset_s=onset_s)

@@ -10,9 +10,10 @@ from brainalign.io import save_img, setup_logging
 setup_logging(snakemake.log[0])
 t_r, bcfg = snakemake.params.tr, snakemake.params.bold
 mask_img = subject_mask(list(snakemake.input.mask))
-for bold, audio, out in zip(snakemake.input.bold, snakemake.input.audio, snakemake.output.runs,
-                            strict=True):
-    data = load_run(bold, mask_img, n_volumes(audio_duration(audio), t_r), t_r,
+for bold, audio, onset, out in zip(snakemake.input.bold, snakemake.input.audio,
+                                   snakemake.params.onsets, snakemake.output.runs, strict=True):
+    # the run covers the silence before stimulus onset, then the stimulus
+    data = load_run(bold, mask_img, n_volumes(audio_duration(audio) + onset, t_r), t_r,
                     start_volume=bcfg.get("start_volume", 0),
                     max_extra_volumes=bcfg.get("max_extra_volumes", 20),
                     detrend=bcfg.get("detrend", True),

@@ -33,7 +33,7 @@ sections = [
         "Mean held-out Pearson r over each ROI's voxels for every layer; the star marks the "
         "best layer. ROIs from the configured atlas, resampled to this subject's BOLD grid."),
     "<h2>Best-layer map</h2>" + report.figure(
-        report.best_layer_png(nib.load(snakemake.input.best_map), len(layers)),
+        report.best_layer_png(nib.load(snakemake.input.best_map), int(layers[-1]) + 1),
         f"Layer with the highest held-out r, shown for the {n_sig} voxels predicted above "
         "chance by some layer (circular-shift permutation null refitted per shift, Simes "
         "over layers, FDR q<0.05 over voxels)."),

@@ -22,7 +22,7 @@ masks = rois.roi_masks(labels, names, rcfg["groups"])
 table = rois.roi_layer_scores(layer_r, masks, layers)
 save_tsv(table, snakemake.output.roi_scores)
 save_tsv(rois.best_layer_per_roi(table), snakemake.output.best)
-best_voxel = rois.voxel_best_layer(layer_r, significant)
+best_voxel = rois.voxel_best_layer(layer_r, significant, layers)
 save_img(unmask(best_voxel, mask_img, fill=-1, dtype=np.int16), snakemake.output.best_map)
 save_img(unmask(significant.astype(np.uint8), mask_img, dtype=np.uint8),
          snakemake.output.significant)
