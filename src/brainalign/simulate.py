@@ -235,17 +235,16 @@ def recovery(best: pd.DataFrame, truth: pd.DataFrame) -> tuple[int, int, int]:
     return int((diff == 0).sum()), int((diff <= 1).sum()), len(truth)
 
 
+def _share_significant(significant: list[np.ndarray], selected: list[np.ndarray]) -> float:
+    hits = sum(int((s & m).sum()) for s, m in zip(significant, selected, strict=True))
+    return hits / max(sum(int(m.sum()) for m in selected), 1)
+
+
 def noise_fpr(significant: list[np.ndarray], signal_layer: list[np.ndarray]) -> float:
     """Share of pure-noise voxels called significant, pooled over subjects."""
-    hits = sum(int((s & (lay < 0)).sum()) for s, lay in zip(significant, signal_layer,
-                                                             strict=True))
-    total = sum(int((lay < 0).sum()) for lay in signal_layer)
-    return hits / max(total, 1)
+    return _share_significant(significant, [lay < 0 for lay in signal_layer])
 
 
 def signal_power(significant: list[np.ndarray], signal_layer: list[np.ndarray]) -> float:
     """Share of planted-signal voxels called significant, pooled over subjects."""
-    hits = sum(int((s & (lay >= 0)).sum()) for s, lay in zip(significant, signal_layer,
-                                                              strict=True))
-    total = sum(int((lay >= 0).sum()) for lay in signal_layer)
-    return hits / max(total, 1)
+    return _share_significant(significant, [lay >= 0 for lay in signal_layer])

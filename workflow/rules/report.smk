@@ -19,6 +19,8 @@ rule subject_report:
         "logs/report/sub-{subject}_{model}.log",
     conda:
         "../envs/brainalign.yaml"
+    params:
+        layers=lambda wc: LAYERS[wc.model],
     script:
         "../scripts/subject_report.py"
 

@@ -38,6 +38,7 @@ rule subject_rois:
     params:
         rois=config["rois"],
         fdr_q=config["encoding"].get("fdr_q", 0.05),
+        layers=lambda wc: LAYERS[wc.model],
     script:
         "../scripts/subject_rois.py"
 

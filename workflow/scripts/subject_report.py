@@ -12,7 +12,7 @@ from brainalign.io import load_npz, setup_logging, unmask
 setup_logging(snakemake.log[0])
 subject, model = snakemake.wildcards.subject, snakemake.wildcards.model
 mask_img = nib.load(snakemake.input.mask)
-layers = [p.split("_layer-")[1].split("_")[0] for p in snakemake.input.scores]
+layers = snakemake.params.layers  # the order of the scores inputs
 scores = [load_npz(p) for p in snakemake.input.scores]
 P_SHOW = 0.001  # r maps show voxels whose layer predicts them at uncorrected p < P_SHOW
 r_imgs = [(layer, unmask(np.where(s["p"] < P_SHOW, s["r"], 0.0), mask_img))

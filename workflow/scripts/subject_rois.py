@@ -10,13 +10,12 @@ setup_logging(snakemake.log[0])
 rcfg = snakemake.params.rois
 mask_img = nib.load(snakemake.input.mask)
 in_mask = np.asarray(mask_img.dataobj) > 0
-layers = [p.split("_layer-")[1].split("_")[0] for p in snakemake.input.scores]
+layers = snakemake.params.layers  # the order of the scores inputs
 scores = [load_npz(p) for p in snakemake.input.scores]
 layer_r = np.stack([s["r"] for s in scores])
 significant = stats.significant_voxels(np.stack([s["p"] for s in scores]),
                                        snakemake.params.fdr_q)
-_, names = rois.load_atlas(rcfg["atlas"], rcfg.get("threshold", 25),
-                           rcfg.get("labels_file"))
+names = rois.atlas_labels(rcfg["atlas"], rcfg.get("labels_file"))
 labels = np.asarray(nib.load(snakemake.input.atlas[0]).dataobj)[in_mask]
 masks = rois.roi_masks(labels, names, rcfg["groups"])
 table = rois.roi_layer_scores(layer_r, masks, layers)
