@@ -25,6 +25,7 @@ from brainalign.audio import TARGET_SR
 from brainalign.features import (
     LayerExtractor,
     ModelSpec,
+    cpu_has_native_bf16,
     extract_features,
     iter_layer_batches,
     plan_windows,
@@ -147,6 +148,9 @@ def main() -> None:
     p.add_argument("--model", default="random",
                    help="hub id or local path of a wav2vec2-family model; default: randomly "
                         "initialised wav2vec2-base from Wav2Vec2Config() (offline)")
+    p.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16"],
+                   help="brainalign's compute precision (default auto: bfloat16 where the CPU "
+                        "has native bfloat16, as the pipeline's features.precision: auto)")
     p.add_argument("--write", action="store_true",
                    help="also time extract_features writing HDF5 to a temporary file")
     args = p.parse_args()
@@ -159,16 +163,29 @@ def main() -> None:
     spec = (ModelSpec(name="wav2vec2-base-random", source="random", architecture="wav2vec2")
             if args.model == "random" else ModelSpec(name=Path(args.model).name,
                                                      source=args.model))
-    extractor = LayerExtractor(spec, device="cpu")
+    extractor = LayerExtractor(spec, device="cpu", precision=args.precision)
+    # the naive loop runs the model as loaded (float32), as a first attempt would
+    plain = LayerExtractor(spec, device="cpu", precision="float32")
     audio = speech_like(args.seconds)
     naive_s = min(args.naive_seconds, args.seconds)
+    dtype = torch.bfloat16 if extractor.precision == "bfloat16" else torch.float32
     print(f"model {spec.source}{' (wav2vec2-base config)' if spec.source == 'random' else ''}, "
           f"{args.seconds:g} s of synthetic speech-like audio, window {WINDOW_S:g} s + "
           f"{CONTEXT_S:g} s left context, TR {T_R:g} s; torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads on {os.cpu_count()} CPUs")
+          f"{torch.get_num_threads()} threads on {os.cpu_count()} CPUs; brainalign precision "
+          f"{extractor.precision} (--precision {args.precision}; CPU native bfloat16: "
+          f"{cpu_has_native_bf16()})")
 
-    extractor([audio[: 2 * SR]])  # warm-up (allocator, first-call overheads)
-    peak_before = matmul_peak("cpu")
+    for ex in (extractor, plain):
+        ex([audio[: 2 * SR]])  # warm-up (first-call overheads)
+    peak_before = matmul_peak("cpu", dtype=dtype)
+    peak32_before = matmul_peak("cpu") if dtype != torch.float32 else peak_before
+
+    # (b) naive per-TR loop, on a prefix only. It runs first: brainalign's extraction keeps
+    # freed memory in the heap for the rest of the process (retain_freed_memory), and the naive
+    # loop must run with the allocator a first attempt gets.
+    t_naive = run_naive(plain, audio[: int(naive_s * SR)])
+    rate_naive = naive_s / t_naive
 
     # (a) brainalign, batched windows: sweep the batch size, keep the best
     sweep = {}
@@ -188,9 +205,10 @@ def main() -> None:
                              context_s=CONTEXT_S, batch_size=best_bs)
             t_write = time.perf_counter() - t0
 
-    # (b) naive per-TR loop, on a prefix only
-    t_naive = run_naive(extractor, audio[: int(naive_s * SR)])
-    rate_naive = naive_s / t_naive
+    # the same batched windows in float32: what precision alone buys
+    t_fp32 = None
+    if extractor.precision != "float32":
+        t_fp32 = run_brainalign(plain, audio, best_bs)
 
     # re-time the best batch size once more and keep the faster: damps a transient slowdown
     t_again = run_brainalign(extractor, audio, best_bs)
@@ -205,18 +223,22 @@ def main() -> None:
     flops_windows = sum(forward_flops(extractor, n) * k for n, k in lengths.items())
     whole_s = min(args.seconds, 60.0)
     flops_whole = forward_flops(extractor, int(whole_s * SR)) * args.seconds / whole_s
-    peak = max(peak_before, matmul_peak("cpu"))  # measured before and after the contenders
+    # peaks measured before and after the contenders, the higher used
+    peak = max(peak_before, matmul_peak("cpu", dtype=dtype))
+    peak32 = (peak if dtype == torch.float32 else max(peak32_before, matmul_peak("cpu")))
     t_limit = flops_windows / (peak * 1e9)
     pct = t_limit / t_brain * 100
 
     print()
     print(f"{'contender':<34}{'wall s':>9}{'s-audio/s':>11}{'x naive':>9}")
-    rows = [(f"brainalign (batch {best_bs}, {args.seconds:g} s)", t_brain, rate_brain)]
+    rows = [(f"brainalign {extractor.precision} (batch {best_bs})", t_brain, rate_brain)]
+    if t_fp32 is not None:
+        rows.append((f"brainalign float32 (batch {best_bs})", t_fp32, args.seconds / t_fp32))
     if t_write is not None:
         rows.append((f"  + HDF5 to a temp file ({args.seconds:g} s)", t_write,
                      args.seconds / t_write))
     rows += [(f"naive per-TR ({naive_s:g} s prefix)", t_naive, rate_naive),
-             (f"machine limit ({args.seconds:g} s)", t_limit, args.seconds / t_limit)]
+             (f"machine limit ({extractor.precision})", t_limit, args.seconds / t_limit)]
     for name, wall, rate in rows:
         print(f"{name:<34}{wall:>9.2f}{rate:>11.1f}{rate / rate_naive:>9.1f}")
     print()
@@ -229,8 +251,13 @@ def main() -> None:
           f"audio {flops_whole / 1e12:.3f} TFLOP"
           + ("" if whole_s == args.seconds else f" (counted on {whole_s:g} s, scaled linearly)")
           + f"; context overhead {flops_windows / flops_whole:.2f} x")
-    print(f"matmul peak (float32 2048x2048, best of 2 x 5): {peak:.1f} GFLOP/s; "
-          f"brainalign achieves {flops_windows / t_brain / 1e9:.1f} GFLOP/s")
+    print(f"matmul peak ({extractor.precision} 2048x2048, best of 2 x 5): {peak:.1f} GFLOP/s"
+          + (f" (float32: {peak32:.1f})" if peak32 != peak else "")
+          + f"; brainalign achieves {flops_windows / t_brain / 1e9:.1f} GFLOP/s")
+    if t_fp32 is not None:
+        print(f"brainalign float32 achieves {flops_windows / t_fp32 / 1e9:.1f} GFLOP/s = "
+              f"{flops_windows / (peak32 * 1e9) / t_fp32 * 100:.0f}% of the float32 peak; "
+              f"{extractor.precision} is {t_fp32 / t_brain:.2f} x faster")
 
     if torch.cuda.is_available():
         gpu = LayerExtractor(spec, device="cuda")

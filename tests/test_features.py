@@ -32,7 +32,7 @@ def speech_like(seconds: float, seed: int = 0) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def tiny_extractor():
-    ex = F.LayerExtractor(tiny_spec(), device="cpu")
+    ex = F.LayerExtractor(tiny_spec(), device="cpu", precision="float32")
     ex.feature_extractor.do_normalize = False  # per-chunk normalisation off: chunks comparable
     return ex
 
@@ -143,7 +143,7 @@ def test_windowed_local_layer_equals_whole_pass_for_every_frame():
     # With a per-frame LayerNorm feature encoder (no GroupNorm over time) and no input
     # normalisation, layer 0 is a purely local function of the audio: windowing must then
     # reproduce a single pass over the whole stimulus exactly, for every window.
-    ex = F.LayerExtractor(tiny_spec(feat_extract_norm="layer"), device="cpu")
+    ex = F.LayerExtractor(tiny_spec(feat_extract_norm="layer"), device="cpu", precision="float32")
     ex.feature_extractor.do_normalize = False
     audio = speech_like(2.5, seed=1)
     frames = {}
@@ -184,7 +184,8 @@ def test_read_layer_missing_layer_raises_keyerror(tiny_h5):
     "wavlm", "data2vec-audio", "hubert", "wav2vec2",
 ])
 def test_random_architectures_give_every_layer(arch):
-    ex = F.LayerExtractor(F.ModelSpec("t", "random", arch, 0, dict(TINY)), device="cpu")
+    ex = F.LayerExtractor(F.ModelSpec("t", "random", arch, 0, dict(TINY)), device="cpu",
+                          precision="float32")
     ex.feature_extractor.do_normalize = False
     audio = speech_like(0.5)
     out = ex([audio, audio[::-1].copy()])
@@ -194,17 +195,19 @@ def test_random_architectures_give_every_layer(arch):
     assert not np.allclose(out[1][0], out[1][1])  # the two chunks are different audio
 
 
-def test_random_whisper_encoder_layers():
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_random_whisper_encoder_layers(precision):
     overrides = {"d_model": 32, "encoder_layers": 2, "encoder_attention_heads": 2,
                  "encoder_ffn_dim": 64, "decoder_layers": 1, "decoder_attention_heads": 2,
                  "decoder_ffn_dim": 64}
     spec = F.ModelSpec("w", "random", "whisper", 0, overrides)
     assert F.layer_ids(spec) == ["00", "01", "02"]
-    ex = F.LayerExtractor(spec, device="cpu")
+    ex = F.LayerExtractor(spec, device="cpu", precision=precision)
     assert ex.geometry == F.FrameGeometry(320, 0.0, 360, 480_000)
-    out = ex([speech_like(1.0)])
+    out = ex([speech_like(1.0)])  # the log-mel front end stays float32 under bfloat16
     # the encoder always sees 30 s (padded): 1500 frames of 20 ms, cropped by the windows
     assert [o.shape for o in out] == [(1, 1500, 32)] * 3
+    assert all(o.dtype == np.float32 and np.isfinite(o).all() for o in out)
 
 
 def test_layer_ids_of_tiny_spec():
@@ -289,7 +292,7 @@ def test_pretrained_whisper_tiny_en_layers(tmp_path):
         pytest.skip(f"{WHISPER_DIR} not present")
     spec = F.ModelSpec("whisper", str(WHISPER_DIR))
     assert F.layer_ids(spec) == ["00", "01", "02", "03", "04"]
-    ex = F.LayerExtractor(spec, device="cpu")
+    ex = F.LayerExtractor(spec, device="cpu", precision="float32")
     assert ex.n_layers == 5
     assert ex.geometry.stride == 320 and ex.geometry.max_input == 30 * TARGET_SR
     audio = speech_like(4.0, seed=2)
@@ -309,13 +312,20 @@ def test_pretrained_whisper_tiny_en_layers(tmp_path):
                                    rtol=1e-3, atol=1e-3)
     # the pretrained layers are distinct representations, not copies
     assert F.linear_cka(outs[0][1], outs[4][1]) < 0.99
+    # real weights under bfloat16: every channel still correlates > 0.998 with float32
+    bf16 = F.LayerExtractor(spec, device="cpu", precision="bfloat16")([audio])
+    full = ex([audio])
+    for a, b in zip(full, bf16, strict=True):
+        a, b = a[0, :total], b[0, :total]
+        live = np.flatnonzero(a.std(0) > 1e-3)
+        assert min(np.corrcoef(a[:, j], b[:, j])[0, 1] for j in live) > 0.998
 
 
 # ------------------------------------------------------------- right context and modes
 @pytest.fixture(scope="module")
 def local_extractor():
     """Tiny wav2vec2 whose CNN is per-frame (LayerNorm, no GroupNorm over time), unnormalised."""
-    ex = F.LayerExtractor(tiny_spec(feat_extract_norm="layer"), device="cpu")
+    ex = F.LayerExtractor(tiny_spec(feat_extract_norm="layer"), device="cpu", precision="float32")
     ex.feature_extractor.do_normalize = False
     return ex
 
@@ -466,8 +476,43 @@ def test_layer_selection():
 
 
 # ---------------------------------------------------------------------------- precision
-def test_precision_defaults_to_float32_on_cpu(tiny_extractor):
+def test_precision_auto_picks_bfloat16_only_where_it_is_native(monkeypatch, tiny_extractor):
     assert tiny_extractor.precision == "float32"
     assert isinstance(tiny_extractor._autocast(), contextlib.nullcontext)
     with pytest.raises(F.ModelError, match="precision 'float8'"):
         F.LayerExtractor(tiny_spec(), device="cpu", precision="float8")
+    assert F.resolve_precision("auto", "cuda") == "bfloat16"
+    assert F.resolve_precision("float32", "cuda") == "float32"
+    for native in (False, True):
+        monkeypatch.setattr(F, "cpu_has_native_bf16", lambda native=native: native)
+        expected = "bfloat16" if native else "float32"
+        assert F.resolve_precision("auto", "cpu") == expected
+        assert F.LayerExtractor(tiny_spec(), device="cpu").precision == expected
+
+
+def test_bfloat16_features_match_float32(tmp_path):
+    """bfloat16 autocast changes activations by rounding only: every layer's features correlate
+    > 0.999 with float32 ones, channel by channel, and the precision is recorded in the file."""
+    audio = speech_like(4.0, seed=3)
+    out = {}
+    for precision in ("float32", "bfloat16"):
+        ex = F.LayerExtractor(tiny_spec(), device="cpu", precision=precision)
+        path = tmp_path / f"{precision}.h5"
+        F.extract_features(ex, audio, path, window_s=1.0, context_s=1.0, dtype="float32")
+        with h5py.File(path) as h5:
+            assert h5.attrs["precision"] == precision
+        out[precision] = [F.read_layer(path, i)[1] for i in range(ex.n_layers)]
+    for a, b in zip(out["float32"], out["bfloat16"], strict=True):
+        keep = a.std(0) > 1e-3
+        r = [np.corrcoef(a[:, j], b[:, j])[0, 1] for j in np.flatnonzero(keep)]
+        assert keep.sum() > 10 and min(r) > 0.999
+        assert not np.array_equal(a, b)  # bfloat16 really ran
+
+
+def test_retaining_freed_memory_leaves_results_unchanged(tiny_extractor):
+    audio = speech_like(2.0, seed=4)
+    before = tiny_extractor([audio])
+    F.retain_freed_memory()
+    after = tiny_extractor([audio])
+    for a, b in zip(before, after, strict=True):
+        np.testing.assert_array_equal(a, b)

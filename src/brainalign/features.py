@@ -26,6 +26,9 @@ Three extraction modes (``features.mode`` in the config):
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
+import functools
 import logging
 import os
 import time
@@ -47,8 +50,8 @@ log = logging.getLogger(__name__)
 RANDOM_ARCHITECTURES = ("wav2vec2", "hubert", "wavlm", "data2vec-audio", "whisper")
 #: values of ``features.mode``
 MODES = ("windowed", "causal", "whole")
-#: values of LayerExtractor's ``precision``
-PRECISIONS = ("float32", "bfloat16")
+#: values of LayerExtractor's ``precision`` (``features.precision`` in the config)
+PRECISIONS = ("auto", "float32", "bfloat16")
 
 
 class ModelError(ValueError):
@@ -173,26 +176,68 @@ def frame_geometry(config) -> FrameGeometry:
     return FrameGeometry(stride=jump, offset=receptive / 2, margin=receptive - jump)
 
 
+@functools.cache
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 natively (x86 AVX512-BF16 or AMX-BF16; Linux
+    /proc/cpuinfo), where bfloat16 matmuls run about twice as fast as float32 ones."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
+
+
+def resolve_precision(precision: str, device_type: str) -> str:
+    """The compute precision ``"auto"`` stands for on ``device_type`` (others unchanged)."""
+    if precision != "auto":
+        return precision
+    if device_type == "cuda" or (device_type == "cpu" and cpu_has_native_bf16()):
+        return "bfloat16"
+    return "float32"
+
+
+@functools.cache
+def retain_freed_memory() -> bool:
+    """Keep memory freed by large tensors in the process heap instead of unmapping it (glibc).
+
+    glibc serves every allocation above 32 MB with a fresh ``mmap`` and returns it on free, so
+    each batch of windows pays page faults to zero its activation buffers again; keeping the
+    heap measured 10-14% faster extraction on 2 CPU cores (benchmarks/features.py). The process
+    keeps its peak memory (bounded by the batch) until it exits. Returns False where there is no
+    glibc ``mallopt`` (macOS, musl), where nothing changes.
+    """
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_max = -1, -4
+    return bool(mallopt(m_mmap_max, 0)) and bool(mallopt(m_trim_threshold, 2**31 - 1))
+
+
 class LayerExtractor:
     """A loaded speech model that returns all its layers for batches of audio chunks.
 
-    ``precision``: ``"float32"`` (the default on CPU) runs the model as loaded; ``"bfloat16"``
-    (the default on CUDA) runs it under ``torch.autocast`` with bfloat16. Activations are
-    returned as float32 either way.
+    ``precision``: ``"float32"`` runs the model as loaded; ``"bfloat16"`` runs it under
+    ``torch.autocast`` with bfloat16 (matmuls and convolutions in bfloat16, normalisations and
+    softmax in float32); ``"auto"`` (the default) picks bfloat16 on CUDA and on CPUs with native
+    bfloat16 arithmetic (see :func:`cpu_has_native_bf16`), float32 elsewhere. Activations are
+    returned as float32 either way; bfloat16 features correlate > 0.999 with float32 ones
+    (tests/test_features.py) and are stored as float16 by default anyway.
     """
 
     def __init__(self, spec: ModelSpec, device: str | None = None,
-                 precision: str | None = None):
+                 precision: str = "auto"):
         from transformers import AutoFeatureExtractor, AutoModel, WhisperModel
 
         self.spec = spec
         self.config = load_model_config(spec)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.device_type = torch.device(self.device).type
-        self.precision = precision or ("bfloat16" if self.device_type == "cuda" else "float32")
-        if self.precision not in PRECISIONS:
-            raise ModelError(f"model '{spec.name}': precision '{self.precision}' is not one of "
+        if precision not in PRECISIONS:
+            raise ModelError(f"model '{spec.name}': precision '{precision}' is not one of "
                              f"{', '.join(PRECISIONS)}.")
+        self.precision = resolve_precision(precision, self.device_type)
         self.whisper = is_whisper(self.config)
         if spec.source == "random":
             torch.manual_seed(spec.seed)
@@ -231,11 +276,12 @@ class LayerExtractor:
     def __call__(self, chunks: list[np.ndarray]) -> list[np.ndarray]:
         """All layers for equal-length ``chunks``: a list of n_layers arrays of shape
         (n_chunks, n_frames, n_features)."""
-        with self._autocast():
-            return self._forward(chunks)
-
-    def _forward(self, chunks: list[np.ndarray]) -> list[np.ndarray]:
+        # the front end (waveform normalisation, Whisper's log-mel) stays in float32
         fe = self.feature_extractor(chunks, sampling_rate=TARGET_SR, return_tensors="pt")
+        with self._autocast():
+            return self._forward(fe)
+
+    def _forward(self, fe) -> list[np.ndarray]:
         if self.whisper:
             out = self.model(fe["input_features"].to(self.device), output_hidden_states=True)
             states = list(out.hidden_states)
@@ -327,6 +373,8 @@ def iter_layer_batches(extractor: LayerExtractor, audio: np.ndarray, window_s: f
                                right_context_s=right_context_s, mode=mode)
     except ModelError as err:
         raise ModelError(f"model '{extractor.spec.name}': {err}") from err
+    if extractor.device_type == "cpu":
+        retain_freed_memory()
     groups: dict[tuple[int, int], list[Window]] = {}
     for w in windows:
         groups.setdefault((w.stop - w.start, w.keep_from), []).append(w)
@@ -367,7 +415,8 @@ def extract_features(extractor: LayerExtractor, audio: np.ndarray, out_path: str
     try:
         _write_layers(tmp, batches, extractor, audio, out_path.name, total, dtype,
                       dict(window_s=window_s, context_s=context_s,
-                           right_context_s=right_context_s, mode=mode))
+                           right_context_s=right_context_s, mode=mode,
+                           precision=extractor.precision))
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
