@@ -31,8 +31,17 @@ from typing import Any
 import numpy as np
 from scipy.linalg import eigh
 from scipy.stats import t as student_t
+from threadpoolctl import ThreadpoolController
 
 log = logging.getLogger(__name__)
+_THREADPOOLS: list[ThreadpoolController] = []
+
+
+def _one_thread() -> Any:
+    """Context limiting BLAS/LAPACK to one thread (the controller is built once: it is slow)."""
+    if not _THREADPOOLS:
+        _THREADPOOLS.append(ThreadpoolController())
+    return _THREADPOOLS[0].limit(limits=1)
 
 
 @dataclass
@@ -161,15 +170,20 @@ class _Split:
 
     @classmethod
     def fit(cls, x_train: np.ndarray, x_test: np.ndarray, c_train: np.ndarray | None = None,
-            c_test: np.ndarray | None = None) -> _Split:
-        """Decompose; optional confounds c_train (n_train, c) and c_test (n_test, c)."""
+            c_test: np.ndarray | None = None, dtype: Any = np.float64) -> _Split:
+        """Decompose; optional confounds c_train (n_train, c) and c_test (n_test, c). The Gram
+        matrices are formed in ``dtype``, the eigendecomposition is float64."""
         mean, std = _standardizer(np.asarray(x_train, np.float64))
-        xt = (np.asarray(x_train, np.float64) - mean) / std
-        xv = (np.asarray(x_test, np.float64) - mean) / std
-        lam, u = eigh(xt @ xt.T, driver="evd", check_finite=False)
+        xt = ((x_train - mean) / std).astype(dtype)
+        xv = ((x_test - mean) / std).astype(dtype)
+        gram = (xt @ xt.T).astype(np.float64)
+        # small (n_train^2) and latency-bound: one LAPACK thread is faster than two, and far
+        # faster when other processes share the cores
+        with _one_thread():
+            lam, u = eigh(gram, driver="evr", check_finite=False)
         keep = lam > max(lam[-1], 0.0) * 1e-10
         u, lam = u[:, keep], lam[keep]
-        split = cls(u, lam, (xv @ xt.T) @ u)
+        split = cls(u, lam, ((xv @ xt.T) @ u.astype(dtype)).astype(np.float64))
         if c_train is not None and c_train.shape[1] > 0:
             cm, cs = _standardizer(np.asarray(c_train, np.float64))
             ct = (c_train - cm) / cs
@@ -182,39 +196,41 @@ class _Split:
             split.confound_test = -((cv @ vt.T) / s) @ q.T
         return split
 
-    def hats(self, alphas: np.ndarray) -> np.ndarray:
+    def hats(self, alphas: np.ndarray, dtype: Any = np.float64) -> np.ndarray:
         """(n_alphas, n_test, n_train) matrices mapping training BOLD to held-out predictions
-        (confound regression of the training BOLD included)."""
-        h = np.stack([(self.kvu / (self.lam + a)) @ self.u.T for a in np.atleast_1d(alphas)])
+        (confound regression of the training BOLD included); one matrix product in ``dtype``."""
+        alphas = np.atleast_1d(np.asarray(alphas, np.float64))
+        scaled = (self.kvu[None] / (self.lam + alphas[:, None, None])).astype(dtype)
+        h = scaled.reshape(-1, self.u.shape[1]) @ self.u.T.astype(dtype)
         if self.confound_proj is not None:
-            q = self.confound_proj
+            q = self.confound_proj.astype(dtype)
             h -= (h @ q) @ q.T
-        return h
+        return h.reshape(len(alphas), -1, self.u.shape[0])
 
-    def hat(self, alpha: float) -> np.ndarray:
+    def hat(self, alpha: float, dtype: Any = np.float64) -> np.ndarray:
         """(n_test, n_train) hat matrix of one penalty."""
-        return self.hats(np.array([alpha]))[0]
+        return self.hats(np.array([alpha]), dtype)[0]
 
     def predict(self, y_train: np.ndarray, alphas: np.ndarray) -> np.ndarray:
         """Held-out predictions for each penalty, shape (n_alphas, n_test, n_voxels)."""
         return self.hats(alphas) @ y_train
 
-    def stacked(self, alphas: np.ndarray) -> np.ndarray:
+    def stacked(self, alphas: np.ndarray, dtype: Any = np.float64) -> np.ndarray:
         """Hat matrices of all penalties stacked row-wise, followed (with confounds) by the
         held-out cleaning rows: ((n_alphas [+ 1]) * n_test, n_train)."""
-        h = self.hats(alphas).reshape(-1, self.u.shape[0])
+        h = self.hats(alphas, dtype).reshape(-1, self.u.shape[0])
         if self.confound_test is not None:
-            h = np.concatenate([h, self.confound_test])
+            h = np.concatenate([h, self.confound_test.astype(dtype)])
         return h
 
 
 def _split(x_runs: list[np.ndarray], test: int, train: list[int],
-           confounds: list[np.ndarray] | None) -> _Split:
+           confounds: list[np.ndarray] | None, dtype: Any = np.float64) -> _Split:
     x_train = np.concatenate([x_runs[i] for i in train])
     if confounds is None:
-        return _Split.fit(x_train, x_runs[test])
+        return _Split.fit(x_train, x_runs[test], dtype=dtype)
     return _Split.fit(x_train, x_runs[test], np.concatenate([confounds[i] for i in train]),
-                      confounds[test])
+                      confounds[test], dtype=dtype)
 
 
 def _row_index(lengths: list[int], runs: list[int]) -> np.ndarray:
@@ -281,8 +297,8 @@ def cross_validate(x_runs: list[np.ndarray], y_runs: list[np.ndarray], alphas: n
         score = np.zeros((len(alphas), n_vox), np.float64)
         for val in train:
             inner_train = [i for i in train if i != val]
-            split = _split(x_runs, val, inner_train, confounds)
-            stacked = be.put(split.stacked(alphas))
+            split = _split(x_runs, val, inner_train, confounds, be.dtype)
+            stacked = be.put(split.stacked(alphas, be.dtype))
             n_val = lengths[val]
             rows_tr, rows_val = _row_index(lengths, inner_train), _row_index(lengths, [val])
             for b, cols in enumerate(batches):
@@ -295,10 +311,11 @@ def cross_validate(x_runs: list[np.ndarray], y_runs: list[np.ndarray], alphas: n
                 del out, pred
         best = np.argmax(score, axis=0)
         alpha_folds[test] = alphas[best]
-        split = _outer[test] if _outer is not None else _split(x_runs, test, train, confounds)
+        split = (_outer[test] if _outer is not None
+                 else _split(x_runs, test, train, confounds, be.dtype))
         rows_tr, rows_te = _row_index(lengths, train), _row_index(lengths, [test])
         used = np.unique(best)
-        hats = split.hats(alphas[used])
+        hats = split.hats(alphas[used], be.dtype)
         clean = be.put(split.confound_test) if split.confound_test is not None else None
         hats_be = [be.put(h) for h in hats]
         for b, cols in enumerate(batches):
@@ -412,9 +429,10 @@ def fit_layer(x_runs: list[np.ndarray], y_runs: list[np.ndarray], alphas: np.nda
     alphas = np.asarray(alphas, dtype=np.float32)
     n_vox = y_runs[0].shape[1]
     lengths = [y.shape[0] for y in y_runs]
-    outer = [_split(x_runs, test, [i for i in range(n_runs) if i != test], confounds)
+    be = backend if isinstance(backend, Backend) else Backend(backend)
+    outer = [_split(x_runs, test, [i for i in range(n_runs) if i != test], confounds, be.dtype)
              for test in range(n_runs)]
-    cv = cross_validate(x_runs, y_runs, alphas, confounds, batch_voxels, backend, progress,
+    cv = cross_validate(x_runs, y_runs, alphas, confounds, batch_voxels, be, progress,
                         _outer=outer)
 
     shifts = circular_shifts(lengths, n_permutations, min_shift, seed)
@@ -432,7 +450,7 @@ def fit_layer(x_runs: list[np.ndarray], y_runs: list[np.ndarray], alphas: np.nda
             for a in np.unique(cv.alpha[test, cols]):
                 sel = np.flatnonzero(cv.alpha[test, cols] == a)
                 y_sel, z_sel = y_train[:, sel], z_test[:, sel]
-                hat = outer[test].hat(a).astype(np.float32)
+                hat = outer[test].hat(a, np.float32)
                 # permutations in blocks of ~64 MB of predictions
                 step = max(1, int(16e6 // (hat.shape[0] * sel.size)))
                 for p0 in range(0, n_permutations, step):
