@@ -136,8 +136,8 @@ def simulate_small(snr=2.0, seed=1, planted=None, **kw):
     idx = np.arange(n_vox)
     roi_voxels = {"A": idx < 40, "B": (idx >= 30) & (idx < 80)}  # overlap 30..39
     planted = {"A": 0, "B": 2} if planted is None else planted
-    runs, signal_layer = simulate.simulate_subject(feats, mask, roi_voxels, planted, snr=snr,
-                                                   seed=seed, **kw)
+    runs, signal_layer, _ = simulate.simulate_subject(feats, mask, roi_voxels, planted,
+                                                      snr=snr, seed=seed, **kw)
     return mask, feats, roi_voxels, runs, signal_layer
 
 
