@@ -92,6 +92,15 @@ def run_brainalign(x_runs, y_runs, alphas, backend: str, batch: int):
     return cv.alpha, cv.r_folds
 
 
+def run_fit_layer(x_runs, y_runs, alphas, backend: str, batch: int):
+    """The pipeline's whole per-layer computation: nested CV plus the 50-permutation null."""
+    from brainalign.encoding import fit_layer
+
+    s = fit_layer(x_runs, y_runs, alphas, n_permutations=50, min_shift=10, batch_voxels=batch,
+                  backend=backend)
+    return s.alpha, s.r_folds
+
+
 def run_himalaya(x_runs, y_runs, alphas, backend: str, batch: int):
     """himalaya RidgeCV per outer fold, with the inner leave-one-run-out splits as its cv,
     per-voxel alphas (local_alpha) scored by R² and no intercept (data are z-scored)."""
@@ -183,6 +192,7 @@ CONTENDERS = {
     "sklearn": (run_sklearn, ""),
     "sklearn-loo": (run_sklearn_loo, ""),
 }
+EXTRA = {"brainalign-fit-layer": (run_fit_layer, "numpy")}
 
 
 def engine_flops(lengths: list[int], n_features: int, n_alphas: int, n_voxels: int) -> float:
@@ -229,7 +239,7 @@ def worker(args: argparse.Namespace) -> None:
     if args.only_voxels:
         y_runs = [y[:, :args.only_voxels] for y in y_runs]
     alphas = np.logspace(args.alpha_min, args.alpha_max, args.alphas).astype(np.float32)
-    fn, backend = CONTENDERS[args.worker]
+    fn, backend = {**CONTENDERS, **EXTRA}[args.worker]
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()
     alpha_folds, r_folds = fn(x_runs, y_runs, alphas, backend, args.batch)
@@ -272,8 +282,8 @@ def compare(args: argparse.Namespace) -> None:
             r["wall_full"] = r["wall"] * args.voxels / nv
             extra = (f" (measured on {nv} voxels: {r['wall']:.1f} s, scaled linearly)"
                      if sub else "")
-            print(f"{name:18s} {r['wall_full']:8.1f} s  peak RSS {r['rss_mb']:7.0f} MB"
-                  f"{extra}", flush=True)
+            print(f"{name:18s} {r['wall_full']:8.1f} s  peak RSS {r['rss_mb']:7.0f} MB (data "
+                  f"alone {r['rss_data_mb']:.0f} MB){extra}", flush=True)
     peak = max(peak, matmul_peak())
     print(f"float32 matmul peak (best of before/after): {peak:.1f} GFLOP/s")
     lengths = [len(a) for a in np.array_split(np.arange(args.trs), args.folds)]
@@ -317,27 +327,34 @@ def compare(args: argparse.Namespace) -> None:
 
 
 def scale(args: argparse.Namespace) -> None:
-    """One Narratives-scale subject (~3000 TRs, 80 000 voxels, 13 layers), measured on a share
-    of the voxels and one layer, extrapolated linearly in voxels and layers."""
-    print(f"scale: {args.trs} TRs x {args.features} x {args.delays} delays, {args.folds} runs, "
-          f"measuring {args.voxels} of {args.scale_voxels} voxels, one of {args.layers} layers",
-          flush=True)
+    """One Narratives-scale subject (~3000 TRs, 80 000 voxels, 13 layers): the pipeline's
+    per-layer computation (nested CV + 50-permutation null, and the CV alone) measured on two
+    voxel counts of one layer; time = fixed + per-voxel cost, extrapolated linearly in voxels
+    and layers."""
+    small_n = max(1, args.voxels // 4)
+    print(f"scale: {args.trs} TRs x {args.features} features x {args.delays} delays, "
+          f"{args.folds} runs, {args.alphas} alphas; measured on {small_n} and {args.voxels} "
+          f"of {args.scale_voxels} voxels, one of {args.layers} layers", flush=True)
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        small = spawn("brainalign-numpy", args, Path(tmp) / "a.npz", max(1, args.voxels // 4))
-        big = spawn("brainalign-numpy", args, Path(tmp) / "b.npz")
-    # time = fixed (decompositions) + per voxel; two sizes give both
-    per_vox = (big["wall"] - small["wall"]) / (args.voxels - max(1, args.voxels // 4))
-    fixed = big["wall"] - per_vox * args.voxels
-    layer = fixed + per_vox * args.scale_voxels
-    mem_per_vox = (big["rss_mb"] - small["rss_mb"]) / (args.voxels - max(1, args.voxels // 4))
-    print(f"measured: {max(1, args.voxels // 4)} voxels {small['wall']:.1f} s "
-          f"(rss {small['rss_mb']:.0f} MB), {args.voxels} voxels {big['wall']:.1f} s "
-          f"(rss {big['rss_mb']:.0f} MB)")
-    rss_full = big["rss_mb"] + mem_per_vox * (args.scale_voxels - args.voxels)
-    print(f"extrapolated: one layer x {args.scale_voxels} voxels {layer:.0f} s, subject "
-          f"({args.layers} layers, CV without the permutation null) {args.layers * layer / 60:.1f}"
-          f" min; peak RSS ~{rss_full:.0f} MB (BOLD held in memory; the voxel batch bounds the "
-          "rest)")
+        for name, label in [("brainalign-numpy", "nested CV"),
+                            ("brainalign-fit-layer", "nested CV + 50-permutation null")]:
+            small = spawn(name, args, Path(tmp) / "a.npz", small_n)
+            big = spawn(name, args, Path(tmp) / "b.npz", args.voxels)
+            per_vox = (big["wall"] - small["wall"]) / (args.voxels - small_n)
+            fixed = max(0.0, big["wall"] - per_vox * args.voxels)
+            layer = fixed + per_vox * args.scale_voxels
+            rss_vox = max(0.0, (big["rss_mb"] - small["rss_mb"]) / (args.voxels - small_n))
+            rss = big["rss_mb"] + rss_vox * (args.scale_voxels - args.voxels)
+            print(f"{label}: {small_n} voxels {small['wall']:.1f} s (rss {small['rss_mb']:.0f}"
+                  f" MB), {args.voxels} voxels {big['wall']:.1f} s (rss {big['rss_mb']:.0f} MB)"
+                  f" -> fixed {fixed:.1f} s + {1e3 * per_vox:.2f} ms/voxel", flush=True)
+            rows.append((label, layer, rss))
+    for label, layer, rss in rows:
+        print(f"extrapolated, {label}: one layer x {args.scale_voxels} voxels {layer / 60:.1f} "
+              f"min, one subject ({args.layers} layers) {args.layers * layer / 3600:.2f} h on "
+              f"{os.cpu_count()} CPUs; peak RSS ~{rss / 1024:.1f} GB (all BOLD in memory; the "
+              "voxel batch bounds the rest)")
 
 
 def main() -> None:
@@ -369,8 +386,8 @@ def main() -> None:
     if args.scale:
         if args.trs == 1500:
             args.trs = 3000
-        args.folds = max(args.folds, 8) if args.folds == 5 else args.folds
-        args.voxels = min(args.voxels, 8000) if args.voxels == 20_000 else args.voxels
+        if args.voxels == 20_000:
+            args.voxels = 4000
         return scale(args)
     compare(args)
 

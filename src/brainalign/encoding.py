@@ -306,9 +306,15 @@ def cross_validate(x_runs: list[np.ndarray], y_runs: list[np.ndarray], alphas: n
                 y_val = y_rows(b, rows_val)
                 if split.confound_test is not None:
                     y_val = y_val + out[len(alphas) * n_val:]
-                pred = out[: len(alphas) * n_val].reshape(len(alphas), n_val, -1)
-                score[:, cols] += be.get(_r2(y_val, pred)).astype(np.float64)
-                del out, pred
+                # R² in place on the product (no temporaries of its size)
+                resid = out[: len(alphas) * n_val].reshape(len(alphas), n_val, -1)
+                resid -= y_val
+                resid *= resid
+                yc = y_val - y_val.mean(0)
+                ss_tot = (yc * yc).sum(0)
+                ss_tot = ss_tot * (ss_tot > 1e-12) + 1e-12 * (ss_tot <= 1e-12)
+                score[:, cols] += be.get(1.0 - resid.sum(1) / ss_tot).astype(np.float64)
+                del out, resid
         best = np.argmax(score, axis=0)
         alpha_folds[test] = alphas[best]
         split = (_outer[test] if _outer is not None
