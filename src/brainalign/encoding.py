@@ -233,11 +233,6 @@ def _split(x_runs: list[np.ndarray], test: int, train: list[int],
                       confounds[test], dtype=dtype)
 
 
-def _row_index(lengths: list[int], runs: list[int]) -> np.ndarray:
-    bounds = np.cumsum([0, *lengths])
-    return np.concatenate([np.arange(bounds[i], bounds[i + 1]) for i in runs])
-
-
 def _r2(y: Any, pred: Any) -> Any:
     """R² per column; y (n, v), pred (..., n, v); works for numpy and torch arrays."""
     yc = y - y.mean(0)
@@ -281,16 +276,15 @@ def cross_validate(x_runs: list[np.ndarray], y_runs: list[np.ndarray], alphas: n
     alphas = np.asarray(alphas, np.float64)
     n_runs, n_vox = len(x_runs), y_runs[0].shape[1]
     lengths = [y.shape[0] for y in y_runs]
-    y_all = np.concatenate(y_runs)
     alpha_folds = np.zeros((n_runs, n_vox), np.float32)
     r_folds = np.zeros((n_runs, n_vox), np.float32)
     r2_folds = np.zeros((n_runs, n_vox), np.float32)
     batches = [slice(s, min(n_vox, s + batch_voxels)) for s in range(0, n_vox, batch_voxels)]
-    y_batches = [be.put(y_all[:, cols]) for cols in batches] if len(batches) > 1 else None
-    y_one = be.put(y_all) if y_batches is None else None
 
-    def y_rows(b: int, rows: np.ndarray) -> Any:
-        return (y_one if y_batches is None else y_batches[b])[be.index(rows)]
+    def y_rows(b: int, runs: list[int]) -> Any:
+        # copied per use, never held for all voxels: peak memory is the input BOLD plus one
+        # batch's work (the copy is cheap next to the product it feeds)
+        return be.put(np.concatenate([y_runs[i][:, batches[b]] for i in runs]))
 
     for test in range(n_runs):
         train = [i for i in range(n_runs) if i != test]
@@ -300,10 +294,9 @@ def cross_validate(x_runs: list[np.ndarray], y_runs: list[np.ndarray], alphas: n
             split = _split(x_runs, val, inner_train, confounds, be.dtype)
             stacked = be.put(split.stacked(alphas, be.dtype))
             n_val = lengths[val]
-            rows_tr, rows_val = _row_index(lengths, inner_train), _row_index(lengths, [val])
             for b, cols in enumerate(batches):
-                out = stacked @ y_rows(b, rows_tr)
-                y_val = y_rows(b, rows_val)
+                out = stacked @ y_rows(b, inner_train)
+                y_val = y_rows(b, [val])
                 if split.confound_test is not None:
                     y_val = y_val + out[len(alphas) * n_val:]
                 # R² in place on the product (no temporaries of its size)
@@ -319,14 +312,13 @@ def cross_validate(x_runs: list[np.ndarray], y_runs: list[np.ndarray], alphas: n
         alpha_folds[test] = alphas[best]
         split = (_outer[test] if _outer is not None
                  else _split(x_runs, test, train, confounds, be.dtype))
-        rows_tr, rows_te = _row_index(lengths, train), _row_index(lengths, [test])
         used = np.unique(best)
         hats = split.hats(alphas[used], be.dtype)
         clean = be.put(split.confound_test) if split.confound_test is not None else None
         hats_be = [be.put(h) for h in hats]
         for b, cols in enumerate(batches):
-            y_tr = y_rows(b, rows_tr)
-            y_te = y_rows(b, rows_te)
+            y_tr = y_rows(b, train)
+            y_te = y_rows(b, [test])
             if clean is not None:
                 y_te = y_te + clean @ y_tr
             pred = y_te * 0
