@@ -240,13 +240,15 @@ def worker(args: argparse.Namespace) -> None:
         y_runs = [y[:, :args.only_voxels] for y in y_runs]
     alphas = np.logspace(args.alpha_min, args.alpha_max, args.alphas).astype(np.float32)
     fn, backend = {**CONTENDERS, **EXTRA}[args.worker]
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    usage0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.perf_counter()
     alpha_folds, r_folds = fn(x_runs, y_runs, alphas, backend, args.batch)
     wall = time.perf_counter() - t0
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = usage.ru_utime + usage.ru_stime - usage0.ru_utime - usage0.ru_stime
     np.savez(args.out, alpha=alpha_folds, r=r_folds)
-    print(json.dumps({"wall": wall, "rss_mb": resource.getrusage(
-        resource.RUSAGE_SELF).ru_maxrss / 1024, "rss_data_mb": rss0 / 1024}))
+    print(json.dumps({"wall": wall, "cpu": cpu, "rss_mb": usage.ru_maxrss / 1024,
+                      "rss_data_mb": usage0.ru_maxrss / 1024}))
 
 
 def spawn(name: str, args: argparse.Namespace, out: Path, only_voxels: int = 0) -> dict:
@@ -280,10 +282,12 @@ def compare(args: argparse.Namespace) -> None:
             nv = sub or args.voxels
             r["n_voxels"] = nv
             r["wall_full"] = r["wall"] * args.voxels / nv
+            r["cpu_full"] = r["cpu"] * args.voxels / nv
             extra = (f" (measured on {nv} voxels: {r['wall']:.1f} s, scaled linearly)"
                      if sub else "")
-            print(f"{name:18s} {r['wall_full']:8.1f} s  peak RSS {r['rss_mb']:7.0f} MB (data "
-                  f"alone {r['rss_data_mb']:.0f} MB){extra}", flush=True)
+            print(f"{name:18s} {r['wall_full']:8.1f} s wall, {r['cpu_full']:8.1f} s CPU, peak "
+                  f"RSS {r['rss_mb']:5.0f} MB (data alone {r['rss_data_mb']:.0f} MB){extra}",
+                  flush=True)
     peak = max(peak, matmul_peak())
     print(f"float32 matmul peak (best of before/after): {peak:.1f} GFLOP/s")
     lengths = [len(a) for a in np.array_split(np.arange(args.trs), args.folds)]
@@ -291,9 +295,10 @@ def compare(args: argparse.Namespace) -> None:
 
     ref_name = "himalaya-numpy" if "himalaya-numpy" in res else None
     him = [n for n in res if n.startswith("himalaya")]
-    print(f"\n{'contender':18s} {'wall s':>8s} {'x himalaya':>10s} {'alphas-agree %':>15s} "
-          f"{'max |dr|':>9s} {'rss MB':>7s}")
+    print(f"\n{'contender':18s} {'wall s':>8s} {'x himalaya':>10s} {'CPU s':>8s} "
+          f"{'x him CPU':>9s} {'alphas-agree %':>15s} {'max |dr|':>9s} {'rss MB':>7s}")
     fastest_him = min((res[n]["wall_full"] for n in him), default=float("nan"))
+    fastest_him_cpu = min((res[n]["cpu_full"] for n in him), default=float("nan"))
     for name, r in res.items():
         agree = dr = float("nan")
         if ref_name:
@@ -302,6 +307,7 @@ def compare(args: argparse.Namespace) -> None:
             agree = 100 * np.mean(r["alpha"][:, :nv] == ref["alpha"][:, :nv])
             dr = float(np.abs(r["r"][:, :nv] - ref["r"][:, :nv]).max())
         print(f"{name:18s} {r['wall_full']:8.1f} {fastest_him / r['wall_full']:10.2f} "
+              f"{r['cpu_full']:8.1f} {fastest_him_cpu / r['cpu_full']:9.2f} "
               f"{agree:15.2f} {dr:9.2e} {r['rss_mb']:7.0f}")
     engine = next((n for n in ("brainalign-numpy", "brainalign-torch") if n in res), None)
     if engine is None:
