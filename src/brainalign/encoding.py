@@ -157,9 +157,9 @@ class _Split:
     With standardised training features X (n_train, p), held-out features Xv (n_test, p) and
     X X' = U diag(lam) U', ridge predictions are Xv X' (X X' + a I)^-1 Y =
     (kvu / (lam + a)) @ U' @ Y: any number of penalties from one decomposition, whatever p.
-    ``clean_train`` (n_train, n_train) and ``clean_test`` (n_test, n_train) carry the
-    confound regression (fitted on the training rows): training BOLD is used as
-    ``clean_train @ Y_train`` and the held-out BOLD becomes ``Y_test + clean_test @ Y_train``.
+    With confounds C, fitted on the training rows only: the training BOLD is projected off
+    span(C_train) (``confound_proj``, folded into the hat matrices) and the held-out BOLD
+    becomes ``Y_test + confound_test @ Y_train`` = Y_test - C_test pinv(C_train) Y_train.
     """
 
     u: np.ndarray  # (n_train, k)
