@@ -368,12 +368,17 @@ def scale(args: argparse.Namespace) -> None:
             print(f"{label}: {small_n} voxels {small['wall']:.1f} s (rss {small['rss_mb']:.0f}"
                   f" MB), {args.voxels} voxels {big['wall']:.1f} s (rss {big['rss_mb']:.0f} MB)"
                   f" -> fixed {fixed:.1f} s + {1e3 * per_vox:.2f} ms/voxel", flush=True)
+            if per_vox <= 0:
+                print(f"{label}: the larger run was not slower (other processes on the cores?);"
+                      " no extrapolation, rerun on a quieter machine or with more --voxels")
+                continue
             rows.append((label, layer, rss))
     for label, layer, rss in rows:
         print(f"extrapolated, {label}: one layer x {args.scale_voxels} voxels {layer / 60:.1f} "
               f"min, one subject ({args.layers} layers) {args.layers * layer / 3600:.2f} h on "
-              f"{os.cpu_count()} CPUs; peak RSS ~{rss / 1024:.1f} GB (all BOLD in memory; the "
-              "voxel batch bounds the rest)")
+              f"{os.cpu_count()} CPUs; peak RSS ~{rss / 1024:.1f} GB (an overestimate: the "
+              "worker also holds the simulation's temporaries; the pipeline holds the BOLD, "
+              "4 bytes x TRs x voxels, plus one voxel batch's work)")
 
 
 def main() -> None:
