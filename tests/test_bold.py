@@ -186,3 +186,57 @@ def test_subject_mask_errors(tmp_path):
     with pytest.raises(bold.BoldError) as exc:
         bold.subject_mask([pa, pc])
     assert str(pc) in str(exc.value) and "different grid" in str(exc.value)
+
+
+# ------------------------------------------------------------------------------- confounds
+FMRIPREP_NAME = "sub-01_task-story_run-1_space-MNI152NLin2009cAsym_desc-preproc_bold.nii.gz"
+
+
+def test_confounds_path_follows_fmriprep_names(tmp_path):
+    assert bold.confounds_path(tmp_path / FMRIPREP_NAME) == (
+        tmp_path / "sub-01_task-story_run-1_desc-confounds_timeseries.tsv")
+    assert bold.confounds_path("a/sub-2_task-x_run-3_space-T1w_res-2_desc-preproc_bold.nii") \
+        .name == "sub-2_task-x_run-3_desc-confounds_timeseries.tsv"
+    with pytest.raises(bold.BoldError, match="not an fMRIPrep BOLD file name"):
+        bold.confounds_path(tmp_path / "bold.nii.gz")
+
+
+def write_fmriprep_run(tmp_path, n_t: int, n_rows: int | None = None) -> tuple[str, np.ndarray]:
+    """A BOLD run with fMRIPrep's name and a confounds TSV of ``n_rows`` rows beside it."""
+    from brainalign import simulate
+
+    rng = np.random.default_rng(0)
+    path = write_run(tmp_path / FMRIPREP_NAME, synthetic_run(n_t), t_r=T_R)
+    motion = simulate.simulate_motion(rng, n_rows or n_t)
+    table = simulate.confounds_table(motion, rng.standard_normal((n_rows or n_t, 30)), T_R, rng)
+    simulate.write_confounds(table, path)
+    return path, motion
+
+
+def test_load_run_confounds_strategies_and_trimming(tmp_path):
+    path, motion = write_fmriprep_run(tmp_path, 60)
+    out = bold.load_run_confounds(path, 50, ["motion"], start_volume=4)
+    assert out.shape == (50, 6) and out.dtype == np.float32
+    # nilearn demeans over the whole run and sorts columns by name (rot_*, trans_*); trimmed
+    # like the BOLD (volumes 4..53)
+    expected = (motion - motion.mean(0))[4:54][:, [3, 4, 5, 0, 1, 2]]
+    np.testing.assert_allclose(out, expected, atol=1e-4)
+    full = bold.load_run_confounds(path, 50, ["motion", "wm_csf", "high_pass"],
+                                   motion="full")
+    n_cos = int(np.floor(2 * 60 * T_R / 128))
+    assert full.shape == (50, 24 + 2 + n_cos) and np.isfinite(full).all()
+    assert bold.load_run_confounds(path, 50, []).shape == (50, 0)
+    with pytest.raises(bold.BoldError, match="unknown confound strategies"):
+        bold.load_run_confounds(path, 50, ["scrub"])
+
+
+def test_load_run_confounds_errors_name_the_file_and_the_fix(tmp_path):
+    path, _ = write_fmriprep_run(tmp_path, 60, n_rows=55)  # a truncated TSV
+    tsv = bold.confounds_path(path)
+    with pytest.raises(bold.BoldError, match="has 55 rows but .* has 60 volumes") as err:
+        bold.load_run_confounds(path, 50, ["motion"])
+    assert str(tsv) in str(err.value)
+    tsv.unlink()
+    with pytest.raises(bold.BoldError, match="confounds file not found") as err:
+        bold.load_run_confounds(path, 50, ["motion"])
+    assert str(tsv) in str(err.value) and "strategy: []" in str(err.value)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from brainalign import encoding
+from brainalign import encoding, stats
 
 ALPHAS = np.logspace(-1, 5, 7)
 
@@ -35,35 +35,105 @@ def standardise_like_split(x_train: np.ndarray, x_test: np.ndarray):
 
 # ----------------------------------------------------------------------------- ridge algebra
 @pytest.mark.parametrize("rank_deficient", [False, True])
-def test_svd_ridge_equals_closed_form_ridge(rank_deficient):
+def test_eigen_ridge_equals_closed_form_ridge(rank_deficient):
     rng = np.random.default_rng(0)
     x_train = rng.standard_normal((50, 8)) * rng.uniform(0.5, 5, 8) + rng.uniform(-3, 3, 8)
     x_test = rng.standard_normal((20, 8)) * 2 + 1
     if rank_deficient:
-        # a duplicated and a constant feature: the SVD drops null directions, and ridge with
-        # alpha > 0 has no component there either
+        # a duplicated and a constant feature: the decomposition drops null directions, and
+        # ridge with alpha > 0 has no component there either
         x_train[:, 7] = x_train[:, 0]
         x_test[:, 7] = x_test[:, 0]
         x_train[:, 6] = 3.0
     y_train = rng.standard_normal((50, 5))
     alphas = np.array([0.1, 1.0, 10.0, 100.0, 1e4])
 
-    split = encoding._Split.fit(x_train, x_test)
+    split = encoding._Split.fit(x_train, x_test)  # float64 throughout
     pred = split.predict(y_train, alphas)
     assert pred.shape == (len(alphas), 20, 5)
+    pred32 = split.hats(alphas, np.float32) @ y_train.astype(np.float32)
 
     xs_train, xs_test = standardise_like_split(x_train, x_test)
     for i, a in enumerate(alphas):
         ref = xs_test @ encoding.closed_form_ridge(xs_train, y_train, a)
-        rel = np.linalg.norm(pred[i] - ref) / np.linalg.norm(ref)
-        assert rel < 1e-5, (a, rel)
+        np.testing.assert_allclose(pred[i], ref, rtol=0, atol=1e-6 * np.abs(ref).max())
+        rel32 = np.linalg.norm(pred32[i] - ref) / np.linalg.norm(ref)
+        assert rel32 < 1e-5, (a, rel32)
 
-    # one penalty per voxel: column j uses its own alpha
-    per_voxel = np.array([0.1, 1e4, 10.0, 0.1, 100.0])
-    out = split.predict_per_voxel(y_train.astype(np.float32), per_voxel.astype(np.float32))
-    for j, a in enumerate(per_voxel):
-        ref = xs_test @ encoding.closed_form_ridge(xs_train, y_train[:, [j]], a)
-        np.testing.assert_allclose(out[:, j], ref[:, 0], rtol=1e-4, atol=1e-5 * np.abs(ref).max())
+
+def reference_nested_cv(xs, ys, alphas, confounds=None):
+    """Plain float64 nested leave-one-run-out ridge, written from the definitions: features
+    standardised on each training split, (X'X + aI)^-1 X'y weights, inner R² summed over
+    inner folds, per-voxel refit; confounds regressed out with training-run betas."""
+    def fit_predict(train, test, alpha, y):
+        x_tr = np.concatenate([xs[i] for i in train])
+        x_tr, x_te = standardise_like_split(x_tr, xs[test])
+        y_tr = np.concatenate([y[i] for i in train])
+        y_te = y[test]
+        if confounds is not None:
+            c_tr = np.concatenate([confounds[i] for i in train])
+            m, sd = c_tr.mean(0), c_tr.std(0)
+            c_tr, c_te = (c_tr - m) / sd, (confounds[test] - m) / sd
+            beta = np.linalg.lstsq(c_tr, y_tr, rcond=None)[0]
+            y_tr, y_te = y_tr - c_tr @ beta, y_te - c_te @ beta
+        return x_te @ encoding.closed_form_ridge(x_tr, y_tr, alpha), y_te
+
+    n = len(xs)
+    alpha_ref, r_ref = np.zeros((n, ys[0].shape[1])), np.zeros((n, ys[0].shape[1]))
+    for test in range(n):
+        train = [i for i in range(n) if i != test]
+        score = np.zeros((len(alphas), ys[0].shape[1]))
+        for val in train:
+            for k, a in enumerate(alphas):
+                pred, y_val = fit_predict([i for i in train if i != val], val, a, ys)
+                score[k] += encoding.r2_score(y_val, pred)
+        alpha_ref[test] = alphas[score.argmax(0)]
+        for v in range(ys[0].shape[1]):
+            pred, y_te = fit_predict(train, test, alpha_ref[test, v], [y[:, [v]] for y in ys])
+            r_ref[test, v] = encoding.pearson_r(y_te, pred)[0]
+    return alpha_ref, r_ref
+
+
+@pytest.mark.parametrize("with_confounds", [False, True])
+def test_cross_validate_matches_reference_implementation(with_confounds):
+    rng = np.random.default_rng(5)
+    lengths = [40, 45, 38, 42]
+    xs = [rng.standard_normal((n, 10)) * 3 + 1 for n in lengths]
+    w = rng.standard_normal((10, 12)) * np.linspace(0, 1, 12)  # SNR from zero up
+    ys = [zscore(x @ w + rng.standard_normal((n, 12))) for x, n in zip(xs, lengths, strict=True)]
+    conf = [rng.standard_normal((n, 3)) for n in lengths] if with_confounds else None
+    alphas = np.logspace(-1, 4, 8)
+    alpha_ref, r_ref = reference_nested_cv(xs, ys, alphas, conf)
+    for name, atol in [("numpy", 1e-4), ("torch-cpu", 1e-4)]:
+        cv = encoding.cross_validate(xs, ys, alphas, confounds=conf, backend=name)
+        np.testing.assert_allclose(cv.alpha, alpha_ref, rtol=1e-6)
+        np.testing.assert_allclose(cv.r_folds, r_ref, atol=atol)
+    # float64 compute: the known answer to 1e-6
+    cv64 = encoding.cross_validate(xs, ys, alphas, confounds=conf,
+                                   backend=encoding.Backend("numpy", np.float64),
+                                   batch_voxels=5)
+    np.testing.assert_allclose(cv64.alpha, alpha_ref, rtol=1e-6)  # stored as float32
+    np.testing.assert_allclose(cv64.r_folds, r_ref, atol=1e-6)
+
+
+def test_backends_agree_and_batching_is_invisible():
+    rng = np.random.default_rng(6)
+    xs = [rng.standard_normal((60, 30)) for _ in range(5)]
+    w = rng.standard_normal((30, 200)) / np.sqrt(30)
+    ys = [zscore(x @ w * rng.uniform(0, 1.5, 200) + ar1(rng, 60, 200, 0.5)) for x in xs]
+    ref = encoding.cross_validate(xs, ys, ALPHAS, backend="numpy", batch_voxels=1000)
+    others = [("numpy", 37), ("torch-cpu", 1000), ("torch-cpu", 64)]
+    if encoding._cuda_available():
+        others.append(("torch-cuda", 64))
+    for name, batch in others:
+        cv = encoding.cross_validate(xs, ys, ALPHAS, backend=name, batch_voxels=batch)
+        assert np.mean(cv.alpha == ref.alpha) >= 0.99, name
+        same = cv.alpha == ref.alpha
+        np.testing.assert_allclose(cv.r_folds[same], ref.r_folds[same], atol=2e-5)
+        np.testing.assert_allclose(cv.r2_folds[same], ref.r2_folds[same], atol=2e-5)
+    assert encoding.Backend("auto").name == ("torch" if encoding._cuda_available() else "numpy")
+    with pytest.raises(ValueError, match="unknown encoding backend"):
+        encoding.Backend("jax")
 
 
 def test_closed_form_ridge_limits():
@@ -120,6 +190,8 @@ def test_fit_layer_pure_noise_is_calibrated():
     assert abs(s.null_mean.mean()) < 0.02
     assert s.r2.mean() < 0.01
     assert set(np.unique(s.alpha)) <= set(ALPHAS.astype(np.float32))
+    # Benjamini-Hochberg at q = 0.05 on pure noise: at most the nominal share of positives
+    assert stats.fdr_bh(s.p, 0.05).mean() <= 0.05
 
 
 def test_fit_layer_recovers_planted_signal():
@@ -160,16 +232,18 @@ def test_fit_layer_no_leakage_with_autocorrelated_features_and_bold():
     assert abs(s.r.mean()) < 0.04
     assert (s.p < 0.05).mean() <= 0.08
 
-    # contrast (positive control): interleaved folds on the same data leak through
-    # autocorrelation, with the training-split standardisation and the same ridge solver
-    x, y = np.concatenate(xs), np.concatenate(ys)
-    held = np.arange(len(x)) % 5
-    r_leaky = []
-    for k in range(5):
-        split = encoding._Split.fit(x[held != k], x[held == k])
-        pred = split.predict(y[held != k], np.array([1.0]))[0]
-        r_leaky.append(encoding.pearson_r(y[held == k], pred).mean())
-    assert np.mean(r_leaky) > 0.3
+    # contrast (positive control): leave-one-TR-out on the same data, written by hand: each
+    # volume predicted from a ridge fitted on all the others, which include its neighbours and
+    # so share its slow spurious covariance with the features
+    x, y = np.concatenate(xs), np.concatenate(ys)[:, :100]
+    pred = np.empty_like(y)
+    for t in range(len(x)):
+        keep = np.arange(len(x)) != t
+        xs_tr, xs_te = standardise_like_split(x[keep], x[[t]])
+        pred[t] = xs_te @ encoding.closed_form_ridge(xs_tr, y[keep], 1.0)
+    r_loto = encoding.pearson_r(y, pred)
+    assert r_loto.mean() > 0.3
+    assert r_loto.mean() > 10 * abs(s.r[:100].mean())
 
 
 def test_fit_layer_is_invariant_to_voxel_batching():
@@ -186,6 +260,71 @@ def test_fit_layer_is_invariant_to_voxel_batching():
     # a voxel's scores depend on that voxel only: refitting a subset gives the same r
     c = encoding.fit_layer(xs, [y[:, 10:15] for y in ys], ALPHAS, **kw)
     np.testing.assert_allclose(c.r, a.r[10:15], atol=1e-6)
+
+
+# ------------------------------------------------------------------------------- confounds
+def confounded_runs(seed: int = 8):
+    """Features, BOLD and a motion-like confound that follows the stimulus (e.g. speech-locked
+    head motion): voxels 0-99 carry only the confound artefact, 100-199 real signal."""
+    rng = np.random.default_rng(seed)
+    lengths = [70, 60, 65, 75, 70]
+    xs = [rng.standard_normal((n, 15)) for n in lengths]
+    w = rng.standard_normal((15, 100)) / np.sqrt(15)
+    confs, ys = [], []
+    for x in xs:
+        motion = np.column_stack([x[:, 0] + 0.5 * ar1(rng, len(x), 1, 0.8)[:, 0],
+                                  ar1(rng, len(x), 1, 0.9)[:, 0]])
+        artefact = motion[:, [0]] * rng.uniform(1, 2, 100)
+        signal = x @ w
+        noise = ar1(rng, len(x), 200, 0.5)
+        ys.append(zscore(np.column_stack([artefact, signal]) + noise))
+        confs.append(motion)
+    return xs, ys, confs
+
+
+def test_confound_artefact_is_removed_inside_the_folds():
+    xs, ys, confs = confounded_runs()
+    raw = encoding.cross_validate(xs, ys, ALPHAS)
+    clean = encoding.cross_validate(xs, ys, ALPHAS, confounds=confs)
+    artefact, signal = slice(0, 100), slice(100, 200)
+    # without confound regression the stimulus-locked artefact passes for a brain response
+    assert raw.r_folds[:, artefact].mean() > 0.3
+    # regressed out (training-run betas), it scores ~0, while real signal survives
+    assert abs(clean.r_folds[:, artefact].mean()) < 0.05
+    assert clean.r_folds[:, signal].mean() > 0.5
+    assert clean.r_folds[:, signal].mean() > raw.r_folds[:, signal].mean() - 0.05
+
+
+def test_confound_regression_never_sees_held_out_bold():
+    xs, ys, confs = confounded_runs(seed=9)
+    ref = encoding.cross_validate(xs, ys, ALPHAS, confounds=confs)
+    test = 2
+    # replace the held-out run's BOLD by something wild: everything fitted for that fold (the
+    # confound betas, the feature scaling, the penalties) comes from training runs only, so
+    # the penalties chosen for fold 2 cannot move
+    poisoned = list(ys)
+    poisoned[test] = 100 * np.random.default_rng(0).standard_normal(ys[test].shape) + 50
+    cv = encoding.cross_validate(xs, poisoned, ALPHAS, confounds=confs)
+    np.testing.assert_array_equal(cv.alpha[test], ref.alpha[test])
+    # and the cleaned held-out BOLD is y_test - C_test @ betas(training runs), by hand
+    train = [i for i in range(5) if i != test]
+    split = encoding._split(xs, test, train, confs)
+    y_tr = np.concatenate([ys[i] for i in train])
+    c_tr = np.concatenate([confs[i] for i in train])
+    m, sd = c_tr.mean(0), c_tr.std(0)
+    beta = np.linalg.lstsq((c_tr - m) / sd, y_tr, rcond=None)[0]
+    np.testing.assert_allclose(ys[test] + split.confound_test @ y_tr,
+                               ys[test] - ((confs[test] - m) / sd) @ beta, atol=1e-8)
+
+
+def test_fit_layer_with_confounds_runs_the_null_on_cleaned_bold():
+    xs, ys, confs = confounded_runs(seed=10)
+    s = encoding.fit_layer(xs, ys, ALPHAS, n_permutations=20, min_shift=10, confounds=confs)
+    assert np.median(s.p[:100]) > 0.1  # the artefact is not significant once regressed out
+    assert np.all(s.p[100:] < 1e-3)
+    with pytest.raises(ValueError, match="run 1: 59 confound rows but 60 volumes"):
+        encoding.fit_layer(xs, ys, ALPHAS, n_permutations=5, min_shift=5,
+                           confounds=[confs[0], confs[1][:-1], *confs[2:]])
 
 
 # ---------------------------------------------------------------------------------- errors

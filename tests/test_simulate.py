@@ -136,8 +136,8 @@ def simulate_small(snr=2.0, seed=1, planted=None, **kw):
     idx = np.arange(n_vox)
     roi_voxels = {"A": idx < 40, "B": (idx >= 30) & (idx < 80)}  # overlap 30..39
     planted = {"A": 0, "B": 2} if planted is None else planted
-    runs, signal_layer = simulate.simulate_subject(feats, mask, roi_voxels, planted, snr=snr,
-                                                   seed=seed, **kw)
+    runs, signal_layer, _ = simulate.simulate_subject(feats, mask, roi_voxels, planted,
+                                                      snr=snr, seed=seed, **kw)
     return mask, feats, roi_voxels, runs, signal_layer
 
 
@@ -217,3 +217,39 @@ def test_noise_fpr_pools_noise_voxels_over_subjects():
     # noise voxels: 3 + 2 = 5; called significant among them: 2 (subject 1) + 1 (subject 2)
     assert simulate.noise_fpr(sig, lay) == pytest.approx(3 / 5)
     assert simulate.noise_fpr([np.array([True])], [np.array([1])]) == 0.0  # no noise voxels
+
+
+def test_confounds_tables_follow_fmriprep_and_explain_the_motion_artefact(tmp_path):
+    noise = simulate.NoiseModel(drift=0.0)
+    mask = small_mask()
+
+    def simulate_noise(artefact: float):
+        return simulate.simulate_subject({0: [np.zeros((n, 2)) for n in LENGTHS]}, mask, {}, {},
+                                         snr=1.0, seed=1, noise=noise, extra_volumes=0,
+                                         motion_artefact=artefact, t_r=2.0)
+
+    runs, _, confs_clean = simulate_noise(0.0)
+    runs3, _, confs = simulate_noise(2.0)
+    # same seed: same noise and same head motion, with or without the artefact
+    np.testing.assert_allclose(confs[0][simulate.MOTION], confs_clean[0][simulate.MOTION])
+    m = np.asarray(mask.dataobj) > 0
+    table = confs[0]
+    assert len(table) == LENGTHS[0]
+    for col in [*simulate.MOTION, "trans_x_derivative1", "rot_z_derivative1_power2",
+                "global_signal", "white_matter", "csf", "framewise_displacement", "cosine00"]:
+        assert col in table.columns, col
+    assert np.isnan(table["trans_x_derivative1"].iloc[0])  # as fMRIPrep writes it
+    y = np.asarray(runs3[0].dataobj)[m].T
+    np.testing.assert_allclose(table["global_signal"], y.mean(1), rtol=1e-5)
+    # the artefact is a linear function of the motion parameters: they explain most of it
+    r2_art = in_sample_r2(detrend(y, axis=0), table[simulate.MOTION].to_numpy())
+    clean = np.asarray(runs[0].dataobj)[m].T
+    r2_clean = in_sample_r2(detrend(clean, axis=0), table[simulate.MOTION].to_numpy())
+    # (slow noise and slow motion give a chance R² of ~0.25 over 40 volumes)
+    assert r2_art.mean() > 0.6 and r2_art.mean() > r2_clean.mean() + 0.3
+    path = tmp_path / "sub-01_task-a_run-1_space-MNI152NLin2009cAsym_desc-preproc_bold.nii.gz"
+    tsv = simulate.write_confounds(table, path)
+    assert tsv.name == "sub-01_task-a_run-1_desc-confounds_timeseries.tsv"
+    back = pd.read_csv(tsv, sep="\t")
+    assert list(back.columns) == list(table.columns) and back["trans_x_derivative1"].isna()[0]
+    assert tsv.with_suffix(".json").exists()

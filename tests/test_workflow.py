@@ -165,3 +165,15 @@ def test_user_config_replaces_the_demo_config(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert "results/features/tiny/" in proc.stdout
     assert "wav2vec2-random" not in proc.stdout
+
+
+def test_confound_strategy_wires_the_fmriprep_tsvs(tmp_path: Path) -> None:
+    target = "results/sub-01/bold/sub-01_run-1_confounds.npy"
+    with_conf = _tiny_config(tmp_path, bold={"confounds": {"strategy": ["motion", "wm_csf"]}})
+    proc = _snakemake(tmp_path, with_conf, "-n", "--cores", "2", target)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    # prepare_bold now reads each run's confounds TSV, which the demo writes beside the BOLD
+    assert "sub-01_task-audiobook_run-1_desc-confounds_timeseries.tsv" in proc.stdout
+    bad = _tiny_config(tmp_path, bold={"confounds": {"strategy": ["scrub"]}})
+    proc = _snakemake(tmp_path, bad, "-n")
+    assert proc.returncode != 0 and "scrub" in proc.stdout

@@ -7,10 +7,15 @@ it is computed from this run alone, so with run-wise cross-validation no step se
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+
+#: nilearn ``load_confounds`` strategies brainalign supports (no scrubbing: censored volumes
+#: would break the run-wise circular-shift null)
+CONFOUND_STRATEGIES = ("motion", "wm_csf", "global_signal", "high_pass", "compcor")
 
 
 class BoldError(ValueError):
@@ -82,4 +87,57 @@ def load_run(bold_path: str | Path, mask_img: nib.Nifti1Image, n_vols: int, t_r:
                         "infinite values; fix the preprocessing or exclude them from the mask.")
     data = clean(data, detrend=detrend, standardize="zscore_sample" if standardize else False,
                  t_r=t_r, ensure_finite=False)
+    return data.astype(np.float32)
+
+
+def confounds_path(bold_path: str | Path) -> Path:
+    """fMRIPrep's confounds TSV of a BOLD run: ``sub-X_..._run-R_space-S_desc-preproc_bold.nii.gz``
+    -> ``sub-X_..._run-R_desc-confounds_timeseries.tsv`` in the same folder."""
+    bold_path = Path(bold_path)
+    stem = re.sub(r"(_space-[^_]+)?(_cohort-[^_]+)?(_res-[^_]+)?(_den-[^_]+)?_desc-[^_]+_bold"
+                  r"\.nii(\.gz)?$", "", bold_path.name)
+    if stem == bold_path.name:
+        raise BoldError(f"{bold_path}: not an fMRIPrep BOLD file name (..._desc-preproc_bold"
+                        ".nii.gz), so its confounds TSV cannot be found; rename the run or set "
+                        "`bold.confounds.strategy: []`.")
+    return bold_path.with_name(f"{stem}_desc-confounds_timeseries.tsv")
+
+
+def load_run_confounds(bold_path: str | Path, n_vols: int, strategy: list[str],
+                       start_volume: int = 0, motion: str = "basic", wm_csf: str = "basic",
+                       global_signal: str = "basic") -> np.ndarray:
+    """Confound regressors of one run, trimmed like its BOLD (see :func:`load_run`).
+
+    Read from fMRIPrep's ``desc-confounds_timeseries.tsv`` beside the run with nilearn's
+    ``load_confounds`` and the given strategies. They are NOT regressed out here: the encoding
+    stage regresses them out inside its cross-validation folds (betas from training runs).
+
+    Returns
+    -------
+    confounds : array of shape (n_vols, n_confounds), float32; (n_vols, 0) for no strategy
+    """
+    if not strategy:
+        return np.zeros((n_vols, 0), np.float32)
+    bad = sorted(set(strategy) - set(CONFOUND_STRATEGIES))
+    if bad:
+        raise BoldError(f"unknown confound strategies {bad}; `bold.confounds.strategy` takes "
+                        f"{list(CONFOUND_STRATEGIES)}.")
+    from nilearn.interfaces.fmriprep import load_confounds
+
+    bold_path = Path(bold_path)
+    tsv = confounds_path(bold_path)
+    if not tsv.exists():
+        raise BoldError(f"{tsv}: fMRIPrep confounds file not found for {bold_path.name}; copy "
+                        "it from the fMRIPrep derivatives next to the BOLD run, or set "
+                        "`bold.confounds.strategy: []` to fit without confounds.")
+    n_total = nib.load(str(bold_path)).shape[3]
+    n_rows = sum(1 for _ in tsv.open()) - 1
+    if n_rows != n_total:
+        raise BoldError(f"{tsv}: has {n_rows} rows but {bold_path.name} has {n_total} volumes; "
+                        "use the confounds file of this exact run (same fMRIPrep output), "
+                        "not of another run or a truncated copy.")
+    table, sample_mask = load_confounds(str(bold_path), strategy=tuple(strategy), motion=motion,
+                                        wm_csf=wm_csf, global_signal=global_signal,
+                                        demean=True)
+    data = np.nan_to_num(table.to_numpy(np.float64))[start_volume:start_volume + n_vols]
     return data.astype(np.float32)

@@ -2,10 +2,17 @@
 runs.
 
 Outer cross-validation leaves one run out. Inside the training runs, a second leave-one-run-out
-loop picks each voxel's ridge penalty from a log grid (by validation R²); the model is refitted on
-all training runs with that penalty and scored on the held-out run (Pearson r and R²). Feature
-standardisation is fitted on the training split of each loop only. One thin SVD per split serves
-every penalty and every voxel; voxels are processed in batches so memory stays bounded.
+loop picks each voxel's ridge penalty from a log grid (by validation R², summed over inner
+folds); the model is refitted on all training runs with that penalty and scored on the held-out
+run (Pearson r and R²). Everything fitted on data is fitted on the training split of each loop
+only: the feature standardisation and, when confounds are given, the confound regression of the
+BOLD (betas from the training runs, applied to the held-out run).
+
+Speed: one eigendecomposition of the training Gram matrix per split (float64, on CPU with
+LAPACK or on the GPU), shared by every penalty and every voxel. Each split's ridge problem then
+reduces to small "hat" matrices that map training BOLD to held-out predictions, one per penalty;
+stacked, they meet the BOLD in one float32 matrix product per voxel batch (numpy or torch,
+CPU or CUDA). Weights are never formed: the refit only needs the held-out predictions.
 
 Significance: the whole outer loop is refitted ``n_permutations`` times on BOLD circularly
 shifted within each run (by at least ``min_shift`` volumes; penalties kept), which breaks the
@@ -16,10 +23,25 @@ p < 0.05 on pure noise). p-values come from a t-test of the observed r against t
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from scipy.linalg import eigh
 from scipy.stats import t as student_t
+from threadpoolctl import ThreadpoolController
+
+log = logging.getLogger(__name__)
+_THREADPOOLS: list[ThreadpoolController] = []
+
+
+def _one_thread() -> Any:
+    """Context limiting BLAS/LAPACK to one thread (the controller is built once: it is slow)."""
+    if not _THREADPOOLS:
+        _THREADPOOLS.append(ThreadpoolController())
+    return _THREADPOOLS[0].limit(limits=1)
 
 
 @dataclass
@@ -45,6 +67,82 @@ class LayerScores:
     p: np.ndarray
 
 
+@dataclass
+class CVScores:
+    """Result of the nested cross-validation (no null).
+
+    Attributes
+    ----------
+    alpha : (n_folds, n_voxels) penalty chosen by inner CV in each outer fold.
+    r_folds, r2_folds : (n_folds, n_voxels) held-out Pearson r and R² of each outer fold.
+    """
+
+    alpha: np.ndarray
+    r_folds: np.ndarray
+    r2_folds: np.ndarray
+
+
+# ------------------------------------------------------------------------------- backends
+class Backend:
+    """Where the voxel-sized matrix products run: ``numpy`` (CPU) or ``torch`` (CPU or CUDA).
+
+    Decompositions are small (training volumes squared) and run in float64; only the products
+    with BOLD, whose size grows with the voxels, run here, in ``dtype``.
+    """
+
+    def __init__(self, name: str = "auto", dtype: Any = np.float32) -> None:
+        if name not in ("auto", "numpy", "torch", "torch-cpu", "torch-cuda"):
+            raise ValueError(f"unknown encoding backend {name!r}; use auto, numpy, torch, "
+                             "torch-cpu or torch-cuda.")
+        self.device = "cpu"
+        if name in ("auto", "torch", "torch-cuda"):
+            cuda = _cuda_available()
+            if name == "torch-cuda" and not cuda:
+                raise ValueError("encoding backend torch-cuda requested but CUDA is not "
+                                 "available; use backend: auto.")
+            if name == "auto":
+                name = "torch" if cuda else "numpy"
+            if name.startswith("torch"):
+                self.device = "cuda" if cuda and name != "torch-cpu" else "cpu"
+        self.name = "numpy" if name == "numpy" else "torch"
+        self.dtype = np.dtype(dtype)
+        if self.name == "torch":
+            import torch
+
+            self._torch = torch
+            self._tdtype = torch.float32 if self.dtype == np.float32 else torch.float64
+
+    def __repr__(self) -> str:
+        return f"{self.name}-{self.device} ({self.dtype})"
+
+    def put(self, a: np.ndarray) -> Any:
+        """A host array as a backend array of the compute dtype."""
+        if self.name == "numpy":
+            return np.ascontiguousarray(a, dtype=self.dtype)
+        return self._torch.as_tensor(np.ascontiguousarray(a), device=self.device,
+                                     dtype=self._tdtype)
+
+    def get(self, a: Any) -> np.ndarray:
+        """A backend array back on the host, as numpy."""
+        if self.name == "numpy":
+            return a
+        return a.cpu().numpy()
+
+    def index(self, idx: np.ndarray) -> Any:
+        if self.name == "numpy":
+            return idx
+        return self._torch.as_tensor(idx, device=self.device)
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return False
+    return bool(torch.cuda.is_available())
+
+
+# ------------------------------------------------------------------------ one split's algebra
 def _standardizer(train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     mean = train.mean(0)
     std = train.std(0)
@@ -54,38 +152,188 @@ def _standardizer(train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 @dataclass
 class _Split:
-    """Thin SVD of a standardised training design, plus the held-out design in its basis."""
+    """Eigendecomposition of one split's training Gram matrix (float64).
+
+    With standardised training features X (n_train, p), held-out features Xv (n_test, p) and
+    X X' = U diag(lam) U', ridge predictions are Xv X' (X X' + a I)^-1 Y =
+    (kvu / (lam + a)) @ U' @ Y: any number of penalties from one decomposition, whatever p.
+    With confounds C, fitted on the training rows only: the training BOLD is projected off
+    span(C_train) (``confound_proj``, folded into the hat matrices) and the held-out BOLD
+    becomes ``Y_test + confound_test @ Y_train`` = Y_test - C_test pinv(C_train) Y_train.
+    """
 
     u: np.ndarray  # (n_train, k)
-    s: np.ndarray  # (k,)
-    test_v: np.ndarray  # (n_test, k): X_test @ V
+    lam: np.ndarray  # (k,)
+    kvu: np.ndarray  # (n_test, k)
+    confound_proj: np.ndarray | None = None  # (n_train, c) orthonormal basis of train confounds
+    confound_test: np.ndarray | None = None  # (n_test, n_train): -C_test pinv(C_train)
 
     @classmethod
-    def fit(cls, x_train: np.ndarray, x_test: np.ndarray) -> _Split:
-        mean, std = _standardizer(x_train)
-        xt = (x_train - mean) / std
-        u, s, vt = np.linalg.svd(xt, full_matrices=False)
-        keep = s > s[0] * 1e-6
-        u, s, vt = u[:, keep], s[keep], vt[keep]
-        return cls(u.astype(np.float32), s.astype(np.float32),
-                   (((x_test - mean) / std) @ vt.T).astype(np.float32))
+    def fit(cls, x_train: np.ndarray, x_test: np.ndarray, c_train: np.ndarray | None = None,
+            c_test: np.ndarray | None = None, dtype: Any = np.float64) -> _Split:
+        """Decompose; optional confounds c_train (n_train, c) and c_test (n_test, c). The Gram
+        matrices are formed in ``dtype``, the eigendecomposition is float64."""
+        mean, std = _standardizer(np.asarray(x_train, np.float64))
+        xt = ((x_train - mean) / std).astype(dtype)
+        xv = ((x_test - mean) / std).astype(dtype)
+        gram = (xt @ xt.T).astype(np.float64)
+        # small (n_train^2) and latency-bound: one LAPACK thread is faster than two, and far
+        # faster when other processes share the cores
+        with _one_thread():
+            lam, u = eigh(gram, driver="evr", check_finite=False)
+        keep = lam > max(lam[-1], 0.0) * 1e-10
+        u, lam = u[:, keep], lam[keep]
+        split = cls(u, lam, ((xv @ xt.T) @ u.astype(dtype)).astype(np.float64))
+        if c_train is not None and c_train.shape[1] > 0:
+            cm, cs = _standardizer(np.asarray(c_train, np.float64))
+            ct = (c_train - cm) / cs
+            cv = (np.asarray(c_test, np.float64) - cm) / cs
+            q, s, vt = np.linalg.svd(ct, full_matrices=False)
+            ok = s > s[0] * 1e-8
+            q, s, vt = q[:, ok], s[ok], vt[ok]
+            split.confound_proj = q
+            # betas = pinv(C_train) Y = vt' diag(1/s) q' Y; held-out: Y_test - C_test betas
+            split.confound_test = -((cv @ vt.T) / s) @ q.T
+        return split
+
+    def hats(self, alphas: np.ndarray, dtype: Any = np.float64) -> np.ndarray:
+        """(n_alphas, n_test, n_train) matrices mapping training BOLD to held-out predictions
+        (confound regression of the training BOLD included); one matrix product in ``dtype``."""
+        alphas = np.atleast_1d(np.asarray(alphas, np.float64))
+        scaled = (self.kvu[None] / (self.lam + alphas[:, None, None])).astype(dtype)
+        h = scaled.reshape(-1, self.u.shape[1]) @ self.u.T.astype(dtype)
+        if self.confound_proj is not None:
+            q = self.confound_proj.astype(dtype)
+            h -= (h @ q) @ q.T
+        return h.reshape(len(alphas), -1, self.u.shape[0])
+
+    def hat(self, alpha: float, dtype: Any = np.float64) -> np.ndarray:
+        """(n_test, n_train) hat matrix of one penalty."""
+        return self.hats(np.array([alpha]), dtype)[0]
 
     def predict(self, y_train: np.ndarray, alphas: np.ndarray) -> np.ndarray:
         """Held-out predictions for each penalty, shape (n_alphas, n_test, n_voxels)."""
-        uty = self.u.T @ y_train
-        return np.stack([(self.test_v * (self.s / (self.s**2 + a))) @ uty for a in alphas])
+        return self.hats(alphas) @ y_train
 
-    def hat(self, alpha: float) -> np.ndarray:
-        """(n_test, n_train) matrix mapping training BOLD to held-out predictions."""
-        return (self.test_v * (self.s / (self.s**2 + alpha))) @ self.u.T
+    def stacked(self, alphas: np.ndarray, dtype: Any = np.float64) -> np.ndarray:
+        """Hat matrices of all penalties stacked row-wise, followed (with confounds) by the
+        held-out cleaning rows: ((n_alphas [+ 1]) * n_test, n_train)."""
+        h = self.hats(alphas, dtype).reshape(-1, self.u.shape[0])
+        if self.confound_test is not None:
+            h = np.concatenate([h, self.confound_test.astype(dtype)])
+        return h
 
-    def predict_per_voxel(self, y_train: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-        """Held-out predictions with one penalty per voxel, shape (n_test, n_voxels)."""
-        out = np.empty((self.test_v.shape[0], y_train.shape[1]), dtype=np.float32)
-        for a in np.unique(alpha):
-            cols = alpha == a
-            out[:, cols] = self.hat(a) @ y_train[:, cols]
-        return out
+
+def _split(x_runs: list[np.ndarray], test: int, train: list[int],
+           confounds: list[np.ndarray] | None, dtype: Any = np.float64) -> _Split:
+    x_train = np.concatenate([x_runs[i] for i in train])
+    if confounds is None:
+        return _Split.fit(x_train, x_runs[test], dtype=dtype)
+    return _Split.fit(x_train, x_runs[test], np.concatenate([confounds[i] for i in train]),
+                      confounds[test], dtype=dtype)
+
+
+def _r2(y: Any, pred: Any) -> Any:
+    """R² per column; y (n, v), pred (..., n, v); works for numpy and torch arrays."""
+    yc = y - y.mean(0)
+    ss_tot = (yc * yc).sum(0)
+    ss_tot = ss_tot * (ss_tot > 1e-12) + 1e-12 * (ss_tot <= 1e-12)
+    d = pred - y
+    return 1.0 - (d * d).sum(-2) / ss_tot
+
+
+def _pearson(y: Any, pred: Any) -> Any:
+    """Pearson r per column (n, v); 0 where either is constant; numpy and torch arrays."""
+    yc = y - y.mean(0)
+    pc = pred - pred.mean(0)
+    num = (yc * pc).sum(0)
+    den = ((yc * yc).sum(0) * (pc * pc).sum(0)) ** 0.5
+    ok = den > 1e-12
+    return num * ok / (den + (~ok) * 1.0)
+
+
+def cross_validate(x_runs: list[np.ndarray], y_runs: list[np.ndarray], alphas: np.ndarray,
+                   confounds: list[np.ndarray] | None = None, batch_voxels: int = 10_000,
+                   backend: str | Backend = "auto",
+                   progress: Callable[[str], None] | None = None,
+                   _outer: list[_Split] | None = None) -> CVScores:
+    """Nested leave-one-run-out ridge: per-voxel penalty by inner CV, refit, held-out scores.
+
+    Parameters
+    ----------
+    x_runs : per run, features of shape (n_volumes_run, n_features)
+    y_runs : per run, BOLD of shape (n_volumes_run, n_voxels), cleaned within the run
+    alphas : (n_alphas,) penalties to choose from, per voxel
+    confounds : optional, per run, confounds of shape (n_volumes_run, n_confounds), regressed
+        out of the BOLD inside every split (betas from the training runs only)
+    batch_voxels : voxels per matrix product (bounds memory: about
+        4 * (n_alphas + 1) * n_test_volumes * batch_voxels bytes of predictions)
+    backend : ``auto`` (CUDA torch when available, else numpy), ``numpy``, ``torch``,
+        ``torch-cpu``, ``torch-cuda`` or a Backend
+    progress : called with a short message after each outer fold
+    """
+    be = backend if isinstance(backend, Backend) else Backend(backend)
+    alphas = np.asarray(alphas, np.float64)
+    n_runs, n_vox = len(x_runs), y_runs[0].shape[1]
+    lengths = [y.shape[0] for y in y_runs]
+    alpha_folds = np.zeros((n_runs, n_vox), np.float32)
+    r_folds = np.zeros((n_runs, n_vox), np.float32)
+    r2_folds = np.zeros((n_runs, n_vox), np.float32)
+    batches = [slice(s, min(n_vox, s + batch_voxels)) for s in range(0, n_vox, batch_voxels)]
+
+    def y_rows(b: int, runs: list[int]) -> Any:
+        # copied per use, never held for all voxels: peak memory is the input BOLD plus one
+        # batch's work (the copy is cheap next to the product it feeds)
+        return be.put(np.concatenate([y_runs[i][:, batches[b]] for i in runs]))
+
+    for test in range(n_runs):
+        train = [i for i in range(n_runs) if i != test]
+        score = np.zeros((len(alphas), n_vox), np.float64)
+        for val in train:
+            inner_train = [i for i in train if i != val]
+            split = _split(x_runs, val, inner_train, confounds, be.dtype)
+            stacked = be.put(split.stacked(alphas, be.dtype))
+            n_val = lengths[val]
+            for b, cols in enumerate(batches):
+                out = stacked @ y_rows(b, inner_train)
+                y_val = y_rows(b, [val])
+                if split.confound_test is not None:
+                    y_val = y_val + out[len(alphas) * n_val:]
+                # R² in place on the product (no temporaries of its size)
+                resid = out[: len(alphas) * n_val].reshape(len(alphas), n_val, -1)
+                resid -= y_val
+                resid *= resid
+                yc = y_val - y_val.mean(0)
+                ss_tot = (yc * yc).sum(0)
+                ss_tot = ss_tot * (ss_tot > 1e-12) + 1e-12 * (ss_tot <= 1e-12)
+                score[:, cols] += be.get(1.0 - resid.sum(1) / ss_tot).astype(np.float64)
+                del out, resid
+        best = np.argmax(score, axis=0)
+        alpha_folds[test] = alphas[best]
+        split = (_outer[test] if _outer is not None
+                 else _split(x_runs, test, train, confounds, be.dtype))
+        used = np.unique(best)
+        hats = split.hats(alphas[used], be.dtype)
+        clean = be.put(split.confound_test) if split.confound_test is not None else None
+        hats_be = [be.put(h) for h in hats]
+        for b, cols in enumerate(batches):
+            y_tr = y_rows(b, train)
+            y_te = y_rows(b, [test])
+            if clean is not None:
+                y_te = y_te + clean @ y_tr
+            pred = y_te * 0
+            best_b = best[cols]
+            for j, a in enumerate(used):
+                sel = np.flatnonzero(best_b == a)
+                if sel.size:
+                    idx = be.index(sel)
+                    pred[:, idx] = hats_be[j] @ y_tr[:, idx]
+            r_folds[test, cols] = be.get(_pearson(y_te, pred))
+            r2_folds[test, cols] = be.get(_r2(y_te, pred))
+        if progress is not None:
+            progress(f"outer fold {test + 1}/{n_runs} done ({n_vox} voxels, "
+                     f"{len(batches)} batches, backend {be})")
+    return CVScores(alpha_folds, r_folds, r2_folds)
 
 
 def _shifted_hats(hat: np.ndarray, train_lengths: list[int], train_shifts: np.ndarray,
@@ -139,9 +387,12 @@ def circular_shifts(lengths: list[int], n_permutations: int, min_shift: int, see
 
 
 def fit_layer(x_runs: list[np.ndarray], y_runs: list[np.ndarray], alphas: np.ndarray,
-              n_permutations: int = 50, min_shift: int = 10, batch_voxels: int = 20_000,
-              seed: int = 0) -> LayerScores:
-    """Leave-one-run-out ridge encoding of every voxel from one layer's features.
+              n_permutations: int = 50, min_shift: int = 10, batch_voxels: int = 10_000,
+              seed: int = 0, confounds: list[np.ndarray] | None = None,
+              backend: str | Backend = "auto",
+              progress: Callable[[str], None] | None = None) -> LayerScores:
+    """Leave-one-run-out ridge encoding of every voxel from one layer's features, with the
+    circular-shift null.
 
     Parameters
     ----------
@@ -151,6 +402,10 @@ def fit_layer(x_runs: list[np.ndarray], y_runs: list[np.ndarray], alphas: np.nda
     n_permutations : refits on circularly shifted BOLD for the null
     min_shift : smallest circular shift (volumes) used for the null
     batch_voxels : voxels fitted at once (bounds memory)
+    confounds : optional, per run, (n_volumes_run, n_confounds) regressed out of the BOLD
+        inside every split (fitted on the training runs only)
+    backend : see :func:`cross_validate`
+    progress : called with short progress messages
     """
     n_runs = len(x_runs)
     if n_runs < 3:
@@ -162,48 +417,42 @@ def fit_layer(x_runs: list[np.ndarray], y_runs: list[np.ndarray], alphas: np.nda
     for i, (x, y) in enumerate(zip(x_runs, y_runs, strict=True)):
         if x.shape[0] != y.shape[0]:
             raise ValueError(f"run {i}: {x.shape[0]} feature rows but {y.shape[0]} volumes.")
+    if confounds is not None:
+        if len(confounds) != n_runs:
+            raise ValueError("confounds must have one entry per run.")
+        for i, (c, y) in enumerate(zip(confounds, y_runs, strict=True)):
+            if c.shape[0] != y.shape[0]:
+                raise ValueError(f"run {i}: {c.shape[0]} confound rows but {y.shape[0]} "
+                                 "volumes.")
     alphas = np.asarray(alphas, dtype=np.float32)
     n_vox = y_runs[0].shape[1]
+    lengths = [y.shape[0] for y in y_runs]
+    be = backend if isinstance(backend, Backend) else Backend(backend)
+    outer = [_split(x_runs, test, [i for i in range(n_runs) if i != test], confounds, be.dtype)
+             for test in range(n_runs)]
+    cv = cross_validate(x_runs, y_runs, alphas, confounds, batch_voxels, be, progress,
+                        _outer=outer)
 
-    # one SVD per (outer, inner) split, shared by all alphas and voxel batches
-    outer, inner = [], []
-    for test in range(n_runs):
-        train = [i for i in range(n_runs) if i != test]
-        outer.append(_Split.fit(np.concatenate([x_runs[i] for i in train]), x_runs[test]))
-        inner.append([_Split.fit(np.concatenate([x_runs[i] for i in train if i != val]),
-                                 x_runs[val]) for val in train])
-
-    r_folds = np.zeros((n_runs, n_vox), np.float32)
-    r2_folds = np.zeros((n_runs, n_vox), np.float32)
-    alpha_folds = np.zeros((n_runs, n_vox), np.float32)
-    shifts = circular_shifts([y.shape[0] for y in y_runs], n_permutations, min_shift, seed)
+    shifts = circular_shifts(lengths, n_permutations, min_shift, seed)
     r_null = np.zeros((n_permutations, n_vox), np.float32)
     for start in range(0, n_vox, batch_voxels):
         cols = slice(start, min(n_vox, start + batch_voxels))
         ys = [y[:, cols].astype(np.float32) for y in y_runs]
         for test in range(n_runs):
             train = [i for i in range(n_runs) if i != test]
-            score = np.zeros((len(alphas), ys[0].shape[1]), np.float64)
-            for split, val in zip(inner[test], train, strict=True):
-                y_tr = np.concatenate([ys[i] for i in train if i != val])
-                score += r2_score(ys[val], split.predict(y_tr, alphas))
-            best = alphas[np.argmax(score, axis=0)]
-            pred = outer[test].predict_per_voxel(np.concatenate([ys[i] for i in train]), best)
-            r_folds[test, cols] = pearson_r(ys[test], pred)
-            r2_folds[test, cols] = r2_score(ys[test], pred)
-            alpha_folds[test, cols] = best
-        for test in range(n_runs):
-            train = [i for i in range(n_runs) if i != test]
             y_train = np.concatenate([ys[i] for i in train])
-            z_test = _zscore(ys[test])
-            for a in np.unique(alpha_folds[test, cols]):
-                sel = np.flatnonzero(alpha_folds[test, cols] == a)
+            y_test = ys[test]
+            if outer[test].confound_test is not None:
+                y_test = y_test + outer[test].confound_test.astype(np.float32) @ y_train
+            z_test = _zscore(y_test)
+            for a in np.unique(cv.alpha[test, cols]):
+                sel = np.flatnonzero(cv.alpha[test, cols] == a)
                 y_sel, z_sel = y_train[:, sel], z_test[:, sel]
-                hat = outer[test].hat(a)
+                hat = outer[test].hat(a, np.float32)
                 # permutations in blocks of ~64 MB of predictions
                 step = max(1, int(16e6 // (hat.shape[0] * sel.size)))
                 for p0 in range(0, n_permutations, step):
-                    hats = _shifted_hats(hat, [ys[i].shape[0] for i in train],
+                    hats = _shifted_hats(hat, [lengths[i] for i in train],
                                          shifts[p0:p0 + step][:, train],
                                          shifts[p0:p0 + step, test])
                     pred = (hats.reshape(-1, hat.shape[1]) @ y_sel).reshape(
@@ -211,13 +460,15 @@ def fit_layer(x_runs: list[np.ndarray], y_runs: list[np.ndarray], alphas: np.nda
                     pred -= pred.mean(1, keepdims=True)
                     pred /= np.maximum(pred.std(1, keepdims=True), 1e-12)
                     r_null[p0:p0 + step, start + sel] += (pred * z_sel).mean(1) / n_runs
-    r = r_folds.mean(0)
+        if progress is not None:
+            progress(f"null: voxels {cols.stop}/{n_vox} done")
+    r = cv.r_folds.mean(0)
     null_mean = r_null.mean(0)
     null_std = np.maximum(r_null.std(0, ddof=1), 1e-6)
     # prediction interval of one more draw from the null: a t-test with n_permutations - 1 df
     tstat = (r - null_mean) / (null_std * np.sqrt(1 + 1 / n_permutations))
     p = student_t.sf(tstat, df=n_permutations - 1)
-    return LayerScores(r=r, r_folds=r_folds, r2=r2_folds.mean(0), alpha=alpha_folds,
+    return LayerScores(r=r, r_folds=cv.r_folds, r2=cv.r2_folds.mean(0), alpha=cv.alpha,
                        null_mean=null_mean.astype(np.float32),
                        null_std=null_std.astype(np.float32), p=p)
 

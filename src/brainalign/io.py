@@ -38,6 +38,16 @@ def save_npz(path: str | Path, **arrays: Any) -> None:
     os.replace(tmp, path)
 
 
+def save_npy(path: str | Path, array: np.ndarray) -> None:
+    """One array, written atomically (a crash leaves no half-written file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp(path)
+    with open(tmp, "wb") as f:
+        np.save(f, array)
+    os.replace(tmp, path)
+
+
 def load_npz(path: str | Path) -> dict[str, np.ndarray]:
     with np.load(path) as data:
         return {k: data[k] for k in data.files}

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from .audio import TARGET_SR, resample, save_wav
+from .bold import confounds_path
 
 
 # --------------------------------------------------------------------------- audiobook (Piper)
@@ -161,7 +162,8 @@ def planted_signals(features: list[np.ndarray], n_voxels: int, rng: np.random.Ge
 def simulate_subject(features_by_layer: dict[int, list[np.ndarray]], mask_img: nib.Nifti1Image,
                      roi_voxels: dict[str, np.ndarray], planted: dict[str, int], snr: float,
                      seed: int, extra_volumes: int = 4, noise: NoiseModel | None = None,
-                     snr_spread: float = 3.0) -> tuple[list[nib.Nifti1Image], np.ndarray]:
+                     snr_spread: float = 3.0, motion_artefact: float = 0.0, t_r: float = 1.5
+                     ) -> tuple[list[nib.Nifti1Image], np.ndarray, list[pd.DataFrame]]:
     """Simulated 4D BOLD runs for one subject.
 
     Parameters
@@ -174,11 +176,15 @@ def simulate_subject(features_by_layer: dict[int, list[np.ndarray]], mask_img: n
     snr_spread : each planted voxel's SNR is ``snr`` times a log-uniform factor in
         [1/snr_spread, snr_spread] (real voxels differ in how well they respond)
     extra_volumes : noise-only volumes acquired after each stimulus ends
+    motion_artefact : SD (in noise SDs) of a motion-driven artefact added to every voxel: a
+        random per-voxel mix of the run's six realignment parameters (standardised)
+    t_r : repetition time (s), for the cosine regressors of the confounds table
 
     Returns
     -------
     runs : one 4D image per run
     signal_layer : (n_mask_voxels,) planted layer per voxel, -1 for noise voxels
+    confounds : one fMRIPrep-style confounds table per run (all volumes)
     """
     noise = noise or NoiseModel()
     rng = np.random.default_rng(seed)
@@ -196,18 +202,85 @@ def simulate_subject(features_by_layer: dict[int, list[np.ndarray]], mask_img: n
             signals[run][:, cols] = sig
     gain = np.sqrt(snr * snr_spread ** rng.uniform(-1, 1, n_vox)).astype(np.float32)
     baseline = 800.0 + 200.0 * rng.random(n_vox)
-    runs = []
+    runs, confounds = [], []
+    # motion and confounds from their own stream: the BOLD noise does not depend on them
+    crng = np.random.default_rng([seed, 1])
+    loadings = crng.standard_normal((6, n_vox)).astype(np.float32) / np.sqrt(6)
     for run in range(n_runs):
         n_t = lengths[run] + extra_volumes
         vol_noise = smooth_noise(rng, mask.shape, n_t, voxel_mm, noise)[:, mask]
         data = vol_noise
         data[: lengths[run]] += gain * signals[run]
         data += noise.drift * np.linspace(-0.5, 0.5, n_t)[:, None] * rng.standard_normal(n_vox)
+        motion = simulate_motion(crng, n_t)
+        if motion_artefact > 0:
+            z = (motion - motion.mean(0)) / np.maximum(motion.std(0), 1e-12)
+            data += motion_artefact * (z @ loadings).astype(np.float32)
         data = baseline * (1.0 + 0.01 * data)  # ~1% signal change per noise SD
+        confounds.append(confounds_table(motion, data, t_r, crng))
         vol = np.zeros((*mask.shape, n_t), np.float32)
         vol[mask] = data.T
         runs.append(nib.Nifti1Image(vol, mask_img.affine))
-    return runs, signal_layer
+    return runs, signal_layer, confounds
+
+
+MOTION = ["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z"]
+
+
+def simulate_motion(rng: np.random.Generator, n_vols: int) -> np.ndarray:
+    """Head motion parameters (n_vols, 6): slow drifts plus small jerks, in mm (translations)
+    and radians (rotations), as fMRIPrep's realignment reports them."""
+    steps = rng.standard_normal((n_vols, 6)) * 0.02
+    jerks = (rng.random((n_vols, 1)) < 0.02) * rng.standard_normal((n_vols, 6)) * 0.3
+    walk = np.cumsum(steps + jerks, axis=0)
+    walk[:, 3:] *= np.pi / 180  # rotations: degrees -> radians
+    return walk - walk[0]
+
+
+def confounds_table(motion: np.ndarray, bold_data: np.ndarray, t_r: float,
+                    rng: np.random.Generator, high_pass_s: float = 128.0) -> pd.DataFrame:
+    """An fMRIPrep ``desc-confounds_timeseries.tsv`` table for one run.
+
+    Parameters
+    ----------
+    motion : (n_vols, 6) realignment parameters (``trans_x`` .. ``rot_z``)
+    bold_data : (n_vols, n_voxels) the run's simulated BOLD inside the brain mask
+    """
+    n = motion.shape[0]
+    cols: dict[str, np.ndarray] = {}
+    for j, name in enumerate(MOTION):
+        cols[name] = motion[:, j]
+    for name in MOTION:  # fMRIPrep leaves the first derivative row empty (NaN)
+        d = np.concatenate([[np.nan], np.diff(cols[name])])
+        cols[f"{name}_derivative1"] = d
+    for name in MOTION:
+        cols[f"{name}_power2"] = cols[name] ** 2
+        cols[f"{name}_derivative1_power2"] = cols[f"{name}_derivative1"] ** 2
+    # tissue signals: means over random voxel sets (white matter, CSF) and over the brain
+    order = rng.permutation(bold_data.shape[1])
+    k = max(1, bold_data.shape[1] // 10)
+    cols["global_signal"] = bold_data.mean(1)
+    cols["white_matter"] = bold_data[:, order[:k]].mean(1)
+    cols["csf"] = bold_data[:, order[k:2 * k]].mean(1)
+    disp = np.abs(np.diff(motion[:, :3], axis=0)).sum(1) + 50 * np.abs(
+        np.diff(motion[:, 3:], axis=0)).sum(1)
+    cols["framewise_displacement"] = np.concatenate([[np.nan], disp])
+    # discrete cosine basis of the high-pass filter, as fMRIPrep writes it
+    n_cos = max(1, int(np.floor(2 * n * t_r / high_pass_s)))
+    t = np.arange(n)
+    for j in range(1, n_cos + 1):
+        cols[f"cosine{j - 1:02d}"] = np.sqrt(2 / n) * np.cos(np.pi * (2 * t + 1) * j / (2 * n))
+    return pd.DataFrame(cols)
+
+
+def write_confounds(table: pd.DataFrame, bold_path: str | Path) -> Path:
+    """Write ``table`` as the fMRIPrep confounds TSV (+ JSON sidecar) beside ``bold_path``
+    (``..._space-X_desc-preproc_bold.nii.gz`` -> ``..._desc-confounds_timeseries.tsv``)."""
+    tsv = confounds_path(bold_path)
+    tsv.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(tsv, sep="\t", index=False, na_rep="n/a", float_format="%.6g")
+    tsv.with_suffix(".json").write_text("{}\n")
+    return tsv
 
 
 def write_bold(img: nib.Nifti1Image, path: str | Path, t_r: float) -> None:

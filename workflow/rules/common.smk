@@ -1,4 +1,5 @@
 # Shared names: subjects, runs, models and their layers, and path helpers for the rules.
+import brainalign.bold as bold_lib
 import brainalign.config as bacfg
 
 bacfg.check(config)
@@ -29,6 +30,18 @@ def mask_path(subject, run):
     return config["mask_template"].format(
         subject=subject, task=config["task"], run=run, space=config["space"]
     )
+
+
+def confounds_path(subject, run):
+    """fMRIPrep's confounds TSV beside a BOLD run."""
+    return str(bold_lib.confounds_path(bold_path(subject, run)))
+
+
+def confound_inputs(wildcards):
+    """The runs' confounds TSVs when a confound strategy is configured, else nothing."""
+    if not config["bold"].get("confounds", {}).get("strategy"):
+        return []
+    return [confounds_path(wildcards.subject, r) for r in RUNS]
 
 
 def run_stimuli():

@@ -25,6 +25,7 @@ if DEMO["enabled"]:
         output:
             bold=[bold_path("{subject}", r) for r in RUNS],
             mask=[mask_path("{subject}", r) for r in RUNS],
+            confounds=[confounds_path("{subject}", r) for r in RUNS],
             truth=TRUTH,
             signal_layer=SIGNAL_LAYER,
         log:

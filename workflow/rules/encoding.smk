@@ -5,6 +5,9 @@ rule fit_layer:
     input:
         mask="results/sub-{subject}/bold/sub-{subject}_desc-brain_mask.nii.gz",
         bold=expand("results/sub-{{subject}}/bold/sub-{{subject}}_run-{run}_bold.npy", run=RUNS),
+        confounds=expand(
+            "results/sub-{{subject}}/bold/sub-{{subject}}_run-{run}_confounds.npy", run=RUNS
+        ),
         features=expand(
             "results/aligned/{{model}}/{stimulus}.h5", stimulus=run_stimuli()
         ),

@@ -19,13 +19,15 @@ planted = {roi: int(layer) for roi, layer in demo["planted"].items()}
 features = {layer: [load_layer_h5(f, layer) for f in snakemake.input.features]
             for layer in set(planted.values())}
 noise = simulate.NoiseModel(ar1=demo.get("ar1", 0.5), fwhm_mm=demo.get("fwhm_mm", 6.0))
-runs, signal_layer = simulate.simulate_subject(
+runs, signal_layer, confounds = simulate.simulate_subject(
     features, mask_img, roi_voxels, planted, demo["snr"], snakemake.params.seed,
     extra_volumes=demo.get("extra_volumes", 4), noise=noise,
-    snr_spread=demo.get("snr_spread", 3.0))
-for img, bold_out, mask_out in zip(runs, snakemake.output.bold, snakemake.output.mask,
-                                   strict=True):
+    snr_spread=demo.get("snr_spread", 3.0), motion_artefact=demo.get("motion_artefact", 0.0),
+    t_r=snakemake.params.tr)
+for img, table, bold_out, mask_out in zip(runs, confounds, snakemake.output.bold,
+                                          snakemake.output.mask, strict=True):
     simulate.write_bold(img, bold_out, snakemake.params.tr)
+    simulate.write_confounds(table, bold_out)  # fMRIPrep's desc-confounds_timeseries.tsv
     save_img(mask_img, mask_out)
 save_tsv(simulate.truth_table(planted, signal_layer, roi_voxels), snakemake.output.truth)
 # -1: noise voxel, -2: outside the simulated brain

@@ -1,25 +1,44 @@
 """Rule fit_layer: one layer's features -> every voxel's held-out encoding score (one subject)."""
 
 import logging
+import resource
+import time
 
 import nibabel as nib
 import numpy as np
 
 from brainalign.config import alphas
-from brainalign.encoding import fit_layer
+from brainalign.encoding import Backend, fit_layer
 from brainalign.io import load_layer_h5, save_img, save_npz, setup_logging, unmask
 
 setup_logging(snakemake.log[0])
+logger = logging.getLogger("fit_layer")
 t_r, enc = snakemake.params.tr, snakemake.params.encoding
 layer = snakemake.wildcards.layer
 x_runs = [load_layer_h5(f, layer) for f in snakemake.input.features]
 y_runs = [np.load(f) for f in snakemake.input.bold]
+confounds = [np.load(f) for f in snakemake.input.confounds]
+if not any(c.shape[1] for c in confounds):
+    confounds = None
+backend = Backend(enc.get("backend", "auto"))
+start = time.perf_counter()
+logger.info("layer %s: %d runs, %d volumes, %d features, %d voxels, %s confounds, backend %s",
+            layer, len(x_runs), sum(len(x) for x in x_runs), x_runs[0].shape[1],
+            y_runs[0].shape[1], 0 if confounds is None else confounds[0].shape[1], backend)
+
+
+def progress(message: str) -> None:
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    logger.info("%s (%.1f s, peak RSS %.0f MB)", message, time.perf_counter() - start, rss)
+
+
 scores = fit_layer(x_runs, y_runs, alphas(enc["alphas"]),
                    n_permutations=enc.get("n_permutations", 50),
                    min_shift=max(1, round(enc.get("min_shift_s", 15.0) / t_r)),
-                   batch_voxels=enc.get("batch_voxels", 20000))
-logging.getLogger("fit_layer").info("layer %s: mean r %.4f, max r %.4f", layer,
-                                    scores.r.mean(), scores.r.max())
+                   batch_voxels=enc.get("batch_voxels", 20000), confounds=confounds,
+                   backend=backend, progress=progress)
+logger.info("layer %s: mean r %.4f, max r %.4f", layer, scores.r.mean(), scores.r.max())
+progress("done")
 save_npz(snakemake.output.scores, **vars(scores))
 mask_img = nib.load(snakemake.input.mask)
 save_img(unmask(scores.r, mask_img), snakemake.output.r)
