@@ -34,6 +34,9 @@ class LayerScores:
     alpha : (n_folds, n_voxels) penalty chosen by inner CV in each outer fold.
     null_mean, null_std : (n_voxels,) moments of the circular-shift null of ``r``.
     p : (n_voxels,) one-sided p-value of ``r`` against that null.
+    inner_r2 : (n_folds, n_voxels) inner-CV validation R² at the chosen penalty, computed on
+        each outer fold's training runs only: a score independent of the held-out run, for
+        choosing between layers without double dipping (see ``stats.crossfit_best_layer``).
     """
 
     r: np.ndarray
@@ -43,6 +46,7 @@ class LayerScores:
     null_mean: np.ndarray
     null_std: np.ndarray
     p: np.ndarray
+    inner_r2: np.ndarray
 
 
 def _standardizer(train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -176,6 +180,7 @@ def fit_layer(x_runs: list[np.ndarray], y_runs: list[np.ndarray], alphas: np.nda
     r_folds = np.zeros((n_runs, n_vox), np.float32)
     r2_folds = np.zeros((n_runs, n_vox), np.float32)
     alpha_folds = np.zeros((n_runs, n_vox), np.float32)
+    inner_r2 = np.zeros((n_runs, n_vox), np.float32)
     shifts = circular_shifts([y.shape[0] for y in y_runs], n_permutations, min_shift, seed)
     r_null = np.zeros((n_permutations, n_vox), np.float32)
     for start in range(0, n_vox, batch_voxels):
@@ -192,6 +197,7 @@ def fit_layer(x_runs: list[np.ndarray], y_runs: list[np.ndarray], alphas: np.nda
             r_folds[test, cols] = pearson_r(ys[test], pred)
             r2_folds[test, cols] = r2_score(ys[test], pred)
             alpha_folds[test, cols] = best
+            inner_r2[test, cols] = score.max(0) / len(train)
         for test in range(n_runs):
             train = [i for i in range(n_runs) if i != test]
             y_train = np.concatenate([ys[i] for i in train])
@@ -219,7 +225,7 @@ def fit_layer(x_runs: list[np.ndarray], y_runs: list[np.ndarray], alphas: np.nda
     p = student_t.sf(tstat, df=n_permutations - 1)
     return LayerScores(r=r, r_folds=r_folds, r2=r2_folds.mean(0), alpha=alpha_folds,
                        null_mean=null_mean.astype(np.float32),
-                       null_std=null_std.astype(np.float32), p=p)
+                       null_std=null_std.astype(np.float32), p=p, inner_r2=inner_r2)
 
 
 def closed_form_ridge(x: np.ndarray, y: np.ndarray, alpha: float) -> np.ndarray:
