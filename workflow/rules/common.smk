@@ -63,3 +63,14 @@ def demo_targets():
     if not DEMO["enabled"]:
         return []
     return ["results/group/demo_recovery.tsv"]
+
+
+# The noise ceiling (rules in ceiling.smk); off with `ceiling.method: none`.
+CEILING = config.get("ceiling", {})
+
+
+def subject_ceiling(wildcards):
+    """The subject's ceiling file, or nothing when the ceiling is switched off."""
+    if CEILING.get("method", "isc") == "none":
+        return []
+    return [f"results/group/ceiling/sub-{wildcards.subject}_desc-ceiling.npz"]
