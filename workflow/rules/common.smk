@@ -74,3 +74,10 @@ def subject_ceiling(wildcards):
     if CEILING.get("method", "isc") == "none":
         return []
     return [f"results/group/ceiling/sub-{wildcards.subject}_desc-ceiling.npz"]
+
+
+def group_ceiling_map():
+    """The group noise-ceiling map, or nothing when the ceiling is switched off."""
+    if CEILING.get("method", "isc") == "none":
+        return []
+    return ["results/group/ceiling/group_desc-ceiling_stat-r.nii.gz"]
