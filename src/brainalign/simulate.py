@@ -161,7 +161,8 @@ def planted_signals(features: list[np.ndarray], n_voxels: int, rng: np.random.Ge
 def simulate_subject(features_by_layer: dict[int, list[np.ndarray]], mask_img: nib.Nifti1Image,
                      roi_voxels: dict[str, np.ndarray], planted: dict[str, int], snr: float,
                      seed: int, extra_volumes: int = 4, noise: NoiseModel | None = None,
-                     snr_spread: float = 3.0) -> tuple[list[nib.Nifti1Image], np.ndarray]:
+                     snr_spread: float = 3.0, tuning_seed: int | None = None
+                     ) -> tuple[list[nib.Nifti1Image], np.ndarray]:
     """Simulated 4D BOLD runs for one subject.
 
     Parameters
@@ -174,6 +175,10 @@ def simulate_subject(features_by_layer: dict[int, list[np.ndarray]], mask_img: n
     snr_spread : each planted voxel's SNR is ``snr`` times a log-uniform factor in
         [1/snr_spread, snr_spread] (real voxels differ in how well they respond)
     extra_volumes : noise-only volumes acquired after each stimulus ends
+    tuning_seed : seed of the ROIs' tuning (the planted signal time courses); give every
+        subject the same one so that subjects hearing the same story share their stimulus-driven
+        responses (as the inter-subject-correlation ceiling assumes); None draws it from
+        ``seed`` (subject-specific tuning)
 
     Returns
     -------
@@ -182,6 +187,7 @@ def simulate_subject(features_by_layer: dict[int, list[np.ndarray]], mask_img: n
     """
     noise = noise or NoiseModel()
     rng = np.random.default_rng(seed)
+    tuning_rng = rng if tuning_seed is None else np.random.default_rng(tuning_seed)
     mask = np.asarray(mask_img.dataobj) > 0
     voxel_mm = float(abs(mask_img.affine[0, 0]))
     n_vox = int(mask.sum())
@@ -192,7 +198,8 @@ def simulate_subject(features_by_layer: dict[int, list[np.ndarray]], mask_img: n
     for roi, layer in planted.items():
         cols = np.flatnonzero(roi_voxels[roi] & (signal_layer < 0))
         signal_layer[cols] = layer
-        for run, sig in enumerate(planted_signals(features_by_layer[layer], cols.size, rng)):
+        for run, sig in enumerate(planted_signals(features_by_layer[layer], cols.size,
+                                                           tuning_rng)):
             signals[run][:, cols] = sig
     gain = np.sqrt(snr * snr_spread ** rng.uniform(-1, 1, n_vox)).astype(np.float32)
     baseline = 800.0 + 200.0 * rng.random(n_vox)

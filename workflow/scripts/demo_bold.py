@@ -22,7 +22,8 @@ noise = simulate.NoiseModel(ar1=demo.get("ar1", 0.5), fwhm_mm=demo.get("fwhm_mm"
 runs, signal_layer = simulate.simulate_subject(
     features, mask_img, roi_voxels, planted, demo["snr"], snakemake.params.seed,
     extra_volumes=demo.get("extra_volumes", 4), noise=noise,
-    snr_spread=demo.get("snr_spread", 3.0))
+    snr_spread=demo.get("snr_spread", 3.0),
+    tuning_seed=0 if demo.get("shared_tuning", True) else None)
 for img, bold_out, mask_out in zip(runs, snakemake.output.bold, snakemake.output.mask,
                                    strict=True):
     simulate.write_bold(img, bold_out, snakemake.params.tr)
