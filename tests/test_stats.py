@@ -307,3 +307,10 @@ def test_loso_best_layer_unbiased_on_noise():
     assert naive.mean() > 0.03  # max of the group mean is biased
     se = out["independent_r"].mean(0).std() / np.sqrt(2000)
     assert abs(out["independent_r"].mean()) < 3 * se
+
+
+def test_isc_null_warns_when_runs_allow_few_shifts():
+    rng = np.random.default_rng(0)
+    runs = [[rng.standard_normal((32, 5))] for _ in range(2)]
+    with pytest.warns(UserWarning, match="distinct circular shifts"):
+        stats.isc_null(runs, 10, min_shift=15)

@@ -77,7 +77,11 @@ def subject_ceiling(wildcards):
 
 
 def group_ceiling_map():
-    """The group noise-ceiling map, or nothing when the ceiling is switched off."""
+    """The group noise-ceiling map and its usable-voxel mask, or nothing when the ceiling is
+    switched off."""
     if CEILING.get("method", "isc") == "none":
         return []
-    return ["results/group/ceiling/group_desc-ceiling_stat-r.nii.gz"]
+    return [
+        "results/group/ceiling/group_desc-ceiling_stat-r.nii.gz",
+        "results/group/ceiling/group_desc-ceiling_mask.nii.gz",
+    ]

@@ -4,6 +4,7 @@ ceiling and the demo's recovery -> HTML."""
 import html
 
 import nibabel as nib
+import numpy as np
 import pandas as pd
 
 from brainalign import report
@@ -79,18 +80,23 @@ sections = [
     "ceiling-normalised means are in <code>group_roi-scores.tsv</code>.</p>",
 ]
 if snakemake.input.ceiling:
+    ceiling_img, usable_img = (nib.load(p) for p in snakemake.input.ceiling)
+    usable = np.asarray(usable_img.dataobj) > 0
+    shown = nib.Nifti1Image(np.where(usable, np.asarray(ceiling_img.dataobj), 0.0),
+                            ceiling_img.affine)
     sections.append(
         "<h2>Noise ceiling</h2>" + report.figure(
-            report.stat_map_png(nib.load(snakemake.input.ceiling[0]), "noise ceiling"),
+            report.stat_map_png(shown, f"noise ceiling ({int(usable.sum())} usable voxels)"),
             "Highest r a stimulus model could reach per voxel, estimated from the "
             "leave-one-subject-out inter-subject correlation of the same cleaned BOLD the "
             "models are scored on (each run, then averaged over runs and subjects), corrected "
             "for the noise left in the other subjects' mean (shared-signal model, Spearman-"
             "Brown). It only counts responses shared across subjects: idiosyncratic but "
             "stimulus-driven responses lower it (normalised scores above 1 are possible), and "
-            "so does anatomical misalignment. Unthresholded; "
-            "<code>group/ceiling/group_desc-ceiling_mask.nii.gz</code> marks voxels whose "
-            "ceiling is significant (circular-shift null, FDR) and large enough to normalise."))
+            "so does anatomical misalignment. Shown only where it is usable: significant "
+            "(circular shifts of the subjects against each other, FDR over voxels) and at "
+            "least <code>ceiling.min_ceiling</code>; the unthresholded map is "
+            "<code>group/ceiling/group_desc-ceiling_stat-r.nii.gz</code>."))
 sections += [recovery_html,
              report.cka_section(pd.read_csv(snakemake.input.cka, sep="\t"), model)]
 report.write_page(snakemake.output[0], report.page(f"Group · {model}", sections))
