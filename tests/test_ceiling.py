@@ -60,3 +60,32 @@ def test_subject_ceilings_match_the_planted_reliability():
         assert np.isnan(arrays["ceiling"][:s + 1]).all() and not arrays["usable"][:s + 1].any()
         np.testing.assert_allclose(np.nanmean(arrays["ceiling"][s + 1:s + 1 + n_shared]),
                                    np.sqrt(rho), atol=0.03)
+
+
+def test_repeat_pairs_from_run_stimuli():
+    assert ceiling.repeat_pairs(["a", "b", "a", "c", "b"]) == [(0, 2), (1, 4)]
+    assert ceiling.repeat_pairs(["a", "b", "c"]) == []
+
+
+def test_repeat_ceiling_sees_idiosyncratic_responses_that_isc_misses():
+    rng = np.random.default_rng(1)
+    n_t, n_vox, rho = 300, 200, 0.4
+    runs, index = [], []
+    for _ in range(3):
+        # each subject's own stimulus-locked response (no shared tuning), heard twice:
+        # runs 0 and 2 play stimulus "a", run 1 plays "b"
+        own = {stim: rng.standard_normal((n_t, n_vox)) for stim in "ab"}
+        runs.append([np.sqrt(rho) * own[stim] + np.sqrt(1 - rho)
+                     * rng.standard_normal((n_t, n_vox)) for stim in "aba"])
+        index.append(np.arange(n_vox))
+    pairs = ceiling.repeat_pairs(["a", "b", "a"])
+    rep, per_subject = ceiling.subject_ceilings(runs, index, n_permutations=50, min_shift=10,
+                                                method="repeat", pairs=pairs)
+    np.testing.assert_allclose(rep.group_ceiling.mean(), np.sqrt(rho), atol=0.03)
+    assert rep.usable.mean() > 0.95
+    np.testing.assert_allclose(np.mean([s["ceiling"].mean() for s in per_subject]),
+                               np.sqrt(rho), atol=0.03)
+    isc, _ = ceiling.subject_ceilings(runs, index, n_permutations=50, min_shift=10)
+    assert isc.usable.mean() <= 0.05  # nothing shared across subjects
+    with pytest.raises(ValueError, match="no stimulus is heard in two runs"):
+        ceiling.subject_ceilings(runs, index, method="repeat", pairs=[])

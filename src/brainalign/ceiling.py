@@ -1,6 +1,8 @@
 """Noise-ceiling stage: how well could any model of the stimulus predict each voxel?
 
-The demo and most audiobook designs play every story once, so the ceiling comes from the
+With ``method: repeat`` and a stimulus heard twice, each subject's split-half reliability gives
+the ceiling instead (``stats.repeat_ceiling``). The demo and most audiobook designs play every
+story once, so by default the ceiling comes from the
 inter-subject correlation (ISC) of the subjects who heard the same story: each subject's cleaned
 BOLD (the arrays the encoding models are scored on, run by run) is correlated with the mean of
 the other subjects', on the voxels all subjects' brain masks share (one template space). The
@@ -15,7 +17,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from .stats import Ceiling, isc_ceiling
+from .stats import Ceiling, isc_ceiling, repeat_ceiling
 
 
 def shared_voxels(mask_paths: list[str | Path]) -> tuple[nib.Nifti1Image, list[np.ndarray]]:
@@ -44,10 +46,27 @@ def shared_voxels(mask_paths: list[str | Path]) -> tuple[nib.Nifti1Image, list[n
     return nib.Nifti1Image(shared.astype(np.uint8), ref.affine), index
 
 
+def repeat_pairs(run_stimuli: list[str]) -> list[tuple[int, int]]:
+    """Index pairs (first run, later run) of runs hearing the same stimulus, in run order."""
+    first: dict[str, int] = {}
+    pairs = []
+    for i, stim in enumerate(run_stimuli):
+        if stim in first:
+            pairs.append((first[stim], i))
+        else:
+            first[stim] = i
+    return pairs
+
+
 def subject_ceilings(runs_by_subject: list[list[np.ndarray]], index: list[np.ndarray],
                      n_permutations: int = 200, min_shift: int = 10, q: float = 0.05,
-                     min_ceiling: float = 0.1) -> tuple[Ceiling, list[dict[str, np.ndarray]]]:
-    """ISC ceiling on the shared voxels, and each subject's ceiling over its own mask voxels.
+                     min_ceiling: float = 0.1, method: str = "isc",
+                     pairs: list[tuple[int, int]] | None = None
+                     ) -> tuple[Ceiling, list[dict[str, np.ndarray]]]:
+    """Ceiling on the shared voxels, and each subject's ceiling over its own mask voxels.
+
+    ``method`` is ``isc`` (inter-subject correlation) or ``repeat`` (split-half reliability of
+    the run ``pairs`` that heard the same stimulus; see ``stats.repeat_ceiling``).
 
     Parameters
     ----------
@@ -64,7 +83,13 @@ def subject_ceilings(runs_by_subject: list[list[np.ndarray]], index: list[np.nda
     """
     shared = [[run[:, idx] for run in runs] for runs, idx in
               zip(runs_by_subject, index, strict=True)]
-    ceil = isc_ceiling(shared, n_permutations, min_shift, q, min_ceiling)
+    if method == "repeat":
+        if not pairs:
+            raise ValueError("ceiling.method is repeat, but no stimulus is heard in two runs "
+                             "(`runs`); use ceiling.method: isc or none.")
+        ceil = repeat_ceiling(shared, pairs, n_permutations, min_shift, q, min_ceiling)
+    else:
+        ceil = isc_ceiling(shared, n_permutations, min_shift, q, min_ceiling)
     per_subject = []
     for s, (runs, idx) in enumerate(zip(runs_by_subject, index, strict=True)):
         n_vox = runs[0].shape[1]

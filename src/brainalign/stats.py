@@ -273,6 +273,48 @@ def isc_ceiling(runs_by_subject: list[list[np.ndarray]], n_permutations: int = 2
                    group_ceiling=group_ceiling, p=p, usable=usable)
 
 
+def repeat_ceiling(runs_by_subject: list[list[np.ndarray]], pairs: list[tuple[int, int]],
+                   n_permutations: int = 200, min_shift: int = 10, q: float = 0.05,
+                   min_ceiling: float = 0.1, seed: int = 0) -> Ceiling:
+    """Ceiling from a stimulus heard twice: each subject's split-half reliability.
+
+    Per subject, the Pearson r between the two runs of each repeated stimulus is averaged over
+    ``pairs``; under "stimulus-locked signal + independent noise" it is the reliability
+    ``rho``, and ``sqrt(rho)`` is the r a perfect model of that signal reaches on one
+    presentation (no Spearman-Brown step: models are scored on single runs). It counts a
+    subject's idiosyncratic stimulus-driven responses too, unlike the ISC ceiling. The
+    ``Ceiling.isc`` fields hold the reliability here. Null: the second run of each pair
+    circularly shifted (by at least ``min_shift``), the reliability averaged over subjects
+    and pairs recomputed, FDR ``q`` over voxels.
+
+    Parameters
+    ----------
+    runs_by_subject : per subject, per run, (n_volumes_run, n_voxels) cleaned BOLD
+    pairs : run indices (a, b) that heard the same stimulus, with equal lengths
+    """
+    from .encoding import circular_shifts
+
+    if not pairs:
+        raise ValueError("a repeated-stimulus ceiling needs a stimulus heard in two runs.")
+    rel = np.stack([np.mean([(_zscore_time(runs[a]) * _zscore_time(runs[b])).mean(0)
+                             for a, b in pairs], 0) for runs in runs_by_subject])
+    group_rel = rel.mean(0)
+    n = min(runs_by_subject[0][b].shape[0] for _, b in pairs)
+    shifts = circular_shifts([n] * len(pairs), n_permutations, min_shift, seed)
+    null = np.zeros((n_permutations, rel.shape[1]))
+    for runs in runs_by_subject:
+        for k, (a, b) in enumerate(pairs):
+            za, zb = _zscore_time(runs[a]), _zscore_time(runs[b])
+            for j in range(n_permutations):
+                null[j] += (za * np.roll(zb, shifts[j, k], 0)).mean(0) / (
+                    len(pairs) * len(runs_by_subject))
+    p = (1 + (null >= group_rel).sum(0)) / (n_permutations + 1)
+    group_ceiling = np.sqrt(np.clip(group_rel, 0, 1))
+    usable = fdr_bh(p, q) & (group_ceiling >= min_ceiling)
+    return Ceiling(isc=rel, ceiling=np.sqrt(np.clip(rel, 0, 1)), group_isc=group_rel,
+                   group_ceiling=group_ceiling, p=p, usable=usable)
+
+
 def normalise_by_ceiling(r: np.ndarray, ceiling: np.ndarray, usable: np.ndarray) -> np.ndarray:
     """``r / ceiling`` where ``usable`` (else NaN). Values above 1 are kept: they flag a
     ceiling that missed stimulus-driven signal (see the README's caveats)."""

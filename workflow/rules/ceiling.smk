@@ -1,5 +1,6 @@
 # Noise ceiling: inter-subject correlation of the subjects' cleaned BOLD (all heard the same
-# stories in sync) -> per-voxel ceiling for each subject, and group maps.
+# stories in sync), or the split-half reliability of a stimulus heard twice (`ceiling.method`)
+# -> per-voxel ceiling for each subject, and group maps.
 
 
 rule noise_ceiling:
@@ -29,6 +30,7 @@ rule noise_ceiling:
         tr=config["tr"],
         ceiling=CEILING,
         n_runs=len(RUNS),
+        run_stimuli=run_stimuli(),
     resources:
         mem_mb=8000,
     script:
