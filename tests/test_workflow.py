@@ -147,11 +147,19 @@ def test_interrupted_layer_is_recomputed_alone(tiny_run: Path) -> None:
 
 
 def test_per_subject_target_builds_only_that_subject(tmp_path: Path) -> None:
-    proc = _snakemake(tmp_path, _tiny_config(tmp_path), "-n", "--cores", "2",
-                      "results/sub-01/report/sub-01_model-wav2vec2-random.html")
+    target = "results/sub-01/report/sub-01_model-wav2vec2-random.html"
+    proc = _snakemake(tmp_path, _tiny_config(tmp_path), "-n", "--cores", "2", target)
     assert proc.returncode == 0, proc.stdout[-3000:]
     out = proc.stdout
-    assert "sub-01" in out and "sub-02" not in out
+    # the inter-subject-correlation ceiling needs the other subjects' cleaned BOLD, but none of
+    # their model fits, ROI tables or reports
+    assert "sub-01" in out and "results/sub-02/encoding" not in out
+    assert "results/sub-02/rois" not in out and "results/sub-02/report" not in out
+    # without the ceiling, nothing of the other subject is touched at all
+    proc = _snakemake(tmp_path, _tiny_config(tmp_path, ceiling={"method": "none"}), "-n",
+                      "--cores", "2", target)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "sub-01" in proc.stdout and "sub-02" not in proc.stdout
 
 
 def test_unknown_config_key_is_named(tmp_path: Path) -> None:
