@@ -293,3 +293,12 @@ def test_group_best_layer_bootstrap_and_independent_score():
         b["ceiling"], b["ceiling_ok"] = 0.4, True
     with_ceiling = rois.group_best_layer(tables, best_tables, n_boot=50).set_index("roi")
     np.testing.assert_allclose(with_ceiling["normalised_r"], with_ceiling["independent_r"] / 0.4)
+
+
+def test_group_statistics_with_one_subject_have_no_across_subject_inference():
+    tables, best_tables = _subject_tables(np.random.default_rng(7), 1, {"HG": 1}, 3)
+    group = rois.group_roi_stats(tables)
+    assert group["p_t"].isna().all() and not group["significant"].any()
+    best = rois.group_best_layer(tables, best_tables, n_boot=20).set_index("roi")
+    assert best.loc["HG", "best_layer"] == 1
+    assert best["independent_r"].isna().all() and best["loso_stability"].isna().all()

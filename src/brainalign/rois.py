@@ -277,7 +277,8 @@ def group_best_layer(tables: list[pd.DataFrame], best_tables: list[pd.DataFrame]
             "layer_ci_high": int(boot["layer_ci_high"][i]),
             "bootstrap_share": float(boot["bootstrap_share"][i]),
             "loso_stability": float((loso["layer_by_subject"][:, i]
-                                     == boot["best_layer"][i]).mean()),
+                                     == boot["best_layer"][i]).mean())
+            if len(tables) > 1 else np.nan,
             "independent_r": float(ind_mean[i]), "independent_ci_low": float(ind_low[i]),
             "independent_ci_high": float(ind_high[i]),
             "layer_distribution": dist,
