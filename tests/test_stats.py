@@ -164,7 +164,7 @@ def test_crossfit_best_layer_is_unbiased_on_noise_where_naive_max_is_not(noise_l
     noise = slice(0, n_noise)
     best = stats.crossfit_best_layer(inner[..., noise], r_folds[..., noise])
     se = best.independent_r.std() / np.sqrt(n_noise)
-    # max over layers of the same scores: biased upward (measured ~0.09)
+    # max over layers of the same scores: biased upward (measured 0.10)
     assert best.naive_r.mean() > 0.05
     # layer picked on the training runs' inner CV, scored on the held-out run: ~0
     assert abs(best.independent_r.mean()) < 3 * se + 0.005, (best.independent_r.mean(), se)
