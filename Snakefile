@@ -2,6 +2,7 @@
 # Data flow (all outputs under results/):
 #   stimuli (.wav) -> features/{model}/{stimulus}.h5 -> aligned/{model}/{stimulus}.h5
 #   fMRIPrep BOLD  -> sub-{subject}/bold/ -> sub-{subject}/encoding/{model}/ (one fit per layer)
+#   all subjects' cleaned BOLD -> group/ceiling/ (inter-subject-correlation noise ceiling)
 #   -> sub-{subject}/rois/{model}/ -> sub-{subject}/report/ and group/{model}/
 import os
 
@@ -26,6 +27,7 @@ include: "workflow/rules/features.smk"
 include: "workflow/rules/alignment.smk"
 include: "workflow/rules/bold.smk"
 include: "workflow/rules/encoding.smk"
+include: "workflow/rules/ceiling.smk"
 include: "workflow/rules/rois.smk"
 include: "workflow/rules/report.smk"
 

@@ -355,3 +355,19 @@ def test_fit_layer_rejects_other_bad_input():
         encoding.fit_layer(xs, ys, ALPHAS, n_permutations=1, min_shift=5)
     with pytest.raises(ValueError, match="too short for circular shifts"):
         encoding.fit_layer(xs, ys, ALPHAS, n_permutations=5, min_shift=15)
+
+
+def test_inner_r2_never_sees_the_held_out_run():
+    # the layer-selection score of outer fold f (inner_r2[f]) must be computed from the
+    # training runs only: changing run f's BOLD leaves it unchanged, but changes other folds'
+    rng = np.random.default_rng(3)
+    x = [ar1(rng, 40, 5, 0.3) for _ in range(4)]
+    w = rng.standard_normal((5, 6))
+    y = [zscore(xi @ w + ar1(rng, 40, 6, 0.5)) for xi in x]
+    base = encoding.fit_layer(x, y, ALPHAS, n_permutations=2, min_shift=5)
+    assert base.inner_r2.shape == (4, 6) and (base.inner_r2 > 0.2).all()  # real signal
+    y2 = list(y)
+    y2[1] = zscore(ar1(rng, 40, 6, 0.5))  # replace held-out run 1
+    moved = encoding.fit_layer(x, y2, ALPHAS, n_permutations=2, min_shift=5)
+    np.testing.assert_allclose(moved.inner_r2[1], base.inner_r2[1], atol=1e-6)
+    assert np.abs(np.delete(moved.inner_r2 - base.inner_r2, 1, 0)).max() > 1e-3

@@ -52,3 +52,20 @@ def test_profile_marks_best_layer_and_page_is_self_contained(tmp_path):
 def test_alpha_png_handles_layers():
     alphas = [np.full(100, 10.0), np.logspace(0, 5, 100)]
     assert _is_png(report.alpha_png(alphas, ["00", "01"]))
+
+
+def test_group_statistics_figures_and_significance_table():
+    best = pd.DataFrame({"roi": ["HG", "IFG"], "best_layer": [0, 2], "best_r": [0.3, 0.1],
+                         "independent_r": [0.28, 0.01], "independent_ci_low": [0.2, -0.05],
+                         "independent_ci_high": [0.35, 0.07],
+                         "layer_distribution": ["0:0.90;1:0.10", "1:0.40;2:0.60"]})
+    assert _is_png(report.layer_distribution_png(best, [0, 1, 2]))
+    assert _is_png(report.selection_bias_png(best))
+    rng = np.random.default_rng(0)
+    assert _is_png(report.stat_map_png(_mni_like(lambda n: rng.uniform(-0.1, 0.6, n)), "c"))
+    scores = pd.DataFrame({"roi": ["IFG", "IFG", "HG", "HG"], "layer": [0, 1, 0, 1],
+                           "mean_r": [0.01, 0.02, 0.3, 0.2],
+                           "significant": [False, False, True, True]})
+    table = report.significance_pivot(scores)
+    assert table["roi"].tolist() == ["IFG", "HG"]  # ROI order kept
+    assert table.loc[1, "layer 0"] == "0.300*" and table.loc[0, "layer 1"] == "0.020"

@@ -189,3 +189,116 @@ def test_voxel_best_layer_reports_layer_numbers_of_a_subset():
     np.testing.assert_array_equal(rois.voxel_best_layer(layer_r, sig, ["00", "06", "12"]),
                                   [6, 0, -1])
     np.testing.assert_array_equal(rois.voxel_best_layer(layer_r, sig), [1, 0, -1])
+
+
+# ---------------------------------------------------------------- cross-fitted and group statistics
+def _subject_tables(rng, n_sub, planted, n_noise_rois, n_layers=6, n_folds=4, n_vox=30):
+    """Per subject: ROI x layer table and cross-fitted best-layer table from simulated per-fold
+    voxel scores; planted ROIs peak at their layer, noise ROIs score 0 + noise."""
+    layers = list(range(n_layers))
+    names = list(planted) + [f"noise{i}" for i in range(n_noise_rois)]
+    masks = {roi: np.arange(len(names) * n_vox) // n_vox == i for i, roi in enumerate(names)}
+    tables, best_tables = [], []
+    for _ in range(n_sub):
+        tuning = np.zeros((n_layers, len(names) * n_vox))
+        for roi, layer in planted.items():
+            tuning[:, masks[roi]] = 0.2 * np.exp(-0.5 * (np.arange(n_layers) - layer) ** 2)[:, None]
+        r_folds = tuning[:, None] + 0.1 * rng.standard_normal((n_layers, n_folds, tuning.shape[1]))
+        inner = tuning[:, None] + 0.1 * rng.standard_normal(r_folds.shape)
+        table = rois.roi_layer_scores(r_folds.mean(1), masks, [str(v) for v in layers])
+        best = stats.crossfit_best_layer(rois.roi_fold_scores(inner, masks),
+                                         rois.roi_fold_scores(r_folds, masks), layers)
+        tables.append(table)
+        best_tables.append(rois.best_layer_table(best, names, [n_vox] * len(names)))
+    return tables, best_tables
+
+
+def test_roi_fold_scores_averages_roi_voxels():
+    values = np.arange(2 * 3 * 4, dtype=float).reshape(2, 3, 4)
+    masks = {"a": np.array([True, True, False, False]), "none": np.zeros(4, bool)}
+    out = rois.roi_fold_scores(values, masks)
+    assert out.shape == (2, 3, 2)
+    np.testing.assert_allclose(out[..., 0], values[..., :2].mean(-1))
+    assert np.isnan(out[..., 1]).all()
+
+
+def test_best_layer_table_recovers_planted_layers_with_independent_scores():
+    rng = np.random.default_rng(4)
+    tables, best_tables = _subject_tables(rng, 3, {"HG": 1, "IFG": 4}, n_noise_rois=30)
+    for best in best_tables:
+        top = best.set_index("roi")
+        assert top.loc["HG", "best_layer"] == 1 and top.loc["IFG", "best_layer"] == 4
+        assert (top.loc[["HG", "IFG"], "stability"] == 1).all()
+        noise = top.loc[top.index.str.startswith("noise")]
+        # naive max over layers is biased upward on noise ROIs; the cross-fitted score is not
+        assert noise["best_r"].mean() > 0.01
+        assert abs(noise["independent_r"].mean()) < 0.01
+        assert set(best.columns) >= {"best_layer", "stability", "mean_layer", "independent_r",
+                                     "fold_layers", "naive_layer", "best_r", "n_voxels"}
+
+
+def test_roi_ceiling_and_normalised_scores():
+    ceiling = np.array([0.4, 0.6, np.nan, 0.05, 0.05, 0.5, 0.5])
+    usable = np.array([True, True, False, False, False, True, False])
+    masks = {"ok": np.array([1, 1, 1, 0, 0, 0, 0], bool),
+             "low": np.array([0, 0, 0, 1, 1, 0, 0], bool),
+             "half": np.array([0, 0, 0, 0, 0, 1, 1], bool)}
+    roi_ceil = rois.roi_ceiling(ceiling, usable, masks, min_ceiling=0.1).set_index("roi")
+    assert roi_ceil.loc["ok", "ceiling"] == pytest.approx(0.5)  # NaN voxel ignored
+    assert roi_ceil.loc["ok", "ceiling_ok"] and not roi_ceil.loc["low", "ceiling_ok"]
+    assert roi_ceil.loc["half", "ceiling_usable_share"] == 0.5 and roi_ceil.loc["half",
+                                                                                "ceiling_ok"]
+    table = pd.DataFrame({"roi": ["ok", "low", "half"], "mean_r": [0.25, 0.04, 0.1]})
+    out = rois.add_normalised(table, roi_ceil.reset_index(), "mean_r").set_index("roi")
+    assert out.loc["ok", "normalised_r"] == pytest.approx(0.5)
+    assert np.isnan(out.loc["low", "normalised_r"])
+    assert out.loc["half", "normalised_r"] == pytest.approx(0.2)
+
+
+def test_group_roi_stats_detects_planted_and_keeps_noise_nominal():
+    rng = np.random.default_rng(5)
+    tables, _ = _subject_tables(rng, 10, {"HG": 1, "IFG": 4}, n_noise_rois=40)
+    group = rois.group_roi_stats(tables, q=0.05, test="signflip")
+    assert {"t", "p_t", "p_signflip", "q", "significant"} <= set(group.columns)
+    planted = group[group["roi"].isin(["HG", "IFG"])]
+    peak = planted[((planted["roi"] == "HG") & (planted["layer"] == 1))
+                   | ((planted["roi"] == "IFG") & (planted["layer"] == 4))]
+    assert peak["significant"].all() and (peak["p_signflip"] <= 1 / 1024 + 1e-12).all()
+    noise = group[group["roi"].str.startswith("noise")]
+    assert noise["significant"].mean() <= 0.05
+    assert 0.01 < (noise["p_signflip"] <= 0.05).mean() < 0.1  # uncorrected: nominal
+    assert (group["q"] >= group["p_signflip"] - 1e-12).all()
+    t_group = rois.group_roi_stats(tables, test="t")
+    assert t_group.loc[t_group["roi"].isin(["HG", "IFG"]), "significant"].sum() >= 4
+
+
+def test_group_best_layer_bootstrap_and_independent_score():
+    rng = np.random.default_rng(6)
+    tables, best_tables = _subject_tables(rng, 6, {"HG": 1, "IFG": 4}, n_noise_rois=30)
+    best = rois.group_best_layer(tables, best_tables, n_boot=300).set_index("roi")
+    for roi, layer in {"HG": 1, "IFG": 4}.items():
+        row = best.loc[roi]
+        assert row["best_layer"] == layer and row["layer_ci_low"] <= layer <= row["layer_ci_high"]
+        assert row["bootstrap_share"] > 0.9 and row["loso_stability"] == 1.0
+        assert row["independent_ci_low"] > 0.1
+        assert row["subject_layers"] == ",".join([str(layer)] * 6)
+    noise = best.loc[best.index.str.startswith("noise")]
+    # max of the group mean is biased upward (expected ~1.27 SD of a noise ROI's group mean,
+    # 0.0047 here); the leave-one-subject-out score is not (its SE over 30 ROIs: ~0.0007)
+    assert noise["best_r"].mean() > 0.003
+    assert abs(noise["independent_r"].mean()) < 0.0025
+    assert noise["bootstrap_share"].mean() < 0.6  # noise ROIs have unstable layers
+    # with ceilings in the subjects' tables, the independent score is normalised
+    for b in best_tables:
+        b["ceiling"], b["ceiling_ok"] = 0.4, True
+    with_ceiling = rois.group_best_layer(tables, best_tables, n_boot=50).set_index("roi")
+    np.testing.assert_allclose(with_ceiling["normalised_r"], with_ceiling["independent_r"] / 0.4)
+
+
+def test_group_statistics_with_one_subject_have_no_across_subject_inference():
+    tables, best_tables = _subject_tables(np.random.default_rng(7), 1, {"HG": 1}, 3)
+    group = rois.group_roi_stats(tables)
+    assert group["p_t"].isna().all() and not group["significant"].any()
+    best = rois.group_best_layer(tables, best_tables, n_boot=20).set_index("roi")
+    assert best.loc["HG", "best_layer"] == 1
+    assert best["independent_r"].isna().all() and best["loso_stability"].isna().all()

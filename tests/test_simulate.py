@@ -253,3 +253,26 @@ def test_confounds_tables_follow_fmriprep_and_explain_the_motion_artefact(tmp_pa
     back = pd.read_csv(tsv, sep="\t")
     assert list(back.columns) == list(table.columns) and back["trans_x_derivative1"].isna()[0]
     assert tsv.with_suffix(".json").exists()
+
+
+def test_shared_tuning_gives_subjects_a_common_signal_and_a_known_ceiling():
+    from brainalign import stats
+
+    def cleaned(seed, **kw):
+        mask, _, _, runs, signal_layer = simulate_small(snr=1.0, seed=seed, snr_spread=1.0,
+                                                        **kw)
+        m = np.asarray(mask.dataobj) > 0
+        return [detrend(np.asarray(r.dataobj)[m].T[:n], axis=0)
+                for r, n in zip(runs, LENGTHS, strict=True)], signal_layer
+
+    shared = [cleaned(seed, tuning_seed=7) for seed in (1, 2, 3)]
+    own = [cleaned(seed) for seed in (1, 2, 3)]
+    planted = shared[0][1] >= 0
+    isc_shared = stats.loso_isc([s[0] for s in shared]).mean((0, 1))
+    isc_own = stats.loso_isc([s[0] for s in own]).mean((0, 1))
+    # SNR 1: half the variance is the common signal, so the ceiling is sqrt(1/2)
+    ceiling = stats.ceiling_from_isc(isc_shared[planted].mean(), 3)
+    assert ceiling == pytest.approx(np.sqrt(0.5), abs=0.08)
+    assert abs(isc_shared[~planted].mean()) < 0.05
+    # subject-specific tuning: no shared signal for the ISC to find
+    assert abs(isc_own[planted].mean()) < 0.1

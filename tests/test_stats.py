@@ -131,3 +131,186 @@ def test_mean_ci_coverage_is_nominal():
 def test_mean_ci_single_value_is_degenerate():
     mean, low, high = stats.mean_ci(np.array([0.25]))
     assert mean == low == high == 0.25
+
+
+# ---------------------------------------------------------------- best layer without double dipping
+def _ar1(rng, n, v, phi=0.5):
+    e = rng.standard_normal((n, v))
+    out = np.empty_like(e)
+    out[0] = e[0]
+    for t in range(1, n):
+        out[t] = phi * out[t - 1] + np.sqrt(1 - phi**2) * e[t]
+    return out.astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def noise_layer_fits():
+    """Real leave-one-run-out fits of 5 unrelated 'layers' to pure AR(1) noise BOLD, plus 200
+    voxels driven by layer 2."""
+    from brainalign.encoding import fit_layer
+
+    rng = np.random.default_rng(0)
+    n_runs, n_t, n_noise, n_sig, n_feat = 4, 100, 1500, 200, 16
+    x = [[_ar1(rng, n_t, n_feat) for _ in range(n_runs)] for _ in range(5)]
+    w = rng.standard_normal((n_feat, n_sig)) / np.sqrt(n_feat)
+    y = [np.hstack([_ar1(rng, n_t, n_noise), x[2][i] @ w + _ar1(rng, n_t, n_sig)])
+         for i in range(n_runs)]
+    fits = [fit_layer(xl, y, np.logspace(-1, 6, 8), n_permutations=2, min_shift=5) for xl in x]
+    return (np.stack([f.inner_r2 for f in fits]), np.stack([f.r_folds for f in fits]), n_noise)
+
+
+def test_crossfit_best_layer_is_unbiased_on_noise_where_naive_max_is_not(noise_layer_fits):
+    inner, r_folds, n_noise = noise_layer_fits
+    noise = slice(0, n_noise)
+    best = stats.crossfit_best_layer(inner[..., noise], r_folds[..., noise])
+    se = best.independent_r.std() / np.sqrt(n_noise)
+    # max over layers of the same scores: biased upward (measured 0.10)
+    assert best.naive_r.mean() > 0.05
+    # layer picked on the training runs' inner CV, scored on the held-out run: ~0
+    assert abs(best.independent_r.mean()) < 3 * se + 0.005, (best.independent_r.mean(), se)
+    # picking on the other folds' held-out scores is NOT independent with leave-one-run-out
+    # (their models saw this fold's run): a clear bias, which is why inner scores are used
+    other = np.stack([np.delete(r_folds, f, 1).mean(1) for f in range(r_folds.shape[1])], 1)
+    leaky = stats.crossfit_best_layer(other[..., noise], r_folds[..., noise])
+    assert leaky.independent_r.mean() > 0.02
+    # on noise the chosen layer is unstable across folds
+    assert best.stability.mean() < 0.7
+
+
+def test_crossfit_best_layer_recovers_planted_layer(noise_layer_fits):
+    inner, r_folds, n_noise = noise_layer_fits
+    sig = slice(n_noise, None)
+    best = stats.crossfit_best_layer(inner[..., sig], r_folds[..., sig], layers=[0, 3, 6, 9, 12])
+    assert (best.layer == 6).mean() > 0.95  # row 2 is layer number 6
+    assert best.stability.mean() > 0.95
+    np.testing.assert_allclose(best.independent_r.mean(), best.naive_r.mean(), atol=0.01)
+    assert best.independent_r.mean() > 0.3
+
+
+def test_crossfit_best_layer_mode_stability_and_ties():
+    # 3 layers, 4 folds, 2 units; selection one-hot per fold
+    sel = np.zeros((3, 4, 2))
+    sel[1, [0, 1, 2], 0] = 1  # unit 0: layer 1 in folds 0-2, layer 2 in fold 3
+    sel[2, 3, 0] = 1
+    sel[0, [0, 1], 1] = 1  # unit 1: tie 2 vs 2 between layers 0 and 2
+    sel[2, [2, 3], 1] = 2  # ... layer 2 with the higher mean selection score wins
+    held = np.arange(24, dtype=float).reshape(3, 4, 2) / 100
+    best = stats.crossfit_best_layer(sel, held)
+    np.testing.assert_array_equal(best.layer, [1, 2])
+    np.testing.assert_allclose(best.stability, [0.75, 0.5])
+    np.testing.assert_allclose(best.mean_layer, [1.25, 1.0])
+    # unit 0: folds 0-2 score layer 1 (held[1, f, 0]), fold 3 layer 2 (held[2, 3, 0])
+    np.testing.assert_allclose(best.independent_r[0], (0.08 + 0.10 + 0.12 + 0.22) / 4)
+    np.testing.assert_array_equal(best.naive_layer, [2, 2])
+    with pytest.raises(ValueError, match="n_layers, n_folds, n_units"):
+        stats.crossfit_best_layer(sel[:, :, 0], held[:, :, 0])
+
+
+# ---------------------------------------------------------------- noise ceiling
+def _shared_signal_runs(rng, n_sub, rho, n_runs=3, n_t=400, n_vox=300):
+    """Subjects = one shared unit-variance signal * sqrt(rho) + own noise * sqrt(1 - rho)."""
+    signal = [rng.standard_normal((n_t, n_vox)) for _ in range(n_runs)]
+    runs = [[np.sqrt(rho) * s + np.sqrt(1 - rho) * rng.standard_normal((n_t, n_vox))
+             for s in signal] for _ in range(n_sub)]
+    return runs, signal
+
+
+@pytest.mark.parametrize("n_sub", [2, 3, 6])
+def test_isc_ceiling_matches_analytic_ceiling(n_sub):
+    rng = np.random.default_rng(n_sub)
+    rho = 0.3
+    runs, signal = _shared_signal_runs(rng, n_sub, rho)
+    isc = stats.loso_isc(runs).mean(1)  # (n_sub, n_vox)
+    # LOSO ISC has a closed form under this model ...
+    sb = (n_sub - 1) * rho / (1 + (n_sub - 2) * rho)
+    np.testing.assert_allclose(isc.mean(), np.sqrt(rho * sb), atol=0.01)
+    # ... and the corrected ceiling is sqrt(rho), the r of a perfect model of the signal
+    ceiling = stats.ceiling_from_isc(isc.mean(0), n_sub)
+    np.testing.assert_allclose(ceiling.mean(), np.sqrt(rho), atol=0.015)
+    perfect = np.mean([stats.loso_isc([[r], [s]])[0, 0] for r, s in zip(runs[0], signal,
+                                                                          strict=True)])
+    np.testing.assert_allclose(ceiling.mean(), perfect, atol=0.02)
+
+
+def test_ceiling_from_isc_edge_cases():
+    np.testing.assert_allclose(stats.ceiling_from_isc(np.array([0.25]), 2), [0.5])
+    np.testing.assert_allclose(stats.ceiling_from_isc(np.array([0.5]), 10**6), [0.5], atol=1e-3)
+    out = stats.ceiling_from_isc(np.array([-0.1, np.nan, 1.0]), 3)
+    assert out[0] == 0 and np.isnan(out[1]) and out[2] == pytest.approx(1.0)
+
+
+def test_isc_ceiling_significance_on_noise_and_signal():
+    rng = np.random.default_rng(5)
+    noise_runs, _ = _shared_signal_runs(rng, 3, 0.0, n_runs=2, n_t=150, n_vox=400)
+    sig_runs, _ = _shared_signal_runs(rng, 3, 0.2, n_runs=2, n_t=150, n_vox=100)
+    runs = [[np.hstack([a, b]) for a, b in zip(n, s, strict=True)]
+            for n, s in zip(noise_runs, sig_runs, strict=True)]
+    ceil = stats.isc_ceiling(runs, n_permutations=100, min_shift=10, min_ceiling=0.1)
+    assert abs(ceil.group_isc[:400].mean()) < 0.01
+    assert ceil.usable[:400].mean() <= 0.05
+    assert 0.05 < (ceil.p[:400] < 0.05).mean() + 0.05 < 0.15  # uncorrected p ~ uniform
+    assert ceil.usable[400:].mean() > 0.9
+    np.testing.assert_allclose(np.median(ceil.group_ceiling[400:]), np.sqrt(0.2), atol=0.05)
+    single = stats.isc_ceiling(runs[:1], n_permutations=10, min_shift=10)
+    assert np.isnan(single.group_ceiling).all() and not single.usable.any()
+
+
+def test_normalise_by_ceiling_guards():
+    r = np.array([0.2, 0.2, 0.2, 0.2])
+    ceiling = np.array([0.4, 0.0, np.nan, 0.4])
+    usable = np.array([True, True, True, False])
+    out = stats.normalise_by_ceiling(r, ceiling, usable)
+    assert out[0] == pytest.approx(0.5) and np.isnan(out[1:]).all()
+
+
+# ---------------------------------------------------------------- group level
+def test_sign_flip_p_exact_and_nominal_on_noise():
+    assert stats.sign_flip_p(np.array([[0.1], [0.2], [0.3]]))[0] == pytest.approx(1 / 8)
+    assert stats.sign_flip_p(np.array([[0.1], [-0.2], [0.3]]))[0] == pytest.approx(3 / 8)
+    rng = np.random.default_rng(0)
+    p = stats.sign_flip_p(rng.standard_normal((8, 4000)))
+    assert 0.035 < (p <= 0.05).mean() < 0.065  # exact test: nominal false-positive share
+    assert stats.sign_flip_p(np.abs(rng.standard_normal((8, 50))) + 0.1).max() <= 1 / 256 + 1e-12
+    p_mc = stats.sign_flip_p(rng.standard_normal((20, 500)), n_flips=2000)
+    assert 0.02 < (p_mc <= 0.05).mean() < 0.09
+
+
+def test_t_test_p_matches_scipy():
+    from scipy.stats import ttest_1samp
+
+    rng = np.random.default_rng(1)
+    v = rng.standard_normal((6, 5)) + 0.5
+    t, p = stats.t_test_p(v)
+    ref = ttest_1samp(v, 0, alternative="greater")
+    np.testing.assert_allclose(t, ref.statistic)
+    np.testing.assert_allclose(p, ref.pvalue)
+
+
+def test_bootstrap_best_layer_planted_and_flat():
+    rng = np.random.default_rng(2)
+    layers = [0, 2, 4, 6, 8]
+    peak = np.array([0.05, 0.1, 0.2, 0.1, 0.05])[None, :, None]
+    profiles = np.concatenate([peak + 0.02 * rng.standard_normal((8, 5, 1)),
+                               0.02 * rng.standard_normal((8, 5, 1))], axis=2)
+    out = stats.bootstrap_best_layer(profiles, layers, n_boot=500)
+    assert out["best_layer"][0] == 4 and out["layer_ci_low"][0] == out["layer_ci_high"][0] == 4
+    assert out["bootstrap_share"][0] > 0.95
+    assert out["bootstrap_share"][1] < 0.8 and out["layer_ci_high"][1] > out["layer_ci_low"][1]
+    np.testing.assert_allclose(out["layer_distribution"].sum(0), 1.0)
+
+
+def test_loso_best_layer_unbiased_on_noise():
+    rng = np.random.default_rng(3)
+    profiles = rng.standard_normal((5, 8, 2000)) * 0.05
+    out = stats.loso_best_layer(profiles, range(8))
+    naive = profiles.mean(0).max(0)
+    assert naive.mean() > 0.03  # max of the group mean is biased
+    se = out["independent_r"].mean(0).std() / np.sqrt(2000)
+    assert abs(out["independent_r"].mean()) < 3 * se
+
+
+def test_isc_null_warns_when_runs_allow_few_shifts():
+    rng = np.random.default_rng(0)
+    runs = [[rng.standard_normal((32, 5))] for _ in range(2)]
+    with pytest.warns(UserWarning, match="distinct circular shifts"):
+        stats.isc_null(runs, 10, min_shift=15)

@@ -92,6 +92,48 @@ def test_outputs_reports_and_rerun_is_noop(tiny_run: Path) -> None:
 
 
 @pytest.mark.slow
+def test_independent_best_layer_noise_ceiling_and_group_statistics(tiny_run: Path) -> None:
+    planted = {"HG": 0, "PT": 0, "STGp": 3, "MTGp": 6, "IFG": 6}  # tests/data/config_tiny.yaml
+    rois_dir = "results/sub-{s}/rois/wav2vec2-random/sub-{s}_"
+    for subject in ("01", "02"):
+        best = pd.read_csv(tiny_run / (rois_dir.format(s=subject) + "best-layer.tsv"),
+                           sep="\t").set_index("roi")
+        rows = best.loc[list(planted)]
+        # chosen on training-run inner CV, scored on held-out runs: planted layers, real scores
+        assert (rows["best_layer"] == pd.Series(planted)).mean() >= 0.8, rows
+        assert (rows["independent_r"] > 0.1).all() and rows["stability"].between(0, 1).all()
+        assert (rows["independent_r"] <= rows["best_r"] + 0.02).all()  # naive max >= honest
+        truth = np.asarray(nib.load(tiny_run / f"results/demo/truth/sub-{subject}"
+                                    "_desc-signal_layer.nii.gz").dataobj)
+        ceil = np.load(tiny_run / f"results/group/ceiling/sub-{subject}_desc-ceiling.npz")
+        mask = np.asarray(nib.load(tiny_run / f"results/sub-{subject}/bold/sub-{subject}"
+                                   "_desc-brain_mask.nii.gz").dataobj) > 0
+        signal = truth[mask] >= 0
+        # shared planted signal with per-voxel SNR 0.5 * 4^U(-1,1): median ceiling sqrt(1/3)
+        assert abs(np.median(ceil["ceiling"][signal]) - np.sqrt(1 / 3)) < 0.1
+        assert ceil["usable"][signal].mean() > 0.5 and ceil["usable"][~signal].mean() <= 0.05
+        norm = np.asarray(nib.load(tiny_run / (rois_dir.format(s=subject)
+                                               + "desc-bestlayer_stat-normalisedr.nii.gz"))
+                          .dataobj)[mask]
+        assert 0.3 < np.nanmedian(norm[signal]) < 1.2
+        assert rows["normalised_r"].notna().all()
+    group = pd.read_csv(tiny_run / "results/group/wav2vec2-random/group_roi-scores.tsv",
+                        sep="\t")
+    assert {"p_t", "p_signflip", "q", "significant", "normalised_r"} <= set(group.columns)
+    # 2 subjects: the smallest exact sign-flip p is 1/4, so nothing can be significant
+    assert group["p_signflip"].min() >= 0.25 and not group["significant"].any()
+    gbest = pd.read_csv(tiny_run / "results/group/wav2vec2-random/group_best-layer.tsv",
+                        sep="\t").set_index("roi").loc[list(planted)]
+    assert (gbest["layer_ci_low"] <= gbest["best_layer"]).all()
+    assert (gbest["best_layer"] <= gbest["layer_ci_high"]).all()
+    assert (gbest["independent_r"] > 0.1).all()
+    html = (tiny_run / "results/group/wav2vec2-random/group_report.html").read_text()
+    assert "Noise ceiling" in html and "Selection bias" in html
+    for name in ("isc_stat-r", "ceiling_stat-r", "ceiling_mask"):
+        assert (tiny_run / f"results/group/ceiling/group_desc-{name}.nii.gz").stat().st_size
+
+
+@pytest.mark.slow
 def test_interrupted_layer_is_recomputed_alone(tiny_run: Path) -> None:
     target = (tiny_run / "results/sub-01/encoding/wav2vec2-random/"
               "sub-01_layer-03_scores.npz")
@@ -105,11 +147,19 @@ def test_interrupted_layer_is_recomputed_alone(tiny_run: Path) -> None:
 
 
 def test_per_subject_target_builds_only_that_subject(tmp_path: Path) -> None:
-    proc = _snakemake(tmp_path, _tiny_config(tmp_path), "-n", "--cores", "2",
-                      "results/sub-01/report/sub-01_model-wav2vec2-random.html")
+    target = "results/sub-01/report/sub-01_model-wav2vec2-random.html"
+    proc = _snakemake(tmp_path, _tiny_config(tmp_path), "-n", "--cores", "2", target)
     assert proc.returncode == 0, proc.stdout[-3000:]
     out = proc.stdout
-    assert "sub-01" in out and "sub-02" not in out
+    # the inter-subject-correlation ceiling needs the other subjects' cleaned BOLD, but none of
+    # their model fits, ROI tables or reports
+    assert "sub-01" in out and "results/sub-02/encoding" not in out
+    assert "results/sub-02/rois" not in out and "results/sub-02/report" not in out
+    # without the ceiling, nothing of the other subject is touched at all
+    proc = _snakemake(tmp_path, _tiny_config(tmp_path, ceiling={"method": "none"}), "-n",
+                      "--cores", "2", target)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "sub-01" in proc.stdout and "sub-02" not in proc.stdout
 
 
 def test_unknown_config_key_is_named(tmp_path: Path) -> None:

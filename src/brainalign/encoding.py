@@ -56,6 +56,9 @@ class LayerScores:
     alpha : (n_folds, n_voxels) penalty chosen by inner CV in each outer fold.
     null_mean, null_std : (n_voxels,) moments of the circular-shift null of ``r``.
     p : (n_voxels,) one-sided p-value of ``r`` against that null.
+    inner_r2 : (n_folds, n_voxels) inner-CV validation R² at the chosen penalty, computed on
+        each outer fold's training runs only: a score independent of the held-out run, for
+        choosing between layers without double dipping (see ``stats.crossfit_best_layer``).
     """
 
     r: np.ndarray
@@ -65,6 +68,7 @@ class LayerScores:
     null_mean: np.ndarray
     null_std: np.ndarray
     p: np.ndarray
+    inner_r2: np.ndarray
 
 
 @dataclass
@@ -75,11 +79,14 @@ class CVScores:
     ----------
     alpha : (n_folds, n_voxels) penalty chosen by inner CV in each outer fold.
     r_folds, r2_folds : (n_folds, n_voxels) held-out Pearson r and R² of each outer fold.
+    inner_r2 : (n_folds, n_voxels) inner-CV validation R² at the chosen penalty (mean over the
+        inner folds), from each outer fold's training runs only.
     """
 
     alpha: np.ndarray
     r_folds: np.ndarray
     r2_folds: np.ndarray
+    inner_r2: np.ndarray
 
 
 # ------------------------------------------------------------------------------- backends
@@ -279,6 +286,7 @@ def cross_validate(x_runs: list[np.ndarray], y_runs: list[np.ndarray], alphas: n
     alpha_folds = np.zeros((n_runs, n_vox), np.float32)
     r_folds = np.zeros((n_runs, n_vox), np.float32)
     r2_folds = np.zeros((n_runs, n_vox), np.float32)
+    inner_r2 = np.zeros((n_runs, n_vox), np.float32)
     batches = [slice(s, min(n_vox, s + batch_voxels)) for s in range(0, n_vox, batch_voxels)]
 
     def y_rows(b: int, runs: list[int]) -> Any:
@@ -310,6 +318,7 @@ def cross_validate(x_runs: list[np.ndarray], y_runs: list[np.ndarray], alphas: n
                 del out, resid
         best = np.argmax(score, axis=0)
         alpha_folds[test] = alphas[best]
+        inner_r2[test] = score.max(0) / len(train)
         split = (_outer[test] if _outer is not None
                  else _split(x_runs, test, train, confounds, be.dtype))
         used = np.unique(best)
@@ -333,7 +342,7 @@ def cross_validate(x_runs: list[np.ndarray], y_runs: list[np.ndarray], alphas: n
         if progress is not None:
             progress(f"outer fold {test + 1}/{n_runs} done ({n_vox} voxels, "
                      f"{len(batches)} batches, backend {be})")
-    return CVScores(alpha_folds, r_folds, r2_folds)
+    return CVScores(alpha_folds, r_folds, r2_folds, inner_r2)
 
 
 def _shifted_hats(hat: np.ndarray, train_lengths: list[int], train_shifts: np.ndarray,
@@ -470,7 +479,7 @@ def fit_layer(x_runs: list[np.ndarray], y_runs: list[np.ndarray], alphas: np.nda
     p = student_t.sf(tstat, df=n_permutations - 1)
     return LayerScores(r=r, r_folds=cv.r_folds, r2=cv.r2_folds.mean(0), alpha=cv.alpha,
                        null_mean=null_mean.astype(np.float32),
-                       null_std=null_std.astype(np.float32), p=p)
+                       null_std=null_std.astype(np.float32), p=p, inner_r2=cv.inner_r2)
 
 
 def closed_form_ridge(x: np.ndarray, y: np.ndarray, alpha: float) -> np.ndarray:

@@ -138,3 +138,66 @@ def cka_section(cka: pd.DataFrame, model: str) -> str:
         "computed on TR-averaged activations over all stimuli (1 = identical up to rotation "
         "and scale). Layers with CKA near 1 cannot be told apart by an encoding model.")
         + table_html(cka))
+
+
+def layer_distribution_png(best: pd.DataFrame, layers: list[int]) -> str:
+    """Bootstrap-over-subjects share of each layer being the group best, one row per ROI.
+
+    ``best`` has ``roi``, ``best_layer`` and ``layer_distribution`` ("layer:share;...")."""
+    shares = np.zeros((len(best), len(layers)))
+    col = {v: i for i, v in enumerate(layers)}
+    for i, dist in enumerate(best["layer_distribution"].fillna("")):
+        for item in filter(None, str(dist).split(";")):
+            layer, share = item.split(":")
+            shares[i, col[int(layer)]] = float(share)
+    fig, ax = plt.subplots(figsize=(8, 0.4 * len(best) + 1.2))
+    im = ax.imshow(shares, aspect="auto", cmap="Greys", vmin=0, vmax=1)
+    ax.plot([col[int(v)] for v in best["best_layer"]], range(len(best)), "r*", ms=10)
+    ax.set_xticks(range(len(layers)), [str(v) for v in layers])
+    ax.set_yticks(range(len(best)), best["roi"])
+    ax.set_xlabel("layer")
+    fig.colorbar(im, ax=ax, label="share of bootstrap resamples")
+    return fig_to_b64(fig)
+
+
+def selection_bias_png(best: pd.DataFrame) -> str:
+    """Per ROI: r of the best layer scored on the data that chose it (naive, biased) next to
+    the r on independent data (with its CI when given)."""
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    x = np.arange(len(best))
+    ax.bar(x - 0.2, best["best_r"], 0.4, color="0.7", label="naive: max over layers")
+    err = None
+    if "independent_ci_low" in best:
+        err = np.vstack([best["independent_r"] - best["independent_ci_low"],
+                         best["independent_ci_high"] - best["independent_r"]])
+    ax.bar(x + 0.2, best["independent_r"], 0.4, yerr=err, color="C0",
+           label="independent: chosen and scored on separate data")
+    ax.axhline(0, color="k", lw=0.5)
+    ax.set_xticks(x, best["roi"], rotation=45, ha="right")
+    ax.set_ylabel("held-out r of the best layer")
+    ax.legend(fontsize=8)
+    return fig_to_b64(fig)
+
+
+def stat_map_png(img: nib.Nifti1Image, title: str, vmax: float | None = None) -> str:
+    """Glass-brain view of a non-negative statistic map (e.g. the noise ceiling)."""
+    from nilearn import plotting
+
+    data = np.nan_to_num(np.asarray(img.dataobj, dtype=np.float32))
+    shown = nib.Nifti1Image(np.clip(data, 0, None), img.affine)
+    if vmax is None:
+        vmax = float(max(np.percentile(data[data > 0], 99), 1e-3)) if (data > 0).any() else 1.0
+    fig = plt.figure(figsize=(9, 3))
+    plotting.plot_glass_brain(shown, figure=fig, colorbar=True, vmin=0, vmax=vmax, cmap="hot",
+                              plot_abs=False, threshold=1e-6, title=title, display_mode="lzry")
+    return fig_to_b64(fig)
+
+
+def significance_pivot(scores: pd.DataFrame) -> pd.DataFrame:
+    """ROI x layer table of group mean r, ``*`` marking tests significant after FDR."""
+    cell = scores.apply(lambda row: f"{row['mean_r']:.3f}" + ("*" if row.get("significant")
+                                                              else ""), axis=1)
+    table = scores.assign(cell=cell).pivot(index="roi", columns="layer", values="cell")
+    table = table.loc[list(dict.fromkeys(scores["roi"]))]
+    table.columns = [f"layer {int(c)}" for c in table.columns]
+    return table.reset_index()

@@ -162,7 +162,8 @@ def planted_signals(features: list[np.ndarray], n_voxels: int, rng: np.random.Ge
 def simulate_subject(features_by_layer: dict[int, list[np.ndarray]], mask_img: nib.Nifti1Image,
                      roi_voxels: dict[str, np.ndarray], planted: dict[str, int], snr: float,
                      seed: int, extra_volumes: int = 4, noise: NoiseModel | None = None,
-                     snr_spread: float = 3.0, motion_artefact: float = 0.0, t_r: float = 1.5
+                     snr_spread: float = 3.0, motion_artefact: float = 0.0, t_r: float = 1.5,
+                     tuning_seed: int | None = None
                      ) -> tuple[list[nib.Nifti1Image], np.ndarray, list[pd.DataFrame]]:
     """Simulated 4D BOLD runs for one subject.
 
@@ -179,6 +180,10 @@ def simulate_subject(features_by_layer: dict[int, list[np.ndarray]], mask_img: n
     motion_artefact : SD (in noise SDs) of a motion-driven artefact added to every voxel: a
         random per-voxel mix of the run's six realignment parameters (standardised)
     t_r : repetition time (s), for the cosine regressors of the confounds table
+    tuning_seed : seed of the ROIs' tuning (the planted signal time courses); give every
+        subject the same one so that subjects hearing the same story share their stimulus-driven
+        responses (as the inter-subject-correlation ceiling assumes); None draws it from
+        ``seed`` (subject-specific tuning)
 
     Returns
     -------
@@ -188,6 +193,7 @@ def simulate_subject(features_by_layer: dict[int, list[np.ndarray]], mask_img: n
     """
     noise = noise or NoiseModel()
     rng = np.random.default_rng(seed)
+    tuning_rng = rng if tuning_seed is None else np.random.default_rng(tuning_seed)
     mask = np.asarray(mask_img.dataobj) > 0
     voxel_mm = float(abs(mask_img.affine[0, 0]))
     n_vox = int(mask.sum())
@@ -198,7 +204,8 @@ def simulate_subject(features_by_layer: dict[int, list[np.ndarray]], mask_img: n
     for roi, layer in planted.items():
         cols = np.flatnonzero(roi_voxels[roi] & (signal_layer < 0))
         signal_layer[cols] = layer
-        for run, sig in enumerate(planted_signals(features_by_layer[layer], cols.size, rng)):
+        for run, sig in enumerate(planted_signals(features_by_layer[layer], cols.size,
+                                                           tuning_rng)):
             signals[run][:, cols] = sig
     gain = np.sqrt(snr * snr_spread ** rng.uniform(-1, 1, n_vox)).astype(np.float32)
     baseline = 800.0 + 200.0 * rng.random(n_vox)

@@ -1,6 +1,12 @@
-"""Statistics shared by the stages: multiple comparisons across layers and voxels."""
+"""Statistics shared by the stages: multiple comparisons across layers and voxels, the best
+layer chosen without double dipping, the inter-subject-correlation noise ceiling, and group tests
+across subjects (t and sign-flip tests, bootstrap of the best layer)."""
 
 from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -54,3 +60,357 @@ def mean_ci(values: np.ndarray, axis: int = 0, level: float = 0.95
     sem = values.std(axis, ddof=1) / np.sqrt(n)
     half = t.ppf(0.5 + level / 2, n - 1) * sem
     return mean, mean - half, mean + half
+
+
+# ------------------------------------------------ best layer without double dipping
+@dataclass
+class BestLayer:
+    """Best layer of each unit (voxel or ROI), chosen on data independent of its reported score.
+
+    Attributes
+    ----------
+    layer_folds : (n_folds, n_units) layer chosen in each outer fold from that fold's
+        training-run scores alone.
+    layer : (n_units,) the layer chosen most often over folds (ties: the higher mean selection
+        score).
+    stability : (n_units,) share of folds that chose ``layer``.
+    mean_layer : (n_units,) mean of the chosen layer numbers over folds.
+    independent_r : (n_units,) held-out r of each fold's chosen layer on that fold's held-out
+        run, averaged over folds: selection and score never see the same run.
+    naive_layer, naive_r : (n_units,) argmax and max over layers of the fold-averaged held-out
+        r; the selection and the score use the same data, so ``naive_r`` is biased upward.
+    """
+
+    layer_folds: np.ndarray
+    layer: np.ndarray
+    stability: np.ndarray
+    mean_layer: np.ndarray
+    independent_r: np.ndarray
+    naive_layer: np.ndarray
+    naive_r: np.ndarray
+
+
+def crossfit_best_layer(selection: np.ndarray, heldout: np.ndarray,
+                        layers: Sequence[int] | None = None) -> BestLayer:
+    """Cross-fitted best layer: per outer fold, pick the layer from scores computed on that
+    fold's training runs only, and score the pick on the fold's held-out run.
+
+    Parameters
+    ----------
+    selection : array of shape (n_layers, n_folds, n_units); ``selection[l, f]`` must not
+        depend on fold ``f``'s held-out run (e.g. the inner-CV validation R² of fold ``f``).
+        The held-out scores of the *other* folds do not qualify with leave-one-run-out CV:
+        their models were trained on run ``f``, and on pure noise they correlate with fold
+        ``f``'s score (0.3 measured), which biases the picked layer's score upward.
+    heldout : array of shape (n_layers, n_folds, n_units), held-out r of each fold.
+    layers : layer numbers of the rows (default 0..n_layers-1).
+    """
+    selection = np.asarray(selection, dtype=np.float64)
+    heldout = np.asarray(heldout, dtype=np.float64)
+    if selection.shape != heldout.shape or selection.ndim != 3:
+        raise ValueError(f"selection {selection.shape} and heldout {heldout.shape} must both "
+                         "be (n_layers, n_folds, n_units).")
+    n_layers, n_folds, n_units = heldout.shape
+    numbers = np.arange(n_layers) if layers is None else np.asarray([int(v) for v in layers])
+    pick = np.nan_to_num(selection, nan=-np.inf).argmax(0)  # (n_folds, n_units)
+    independent = np.take_along_axis(heldout, pick[None], 0)[0].mean(0)
+    counts = np.stack([(pick == li).sum(0) for li in range(n_layers)])  # (n_layers, n_units)
+    # ties between equally frequent layers go to the better mean selection score
+    rank = np.nan_to_num(selection.mean(1), nan=-np.inf).argsort(0).argsort(0)
+    mode = (counts * (n_layers + 1) + rank).argmax(0)
+    mean_r = heldout.mean(1)
+    naive = mean_r.argmax(0)
+    return BestLayer(layer_folds=numbers[pick], layer=numbers[mode],
+                     stability=counts[mode, np.arange(n_units)] / n_folds,
+                     mean_layer=numbers[pick].mean(0), independent_r=independent,
+                     naive_layer=numbers[naive], naive_r=mean_r.max(0))
+
+
+# ------------------------------------------------ noise ceiling
+def _zscore_time(a: np.ndarray) -> np.ndarray:
+    a = a - a.mean(0)
+    sd = a.std(0)
+    return a / np.where(sd < 1e-12, np.inf, sd)
+
+
+def loso_isc(runs_by_subject: list[list[np.ndarray]]) -> np.ndarray:
+    """Leave-one-subject-out inter-subject correlation, run by run.
+
+    Parameters
+    ----------
+    runs_by_subject : per subject, per run, BOLD of shape (n_volumes_run, n_voxels) on voxels
+        shared by all subjects; every subject's run ``i`` heard the same stimulus in sync.
+
+    Returns
+    -------
+    isc : array of shape (n_subjects, n_runs, n_voxels): Pearson r of each subject's run with
+        the mean of the other subjects' same run (NaN with fewer than 2 subjects).
+    """
+    n_sub = len(runs_by_subject)
+    n_runs = len(runs_by_subject[0])
+    n_vox = runs_by_subject[0][0].shape[1]
+    out = np.full((n_sub, n_runs, n_vox), np.nan, np.float32)
+    if n_sub < 2:
+        return out
+    for run in range(n_runs):
+        stack = np.stack([np.asarray(s[run], np.float64) for s in runs_by_subject])
+        total = stack.sum(0)
+        for s in range(n_sub):
+            others = (total - stack[s]) / (n_sub - 1)
+            out[s, run] = (_zscore_time(stack[s]) * _zscore_time(others)).mean(0)
+    return out
+
+
+def ceiling_from_isc(isc: np.ndarray, n_subjects: int) -> np.ndarray:
+    """Noise ceiling (the highest r any stimulus model can reach) from a leave-one-subject-out
+    ISC, under the shared-signal model.
+
+    Model: each subject's BOLD is a stimulus-driven signal common to all subjects plus
+    independent noise of equal variance, so the pairwise ISC is the reliability ``rho`` (signal
+    share of variance) and the ceiling is ``sqrt(rho)`` = corr(BOLD, signal). The mean of
+    ``k - 1`` other subjects still holds noise: its squared correlation with the signal is the
+    Spearman-Brown ``(k-1) rho / (1 + (k-2) rho)``, so the LOSO ISC equals
+    ``sqrt(rho) * sqrt(SB_{k-1}(rho))``, i.e. ``isc² = rho² / (rho + (1 - rho) / (k - 1))``.
+    This inverts that relation for ``rho`` and returns ``sqrt(rho)`` (0 where isc <= 0, NaN
+    where isc is NaN). With k = 2 it is ``sqrt(isc)``; as k grows it tends to ``isc``.
+    """
+    isc = np.asarray(isc, dtype=np.float64)
+    c = 1.0 / (n_subjects - 1)
+    r2 = np.clip(isc, 0, 1) ** 2
+    rho = (r2 * (1 - c) + np.sqrt(r2**2 * (1 - c) ** 2 + 4 * r2 * c)) / 2
+    return np.where(np.isnan(isc), np.nan, np.sqrt(np.clip(rho, 0, 1)))
+
+
+def isc_null(runs_by_subject: list[list[np.ndarray]], n_permutations: int, min_shift: int,
+             seed: int = 0) -> np.ndarray:
+    """Null of the subject- and run-averaged LOSO ISC: every subject but the first has each run
+    circularly shifted (by at least ``min_shift`` volumes), then the whole LOSO ISC is
+    recomputed. Keeps each series' autocorrelation and the dependence between the subjects'
+    LOSO terms (they share cross-products); shifting one subject at a time against unshifted
+    others breaks that dependence and gave 19% false discoveries at FDR 0.05 on noise.
+
+    Returns
+    -------
+    null : array of shape (n_permutations, n_voxels)
+    """
+    from .encoding import circular_shifts
+
+    n_sub = len(runs_by_subject)
+    n_runs = len(runs_by_subject[0])
+    lengths = [r.shape[0] for r in runs_by_subject[0]]
+    distinct = min(lengths) - 2 * min_shift + 1
+    if distinct < 20:
+        # few distinct shifts make a lumpy null whose spread is underestimated: on 32-volume
+        # runs with 3 possible shifts, 14% of noise voxels reached p < 0.05
+        warnings.warn(f"only {distinct} distinct circular shifts fit the shortest run "
+                      f"({min(lengths)} volumes, min_shift {min_shift}): the ceiling's "
+                      "p-values will be anti-conservative; lower `ceiling.min_shift_s`.",
+                      stacklevel=2)
+    shifts = [circular_shifts(lengths, n_permutations, min_shift, seed=seed + s)
+              for s in range(1, n_sub)]
+    null = np.zeros((n_permutations, runs_by_subject[0][0].shape[1]))
+    for run in range(n_runs):
+        stack = np.stack([np.asarray(s[run], np.float64) for s in runs_by_subject])
+        for j in range(n_permutations):
+            rolled = np.stack([stack[0]] + [np.roll(stack[s], shifts[s - 1][j, run], axis=0)
+                                            for s in range(1, n_sub)])
+            total = rolled.sum(0)
+            for s in range(n_sub):
+                others = _zscore_time((total - rolled[s]) / (n_sub - 1))
+                null[j] += (_zscore_time(rolled[s]) * others).mean(0) / (n_sub * n_runs)
+    return null
+
+
+@dataclass
+class Ceiling:
+    """Inter-subject-correlation noise ceiling over voxels shared by all subjects.
+
+    Attributes
+    ----------
+    isc : (n_subjects, n_voxels) LOSO ISC of each subject, averaged over runs.
+    ceiling : (n_subjects, n_voxels) each subject's ceiling (``ceiling_from_isc``).
+    group_isc, group_ceiling : (n_voxels,) the same, from the ISC averaged over subjects.
+    p : (n_voxels,) one-sided circular-shift p-value of ``group_isc``.
+    usable : (n_voxels,) True where the ceiling is significant (FDR ``q``) and at least
+        ``min_ceiling``: only there are ceiling-normalised scores computed.
+    """
+
+    isc: np.ndarray
+    ceiling: np.ndarray
+    group_isc: np.ndarray
+    group_ceiling: np.ndarray
+    p: np.ndarray
+    usable: np.ndarray
+
+
+def isc_ceiling(runs_by_subject: list[list[np.ndarray]], n_permutations: int = 200,
+                min_shift: int = 10, q: float = 0.05, min_ceiling: float = 0.1,
+                seed: int = 0) -> Ceiling:
+    """LOSO inter-subject-correlation ceiling with a circular-shift significance test.
+
+    Parameters
+    ----------
+    runs_by_subject : per subject, per run, (n_volumes_run, n_voxels) cleaned BOLD, the same
+        arrays the encoding models are scored on.
+    n_permutations, min_shift : circular-shift null of the ISC (see ``isc_null``).
+    q : FDR level over voxels for the ceiling's significance.
+    min_ceiling : ceilings below this are not used to normalise (ratios explode near 0).
+    """
+    n_sub = len(runs_by_subject)
+    per_run = loso_isc(runs_by_subject)
+    isc = per_run.mean(1)
+    n_vox = isc.shape[1]
+    if n_sub < 2:
+        nan = np.full(n_vox, np.nan)
+        return Ceiling(isc=isc, ceiling=isc.copy(), group_isc=nan, group_ceiling=nan,
+                       p=np.ones(n_vox), usable=np.zeros(n_vox, bool))
+    group_isc = isc.mean(0)
+    null = isc_null(runs_by_subject, n_permutations, min_shift, seed)
+    p = (1 + (null >= group_isc).sum(0)) / (n_permutations + 1)
+    group_ceiling = ceiling_from_isc(group_isc, n_sub)
+    usable = fdr_bh(p, q) & (group_ceiling >= min_ceiling)
+    return Ceiling(isc=isc, ceiling=ceiling_from_isc(isc, n_sub), group_isc=group_isc,
+                   group_ceiling=group_ceiling, p=p, usable=usable)
+
+
+def repeat_ceiling(runs_by_subject: list[list[np.ndarray]], pairs: list[tuple[int, int]],
+                   n_permutations: int = 200, min_shift: int = 10, q: float = 0.05,
+                   min_ceiling: float = 0.1, seed: int = 0) -> Ceiling:
+    """Ceiling from a stimulus heard twice: each subject's split-half reliability.
+
+    Per subject, the Pearson r between the two runs of each repeated stimulus is averaged over
+    ``pairs``; under "stimulus-locked signal + independent noise" it is the reliability
+    ``rho``, and ``sqrt(rho)`` is the r a perfect model of that signal reaches on one
+    presentation (no Spearman-Brown step: models are scored on single runs). It counts a
+    subject's idiosyncratic stimulus-driven responses too, unlike the ISC ceiling. The
+    ``Ceiling.isc`` fields hold the reliability here. Null: the second run of each pair
+    circularly shifted (by at least ``min_shift``), the reliability averaged over subjects
+    and pairs recomputed, FDR ``q`` over voxels.
+
+    Parameters
+    ----------
+    runs_by_subject : per subject, per run, (n_volumes_run, n_voxels) cleaned BOLD
+    pairs : run indices (a, b) that heard the same stimulus, with equal lengths
+    """
+    from .encoding import circular_shifts
+
+    if not pairs:
+        raise ValueError("a repeated-stimulus ceiling needs a stimulus heard in two runs.")
+    rel = np.stack([np.mean([(_zscore_time(runs[a]) * _zscore_time(runs[b])).mean(0)
+                             for a, b in pairs], 0) for runs in runs_by_subject])
+    group_rel = rel.mean(0)
+    n = min(runs_by_subject[0][b].shape[0] for _, b in pairs)
+    shifts = circular_shifts([n] * len(pairs), n_permutations, min_shift, seed)
+    null = np.zeros((n_permutations, rel.shape[1]))
+    for runs in runs_by_subject:
+        for k, (a, b) in enumerate(pairs):
+            za, zb = _zscore_time(runs[a]), _zscore_time(runs[b])
+            for j in range(n_permutations):
+                null[j] += (za * np.roll(zb, shifts[j, k], 0)).mean(0) / (
+                    len(pairs) * len(runs_by_subject))
+    p = (1 + (null >= group_rel).sum(0)) / (n_permutations + 1)
+    group_ceiling = np.sqrt(np.clip(group_rel, 0, 1))
+    usable = fdr_bh(p, q) & (group_ceiling >= min_ceiling)
+    return Ceiling(isc=rel, ceiling=np.sqrt(np.clip(rel, 0, 1)), group_isc=group_rel,
+                   group_ceiling=group_ceiling, p=p, usable=usable)
+
+
+def normalise_by_ceiling(r: np.ndarray, ceiling: np.ndarray, usable: np.ndarray) -> np.ndarray:
+    """``r / ceiling`` where ``usable`` (else NaN). Values above 1 are kept: they flag a
+    ceiling that missed stimulus-driven signal (see the README's caveats)."""
+    r, ceiling = np.broadcast_arrays(np.asarray(r, np.float64), np.asarray(ceiling, np.float64))
+    ok = np.asarray(usable, bool) & np.isfinite(ceiling) & (ceiling > 0)
+    return np.where(ok, r / np.where(ok, ceiling, 1.0), np.nan)
+
+
+# ------------------------------------------------ group level
+def sign_flip_p(values: np.ndarray, n_flips: int = 10_000, seed: int = 0) -> np.ndarray:
+    """One-sided sign-flip permutation p-value of mean > 0 across subjects.
+
+    Exact (all 2^n sign patterns) when 2^n <= ``n_flips``, else ``n_flips`` random patterns
+    plus the observed one. With n subjects the smallest exact p is 2^-n.
+
+    Parameters
+    ----------
+    values : array of shape (n_subjects, n_tests)
+    """
+    values = np.asarray(values, dtype=np.float64)
+    n = values.shape[0]
+    if 2**n <= n_flips:
+        signs = 1 - 2 * ((np.arange(2**n)[:, None] >> np.arange(n)) & 1)
+    else:
+        rng = np.random.default_rng(seed)
+        signs = np.vstack([np.ones(n), rng.choice([-1.0, 1.0], size=(n_flips, n))])
+    observed = values.mean(0)
+    null = signs @ values / n  # (n_patterns, n_tests)
+    return (null >= observed - 1e-12).mean(0)
+
+
+def t_test_p(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One-sample t statistic and one-sided p-value of mean > 0, values (n_subjects, n_tests).
+    """
+    from scipy.stats import t
+
+    values = np.asarray(values, dtype=np.float64)
+    n = values.shape[0]
+    if n < 2:
+        nan = np.full(values.shape[1:], np.nan)
+        return nan, nan
+    sem = values.std(0, ddof=1) / np.sqrt(n)
+    tstat = values.mean(0) / np.where(sem > 0, sem, np.nan)
+    return tstat, t.sf(tstat, n - 1)
+
+
+def bootstrap_best_layer(profiles: np.ndarray, layers: Sequence[int], n_boot: int = 2000,
+                         level: float = 0.95, seed: int = 0) -> dict[str, np.ndarray]:
+    """Group best layer and its bootstrap-over-subjects distribution.
+
+    Parameters
+    ----------
+    profiles : array of shape (n_subjects, n_layers, n_units), r per subject, layer, ROI.
+    layers : layer numbers of the rows.
+
+    Returns
+    -------
+    dict of (n_units,) arrays: ``best_layer`` (argmax of the subject mean), ``layer_ci_low``
+    and ``layer_ci_high`` (percentile interval of the bootstrap argmax), ``bootstrap_share``
+    (share of resamples choosing ``best_layer``), and ``layer_distribution`` of shape
+    (n_layers, n_units) (share of resamples choosing each layer).
+    """
+    profiles = np.asarray(profiles, dtype=np.float64)
+    n_sub, n_layers, n_units = profiles.shape
+    numbers = np.asarray([int(v) for v in layers])
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, n_sub, size=(n_boot, n_sub))
+    boot = numbers[profiles[draws].mean(1).argmax(1)]  # (n_boot, n_units)
+    best = numbers[profiles.mean(0).argmax(0)]
+    tail = 100 * (1 - level) / 2
+    dist = np.stack([(boot == v).mean(0) for v in numbers])
+    return {"best_layer": best,
+            "layer_ci_low": np.percentile(boot, tail, axis=0, method="inverted_cdf"),
+            "layer_ci_high": np.percentile(boot, 100 - tail, axis=0, method="inverted_cdf"),
+            "bootstrap_share": (boot == best).mean(0), "layer_distribution": dist}
+
+
+def loso_best_layer(profiles: np.ndarray, layers: Sequence[int]) -> dict[str, np.ndarray]:
+    """Group best layer scored on independent subjects: for each subject, the layer with the
+    highest mean r over the *other* subjects, and this subject's r at that layer.
+
+    Parameters
+    ----------
+    profiles : array of shape (n_subjects, n_layers, n_units)
+
+    Returns
+    -------
+    dict: ``layer_by_subject`` (n_subjects, n_units), ``independent_r`` (n_subjects, n_units).
+    """
+    profiles = np.asarray(profiles, dtype=np.float64)
+    n_sub = profiles.shape[0]
+    numbers = np.asarray([int(v) for v in layers])
+    if n_sub < 2:
+        nan = np.full((n_sub, profiles.shape[2]), np.nan)
+        return {"layer_by_subject": nan, "independent_r": nan}
+    total = profiles.sum(0)
+    pick = np.stack([((total - profiles[s]) / (n_sub - 1)).argmax(0) for s in range(n_sub)])
+    held = np.take_along_axis(profiles, pick[:, None], 1)[:, 0]
+    return {"layer_by_subject": numbers[pick], "independent_r": held}

@@ -76,3 +76,25 @@ def demo_targets():
     if not DEMO["enabled"]:
         return []
     return ["results/group/demo_recovery.tsv"]
+
+
+# The noise ceiling (rules in ceiling.smk); off with `ceiling.method: none`.
+CEILING = config.get("ceiling", {})
+
+
+def subject_ceiling(wildcards):
+    """The subject's ceiling file, or nothing when the ceiling is switched off."""
+    if CEILING.get("method", "isc") == "none":
+        return []
+    return [f"results/group/ceiling/sub-{wildcards.subject}_desc-ceiling.npz"]
+
+
+def group_ceiling_map():
+    """The group noise-ceiling map and its usable-voxel mask, or nothing when the ceiling is
+    switched off."""
+    if CEILING.get("method", "isc") == "none":
+        return []
+    return [
+        "results/group/ceiling/group_desc-ceiling_stat-r.nii.gz",
+        "results/group/ceiling/group_desc-ceiling_mask.nii.gz",
+    ]

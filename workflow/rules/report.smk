@@ -8,6 +8,7 @@ rule subject_report:
         roi_scores="results/sub-{subject}/rois/{model}/sub-{subject}_roi-scores.tsv",
         best="results/sub-{subject}/rois/{model}/sub-{subject}_best-layer.tsv",
         best_map="results/sub-{subject}/rois/{model}/sub-{subject}_desc-bestlayer_map.nii.gz",
+        best_r="results/sub-{subject}/rois/{model}/sub-{subject}_desc-bestlayer_stat-r.nii.gz",
         cka="results/features/{model}/layer_cka.tsv",
     output:
         report(
@@ -31,6 +32,7 @@ rule group_report:
         best="results/group/{model}/group_best-layer.tsv",
         cka="results/features/{model}/layer_cka.tsv",
         recovery=demo_targets(),
+        ceiling=group_ceiling_map(),
     output:
         report(
             "results/group/{model}/group_report.html",
@@ -41,5 +43,7 @@ rule group_report:
         "logs/report/group_{model}.log",
     conda:
         "../envs/brainalign.yaml"
+    params:
+        group=config.get("group", {}),
     script:
         "../scripts/group_report.py"

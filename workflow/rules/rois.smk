@@ -1,4 +1,6 @@
-# ROIs: atlas on each subject's grid, mean r per ROI and layer, best layer per ROI and voxel.
+# ROIs: atlas on each subject's grid, mean r per ROI and layer, best layer per ROI and voxel
+# (chosen on training-run scores, scored on held-out runs), ceiling-normalised scores, and the
+# group statistics across subjects.
 
 
 rule subject_atlas:
@@ -26,10 +28,14 @@ rule subject_rois:
             atlas=ATLAS_NAME,
         ),
         scores=layer_scores,
+        ceiling=subject_ceiling,
     output:
         roi_scores="results/sub-{subject}/rois/{model}/sub-{subject}_roi-scores.tsv",
         best="results/sub-{subject}/rois/{model}/sub-{subject}_best-layer.tsv",
         best_map="results/sub-{subject}/rois/{model}/sub-{subject}_desc-bestlayer_map.nii.gz",
+        best_stability="results/sub-{subject}/rois/{model}/sub-{subject}_desc-bestlayerstability_map.nii.gz",
+        best_r="results/sub-{subject}/rois/{model}/sub-{subject}_desc-bestlayer_stat-r.nii.gz",
+        best_normalised="results/sub-{subject}/rois/{model}/sub-{subject}_desc-bestlayer_stat-normalisedr.nii.gz",
         significant="results/sub-{subject}/rois/{model}/sub-{subject}_desc-significant_mask.nii.gz",
     log:
         "logs/rois/sub-{subject}_{model}.log",
@@ -39,14 +45,19 @@ rule subject_rois:
         rois=config["rois"],
         fdr_q=config["encoding"].get("fdr_q", 0.05),
         layers=lambda wc: LAYERS[wc.model],
+        ceiling=CEILING,
     script:
         "../scripts/subject_rois.py"
 
 
 rule group_rois:
     input:
-        expand(
+        scores=expand(
             "results/sub-{subject}/rois/{{model}}/sub-{subject}_roi-scores.tsv",
+            subject=SUBJECTS,
+        ),
+        best=expand(
+            "results/sub-{subject}/rois/{{model}}/sub-{subject}_best-layer.tsv",
             subject=SUBJECTS,
         ),
     output:
@@ -56,5 +67,7 @@ rule group_rois:
         "logs/rois/group_{model}.log",
     conda:
         "../envs/brainalign.yaml"
+    params:
+        group=config.get("group", {}),
     script:
         "../scripts/group_rois.py"

@@ -23,7 +23,7 @@ runs, signal_layer, confounds = simulate.simulate_subject(
     features, mask_img, roi_voxels, planted, demo["snr"], snakemake.params.seed,
     extra_volumes=demo.get("extra_volumes", 4), noise=noise,
     snr_spread=demo.get("snr_spread", 3.0), motion_artefact=demo.get("motion_artefact", 0.0),
-    t_r=snakemake.params.tr)
+    t_r=snakemake.params.tr, tuning_seed=0 if demo.get("shared_tuning", True) else None)
 for img, table, bold_out, mask_out in zip(runs, confounds, snakemake.output.bold,
                                           snakemake.output.mask, strict=True):
     simulate.write_bold(img, bold_out, snakemake.params.tr)

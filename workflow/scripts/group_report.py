@@ -1,7 +1,10 @@
-"""Rule group_report: subjects' ROI profiles (mean, 95% CI) and the demo's recovery -> HTML."""
+"""Rule group_report: group ROI statistics, best layers (bootstrap, independent scores), noise
+ceiling and the demo's recovery -> HTML."""
 
 import html
 
+import nibabel as nib
+import numpy as np
 import pandas as pd
 
 from brainalign import report
@@ -9,8 +12,11 @@ from brainalign.io import setup_logging
 
 setup_logging(snakemake.log[0])
 model = snakemake.wildcards.model
+gcfg = snakemake.params.group
 scores = pd.read_csv(snakemake.input.scores, sep="\t")
 best = pd.read_csv(snakemake.input.best, sep="\t")
+layers = sorted(int(v) for v in scores["layer"].unique())
+n_sub = int(scores["n_subjects"].max())
 truth, recovery_html = None, ""
 if snakemake.input.recovery:
     rec = pd.read_csv(snakemake.input.recovery[0], sep="\t")
@@ -24,15 +30,73 @@ if snakemake.input.recovery:
         f"voxels called significant: {first.get('signal_power', float('nan')):.3f}.</p>"
         + report.table_html(rec[["roi", "layer", "best_layer", "best_r", "n_signal_voxels"]]
                             .rename(columns={"layer": "planted_layer"})))
+best_cols = [c for c in ["roi", "best_layer", "layer_ci_low", "layer_ci_high",
+                         "bootstrap_share", "loso_stability", "subject_layers", "best_r",
+                         "independent_r", "independent_ci_low", "independent_ci_high",
+                         "ceiling", "normalised_r", "n_voxels"] if c in best]
+test = gcfg.get("test", "signflip")
+test_text = (f"exact one-sided sign-flip permutation test across the {n_sub} subjects (smallest "
+             f"possible p = 2^-{n_sub} = {2.0 ** -n_sub:.3g})" if test == "signflip"
+             else f"one-sided one-sample t-test across the {n_sub} subjects")
 sections = [
-    f"<p>Model <b>{html.escape(model)}</b>, {int(scores['n_subjects'].max())} subjects.</p>",
-    "<h2>Best layer per ROI (group)</h2>" + report.table_html(best),
+    f"<p>Model <b>{html.escape(model)}</b>, {n_sub} subjects. Every r is a held-out Pearson r "
+    "(leave-one-run-out cross-validation within each subject).</p>",
+    "<h2>Best layer per ROI (group)</h2>" + report.table_html(best[best_cols])
+    + "<p><b>Selection</b>: <code>best_layer</code> maximises the subject-mean ROI r; "
+    "<code>layer_ci_low/high</code> is the 95% percentile interval of that argmax over "
+    f"{gcfg.get('n_bootstrap', 2000)} bootstrap resamples of subjects, "
+    "<code>bootstrap_share</code> the share of resamples that agree; "
+    "<code>loso_stability</code> the share of subjects for which the other subjects' mean picks "
+    "the same layer; <code>subject_layers</code> each subject's own choice (the layer chosen "
+    "most often over that subject's outer folds, each fold choosing on inner-CV scores of its "
+    "training runs). <b>Scores</b>: <code>best_r</code> is the r of the chosen layer on the "
+    "same data that chose it (biased upward: on noise it is the maximum of several noisy "
+    "means); <code>independent_r</code> is, for each subject, its r at the layer picked by "
+    "the <i>other</i> subjects, averaged over subjects with a 95% t-interval: an unbiased "
+    "score of the selected layer. <code>normalised_r</code> = independent_r / ceiling (group "
+    "ROI noise ceiling; empty where the ceiling is too small or not significant).</p>",
+    "<h2>Selection bias</h2>" + report.figure(
+        report.selection_bias_png(best),
+        "Grey: r of each ROI's best layer on the data used to choose it (naive). Blue: r of "
+        "the layer chosen by the other subjects, on each left-out subject (leave-one-subject-"
+        "out), with 95% t-intervals across subjects. Where grey is far above blue, the best "
+        "layer's score was mostly selection noise."),
+    "<h2>How certain is the best layer?</h2>" + report.figure(
+        report.layer_distribution_png(best, layers),
+        f"Share of {gcfg.get('n_bootstrap', 2000)} bootstrap resamples of subjects in which "
+        "each layer has the highest subject-mean r (darker = more often); red stars mark the "
+        "layer chosen on all subjects."),
     "<h2>r against layer, per ROI</h2>" + report.figure(
         report.profile_png(scores, truth),
         "Held-out Pearson r averaged over each ROI's voxels, then over subjects; bands are "
         "95% t-confidence intervals across subjects; stars mark the best layer"
         + ("; dotted lines mark the planted layer of the demo." if truth else ".")),
-    recovery_html,
-    report.cka_section(pd.read_csv(snakemake.input.cka, sep="\t"), model),
+    "<h2>Is the ROI predicted above chance? (per ROI and layer)</h2>"
+    + report.table_html(report.significance_pivot(scores))
+    + f"<p>Subject-mean held-out r per ROI and layer; * marks mean r &gt; 0 by the {test_text}, "
+    f"significant after Benjamini-Hochberg FDR q = {gcfg.get('fdr_q', 0.05)} over all "
+    f"{len(scores)} ROI x layer tests. Both p-values (<code>p_t</code>, "
+    "<code>p_signflip</code>), the FDR-adjusted <code>q</code>, the t-intervals and the "
+    "ceiling-normalised means are in <code>group_roi-scores.tsv</code>.</p>",
 ]
+if snakemake.input.ceiling:
+    ceiling_img, usable_img = (nib.load(p) for p in snakemake.input.ceiling)
+    usable = np.asarray(usable_img.dataobj) > 0
+    shown = nib.Nifti1Image(np.where(usable, np.asarray(ceiling_img.dataobj), 0.0),
+                            ceiling_img.affine)
+    sections.append(
+        "<h2>Noise ceiling</h2>" + report.figure(
+            report.stat_map_png(shown, f"noise ceiling ({int(usable.sum())} usable voxels)"),
+            "Highest r a stimulus model could reach per voxel, estimated from the "
+            "leave-one-subject-out inter-subject correlation of the same cleaned BOLD the "
+            "models are scored on (each run, then averaged over runs and subjects), corrected "
+            "for the noise left in the other subjects' mean (shared-signal model, Spearman-"
+            "Brown). It only counts responses shared across subjects: idiosyncratic but "
+            "stimulus-driven responses lower it (normalised scores above 1 are possible), and "
+            "so does anatomical misalignment. Shown only where it is usable: significant "
+            "(circular shifts of the subjects against each other, FDR over voxels) and at "
+            "least <code>ceiling.min_ceiling</code>; the unthresholded map is "
+            "<code>group/ceiling/group_desc-ceiling_stat-r.nii.gz</code>."))
+sections += [recovery_html,
+             report.cka_section(pd.read_csv(snakemake.input.cka, sep="\t"), model)]
 report.write_page(snakemake.output[0], report.page(f"Group · {model}", sections))

@@ -27,16 +27,36 @@ sections = [
     f"<p>Model <b>{html.escape(model)}</b>, {len(layers)} layers, "
     f"{int((np.asarray(mask_img.dataobj) > 0).sum())} voxels, "
     f"held-out scores from leave-one-run-out cross-validation.</p>",
-    "<h2>Best layer per ROI</h2>" + report.table_html(best),
+    "<h2>Best layer per ROI</h2>" + report.table_html(best)
+    + "<p><b>Selection without double dipping</b>: in each outer fold (held-out run) the layer "
+    "is chosen on the inner-CV validation R² of that fold's training runs only (ROI-mean); "
+    "<code>fold_layers</code> lists the choices, <code>best_layer</code> is the most frequent, "
+    "<code>stability</code> the share of folds that agree, <code>mean_layer</code> their mean. "
+    "<code>independent_r</code> is the held-out r of each fold's choice on its held-out run, "
+    "averaged over folds: selection and score never share a run. <code>best_r</code> is the "
+    "naive maximum over layers of the fold-averaged r (<code>naive_layer</code>), chosen and "
+    "scored on the same data and so biased upward. <code>ceiling</code> is the ROI's mean "
+    "inter-subject-correlation noise ceiling and <code>normalised_r</code> = independent_r / "
+    "ceiling (empty where the ceiling is below <code>ceiling.min_ceiling</code> or fewer than "
+    "half its voxels have a significant ceiling).</p>",
     "<h2>r against layer, per ROI</h2>" + report.figure(
         report.profile_png(roi_scores),
         "Mean held-out Pearson r over each ROI's voxels for every layer; the star marks the "
         "best layer. ROIs from the configured atlas, resampled to this subject's BOLD grid."),
     "<h2>Best-layer map</h2>" + report.figure(
         report.best_layer_png(nib.load(snakemake.input.best_map), int(layers[-1]) + 1),
-        f"Layer with the highest held-out r, shown for the {n_sig} voxels predicted above "
-        "chance by some layer (circular-shift permutation null refitted per shift, Simes "
-        "over layers, FDR q<0.05 over voxels)."),
+        f"Best layer per voxel, shown for the {n_sig} voxels predicted above chance by some "
+        "layer (circular-shift permutation null refitted per shift, Simes over layers, FDR "
+        "q<0.05 over voxels): the layer chosen most often over the outer folds, each fold "
+        "choosing on inner-CV scores of its training runs. The share of folds that agree and "
+        "the chosen layers' held-out r are the NIfTI maps "
+        "<code>rois/*_desc-bestlayerstability_map.nii.gz</code> and "
+        "<code>rois/*_desc-bestlayer_stat-r.nii.gz</code>."),
+    "<h2>Best layer's independent held-out r</h2>" + report.figure(
+        report.stat_map_png(nib.load(snakemake.input.best_r), "independent r of best layer"),
+        "Held-out r of each fold's chosen layer on that fold's held-out run, averaged over "
+        "folds (all voxels, unthresholded): unlike the maximum over layers of the same "
+        "scores, it is not inflated by the choice (about 0 on noise)."),
     "<h2>Held-out r maps per layer</h2><div class='grid'>" + maps + "</div>"
     f"<p>Glass-brain maximum projections of voxelwise held-out r (colour scale 0 to {vmax:.2f}, "
     f"shared across layers), for voxels this layer predicts at uncorrected p &lt; {P_SHOW} "

@@ -1,4 +1,6 @@
-"""Rule subject_rois: all layers' scores -> per-ROI profile, best layer per ROI and per voxel."""
+"""Rule subject_rois: all layers' scores -> per-ROI profile, best layer per ROI and per voxel
+(chosen on inner-CV scores of each outer fold's training runs, scored on its held-out run), and
+ceiling-normalised scores where a noise ceiling is given."""
 
 import nibabel as nib
 import numpy as np
@@ -12,16 +14,39 @@ mask_img = nib.load(snakemake.input.mask)
 in_mask = np.asarray(mask_img.dataobj) > 0
 layers = snakemake.params.layers  # the order of the scores inputs
 scores = [load_npz(p) for p in snakemake.input.scores]
+for path, s in zip(snakemake.input.scores, scores, strict=True):
+    if "inner_r2" not in s:
+        raise ValueError(f"{path}: no `inner_r2` (inner-CV scores); it was written by an older "
+                         "version of fit_layer. Delete it and rerun to refit that layer.")
 layer_r = np.stack([s["r"] for s in scores])
+r_folds = np.stack([s["r_folds"] for s in scores])  # (n_layers, n_folds, n_voxels)
+inner = np.stack([s["inner_r2"] for s in scores])
 significant = stats.significant_voxels(np.stack([s["p"] for s in scores]),
                                        snakemake.params.fdr_q)
 names = rois.atlas_labels(rcfg["atlas"], rcfg.get("labels_file"))
 labels = np.asarray(nib.load(snakemake.input.atlas[0]).dataobj)[in_mask]
 masks = rois.roi_masks(labels, names, rcfg["groups"])
 table = rois.roi_layer_scores(layer_r, masks, layers)
+best = stats.crossfit_best_layer(rois.roi_fold_scores(inner, masks),
+                                 rois.roi_fold_scores(r_folds, masks), layers)
+best_table = rois.best_layer_table(best, list(masks), [int(m.sum()) for m in masks.values()])
+voxel = stats.crossfit_best_layer(inner, r_folds, layers)
+if snakemake.input.ceiling:
+    ceil = load_npz(snakemake.input.ceiling[0])
+    ccfg = snakemake.params.ceiling
+    usable = ceil["usable"] & (ceil["ceiling"] >= ccfg.get("min_ceiling", 0.1))
+    roi_ceil = rois.roi_ceiling(ceil["ceiling"], usable, masks, ccfg.get("min_ceiling", 0.1))
+    table = rois.add_normalised(table, roi_ceil, "mean_r")
+    best_table = rois.add_normalised(best_table, roi_ceil, "independent_r")
+    voxel_norm = stats.normalise_by_ceiling(voxel.independent_r, ceil["ceiling"], usable)
+else:
+    voxel_norm = np.full(layer_r.shape[1], np.nan)
 save_tsv(table, snakemake.output.roi_scores)
-save_tsv(rois.best_layer_per_roi(table), snakemake.output.best)
-best_voxel = rois.voxel_best_layer(layer_r, significant, layers)
+save_tsv(best_table, snakemake.output.best)
+best_voxel = np.where(significant, voxel.layer, -1).astype(np.int16)
 save_img(unmask(best_voxel, mask_img, fill=-1, dtype=np.int16), snakemake.output.best_map)
+save_img(unmask(voxel.stability, mask_img), snakemake.output.best_stability)
+save_img(unmask(voxel.independent_r, mask_img), snakemake.output.best_r)
+save_img(unmask(voxel_norm, mask_img, fill=np.nan), snakemake.output.best_normalised)
 save_img(unmask(significant.astype(np.uint8), mask_img, dtype=np.uint8),
          snakemake.output.significant)

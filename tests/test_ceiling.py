@@ -1,0 +1,91 @@
+"""Tests of brainalign.ceiling: shared voxels across subjects' masks and the per-subject ISC
+noise ceiling, on simulated data with a known shared signal."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from brainalign import ceiling
+
+
+def _mask(tmp_path, name, data, affine=None):
+    path = tmp_path / f"{name}.nii.gz"
+    nib.save(nib.Nifti1Image(data.astype(np.uint8), np.eye(4) if affine is None else affine),
+             str(path))
+    return path
+
+
+def test_shared_voxels_intersects_masks_and_indexes_each_subject(tmp_path):
+    a = np.zeros((3, 3, 3), bool)
+    a[0] = True  # 9 voxels
+    b = np.zeros((3, 3, 3), bool)
+    b[0, :2] = True  # 6 voxels, all inside a
+    b[2, 0, 0] = True
+    img, index = ceiling.shared_voxels([_mask(tmp_path, "a", a), _mask(tmp_path, "b", b)])
+    shared = np.asarray(img.dataobj) > 0
+    assert shared.sum() == 6 and (shared == (a & b)).all()
+    # subject a's mask voxels in C order: the first 6 of its 9 are shared
+    np.testing.assert_array_equal(index[0], np.arange(6))
+    np.testing.assert_array_equal(index[1], np.arange(6))  # b's 7th voxel is not shared
+
+
+def test_shared_voxels_rejects_different_grids(tmp_path):
+    a = np.ones((3, 3, 3), bool)
+    moved = np.eye(4)
+    moved[0, 3] = 2.0
+    with pytest.raises(ValueError, match="ceiling.method: none"):
+        ceiling.shared_voxels([_mask(tmp_path, "a", a), _mask(tmp_path, "b", a, moved)])
+
+
+def test_subject_ceilings_match_the_planted_reliability():
+    rng = np.random.default_rng(0)
+    n_sub, n_runs, n_t, rho = 4, 2, 300, 0.25
+    n_shared, n_noise = 150, 150
+    signal = [rng.standard_normal((n_t, n_shared)) for _ in range(n_runs)]
+    runs, index = [], []
+    for s in range(n_sub):
+        own_extra = s + 1  # voxels only this subject has, placed first
+        runs.append([np.hstack([rng.standard_normal((n_t, own_extra)),
+                                np.sqrt(rho) * sig + np.sqrt(1 - rho)
+                                * rng.standard_normal((n_t, n_shared)),
+                                rng.standard_normal((n_t, n_noise))]) for sig in signal])
+        index.append(np.arange(own_extra, own_extra + n_shared + n_noise))
+    ceil, per_subject = ceiling.subject_ceilings(runs, index, n_permutations=50, min_shift=10)
+    np.testing.assert_allclose(ceil.group_ceiling[:n_shared].mean(), np.sqrt(rho), atol=0.02)
+    assert ceil.usable[:n_shared].mean() > 0.95 and ceil.usable[n_shared:].mean() <= 0.05
+    for s, arrays in enumerate(per_subject):
+        assert arrays["ceiling"].shape == (s + 1 + n_shared + n_noise,)
+        assert np.isnan(arrays["ceiling"][:s + 1]).all() and not arrays["usable"][:s + 1].any()
+        np.testing.assert_allclose(np.nanmean(arrays["ceiling"][s + 1:s + 1 + n_shared]),
+                                   np.sqrt(rho), atol=0.03)
+
+
+def test_repeat_pairs_from_run_stimuli():
+    assert ceiling.repeat_pairs(["a", "b", "a", "c", "b"]) == [(0, 2), (1, 4)]
+    assert ceiling.repeat_pairs(["a", "b", "c"]) == []
+
+
+def test_repeat_ceiling_sees_idiosyncratic_responses_that_isc_misses():
+    rng = np.random.default_rng(1)
+    n_t, n_vox, rho = 300, 200, 0.4
+    runs, index = [], []
+    for _ in range(3):
+        # each subject's own stimulus-locked response (no shared tuning), heard twice:
+        # runs 0 and 2 play stimulus "a", run 1 plays "b"
+        own = {stim: rng.standard_normal((n_t, n_vox)) for stim in "ab"}
+        runs.append([np.sqrt(rho) * own[stim] + np.sqrt(1 - rho)
+                     * rng.standard_normal((n_t, n_vox)) for stim in "aba"])
+        index.append(np.arange(n_vox))
+    pairs = ceiling.repeat_pairs(["a", "b", "a"])
+    rep, per_subject = ceiling.subject_ceilings(runs, index, n_permutations=50, min_shift=10,
+                                                method="repeat", pairs=pairs)
+    np.testing.assert_allclose(rep.group_ceiling.mean(), np.sqrt(rho), atol=0.03)
+    assert rep.usable.mean() > 0.95
+    np.testing.assert_allclose(np.mean([s["ceiling"].mean() for s in per_subject]),
+                               np.sqrt(rho), atol=0.03)
+    isc, _ = ceiling.subject_ceilings(runs, index, n_permutations=50, min_shift=10)
+    assert isc.usable.mean() <= 0.05  # nothing shared across subjects
+    with pytest.raises(ValueError, match="no stimulus is heard in two runs"):
+        ceiling.subject_ceilings(runs, index, method="repeat", pairs=[])

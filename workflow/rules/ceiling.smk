@@ -1,0 +1,37 @@
+# Noise ceiling: inter-subject correlation of the subjects' cleaned BOLD (all heard the same
+# stories in sync), or the split-half reliability of a stimulus heard twice (`ceiling.method`)
+# -> per-voxel ceiling for each subject, and group maps.
+
+
+rule noise_ceiling:
+    input:
+        masks=expand(
+            "results/sub-{subject}/bold/sub-{subject}_desc-brain_mask.nii.gz",
+            subject=SUBJECTS,
+        ),
+        # subject-major: all runs of the first subject, then the next subject's
+        bold=expand(
+            "results/sub-{subject}/bold/sub-{subject}_run-{run}_bold.npy",
+            subject=SUBJECTS,
+            run=RUNS,
+        ),
+    output:
+        subjects=expand(
+            "results/group/ceiling/sub-{subject}_desc-ceiling.npz", subject=SUBJECTS
+        ),
+        isc="results/group/ceiling/group_desc-isc_stat-r.nii.gz",
+        ceiling="results/group/ceiling/group_desc-ceiling_stat-r.nii.gz",
+        usable="results/group/ceiling/group_desc-ceiling_mask.nii.gz",
+    log:
+        "logs/ceiling/noise_ceiling.log",
+    conda:
+        "../envs/brainalign.yaml"
+    params:
+        tr=config["tr"],
+        ceiling=CEILING,
+        n_runs=len(RUNS),
+        run_stimuli=run_stimuli(),
+    resources:
+        mem_mb=8000,
+    script:
+        "../scripts/noise_ceiling.py"
