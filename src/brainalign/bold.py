@@ -34,7 +34,7 @@ def subject_mask(mask_paths: list[str | Path]) -> nib.Nifti1Image:
 
 def load_run(bold_path: str | Path, mask_img: nib.Nifti1Image, n_vols: int, t_r: float,
              start_volume: int = 0, max_extra_volumes: int = 20, detrend: bool = True,
-             standardize: bool = True) -> np.ndarray:
+             standardize: bool = True, max_missing_volumes: int = 0) -> np.ndarray:
     """Masked, trimmed and cleaned BOLD of one run.
 
     Parameters
@@ -43,10 +43,13 @@ def load_run(bold_path: str | Path, mask_img: nib.Nifti1Image, n_vols: int, t_r:
     start_volume : index of the first stimulus volume (dummy scans before it are dropped).
     max_extra_volumes : volumes allowed after the stimulus ends before the run is refused as a
         mismatch (scanners often run on for a few volumes).
+    max_missing_volumes : volumes the run may lack at the end of the stimulus (stopped early);
+        the run is then shorter and the encoding stage cuts the features to match.
 
     Returns
     -------
-    bold : array of shape (n_vols, n_voxels), float32
+    bold : array of shape (n_kept, n_voxels), float32; n_kept = n_vols unless the run stopped
+        up to ``max_missing_volumes`` early.
     """
     from nilearn.masking import apply_mask
     from nilearn.signal import clean
@@ -63,12 +66,14 @@ def load_run(bold_path: str | Path, mask_img: nib.Nifti1Image, n_vols: int, t_r:
         raise BoldError(f"{bold_path}: BOLD grid {img.shape[:3]} does not match its brain mask "
                         f"grid {mask_img.shape}; use the mask from the same fMRIPrep space.")
     have = img.shape[3] - start_volume
-    if have < n_vols or have > n_vols + max_extra_volumes:
+    if have < n_vols - max_missing_volumes or have > n_vols + max_extra_volumes:
         raise BoldError(
             f"{bold_path}: has {img.shape[3]} volumes; its stimulus needs {n_vols} volumes of "
             f"TR {t_r} s after start volume {start_volume} (at most {max_extra_volumes} extra "
-            "allowed). Check the run <-> stimulus mapping, the TR, `bold.start_volume` and "
-            "`bold.max_extra_volumes`.")
+            f"and {max_missing_volumes} missing allowed). Check the run <-> stimulus mapping, "
+            "the TR, `bold.start_volume`, `bold.max_extra_volumes` and "
+            "`bold.max_missing_volumes`.")
+    n_vols = min(n_vols, have)
     header_tr = float(img.header.get_zooms()[3]) if len(img.header.get_zooms()) > 3 else 0.0
     if header_tr > 0 and abs(header_tr - t_r) > 1e-3 and img.header.get_xyzt_units()[1] == "sec":
         raise BoldError(f"{bold_path}: header TR is {header_tr} s but the config says tr: {t_r}.")
@@ -80,6 +85,11 @@ def load_run(bold_path: str | Path, mask_img: nib.Nifti1Image, n_vols: int, t_r:
         n_bad = int(bad.any(axis=0).sum())
         raise BoldError(f"{bold_path}: {n_bad} voxels inside the brain mask contain NaN or "
                         "infinite values; fix the preprocessing or exclude them from the mask.")
+    constant = np.ptp(data, axis=0) == 0
+    if constant.any():
+        raise BoldError(f"{bold_path}: {int(constant.sum())} voxels inside the brain mask are "
+                        "constant over the run (no signal to model); exclude them from the "
+                        "brain mask (fMRIPrep's desc-brain_mask should not contain any).")
     data = clean(data, detrend=detrend, standardize="zscore_sample" if standardize else False,
                  t_r=t_r, ensure_finite=False)
     return data.astype(np.float32)

@@ -38,6 +38,15 @@ def save_npz(path: str | Path, **arrays: Any) -> None:
     os.replace(tmp, path)
 
 
+def save_npy(array: np.ndarray, path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp(path)
+    with open(tmp, "wb") as f:
+        np.save(f, array)
+    os.replace(tmp, path)
+
+
 def load_npz(path: str | Path) -> dict[str, np.ndarray]:
     with np.load(path) as data:
         return {k: data[k] for k in data.files}

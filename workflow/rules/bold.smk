@@ -1,23 +1,38 @@
-# BOLD: each run masked, trimmed to its stimulus, detrended and z-scored within the run.
+# BOLD: the subject's brain mask (intersection over runs), then each run masked, trimmed to its
+# stimulus, detrended and z-scored within the run.
+
+
+rule subject_mask:
+    input:
+        # the runs are inputs too: a missing run is reported before any job starts
+        bold=lambda wc: [t for r in subject_runs(wc.subject) for t in r.targets],
+        mask=lambda wc: [r.mask for r in subject_runs(wc.subject)],
+    output:
+        "results/sub-{subject}/bold/sub-{subject}_desc-brain_mask.nii.gz",
+    log:
+        "logs/bold/sub-{subject}_mask.log",
+    conda:
+        "../envs/brainalign.yaml"
+    script:
+        "../scripts/subject_mask.py"
 
 
 rule prepare_bold:
     input:
-        bold=lambda wc: [bold_path(wc.subject, r) for r in RUNS],
-        mask=lambda wc: [mask_path(wc.subject, r) for r in RUNS],
-        audio=[config["stimuli"][s] for s in run_stimuli()],
-    output:
+        bold=lambda wc: DATASET.run(wc.subject, wc.run).targets,
         mask="results/sub-{subject}/bold/sub-{subject}_desc-brain_mask.nii.gz",
-        runs=expand("results/sub-{{subject}}/bold/sub-{{subject}}_run-{run}_bold.npy", run=RUNS),
+        audio=lambda wc: stimulus_file(DATASET.run(wc.subject, wc.run).stimulus),
+    output:
+        "results/sub-{subject}/bold/sub-{subject}_run-{run}_bold.npy",
     log:
-        "logs/bold/sub-{subject}.log",
+        "logs/bold/sub-{subject}_run-{run}.log",
     conda:
         "../envs/brainalign.yaml"
     params:
         tr=config["tr"],
         bold=config["bold"],
-        # stimulus onset (s after the first kept volume) of each run, in run order
-        onsets=[bacfg.run_onset(config, r) for r in RUNS],
+        # stimulus onset (s after the first kept volume)
+        onset=lambda wc: DATASET.run(wc.subject, wc.run).onset,
     resources:
         mem_mb=4000,
     script:

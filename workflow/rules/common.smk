@@ -3,16 +3,20 @@ import brainalign.config as bacfg
 
 bacfg.check(config)
 
-SUBJECTS = list(config["subjects"])
-RUNS = list(config["runs"])
+# --- dataset (issue 5): runs per subject, listed in the config or discovered in a BIDS tree ---
+DATASET = bacfg.dataset(config)
+SUBJECTS = DATASET.subjects
+# the explicit run list, shared by all subjects (the demo writes one file per listed run)
+RUNS = [str(r) for r in config.get("runs") or {}] if not config.get("bids") else []
+STIMULI = list(DATASET.stimuli)
+# --- end dataset ---
 MODELS = list(config["models"])
-STIMULI = list(config["stimuli"])
 LAYERS = bacfg.model_layers(config)
 
 
 wildcard_constraints:
     subject="[A-Za-z0-9]+",
-    run="[A-Za-z0-9]+",
+    run="[A-Za-z0-9-]+",
     model="[A-Za-z0-9_.-]+",
     layer="[0-9]+",
     stimulus="[A-Za-z0-9_-]+",
@@ -32,8 +36,17 @@ def mask_path(subject, run):
 
 
 def run_stimuli():
-    """Stimulus name of each run, in run order."""
+    """Stimulus name of each listed run, in run order (explicit run lists: the demo)."""
     return [config["runs"][r] for r in RUNS]
+
+
+def subject_runs(subject):
+    """The runs of one subject (brainalign.config.Run), in a fixed order."""
+    return DATASET.subject_runs(subject)
+
+
+def stimulus_file(stimulus):
+    return DATASET.stimuli[stimulus]
 
 
 def layer_scores(wildcards):

@@ -12,8 +12,10 @@ from brainalign.io import load_layer_h5, save_img, save_npz, setup_logging, unma
 setup_logging(snakemake.log[0])
 t_r, enc = snakemake.params.tr, snakemake.params.encoding
 layer = snakemake.wildcards.layer
-x_runs = [load_layer_h5(f, layer) for f in snakemake.input.features]
 y_runs = [np.load(f) for f in snakemake.input.bold]
+# a run that stopped early (bold.max_missing_volumes) is shorter than its stimulus's features
+x_runs = [load_layer_h5(f, layer)[: len(y)]
+          for f, y in zip(snakemake.input.features, y_runs, strict=True)]
 scores = fit_layer(x_runs, y_runs, alphas(enc["alphas"]),
                    n_permutations=enc.get("n_permutations", 50),
                    min_shift=max(1, round(enc.get("min_shift_s", 15.0) / t_r)),
