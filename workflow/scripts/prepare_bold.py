@@ -1,7 +1,6 @@
 """Rule prepare_bold: one fMRIPrep run + the subject's brain mask -> one cleaned array."""
 
 import nibabel as nib
-import numpy as np
 
 from brainalign.alignment import n_volumes
 from brainalign.audio import audio_duration
