@@ -1,0 +1,190 @@
+"""The real Snakemake workflow on a small BIDS dataset discovered from its tree.
+
+The fixture writes what OpenNeuro + fMRIPrep publish: stimuli/*.wav, events.tsv (per run, and
+inherited from the dataset root), and derivatives/fmriprep with preproc BOLD and brain masks on
+a cropped MNI 4 mm grid, plus decoys discovery must skip (another space, confounds, an excluded
+subject). Two tasks: 'lpp' with three runs (three stories), 'pieman' with one. BOLD is simulated
+from the tiny random wav2vec2's own layers: Heschl's gyrus driven by layer 1, posterior STG by
+layer 4, everything else noise. The workflow must find the runs, map them to their stories and
+onsets, and recover the planted layers; noise voxels must score r ~ 0.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from bids_tree import RunSpec, write_events, write_stimuli, write_volume_run
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
+LAYOUT = [RunSpec("lpp", "1", "section1", 2.0), RunSpec("lpp", "2", "section2", 2.0),
+          RunSpec("lpp", "3", "section3", 2.0), RunSpec("pieman", "", "pieman", 0.0)]
+DURATION_S = 32.0
+PLANTED = {"HG": 1, "STGp": 4}
+GROUPS = {
+    "HG": ["Left_Heschl's_Gyrus_(includes_H1_and_H2)",
+           "Right_Heschl's_Gyrus_(includes_H1_and_H2)"],
+    "STGp": ["Left_Superior_Temporal_Gyrus_posterior_division",
+             "Right_Superior_Temporal_Gyrus_posterior_division"],
+    "V1": ["Left_Intracalcarine_Cortex", "Right_Intracalcarine_Cortex"],
+}
+MODEL = "tiny"
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = (_merge(out[key], value) if isinstance(value, dict)
+                    and isinstance(out.get(key), dict) else value)
+    return out
+
+
+def base_config() -> dict:
+    """The default config with the tiny test model and settings, explicit run lists removed."""
+    cfg = _merge(yaml.safe_load((REPO / "config" / "config.yaml").read_text()),
+                 yaml.safe_load((REPO / "tests" / "data" / "config_tiny.yaml").read_text()))
+    for key in ("subjects", "runs", "stimuli", "task", "space", "bold_template",
+                "mask_template", "onsets"):
+        cfg.pop(key)
+    cfg["models"] = {MODEL: cfg["models"]["wav2vec2-random"]}
+    cfg["demo"] = {"enabled": False}
+    return cfg
+
+
+def aligned_layers(cfg: dict, audio: dict[str, Path], layers: set[int]
+                   ) -> dict[int, dict[str, np.ndarray]]:
+    """{layer: {story: HRF-aligned features}} of the tiny model, computed by the library as the
+    workflow computes them (onsets of LAYOUT)."""
+    from brainalign.alignment import align
+    from brainalign.audio import audio_duration, load_audio
+    from brainalign.features import LayerExtractor, ModelSpec, extract_features, read_layer
+
+    extractor = LayerExtractor(ModelSpec.from_config(MODEL, cfg["models"][MODEL]))
+    onsets = {spec.story: spec.onset for spec in LAYOUT}
+    out: dict[int, dict[str, np.ndarray]] = {layer: {} for layer in layers}
+    for story, path in audio.items():
+        h5 = path.with_suffix(".h5")
+        extract_features(extractor, load_audio(path), h5, cfg["features"]["window_s"],
+                         cfg["features"]["context_s"])
+        for layer in layers:
+            times, values = read_layer(h5, layer)
+            out[layer][story] = align(times, values, cfg["tr"], audio_duration(path), "hrf",
+                                      onset_s=onsets[story])
+        h5.unlink()
+    return out
+
+
+def cropped_mask() -> tuple[nib.Nifti1Image, np.ndarray, dict[int, str]]:
+    """MNI 4 mm brain mask restricted to the ROI groups + 200 noise voxels, cropped to its
+    bounding box (so the atlas must be resampled onto it)."""
+    from brainalign import rois, simulate
+
+    mask = simulate.template_mask(4)
+    atlas, names = rois.load_atlas("harvard_oxford")
+    labels = np.asarray(rois.resample_labels(atlas, mask).dataobj)
+    mask = simulate.restrict_mask(mask, labels, names, GROUPS, noise_voxels=200, seed=0)
+    idx = np.argwhere(np.asarray(mask.dataobj) > 0)
+    lo, hi = idx.min(0), idx.max(0) + 1
+    crop = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+    mask = mask.slicer[crop]
+    return mask, labels[crop][np.asarray(mask.dataobj) > 0], names
+
+
+@pytest.fixture(scope="module")
+def volume_dataset(tmp_path_factory) -> tuple[Path, dict]:
+    from brainalign import rois, simulate
+
+    root = tmp_path_factory.mktemp("bids") / "ds"
+    cfg = base_config()
+    audio = write_stimuli(root, {spec.story: DURATION_S for spec in LAYOUT})
+    features = aligned_layers(cfg, audio, set(PLANTED.values()))
+    mask, labels, names = cropped_mask()
+    roi_voxels = rois.roi_masks(labels, names, GROUPS)
+    for i, subject in enumerate(("01", "02")):
+        by_layer = {layer: [f[spec.story] for spec in LAYOUT] for layer, f in features.items()}
+        runs, signal_layer = simulate.simulate_subject(
+            by_layer, mask, roi_voxels, PLANTED, snr=1.0, seed=10 + i, extra_volumes=3)
+        for spec, img in zip(LAYOUT, runs, strict=True):
+            if subject == "02" and spec.key == "lpp-2":
+                img = img.slicer[..., : img.shape[3] - 5]  # stopped 2 volumes early
+            write_events(root, subject, spec, DURATION_S, inherited=spec.task == "pieman")
+            write_volume_run(root, subject, spec, img, mask, t_r=cfg["tr"])
+        np.save(root / f"truth_sub-{subject}.npy", signal_layer)
+    # decoys: another space, and a subject with one run that the config excludes
+    img, m = runs[0], mask
+    write_volume_run(root, "01", LAYOUT[0], img, m, t_r=cfg["tr"], space="T1w", res=None)
+    write_volume_run(root, "03", LAYOUT[0], img, m, t_r=cfg["tr"])
+    cfg["bids"] = {"root": str(root / "derivatives" / "fmriprep"), "raw": str(root),
+                   "space": "MNI152NLin2009cAsym", "res": "2", "exclude_subjects": ["03"]}
+    cfg["bold"]["max_missing_volumes"] = 2
+    cfg["rois"]["groups"] = GROUPS
+    return root, cfg
+
+
+def _snakemake(workdir: Path, cfg: dict, *args: str) -> subprocess.CompletedProcess:
+    path = workdir / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return subprocess.run([*SNAKEMAKE, "-d", str(workdir), "--configfile", str(path), *args],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          cwd=workdir, timeout=1200)
+
+
+@pytest.fixture(scope="module")
+def volume_run(volume_dataset, tmp_path_factory) -> Path:
+    _, cfg = volume_dataset
+    work = tmp_path_factory.mktemp("work")
+    proc = _snakemake(work, cfg, "--cores", "2")
+    assert proc.returncode == 0, proc.stdout[-5000:]
+    return work
+
+
+@pytest.mark.slow
+def test_bids_runs_are_discovered_and_prepared(volume_run: Path) -> None:
+    for subject in ("01", "02"):
+        for key in ("lpp-1", "lpp-2", "lpp-3", "pieman"):
+            assert (volume_run / f"results/sub-{subject}/bold/sub-{subject}_run-{key}_bold.npy"
+                    ).is_file()
+    assert not (volume_run / "results/sub-03").exists()
+    # stories of 32 s: onset 2 s -> 34 volumes; pieman starts at 0 -> 32; sub-02's lpp-2 is
+    # 2 volumes short and kept at its length
+    n = {key: np.load(volume_run / f"results/sub-02/bold/sub-02_run-{key}_bold.npy").shape[0]
+         for key in ("lpp-1", "lpp-2", "pieman")}
+    assert n == {"lpp-1": 34, "lpp-2": 32, "pieman": 32}
+    assert sorted(p.stem for p in (volume_run / "results/aligned" / MODEL).glob("*.h5")) == [
+        "pieman", "section1", "section2", "section3"]
+
+
+@pytest.mark.slow
+def test_bids_planted_layers_recovered_and_noise_scores_zero(volume_dataset,
+                                                            volume_run: Path) -> None:
+    root, _ = volume_dataset
+    best = pd.read_csv(volume_run / f"results/group/{MODEL}/group_best-layer.tsv", sep="\t")
+    got = dict(zip(best["roi"], best["best_layer"], strict=True))
+    assert {roi: got[roi] for roi in PLANTED} == PLANTED, best
+    for subject in ("01", "02"):
+        truth = np.load(root / f"truth_sub-{subject}.npy")
+        mask = nib.load(volume_run / f"results/sub-{subject}/bold/"
+                        f"sub-{subject}_desc-brain_mask.nii.gz")
+        for layer in PLANTED.values():
+            r = np.asarray(nib.load(volume_run / f"results/sub-{subject}/encoding/{MODEL}/"
+                                    f"sub-{subject}_layer-{layer:02d}_stat-r.nii.gz").dataobj)
+            r = r[np.asarray(mask.dataobj) > 0]
+            assert abs(r[truth == -1].mean()) < 0.04, (subject, layer)
+            assert r[truth == layer].mean() > 0.2, (subject, layer)
+
+
+@pytest.mark.slow
+def test_bids_atlas_resampled_with_a_log_line_and_rerun_is_noop(volume_dataset,
+                                                              volume_run: Path) -> None:
+    _, cfg = volume_dataset
+    log = (volume_run / "logs/rois/sub-01_atlas-harvard_oxford.log").read_text()
+    assert "resampled" in log
+    proc = _snakemake(volume_run, cfg, "-n", "--cores", "2")
+    assert proc.returncode == 0 and "Nothing to be done" in proc.stdout, proc.stdout[-3000:]
