@@ -293,3 +293,10 @@ def test_discovery_is_fast_on_a_large_tree(tmp_path):
     elapsed = time.perf_counter() - start
     assert len(runs) == 2400
     assert elapsed < 10, elapsed  # generous: the machine is shared
+
+
+def test_subjects_with_few_runs_can_be_dropped(tree):
+    for f in (tree / "derivatives/fmriprep/sub-02/func").glob("*task-lpp_run-[12]*"):
+        f.unlink()
+    ds = C.dataset(bids_config(tree, drop_subjects_with_few_runs=True))
+    assert ds.subjects == ["01"] and len(ds.runs) == 4

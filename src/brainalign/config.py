@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -158,6 +159,16 @@ def dataset(config: dict[str, Any], path: str = "config/config.yaml") -> Dataset
     except BidsError as err:
         raise ConfigError(f"{path}: {err}") from err
     min_runs = 3  # outer leave-one-run-out, and inner leave-one-run-out on >= 2 runs
+    if (config.get("bids") or {}).get("drop_subjects_with_few_runs", False):
+        few = [s for s in ds.subjects if len(ds.subject_runs(s)) < min_runs]
+        if few:
+            logging.getLogger("brainalign.config").warning(
+                "%d subject(s) with fewer than %d runs dropped: %s", len(few), min_runs,
+                ", ".join(few))
+        ds.runs = [r for r in ds.runs if r.subject not in few]
+        if not ds.runs:
+            raise ConfigError(f"{path}: no subject has {min_runs} or more runs matching the "
+                              "bids filters; widen `bids.tasks`.")
     for subject in ds.subjects:
         keys = [r.key for r in ds.subject_runs(subject)]
         if len(keys) < min_runs:
