@@ -188,3 +188,71 @@ def test_bids_atlas_resampled_with_a_log_line_and_rerun_is_noop(volume_dataset,
     assert "resampled" in log
     proc = _snakemake(volume_run, cfg, "-n", "--cores", "2")
     assert proc.returncode == 0 and "Nothing to be done" in proc.stdout, proc.stdout[-3000:]
+
+
+# ------------------------------------------------------------------ presets: dry runs on fake trees
+def _touch(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch()
+
+
+def _tiny_model(cfg: dict) -> dict:
+    # the presets name hub models; their configs cannot be fetched offline, so the dry run uses
+    # the tiny random model (discovery, stimulus mapping and the DAG are what is tested)
+    cfg["models"] = {MODEL: base_config()["models"][MODEL]}
+    return cfg
+
+
+def test_narratives_preset_dry_run(tmp_path: Path) -> None:
+    """Narratives layout: derivatives/fmriprep, events per run with stim_file, stimuli/*.wav;
+    subjects with fewer than 3 stories are dropped."""
+    root = tmp_path / "narratives"
+    stories = {"001": ["pieman", "tunnel", "lucy"], "002": ["pieman", "tunnel", "lucy",
+                                                           "prettymouth"], "003": ["pieman"]}
+    func = "derivatives/fmriprep/sub-{s}/func/sub-{s}_task-{t}_run-1"
+    for s, tasks in stories.items():
+        for t in tasks:
+            base = root / func.format(s=s, t=t)
+            for suffix in ("_space-MNI152NLin2009cAsym_res-native_desc-preproc_bold.nii.gz",
+                           "_space-MNI152NLin2009cAsym_res-native_desc-brain_mask.nii.gz",
+                           "_space-fsaverage6_hemi-L.func.gii", "_space-fsaverage6_hemi-R.func.gii",
+                           "_desc-confounds_regressors.tsv"):
+                _touch(base.with_name(base.name + suffix))
+            write_events(root, s, RunSpec(t, "1", f"{t}_audio", 3.0), 60.0)
+            _touch(root / "stimuli" / f"{t}_audio.wav")
+    cfg = _tiny_model(yaml.safe_load((REPO / "config/examples/narratives.yaml").read_text()))
+    cfg["bids"].update(root=str(root / "derivatives" / "fmriprep"), raw=str(root))
+    proc = _snakemake(tmp_path, cfg, "-n", "--cores", "2")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    out = proc.stdout
+    assert "sub-001_run-lucy-1_bold.npy" in out and "sub-002_run-prettymouth-1_bold.npy" in out
+    assert "sub-003" not in out  # one story only: dropped
+    for t in ("pieman", "tunnel", "lucy", "prettymouth"):
+        assert f"results/features/{MODEL}/{t}_audio.h5" in out
+
+
+def test_lpp_preset_dry_run(tmp_path: Path) -> None:
+    """Le Petit Prince layout: derivatives/sub-<lang><n>/func, nine runs per language task,
+    stimuli mapped by the preset's table."""
+    root = tmp_path / "lpp"
+    for s, task in (("EN057", "lppEN"), ("EN058", "lppEN"), ("FR001", "lppFR")):
+        for run in range(1, 10):
+            base = root / f"derivatives/sub-{s}/func/sub-{s}_task-{task}_run-{run}"
+            for suffix in ("_space-MNI152NLin2009cAsym_desc-preproc_bold.nii.gz",
+                           "_space-MNI152NLin2009cAsym_desc-brain_mask.nii.gz"):
+                _touch(base.with_name(base.name + suffix))
+    cfg = _tiny_model(yaml.safe_load((REPO / "config/examples/lpp.yaml").read_text()))
+    cfg["bids"].update(root=str(root / "derivatives"), raw=str(root))
+    cfg["stimuli"] = {k: v.replace("resources/lpp", str(root)) for k, v in cfg["stimuli"].items()}
+    for path in cfg["stimuli"].values():
+        _touch(Path(path))
+    proc = _snakemake(tmp_path, cfg, "-n", "--cores", "2")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    out = proc.stdout
+    assert "sub-EN058_run-lppEN-9_bold.npy" in out and "FR001" not in out  # tasks: [lppEN]
+    assert f"results/features/{MODEL}/en9.h5" in out and "/fr1.h5" not in out
+    cfg["bids"]["tasks"] = ["lppFR"]
+    proc = _snakemake(tmp_path, cfg, "-n", "--cores", "2")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "sub-FR001_run-lppFR-1_bold.npy" in proc.stdout and "/fr9.h5" in proc.stdout
+    assert "EN057" not in proc.stdout

@@ -178,7 +178,8 @@ def discover_runs(root: str | Path, kind: str = "volume", space: str = "MNI152NL
         raise BidsError(f"{root}: no folder for subject(s) {', '.join('sub-' + s for s in missing)}"
                         " listed in bids.subjects; fix the list or the `bids.root` path.")
     have = {r.subject for r in found}
-    without = sorted(found_subjects - have)
+    # a subject listed in bids.subjects must have runs; others without matching runs are skipped
+    without = sorted((found_subjects - have) & wanted)
     if not found:
         spaces = _spaces_found(all_files, kind)
         raise BidsError(
@@ -189,9 +190,10 @@ def discover_runs(root: str | Path, kind: str = "volume", space: str = "MNI152NL
                + (" / `bids.res`" if kind == "volume" else "") + " to one of them."
                if spaces else "; check `bids.root` and `bids.target`."))
     if without:
-        raise BidsError(f"{root}: subject(s) {', '.join('sub-' + s for s in without)} have no "
-                        f"{kind} run in space '{space}' matching the filters; add them to "
-                        "`bids.exclude_subjects` or fix `bids.space` / `bids.tasks`.")
+        raise BidsError(f"{root}: subject(s) {', '.join('sub-' + s for s in without)} listed in "
+                        f"bids.subjects have no {kind} run in space '{space}' matching the "
+                        "filters; remove them from the list or fix `bids.space` / "
+                        "`bids.tasks`.")
     return found
 
 

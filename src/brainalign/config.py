@@ -253,4 +253,5 @@ def _bids_dataset(config: dict[str, Any], path: str) -> Dataset:
                                 f"first kept volume (bold.start_volume = "
                                 f"{config['bold']['start_volume']}); lower bold.start_volume.")
         runs.append(Run(fr.subject, fr.key, fr.targets, fr.mask, stim, onset))
-    return Dataset(b.get("target", "volume"), runs, stimuli)
+    heard = dict.fromkeys(r.stimulus for r in runs)  # only these are extracted
+    return Dataset(b.get("target", "volume"), runs, {s: stimuli[s] for s in heard})

@@ -4,7 +4,9 @@ import brainalign.config as bacfg
 bacfg.check(config)
 
 # --- dataset (issue 5): runs per subject, listed in the config or discovered in a BIDS tree ---
-DATASET = bacfg.dataset(config)
+DATASET = bacfg.dataset(
+    config, str(workflow.configfiles[-1]) if workflow.configfiles else "config"
+)
 SUBJECTS = DATASET.subjects
 # the explicit run list, shared by all subjects (the demo writes one file per listed run)
 RUNS = [str(r) for r in config.get("runs") or {}] if not config.get("bids") else []
