@@ -202,4 +202,4 @@ def test_error_constant_voxels_inside_mask(tmp_path):
     data[3, 2, 2, :] = 517.0
     path = write_run(tmp_path / "const.nii.gz", data)
     assert_bold_error(path, "2 voxels inside the brain mask are constant over the run",
-                      "exclude them from the brain mask")
+                      "exclude them from the mask")

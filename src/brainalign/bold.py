@@ -52,7 +52,6 @@ def load_run(bold_path: str | Path, mask_img: nib.Nifti1Image, n_vols: int, t_r:
         up to ``max_missing_volumes`` early.
     """
     from nilearn.masking import apply_mask
-    from nilearn.signal import clean
 
     bold_path = Path(bold_path)
     if not bold_path.exists():
@@ -65,31 +64,53 @@ def load_run(bold_path: str | Path, mask_img: nib.Nifti1Image, n_vols: int, t_r:
     if img.shape[:3] != mask_img.shape or not np.allclose(img.affine, mask_img.affine, atol=1e-3):
         raise BoldError(f"{bold_path}: BOLD grid {img.shape[:3]} does not match its brain mask "
                         f"grid {mask_img.shape}; use the mask from the same fMRIPrep space.")
-    have = img.shape[3] - start_volume
-    if have < n_vols - max_missing_volumes or have > n_vols + max_extra_volumes:
-        raise BoldError(
-            f"{bold_path}: has {img.shape[3]} volumes; its stimulus needs {n_vols} volumes of "
-            f"TR {t_r} s after start volume {start_volume} (at most {max_extra_volumes} extra "
-            f"and {max_missing_volumes} missing allowed). Check the run <-> stimulus mapping, "
-            "the TR, `bold.start_volume`, `bold.max_extra_volumes` and "
-            "`bold.max_missing_volumes`.")
-    n_vols = min(n_vols, have)
     header_tr = float(img.header.get_zooms()[3]) if len(img.header.get_zooms()) > 3 else 0.0
     if header_tr > 0 and abs(header_tr - t_r) > 1e-3 and img.header.get_xyzt_units()[1] == "sec":
         raise BoldError(f"{bold_path}: header TR is {header_tr} s but the config says tr: {t_r}.")
     # ensure_finite=False: nilearn would otherwise silently turn NaN voxels into zeros
-    data = apply_mask(img.slicer[..., start_volume:start_volume + n_vols], mask_img,
-                      dtype=np.float32, ensure_finite=False)
+    data = apply_mask(img, mask_img, dtype=np.float32, ensure_finite=False)
+    return clean_series(data, bold_path, n_vols, t_r, start_volume, max_extra_volumes, detrend,
+                        standardize, max_missing_volumes)
+
+
+def clean_series(data: np.ndarray, path: str | Path, n_vols: int, t_r: float,
+                 start_volume: int = 0, max_extra_volumes: int = 20, detrend: bool = True,
+                 standardize: bool = True, max_missing_volumes: int = 0,
+                 targets: str = "voxels inside the brain mask") -> np.ndarray:
+    """Checks the run's length against its stimulus, trims it, refuses NaN or constant targets,
+    then detrends and z-scores each target within the run.
+
+    Parameters
+    ----------
+    data : array of shape (n_acquired_volumes, n_targets), the whole run
+    path : the run's file, named in errors
+    targets : what a column is, for error messages
+
+    Returns
+    -------
+    bold : array of shape (n_kept, n_targets), float32
+    """
+    from nilearn.signal import clean
+
+    have = data.shape[0] - start_volume
+    if have < n_vols - max_missing_volumes or have > n_vols + max_extra_volumes:
+        raise BoldError(
+            f"{path}: has {data.shape[0]} volumes; its stimulus needs {n_vols} volumes of "
+            f"TR {t_r} s after start volume {start_volume} (at most {max_extra_volumes} extra "
+            f"and {max_missing_volumes} missing allowed). Check the run <-> stimulus mapping, "
+            "the TR, `bold.start_volume`, `bold.max_extra_volumes` and "
+            "`bold.max_missing_volumes`.")
+    data = data[start_volume:start_volume + min(n_vols, have)]
     bad = ~np.isfinite(data)
     if bad.any():
         n_bad = int(bad.any(axis=0).sum())
-        raise BoldError(f"{bold_path}: {n_bad} voxels inside the brain mask contain NaN or "
-                        "infinite values; fix the preprocessing or exclude them from the mask.")
+        raise BoldError(f"{path}: {n_bad} {targets} contain NaN or infinite values; fix the "
+                        "preprocessing or exclude them from the mask.")
     constant = np.ptp(data, axis=0) == 0
     if constant.any():
-        raise BoldError(f"{bold_path}: {int(constant.sum())} voxels inside the brain mask are "
-                        "constant over the run (no signal to model); exclude them from the "
-                        "brain mask (fMRIPrep's desc-brain_mask should not contain any).")
+        raise BoldError(f"{path}: {int(constant.sum())} {targets} are constant over the run (no "
+                        "signal to model); exclude them from the mask (fMRIPrep's "
+                        "desc-brain_mask should not contain any).")
     data = clean(data, detrend=detrend, standardize="zscore_sample" if standardize else False,
                  t_r=t_r, ensure_finite=False)
     return data.astype(np.float32)
