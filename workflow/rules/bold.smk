@@ -6,13 +6,18 @@ rule subject_mask:
     input:
         # the runs are inputs too: a missing run is reported before any job starts
         bold=lambda wc: [t for r in subject_runs(wc.subject) for t in r.targets],
-        mask=lambda wc: [r.mask for r in subject_runs(wc.subject)],
+        mask=lambda wc: [r.mask for r in subject_runs(wc.subject) if r.mask],
     output:
-        "results/sub-{subject}/bold/sub-{subject}_desc-brain_mask.nii.gz",
+        MASK,
     log:
         "logs/bold/sub-{subject}_mask.log",
     conda:
         "../envs/brainalign.yaml"
+    params:
+        kind=KIND,
+        space=(config.get("bids") or {}).get("space"),
+        # surface runs as (left, right) pairs, in run order
+        runs=lambda wc: [r.targets for r in subject_runs(wc.subject)],
     script:
         "../scripts/subject_mask.py"
 
@@ -20,7 +25,7 @@ rule subject_mask:
 rule prepare_bold:
     input:
         bold=lambda wc: DATASET.run(wc.subject, wc.run).targets,
-        mask="results/sub-{subject}/bold/sub-{subject}_desc-brain_mask.nii.gz",
+        mask=MASK,
         audio=lambda wc: stimulus_file(DATASET.run(wc.subject, wc.run).stimulus),
     output:
         "results/sub-{subject}/bold/sub-{subject}_run-{run}_bold.npy",

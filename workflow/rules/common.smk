@@ -11,6 +11,21 @@ SUBJECTS = DATASET.subjects
 # the explicit run list, shared by all subjects (the demo writes one file per listed run)
 RUNS = [str(r) for r in config.get("runs") or {}] if not config.get("bids") else []
 STIMULI = list(DATASET.stimuli)
+KIND = DATASET.kind  # volume or surface
+# the subject's targets: brain mask (NIfTI) or kept fsaverage vertices (npz)
+MASK = "results/sub-{subject}/bold/sub-{subject}_desc-brain_mask" + (
+    ".nii.gz" if KIND == "volume" else ".npz"
+)
+
+
+def stat_maps(prefix):
+    """A map's file(s): one NIfTI, or a GIFTI per hemisphere on the input surface."""
+    if KIND == "volume":
+        return [prefix + ".nii.gz"]
+    head, _, last = prefix.rpartition("_")
+    return [f"{head}_hemi-{h}_{last}.func.gii" for h in ("L", "R")]
+
+
 # --- end dataset ---
 MODELS = list(config["models"])
 LAYERS = bacfg.model_layers(config)
@@ -63,8 +78,13 @@ def layer_scores(wildcards):
 # packaged atlases keep their name in file names; a user's atlas file is "custom"
 ATLAS_NAME = (
     config["rois"]["atlas"]
-    if config["rois"]["atlas"] in ("harvard_oxford", "destrieux")
+    if config["rois"]["atlas"]
+    in ("harvard_oxford", "destrieux", "desikan_killiany", "destrieux_surface")
     else "custom"
+)
+# label image on the subject's grid (volume), or labels + names over the vertices (surface)
+ATLAS_FILE = "results/sub-{subject}/rois/sub-{subject}_atlas-{atlas}_dseg" + (
+    ".nii.gz" if KIND == "volume" else ".npz"
 )
 
 

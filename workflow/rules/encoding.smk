@@ -3,7 +3,7 @@
 
 rule fit_layer:
     input:
-        mask="results/sub-{subject}/bold/sub-{subject}_desc-brain_mask.nii.gz",
+        mask=MASK,
         # the subject's runs, and the aligned features of each run's stimulus, in one order
         bold=lambda wc: [
             f"results/sub-{wc.subject}/bold/sub-{wc.subject}_run-{r.key}_bold.npy"
@@ -14,8 +14,10 @@ rule fit_layer:
         ],
     output:
         scores="results/sub-{subject}/encoding/{model}/sub-{subject}_layer-{layer}_scores.npz",
-        r="results/sub-{subject}/encoding/{model}/sub-{subject}_layer-{layer}_stat-r.nii.gz",
-        alpha="results/sub-{subject}/encoding/{model}/sub-{subject}_layer-{layer}_stat-alpha.nii.gz",
+        r=stat_maps("results/sub-{subject}/encoding/{model}/sub-{subject}_layer-{layer}_stat-r"),
+        alpha=stat_maps(
+            "results/sub-{subject}/encoding/{model}/sub-{subject}_layer-{layer}_stat-alpha"
+        ),
     log:
         "logs/encoding/sub-{subject}_{model}_layer-{layer}.log",
     conda:

@@ -3,9 +3,9 @@
 
 rule subject_atlas:
     input:
-        mask="results/sub-{subject}/bold/sub-{subject}_desc-brain_mask.nii.gz",
+        mask=MASK,
     output:
-        "results/sub-{subject}/rois/sub-{subject}_atlas-{atlas}_dseg.nii.gz",
+        ATLAS_FILE,
     log:
         "logs/rois/sub-{subject}_atlas-{atlas}.log",
     conda:
@@ -20,17 +20,16 @@ rule subject_atlas:
 
 rule subject_rois:
     input:
-        mask="results/sub-{subject}/bold/sub-{subject}_desc-brain_mask.nii.gz",
-        atlas=expand(
-            "results/sub-{{subject}}/rois/sub-{{subject}}_atlas-{atlas}_dseg.nii.gz",
-            atlas=ATLAS_NAME,
-        ),
+        mask=MASK,
+        atlas=lambda wc: ATLAS_FILE.format(subject=wc.subject, atlas=ATLAS_NAME),
         scores=layer_scores,
     output:
         roi_scores="results/sub-{subject}/rois/{model}/sub-{subject}_roi-scores.tsv",
         best="results/sub-{subject}/rois/{model}/sub-{subject}_best-layer.tsv",
-        best_map="results/sub-{subject}/rois/{model}/sub-{subject}_desc-bestlayer_map.nii.gz",
-        significant="results/sub-{subject}/rois/{model}/sub-{subject}_desc-significant_mask.nii.gz",
+        best_map=stat_maps("results/sub-{subject}/rois/{model}/sub-{subject}_desc-bestlayer_map"),
+        significant=stat_maps(
+            "results/sub-{subject}/rois/{model}/sub-{subject}_desc-significant_mask"
+        ),
     log:
         "logs/rois/sub-{subject}_{model}.log",
     conda:

@@ -2,12 +2,12 @@
 
 import logging
 
-import nibabel as nib
 import numpy as np
 
 from brainalign.config import alphas
 from brainalign.encoding import fit_layer
-from brainalign.io import load_layer_h5, save_img, save_npz, setup_logging, unmask
+from brainalign.io import load_layer_h5, save_npz, setup_logging
+from brainalign.targets import load_mask
 
 setup_logging(snakemake.log[0])
 t_r, enc = snakemake.params.tr, snakemake.params.encoding
@@ -23,6 +23,6 @@ scores = fit_layer(x_runs, y_runs, alphas(enc["alphas"]),
 logging.getLogger("fit_layer").info("layer %s: mean r %.4f, max r %.4f", layer,
                                     scores.r.mean(), scores.r.max())
 save_npz(snakemake.output.scores, **vars(scores))
-mask_img = nib.load(snakemake.input.mask)
-save_img(unmask(scores.r, mask_img), snakemake.output.r)
-save_img(unmask(np.exp(np.log(scores.alpha).mean(0)), mask_img), snakemake.output.alpha)
+mask = load_mask(snakemake.input.mask)  # NIfTI maps, or GIFTI per hemisphere on surfaces
+mask.save(scores.r, snakemake.output.r)
+mask.save(np.exp(np.log(scores.alpha).mean(0)), snakemake.output.alpha)
