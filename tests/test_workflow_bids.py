@@ -11,6 +11,7 @@ onsets, and recover the planted layers; noise voxels must score r ~ 0.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,13 +21,19 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from bids_tree import RunSpec, write_events, write_stimuli, write_volume_run
+from bids_tree import (
+    RunSpec,
+    write_events,
+    write_stimuli,
+    write_surface_run,
+    write_volume_run,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
 LAYOUT = [RunSpec("lpp", "1", "section1", 2.0), RunSpec("lpp", "2", "section2", 2.0),
           RunSpec("lpp", "3", "section3", 2.0), RunSpec("pieman", "", "pieman", 0.0)]
-DURATION_S = 32.0
+DURATION_S = 28.0
 PLANTED = {"HG": 1, "STGp": 4}
 GROUPS = {
     "HG": ["Left_Heschl's_Gyrus_(includes_H1_and_H2)",
@@ -54,6 +61,8 @@ def base_config() -> dict:
                 "mask_template", "onsets"):
         cfg.pop(key)
     cfg["models"] = {MODEL: cfg["models"]["wav2vec2-random"]}
+    cfg["models"][MODEL]["layers"] = [0, 1, 4, 6]  # fewer fits; the planted ones included
+    cfg["encoding"]["n_permutations"] = 10
     cfg["demo"] = {"enabled": False}
     return cfg
 
@@ -98,13 +107,21 @@ def cropped_mask() -> tuple[nib.Nifti1Image, np.ndarray, dict[int, str]]:
 
 
 @pytest.fixture(scope="module")
-def volume_dataset(tmp_path_factory) -> tuple[Path, dict]:
+def planted_features(tmp_path_factory) -> tuple[Path, dict[int, dict[str, np.ndarray]]]:
+    """The stories (stimuli/ folder) and the planted layers' aligned features."""
+    root = tmp_path_factory.mktemp("stimuli")
+    audio = write_stimuli(root, {spec.story: DURATION_S for spec in LAYOUT})
+    return root / "stimuli", aligned_layers(base_config(), audio, set(PLANTED.values()))
+
+
+@pytest.fixture(scope="module")
+def volume_dataset(tmp_path_factory, planted_features) -> tuple[Path, dict]:
     from brainalign import rois, simulate
 
     root = tmp_path_factory.mktemp("bids") / "ds"
     cfg = base_config()
-    audio = write_stimuli(root, {spec.story: DURATION_S for spec in LAYOUT})
-    features = aligned_layers(cfg, audio, set(PLANTED.values()))
+    shutil.copytree(planted_features[0], root / "stimuli")
+    features = planted_features[1]
     mask, labels, names = cropped_mask()
     roi_voxels = rois.roi_masks(labels, names, GROUPS)
     for i, subject in enumerate(("01", "02")):
@@ -152,11 +169,11 @@ def test_bids_runs_are_discovered_and_prepared(volume_run: Path) -> None:
             assert (volume_run / f"results/sub-{subject}/bold/sub-{subject}_run-{key}_bold.npy"
                     ).is_file()
     assert not (volume_run / "results/sub-03").exists()
-    # stories of 32 s: onset 2 s -> 34 volumes; pieman starts at 0 -> 32; sub-02's lpp-2 is
+    # stories of 28 s: onset 2 s -> 30 volumes; pieman starts at 0 -> 28; sub-02's lpp-2 is
     # 2 volumes short and kept at its length
     n = {key: np.load(volume_run / f"results/sub-02/bold/sub-02_run-{key}_bold.npy").shape[0]
          for key in ("lpp-1", "lpp-2", "pieman")}
-    assert n == {"lpp-1": 34, "lpp-2": 32, "pieman": 32}
+    assert n == {"lpp-1": 30, "lpp-2": 28, "pieman": 28}
     assert sorted(p.stem for p in (volume_run / "results/aligned" / MODEL).glob("*.h5")) == [
         "pieman", "section1", "section2", "section3"]
 
@@ -188,6 +205,105 @@ def test_bids_atlas_resampled_with_a_log_line_and_rerun_is_noop(volume_dataset,
     assert "resampled" in log
     proc = _snakemake(volume_run, cfg, "-n", "--cores", "2")
     assert proc.returncode == 0 and "Nothing to be done" in proc.stdout, proc.stdout[-3000:]
+
+
+# ------------------------------------------------------------------ surface (fsaverage5 GIFTI)
+SURFACE_GROUPS = {"A1": ["L_transversetemporal", "R_transversetemporal"],
+                  "STG": ["L_superiortemporal", "R_superiortemporal"],
+                  "V1": ["L_pericalcarine", "R_pericalcarine"]}
+SURFACE_PLANTED = {"A1": 1, "STG": 4}
+
+
+@pytest.fixture(scope="module")
+def surface_dataset(tmp_path_factory, planted_features) -> tuple[Path, dict]:
+    """fsaverage5 runs (10242 vertices per hemisphere); only 60 vertices per ROI and 200 noise
+    vertices vary, every other vertex is constant (as the medial wall) and must be masked out."""
+    from brainalign import simulate, surface
+
+    root = tmp_path_factory.mktemp("bids_surf") / "ds"
+    cfg = base_config()
+    shutil.copytree(planted_features[0], root / "stimuli")
+    features = planted_features[1]
+    labels, names = surface.load_atlas("desikan_killiany", 10242, 10242)
+    by_name = {n: v for v, n in names.items()}
+    rng = np.random.default_rng(0)
+    truth = np.full(labels.size, -2, np.int16)  # -2 constant, -1 noise, else planted layer
+    for roi, members in SURFACE_GROUPS.items():
+        idx = np.flatnonzero(np.isin(labels, [by_name[m] for m in members]))
+        truth[rng.choice(idx, 60, replace=False)] = SURFACE_PLANTED.get(roi, -1)
+    truth[rng.choice(np.flatnonzero(truth == -2), 200, replace=False)] = -1
+    for i, subject in enumerate(("01", "02")):
+        sub_rng = np.random.default_rng(20 + i)
+        runs = [np.zeros((f.shape[0] + 3, labels.size), np.float32)
+                for f in features[1].values()]
+        for layer in set(SURFACE_PLANTED.values()):
+            cols = np.flatnonzero(truth == layer)
+            sigs = simulate.planted_signals([features[layer][spec.story] for spec in LAYOUT],
+                                            cols.size, sub_rng)
+            for run, sig in zip(runs, sigs, strict=True):
+                run[: sig.shape[0], cols] = sig
+        for spec, run in zip(LAYOUT, runs, strict=True):
+            varying = truth >= -1
+            run[:, varying] += sub_rng.standard_normal((run.shape[0], int(varying.sum())))
+            run += 500.0  # constant baseline everywhere
+            write_events(root, subject, spec, DURATION_S, inherited=spec.task == "pieman")
+            write_surface_run(root, subject, spec, {"L": run[:, :10242].T,
+                                                    "R": run[:, 10242:].T}, t_r=cfg["tr"])
+    np.save(root / "truth.npy", truth)
+    cfg["bids"] = {"root": str(root / "derivatives" / "fmriprep"), "raw": str(root),
+                   "target": "surface", "space": "fsaverage5"}
+    cfg["rois"] = {"atlas": "desikan_killiany", "groups": SURFACE_GROUPS}
+    return root, cfg
+
+
+@pytest.fixture(scope="module")
+def surface_run(surface_dataset, tmp_path_factory) -> Path:
+    _, cfg = surface_dataset
+    work = tmp_path_factory.mktemp("work_surf")
+    proc = _snakemake(work, cfg, "--cores", "2")
+    assert proc.returncode == 0, proc.stdout[-5000:]
+    return work
+
+
+@pytest.mark.slow
+def test_surface_maps_are_gifti_on_the_input_surface(surface_dataset, surface_run: Path) -> None:
+    root, _ = surface_dataset
+    truth = np.load(root / "truth.npy")
+    keep = np.load(surface_run / "results/sub-01/bold/sub-01_desc-brain_mask.npz")["keep"]
+    np.testing.assert_array_equal(keep, truth >= -1)  # constant vertices masked out
+    enc = surface_run / f"results/sub-01/encoding/{MODEL}"
+    for layer in SURFACE_PLANTED.values():
+        r = np.concatenate([nib.load(enc / f"sub-01_layer-{layer:02d}_hemi-{h}_stat-r.func.gii")
+                            .darrays[0].data for h in "LR"])
+        assert r.shape == (20484,)
+        assert r[truth == layer].mean() > 0.2
+        assert abs(r[truth == -1].mean()) < 0.05
+        assert (r[truth == -2] == 0).all()
+    # per-vertex best layer from the GIFTI r maps of every fitted layer
+    layers = [0, 1, 4, 6]
+    r_all = np.stack([np.concatenate([
+        nib.load(enc / f"sub-01_layer-{layer:02d}_hemi-{h}_stat-r.func.gii").darrays[0].data
+        for h in "LR"]) for layer in layers])
+    argmax = np.array(layers)[r_all.argmax(0)]
+    for layer in SURFACE_PLANTED.values():
+        # neighbouring layers are alike: the planted layer must be the most frequent winner
+        counts = np.bincount(argmax[truth == layer], minlength=max(layers) + 1)
+        assert counts.argmax() == layer and counts[layer] / counts.sum() > 0.35, (layer, counts)
+    # the best-layer map (significant vertices only; -1 elsewhere) is on the same surface
+    best = np.concatenate([nib.load(surface_run / f"results/sub-02/rois/{MODEL}/"
+                                    f"sub-02_desc-bestlayer_hemi-{h}_map.func.gii")
+                           .darrays[0].data for h in "LR"])
+    assert best.shape == (20484,) and set(np.unique(best)) <= {-1, *layers}
+    assert (best[truth == -2] == -1).all()
+    assert "vertices" in (surface_run / f"results/sub-01/report/sub-01_model-{MODEL}.html"
+                          ).read_text()
+
+
+@pytest.mark.slow
+def test_surface_planted_layers_recovered_per_roi(surface_run: Path) -> None:
+    best = pd.read_csv(surface_run / f"results/group/{MODEL}/group_best-layer.tsv", sep="\t")
+    got = dict(zip(best["roi"], best["best_layer"], strict=True))
+    assert {roi: got[roi] for roi in SURFACE_PLANTED} == SURFACE_PLANTED, best
 
 
 # ------------------------------------------------------------------ presets: dry runs on fake trees

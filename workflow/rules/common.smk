@@ -13,15 +13,17 @@ RUNS = [str(r) for r in config.get("runs") or {}] if not config.get("bids") else
 STIMULI = list(DATASET.stimuli)
 KIND = DATASET.kind  # volume or surface
 # the subject's targets: brain mask (NIfTI) or kept fsaverage vertices (npz)
-MASK = "results/sub-{subject}/bold/sub-{subject}_desc-brain_mask" + (
-    ".nii.gz" if KIND == "volume" else ".npz"
+MASK = (
+    "results/sub-{subject}/bold/sub-{subject}_desc-brain_mask.nii.gz"
+    if KIND == "volume"
+    else "results/sub-{subject}/bold/sub-{subject}_desc-brain_mask.npz"
 )
 
 
 def stat_maps(prefix):
     """A map's file(s): one NIfTI, or a GIFTI per hemisphere on the input surface."""
     if KIND == "volume":
-        return [prefix + ".nii.gz"]
+        return [f"{prefix}.nii.gz"]
     head, _, last = prefix.rpartition("_")
     return [f"{head}_hemi-{h}_{last}.func.gii" for h in ("L", "R")]
 
@@ -83,8 +85,10 @@ ATLAS_NAME = (
     else "custom"
 )
 # label image on the subject's grid (volume), or labels + names over the vertices (surface)
-ATLAS_FILE = "results/sub-{subject}/rois/sub-{subject}_atlas-{atlas}_dseg" + (
-    ".nii.gz" if KIND == "volume" else ".npz"
+ATLAS_FILE = (
+    "results/sub-{subject}/rois/sub-{subject}_atlas-{atlas}_dseg.nii.gz"
+    if KIND == "volume"
+    else "results/sub-{subject}/rois/sub-{subject}_atlas-{atlas}_dseg.npz"
 )
 
 
