@@ -11,8 +11,8 @@ SUBJECTS = DATASET.subjects
 # the explicit run list, shared by all subjects (the demo writes one file per listed run)
 RUNS = [str(r) for r in config.get("runs") or {}] if not config.get("bids") else []
 STIMULI = list(DATASET.stimuli)
-KIND = DATASET.kind  # volume or surface
-# the subject's targets: brain mask (NIfTI) or kept fsaverage vertices (npz)
+KIND = DATASET.kind  # volume, surface or parcels
+# the subject's targets: brain mask (NIfTI), or kept fsaverage vertices / parcels (npz)
 MASK = (
     "results/sub-{subject}/bold/sub-{subject}_desc-brain_mask.nii.gz"
     if KIND == "volume"
@@ -21,9 +21,12 @@ MASK = (
 
 
 def stat_maps(prefix):
-    """A map's file(s): one NIfTI, or a GIFTI per hemisphere on the input surface."""
+    """A map's file(s): one NIfTI, a GIFTI per hemisphere on the input surface, or a TSV of
+    parcels."""
     if KIND == "volume":
         return [f"{prefix}.nii.gz"]
+    if KIND == "parcels":
+        return [f"{prefix}.tsv"]
     head, _, last = prefix.rpartition("_")
     return [f"{head}_hemi-{h}_{last}.func.gii" for h in ("L", "R")]
 

@@ -1,7 +1,7 @@
-"""Rule prepare_bold: one fMRIPrep run (volume or surface pair) + the subject's mask -> one
+"""Rule prepare_bold: one run (volume, surface pair or parcel TSV) + the subject's mask -> one
 cleaned (n_volumes, n_targets) array."""
 
-from brainalign import surface
+from brainalign import parcels, surface
 from brainalign.alignment import n_volumes
 from brainalign.audio import audio_duration
 from brainalign.bold import load_run
@@ -17,7 +17,10 @@ clean = dict(start_volume=bcfg.get("start_volume", 0),
              max_missing_volumes=bcfg.get("max_missing_volumes", 0),
              detrend=bcfg.get("detrend", True), standardize=bcfg.get("standardize", True))
 mask = load_mask(snakemake.input.mask)
-if mask.is_surface:
+if mask.is_parcels:
+    data = parcels.load_run(snakemake.input.bold[0], mask.keep, n_vols, t_r, targets="parcels",
+                            **clean)
+elif mask.is_surface:
     data = surface.load_run(tuple(snakemake.input.bold), mask.keep, n_vols, t_r,
                             targets="vertices", **clean)
 else:

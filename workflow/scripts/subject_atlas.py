@@ -1,6 +1,6 @@
 """Rule subject_atlas: the configured atlas on the subject's targets. Volume: resampled
 (nearest) onto the BOLD grid, with a log line when the grids differ. Surface: the atlas's
-vertex labels (refused on another surface density) and their names."""
+vertex labels (refused on another surface density) and their names. Parcels: the parcels."""
 
 import logging
 
@@ -15,7 +15,11 @@ setup_logging(snakemake.log[0])
 log = logging.getLogger("subject_atlas")
 rcfg = snakemake.params.rois
 mask = load_mask(snakemake.input.mask)
-if mask.is_surface:
+if mask.is_parcels:  # every parcel is its own label
+    names = dict(enumerate(mask.names, start=1))
+    save_npz(snakemake.output[0], labels=np.arange(1, len(mask.names) + 1, dtype=np.int32),
+             values=np.array(list(names), dtype=np.int32), names=np.array(mask.names))
+elif mask.is_surface:
     labels, names = surface.load_atlas(rcfg["atlas"], mask.n_left, mask.keep.size - mask.n_left,
                                        rcfg.get("labels_file"))
     log.info("surface atlas %s: %d labels on %d vertices", rcfg["atlas"], len(names), labels.size)
