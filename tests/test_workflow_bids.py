@@ -24,6 +24,7 @@ import yaml
 from bids_tree import (
     RunSpec,
     write_events,
+    write_parcel_run,
     write_stimuli,
     write_surface_run,
     write_volume_run,
@@ -304,6 +305,60 @@ def test_surface_planted_layers_recovered_per_roi(surface_run: Path) -> None:
     best = pd.read_csv(surface_run / f"results/group/{MODEL}/group_best-layer.tsv", sep="\t")
     got = dict(zip(best["roi"], best["best_layer"], strict=True))
     assert {roi: got[roi] for roi in SURFACE_PLANTED} == SURFACE_PLANTED, best
+
+
+# ------------------------------------------------------------------ parcels (one TSV per run)
+PARCEL_PLANTED = {"A1_L": 1, "A1_R": 1, "STG_L": 4, "STG_R": 4}
+NOISE_PARCELS = [f"P{i:02d}" for i in range(16)]
+
+
+@pytest.fixture(scope="module")
+def parcel_run(tmp_path_factory, planted_features) -> Path:
+    """Parcel TSVs (desc-hcp): four planted parcels (parcel means are less noisy than voxels:
+    SNR 4), 16 noise parcels, one constant parcel that must be dropped."""
+    from brainalign import simulate
+
+    root = tmp_path_factory.mktemp("bids_parcels") / "ds"
+    cfg = base_config()
+    shutil.copytree(planted_features[0], root / "stimuli")
+    features = planted_features[1]
+    for i, subject in enumerate(("01", "02")):
+        rng = np.random.default_rng(30 + i)
+        lengths = [features[1][spec.story].shape[0] + 3 for spec in LAYOUT]
+        runs = [pd.DataFrame(rng.standard_normal((n, len(NOISE_PARCELS))), columns=NOISE_PARCELS)
+                for n in lengths]
+        for parcel, layer in PARCEL_PLANTED.items():
+            sigs = simulate.planted_signals([features[layer][spec.story] for spec in LAYOUT], 1,
+                                            rng)
+            for run, sig in zip(runs, sigs, strict=True):
+                run[parcel] = rng.standard_normal(len(run))
+                run.loc[: len(sig) - 1, parcel] += 2.0 * sig[:, 0]
+        for spec, run in zip(LAYOUT, runs, strict=True):
+            run["constant"] = 1.0
+            write_events(root, subject, spec, DURATION_S, inherited=spec.task == "pieman")
+            write_parcel_run(root, subject, spec, run, desc="hcp")
+    cfg["bids"] = {"root": str(root / "derivatives" / "fmriprep"), "raw": str(root),
+                   "target": "parcels", "space": "fsLR", "desc": "hcp"}
+    cfg["rois"] = {"atlas": "parcels", "groups": {"A1": ["A1_L", "A1_R"],
+                                                  "STG": ["STG_L", "STG_R"]}}
+    work = tmp_path_factory.mktemp("work_parcels")
+    proc = _snakemake(work, cfg, "--cores", "2")
+    assert proc.returncode == 0, proc.stdout[-5000:]
+    return work
+
+
+@pytest.mark.slow
+def test_parcels_per_parcel_scores_and_best_layers(parcel_run: Path) -> None:
+    r = pd.read_csv(parcel_run / f"results/sub-01/encoding/{MODEL}/sub-01_layer-01_stat-r.tsv",
+                    sep="\t").set_index("parcel")["value"]
+    assert r["constant"] == 0 and r[["A1_L", "A1_R"]].min() > 0.3
+    assert abs(r[NOISE_PARCELS].mean()) < 0.1
+    scores = pd.read_csv(parcel_run / f"results/sub-02/rois/{MODEL}/sub-02_roi-scores.tsv",
+                         sep="\t")
+    assert set(scores["roi"]) == {*PARCEL_PLANTED, *NOISE_PARCELS, "A1", "STG"}
+    best = pd.read_csv(parcel_run / f"results/group/{MODEL}/group_best-layer.tsv", sep="\t")
+    got = dict(zip(best["roi"], best["best_layer"], strict=True))
+    assert got["A1"] == 1 and got["STG"] == 4, best
 
 
 # ------------------------------------------------------------------ presets: dry runs on fake trees
