@@ -308,7 +308,10 @@ def test_surface_planted_layers_recovered_per_roi(surface_run: Path) -> None:
 
 
 # ------------------------------------------------------------------ parcels (one TSV per run)
-PARCEL_PLANTED = {"A1_L": 1, "A1_R": 1, "STG_L": 4, "STG_R": 4}
+# three parcels per ROI and hemisphere, each with its own tuning (a random projection of the
+# layer), so that the ROI mean reflects the layer rather than one projection
+PARCEL_PLANTED = {f"{roi}_{hemi}{i}": layer for roi, layer in (("A1", 1), ("STG", 4))
+                  for hemi in "LR" for i in range(3)}
 NOISE_PARCELS = [f"P{i:02d}" for i in range(16)]
 
 
@@ -339,8 +342,9 @@ def parcel_run(tmp_path_factory, planted_features) -> Path:
             write_parcel_run(root, subject, spec, run, desc="hcp")
     cfg["bids"] = {"root": str(root / "derivatives" / "fmriprep"), "raw": str(root),
                    "target": "parcels", "space": "fsLR", "desc": "hcp"}
-    cfg["rois"] = {"atlas": "parcels", "groups": {"A1": ["A1_L", "A1_R"],
-                                                  "STG": ["STG_L", "STG_R"]}}
+    cfg["rois"] = {"atlas": "parcels",
+                   "groups": {roi: [p for p in PARCEL_PLANTED if p.startswith(roi)]
+                              for roi in ("A1", "STG")}}
     work = tmp_path_factory.mktemp("work_parcels")
     proc = _snakemake(work, cfg, "--cores", "2")
     assert proc.returncode == 0, proc.stdout[-5000:]
@@ -351,7 +355,7 @@ def parcel_run(tmp_path_factory, planted_features) -> Path:
 def test_parcels_per_parcel_scores_and_best_layers(parcel_run: Path) -> None:
     r = pd.read_csv(parcel_run / f"results/sub-01/encoding/{MODEL}/sub-01_layer-01_stat-r.tsv",
                     sep="\t").set_index("parcel")["value"]
-    assert r["constant"] == 0 and r[["A1_L", "A1_R"]].min() > 0.3
+    assert r["constant"] == 0 and r[[p for p in PARCEL_PLANTED if p.startswith("A1")]].min() > 0.3
     assert abs(r[NOISE_PARCELS].mean()) < 0.1
     scores = pd.read_csv(parcel_run / f"results/sub-02/rois/{MODEL}/sub-02_roi-scores.tsv",
                          sep="\t")
