@@ -129,3 +129,20 @@ def test_user_annot_and_gifti_label_atlases(tmp_path):
     assert set(names.values()) == {"L_A1", "R_A1"}
     with pytest.raises(ValueError, match="neither packaged.*{hemi}"):
         surface.load_atlas("my_atlas.annot", N5, N5)
+
+
+def test_volume_map_projected_to_fsaverage5():
+    """An MNI-space map that is 1 in the left hemisphere's temporal lobe (x < 0, z < 0) and 0
+    elsewhere lands on left temporal vertices only."""
+    from nilearn.datasets import load_fsaverage, load_mni152_brain_mask
+
+    ref = load_mni152_brain_mask(resolution=4)
+    ijk = np.indices(ref.shape).reshape(3, -1).T
+    xyz = nib.affines.apply_affine(ref.affine, ijk).reshape(*ref.shape, 3)
+    vol = ((xyz[..., 0] < -30) & (xyz[..., 2] < 0)).astype(np.float32)
+    left, right = surface.project_volume(nib.Nifti1Image(vol, ref.affine))
+    assert left.shape == right.shape == (N5,)
+    pial = load_fsaverage("fsaverage5")["pial"].parts["left"].coordinates
+    inside = (pial[:, 0] < -35) & (pial[:, 2] < -5)
+    outside = pial[:, 2] > 20
+    assert left[inside].mean() > 0.8 and left[outside].max() == 0 and right.max() == 0

@@ -143,6 +143,7 @@ def volume_dataset(tmp_path_factory, planted_features) -> tuple[Path, dict]:
                    "space": "MNI152NLin2009cAsym", "res": "2", "exclude_subjects": ["03"]}
     cfg["bold"]["max_missing_volumes"] = 2
     cfg["rois"]["groups"] = GROUPS
+    cfg["rois"]["project_to_fsaverage"] = True
     return root, cfg
 
 
@@ -206,6 +207,18 @@ def test_bids_atlas_resampled_with_a_log_line_and_rerun_is_noop(volume_dataset,
     assert "resampled" in log
     proc = _snakemake(volume_run, cfg, "-n", "--cores", "2")
     assert proc.returncode == 0 and "Nothing to be done" in proc.stdout, proc.stdout[-3000:]
+
+
+@pytest.mark.slow
+def test_bids_best_layer_map_projected_to_fsaverage(volume_run: Path) -> None:
+    rois_dir = volume_run / f"results/sub-01/rois/{MODEL}"
+    vol = np.asarray(nib.load(rois_dir / "sub-01_desc-bestlayer_map.nii.gz").dataobj)
+    surf = np.concatenate([nib.load(rois_dir / f"sub-01_space-fsaverage5_desc-bestlayer_hemi-"
+                                    f"{h}_map.func.gii").darrays[0].data for h in "LR"])
+    assert surf.shape == (20484,)
+    # nearest-neighbour sampling: only values of the volume map, and the planted layers show up
+    assert set(np.unique(surf)) <= set(np.unique(vol))
+    assert set(PLANTED.values()) <= set(np.unique(surf))
 
 
 # ------------------------------------------------------------------ surface (fsaverage5 GIFTI)

@@ -197,3 +197,27 @@ def load_atlas(atlas: str, n_left: int, n_right: int, labels_file: str | None = 
         labels.append(np.where(lab > 0, lab + offset, 0))
         out_names |= {v + offset: f"{hemi}_{name}" for v, name in names.items() if v > 0}
     return np.concatenate(labels).astype(np.int32), out_names
+
+
+def project_volume(img: nib.Nifti1Image, mesh: str = "fsaverage5",
+                   interpolation: str = "linear") -> tuple[np.ndarray, np.ndarray]:
+    """A volume map in MNI space sampled on fsaverage for display (nilearn ``vol_to_surf``
+    between the white and pial surfaces of nilearn's packaged fsaverage5, no download).
+
+    Use ``interpolation='nearest'`` for label maps such as the best-layer map.
+
+    Returns
+    -------
+    left, right : arrays of shape (n_vertices,) each
+    """
+    from nilearn.datasets import load_fsaverage
+    from nilearn.surface import vol_to_surf
+
+    meshes = load_fsaverage(mesh)
+    out = []
+    for side in ("left", "right"):
+        out.append(np.asarray(vol_to_surf(
+            img, meshes["pial"].parts[side], inner_mesh=meshes["white_matter"].parts[side],
+            interpolation=interpolation, n_samples=10 if interpolation == "linear" else None),
+            dtype=np.float32))
+    return out[0], out[1]

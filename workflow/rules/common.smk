@@ -31,6 +31,18 @@ def stat_maps(prefix):
     return [f"{head}_hemi-{h}_{last}.func.gii" for h in ("L", "R")]
 
 
+def projection_targets():
+    """Best-layer maps sampled on fsaverage5 (rois.project_to_fsaverage, volume data only)."""
+    if KIND != "volume" or not config["rois"].get("project_to_fsaverage", False):
+        return []
+    return expand(
+        "results/sub-{subject}/rois/{model}/sub-{subject}_space-fsaverage5_desc-bestlayer_hemi-{hemi}_map.func.gii",
+        subject=SUBJECTS,
+        model=MODELS,
+        hemi=["L", "R"],
+    )
+
+
 # --- end dataset ---
 MODELS = list(config["models"])
 LAYERS = bacfg.model_layers(config)

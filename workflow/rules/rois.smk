@@ -57,3 +57,20 @@ rule group_rois:
         "../envs/brainalign.yaml"
     script:
         "../scripts/group_rois.py"
+
+
+# Volume results on fsaverage5 for display (rois.project_to_fsaverage; MNI-space data only).
+rule project_best_layer:
+    input:
+        best_map="results/sub-{subject}/rois/{model}/sub-{subject}_desc-bestlayer_map.nii.gz",
+    output:
+        expand(
+            "results/sub-{{subject}}/rois/{{model}}/sub-{{subject}}_space-fsaverage5_desc-bestlayer_hemi-{hemi}_map.func.gii",
+            hemi=["L", "R"],
+        ),
+    log:
+        "logs/rois/sub-{subject}_{model}_fsaverage.log",
+    conda:
+        "../envs/brainalign.yaml"
+    script:
+        "../scripts/project_best_layer.py"
