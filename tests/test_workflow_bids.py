@@ -143,7 +143,7 @@ def volume_dataset(tmp_path_factory, planted_features) -> tuple[Path, dict]:
                    "space": "MNI152NLin2009cAsym", "res": "2", "exclude_subjects": ["03"]}
     cfg["bold"]["max_missing_volumes"] = 2
     cfg["rois"]["groups"] = GROUPS
-    cfg["rois"]["project_to_fsaverage"] = True
+    cfg["project_to_fsaverage"] = True
     return root, cfg
 
 

@@ -32,8 +32,8 @@ def stat_maps(prefix):
 
 
 def projection_targets():
-    """Best-layer maps sampled on fsaverage5 (rois.project_to_fsaverage, volume data only)."""
-    if KIND != "volume" or not config["rois"].get("project_to_fsaverage", False):
+    """Best-layer maps sampled on fsaverage5 (project_to_fsaverage, volume data only)."""
+    if KIND != "volume" or not config.get("project_to_fsaverage", False):
         return []
     return expand(
         "results/sub-{subject}/rois/{model}/sub-{subject}_space-fsaverage5_desc-bestlayer_hemi-{hemi}_map.func.gii",

@@ -59,7 +59,7 @@ rule group_rois:
         "../scripts/group_rois.py"
 
 
-# Volume results on fsaverage5 for display (rois.project_to_fsaverage; MNI-space data only).
+# Volume results on fsaverage5 for display (project_to_fsaverage; MNI-space data only).
 rule project_best_layer:
     input:
         best_map="results/sub-{subject}/rois/{model}/sub-{subject}_desc-bestlayer_map.nii.gz",
