@@ -146,3 +146,9 @@ def test_volume_map_projected_to_fsaverage5():
     inside = (pial[:, 0] < -35) & (pial[:, 2] < -5)
     outside = pial[:, 2] > 20
     assert left[inside].mean() > 0.8 and left[outside].max() == 0 and right.max() == 0
+    # labels keep their values
+    labels = np.where(vol > 0, 7, -1).astype(np.int16)
+    left, right = surface.project_volume(nib.Nifti1Image(labels, ref.affine),
+                                         interpolation="nearest_most_frequent")
+    assert set(np.unique(np.concatenate([left, right]))) == {-1, 7}
+    assert (left[inside] == 7).mean() > 0.8 and (right == -1).all()

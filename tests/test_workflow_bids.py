@@ -216,7 +216,7 @@ def test_bids_best_layer_map_projected_to_fsaverage(volume_run: Path) -> None:
     surf = np.concatenate([nib.load(rois_dir / f"sub-01_space-fsaverage5_desc-bestlayer_hemi-"
                                     f"{h}_map.func.gii").darrays[0].data for h in "LR"])
     assert surf.shape == (20484,)
-    # nearest-neighbour sampling: only values of the volume map (layers, -1 elsewhere); the
+    # most-frequent-label sampling: only values of the volume map (layers, -1 elsewhere); the
     # map covers a few ROIs, so most of the cortex is -1
     assert set(np.unique(surf)) <= set(np.unique(vol))
     assert (surf == -1).mean() > 0.5

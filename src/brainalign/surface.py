@@ -204,7 +204,8 @@ def project_volume(img: nib.Nifti1Image, mesh: str = "fsaverage5",
     """A volume map in MNI space sampled on fsaverage for display (nilearn ``vol_to_surf``
     between the white and pial surfaces of nilearn's packaged fsaverage5, no download).
 
-    Use ``interpolation='nearest'`` for label maps such as the best-layer map.
+    Use ``interpolation='nearest_most_frequent'`` for label maps such as the best-layer map
+    (each vertex takes the most frequent label along its white-to-pial segment).
 
     Returns
     -------
@@ -218,6 +219,6 @@ def project_volume(img: nib.Nifti1Image, mesh: str = "fsaverage5",
     for side in ("left", "right"):
         out.append(np.asarray(vol_to_surf(
             img, meshes["pial"].parts[side], inner_mesh=meshes["white_matter"].parts[side],
-            interpolation=interpolation, n_samples=10 if interpolation == "linear" else None),
+            interpolation=interpolation, n_samples=10),
             dtype=np.float32))
     return out[0], out[1]
