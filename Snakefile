@@ -41,3 +41,4 @@ rule all:
         ),
         expand("results/group/{model}/group_report.html", model=MODELS),
         demo_targets(),
+        projection_targets(),

@@ -240,3 +240,20 @@ def test_load_run_confounds_errors_name_the_file_and_the_fix(tmp_path):
     with pytest.raises(bold.BoldError, match="confounds file not found") as err:
         bold.load_run_confounds(path, 50, ["motion"])
     assert str(tsv) in str(err.value) and "strategy: []" in str(err.value)
+
+
+def test_short_run_within_tolerance_is_kept_at_its_length(tmp_path):
+    path = write_run(tmp_path / "short2.nii.gz", synthetic_run(28))
+    out = bold.load_run(path, make_mask(), 30, T_R, max_missing_volumes=2)
+    assert out.shape[0] == 28
+    assert_bold_error(path, "has 28 volumes", "1 missing allowed", "bold.max_missing_volumes",
+                      max_missing_volumes=1)
+
+
+def test_error_constant_voxels_inside_mask(tmp_path):
+    data = synthetic_run(30)
+    data[2, 2, 2, :] = 0.0  # e.g. a voxel outside the field of view
+    data[3, 2, 2, :] = 517.0
+    path = write_run(tmp_path / "const.nii.gz", data)
+    assert_bold_error(path, "2 voxels inside the brain mask are constant over the run",
+                      "exclude them from the mask")

@@ -8,6 +8,7 @@ it is computed from this run alone, so with run-wise cross-validation no step se
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import nibabel as nib
@@ -39,7 +40,7 @@ def subject_mask(mask_paths: list[str | Path]) -> nib.Nifti1Image:
 
 def load_run(bold_path: str | Path, mask_img: nib.Nifti1Image, n_vols: int, t_r: float,
              start_volume: int = 0, max_extra_volumes: int = 20, detrend: bool = True,
-             standardize: bool = True) -> np.ndarray:
+             standardize: bool = True, max_missing_volumes: int = 0) -> np.ndarray:
     """Masked, trimmed and cleaned BOLD of one run.
 
     Parameters
@@ -48,13 +49,15 @@ def load_run(bold_path: str | Path, mask_img: nib.Nifti1Image, n_vols: int, t_r:
     start_volume : index of the first stimulus volume (dummy scans before it are dropped).
     max_extra_volumes : volumes allowed after the stimulus ends before the run is refused as a
         mismatch (scanners often run on for a few volumes).
+    max_missing_volumes : volumes the run may lack at the end of the stimulus (stopped early);
+        the run is then shorter and the encoding stage cuts the features to match.
 
     Returns
     -------
-    bold : array of shape (n_vols, n_voxels), float32
+    bold : array of shape (n_kept, n_voxels), float32; n_kept = n_vols unless the run stopped
+        up to ``max_missing_volumes`` early.
     """
     from nilearn.masking import apply_mask
-    from nilearn.signal import clean
 
     bold_path = Path(bold_path)
     if not bold_path.exists():
@@ -67,43 +70,77 @@ def load_run(bold_path: str | Path, mask_img: nib.Nifti1Image, n_vols: int, t_r:
     if img.shape[:3] != mask_img.shape or not np.allclose(img.affine, mask_img.affine, atol=1e-3):
         raise BoldError(f"{bold_path}: BOLD grid {img.shape[:3]} does not match its brain mask "
                         f"grid {mask_img.shape}; use the mask from the same fMRIPrep space.")
-    have = img.shape[3] - start_volume
-    if have < n_vols or have > n_vols + max_extra_volumes:
-        raise BoldError(
-            f"{bold_path}: has {img.shape[3]} volumes; its stimulus needs {n_vols} volumes of "
-            f"TR {t_r} s after start volume {start_volume} (at most {max_extra_volumes} extra "
-            "allowed). Check the run <-> stimulus mapping, the TR, `bold.start_volume` and "
-            "`bold.max_extra_volumes`.")
     header_tr = float(img.header.get_zooms()[3]) if len(img.header.get_zooms()) > 3 else 0.0
     if header_tr > 0 and abs(header_tr - t_r) > 1e-3 and img.header.get_xyzt_units()[1] == "sec":
         raise BoldError(f"{bold_path}: header TR is {header_tr} s but the config says tr: {t_r}.")
     # ensure_finite=False: nilearn would otherwise silently turn NaN voxels into zeros
-    data = apply_mask(img.slicer[..., start_volume:start_volume + n_vols], mask_img,
-                      dtype=np.float32, ensure_finite=False)
+    data = apply_mask(img, mask_img, dtype=np.float32, ensure_finite=False)
+    return clean_series(data, bold_path, n_vols, t_r, start_volume, max_extra_volumes, detrend,
+                        standardize, max_missing_volumes)
+
+
+def clean_series(data: np.ndarray, path: str | Path, n_vols: int, t_r: float,
+                 start_volume: int = 0, max_extra_volumes: int = 20, detrend: bool = True,
+                 standardize: bool = True, max_missing_volumes: int = 0,
+                 targets: str = "voxels inside the brain mask") -> np.ndarray:
+    """Checks the run's length against its stimulus, trims it, refuses NaN or constant targets,
+    then detrends and z-scores each target within the run.
+
+    Parameters
+    ----------
+    data : array of shape (n_acquired_volumes, n_targets), the whole run
+    path : the run's file, named in errors
+    targets : what a column is, for error messages
+
+    Returns
+    -------
+    bold : array of shape (n_kept, n_targets), float32
+    """
+    from nilearn.signal import clean
+
+    have = data.shape[0] - start_volume
+    if have < n_vols - max_missing_volumes or have > n_vols + max_extra_volumes:
+        raise BoldError(
+            f"{path}: has {data.shape[0]} volumes; its stimulus needs {n_vols} volumes of "
+            f"TR {t_r} s after start volume {start_volume} (at most {max_extra_volumes} extra "
+            f"and {max_missing_volumes} missing allowed). Check the run <-> stimulus mapping, "
+            "the TR, `bold.start_volume`, `bold.max_extra_volumes` and "
+            "`bold.max_missing_volumes`.")
+    data = data[start_volume:start_volume + min(n_vols, have)]
     bad = ~np.isfinite(data)
     if bad.any():
         n_bad = int(bad.any(axis=0).sum())
-        raise BoldError(f"{bold_path}: {n_bad} voxels inside the brain mask contain NaN or "
-                        "infinite values; fix the preprocessing or exclude them from the mask.")
+        raise BoldError(f"{path}: {n_bad} {targets} contain NaN or infinite values; fix the "
+                        "preprocessing or exclude them from the mask.")
+    constant = np.ptp(data, axis=0) == 0
+    if constant.any():
+        raise BoldError(f"{path}: {int(constant.sum())} {targets} are constant over the run (no "
+                        "signal to model); exclude them from the mask (fMRIPrep's "
+                        "desc-brain_mask should not contain any).")
     data = clean(data, detrend=detrend, standardize="zscore_sample" if standardize else False,
                  t_r=t_r, ensure_finite=False)
     return data.astype(np.float32)
 
 
 def confounds_path(bold_path: str | Path) -> Path:
-    """fMRIPrep's confounds TSV of a BOLD run: ``sub-X_..._run-R_space-S_desc-preproc_bold.nii.gz``
-    -> ``sub-X_..._run-R_desc-confounds_timeseries.tsv`` in the same folder."""
+    """fMRIPrep's confounds TSV of a BOLD run, volume or surface:
+    ``sub-X_..._run-R_space-S_desc-preproc_bold.nii.gz`` or
+    ``sub-X_..._run-R_hemi-L_space-fsaverage6_bold.func.gii`` ->
+    ``sub-X_..._run-R_desc-confounds_timeseries.tsv`` in the same folder."""
     bold_path = Path(bold_path)
-    stem = re.sub(r"(_space-[^_]+)?(_cohort-[^_]+)?(_res-[^_]+)?(_den-[^_]+)?_desc-[^_]+_bold"
-                  r"\.nii(\.gz)?$", "", bold_path.name)
-    if stem == bold_path.name:
+    name = bold_path.name
+    m = re.match(r"^(sub-.+?)_(?:hemi|space|cohort|res|den|desc)-.*"
+                 r"(?:_bold\.nii(?:\.gz)?|_bold\.func\.gii|\.func\.gii)$", name)
+    if m is None:
         raise BoldError(f"{bold_path}: not an fMRIPrep BOLD file name (..._desc-preproc_bold"
-                        ".nii.gz), so its confounds TSV cannot be found; rename the run or set "
+                        ".nii.gz or ..._hemi-L_space-fsaverage6_bold.func.gii), so its confounds "
+                        "TSV cannot be found; rename the run or set "
                         "`bold.confounds.strategy: []`.")
-    return bold_path.with_name(f"{stem}_desc-confounds_timeseries.tsv")
+    return bold_path.with_name(f"{m.group(1)}_desc-confounds_timeseries.tsv")
 
 
-def load_run_confounds(bold_path: str | Path, n_vols: int, strategy: list[str],
+def load_run_confounds(bold_path: str | Path | Sequence[str | Path], n_vols: int,
+                       strategy: list[str],
                        start_volume: int = 0, motion: str = "basic", wm_csf: str = "basic",
                        global_signal: str = "basic") -> np.ndarray:
     """Confound regressors of one run, trimmed like its BOLD (see :func:`load_run`).
@@ -124,19 +161,23 @@ def load_run_confounds(bold_path: str | Path, n_vols: int, strategy: list[str],
                         f"{list(CONFOUND_STRATEGIES)}.")
     from nilearn.interfaces.fmriprep import load_confounds
 
-    bold_path = Path(bold_path)
+    paths = ([Path(bold_path)] if isinstance(bold_path, str | Path)
+             else [Path(p) for p in bold_path])  # a volume, or a surface run's GIFTI pair
+    bold_path = paths[0]
     tsv = confounds_path(bold_path)
     if not tsv.exists():
         raise BoldError(f"{tsv}: fMRIPrep confounds file not found for {bold_path.name}; copy "
                         "it from the fMRIPrep derivatives next to the BOLD run, or set "
                         "`bold.confounds.strategy: []` to fit without confounds.")
-    n_total = nib.load(str(bold_path)).shape[3]
+    img = nib.load(str(bold_path))
+    n_total = len(img.darrays) if isinstance(img, nib.GiftiImage) else img.shape[3]
     n_rows = sum(1 for _ in tsv.open()) - 1
     if n_rows != n_total:
         raise BoldError(f"{tsv}: has {n_rows} rows but {bold_path.name} has {n_total} volumes; "
                         "use the confounds file of this exact run (same fMRIPrep output), "
                         "not of another run or a truncated copy.")
-    table, sample_mask = load_confounds(str(bold_path), strategy=tuple(strategy), motion=motion,
+    files = str(bold_path) if len(paths) == 1 else [str(p) for p in paths]
+    table, sample_mask = load_confounds(files, strategy=tuple(strategy), motion=motion,
                                         wm_csf=wm_csf, global_signal=global_signal,
                                         demean=True)
     data = np.nan_to_num(table.to_numpy(np.float64))[start_volume:start_volume + n_vols]

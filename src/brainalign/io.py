@@ -38,7 +38,7 @@ def save_npz(path: str | Path, **arrays: Any) -> None:
     os.replace(tmp, path)
 
 
-def save_npy(path: str | Path, array: np.ndarray) -> None:
+def save_npy(array: np.ndarray, path: str | Path) -> None:
     """One array, written atomically (a crash leaves no half-written file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,7 @@
 rule align_features:
     input:
         features="results/features/{model}/{stimulus}.h5",
-        audio=lambda wc: config["stimuli"][wc.stimulus],
+        audio=lambda wc: stimulus_file(wc.stimulus),
     output:
         "results/aligned/{model}/{stimulus}.h5",
     log:
@@ -16,6 +16,6 @@ rule align_features:
         tr=config["tr"],
         alignment=config["alignment"],
         # seconds from the first kept volume to stimulus onset (the same in all its runs)
-        onset_s=lambda wc: bacfg.stimulus_onset(config, wc.stimulus),
+        onset_s=lambda wc: DATASET.stimulus_onset(wc.stimulus),
     script:
         "../scripts/align_features.py"

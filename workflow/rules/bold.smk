@@ -1,28 +1,46 @@
-# BOLD: each run masked, trimmed to its stimulus, detrended and z-scored within the run; its
-# fMRIPrep confounds (if configured) trimmed alike, for regression inside the encoding folds.
+# BOLD: the subject's brain mask (intersection over runs), then each run masked, trimmed to its
+# stimulus, detrended and z-scored within the run; its fMRIPrep
+# confounds (if configured) trimmed alike, for regression inside the encoding folds.
+
+
+rule subject_mask:
+    input:
+        # the runs are inputs too: a missing run is reported before any job starts
+        bold=lambda wc: [t for r in subject_runs(wc.subject) for t in r.targets],
+        mask=lambda wc: [r.mask for r in subject_runs(wc.subject) if r.mask],
+    output:
+        MASK,
+    log:
+        "logs/bold/sub-{subject}_mask.log",
+    conda:
+        "../envs/brainalign.yaml"
+    params:
+        kind=KIND,
+        space=(config.get("bids") or {}).get("space"),
+        # surface runs as (left, right) pairs, in run order
+        runs=lambda wc: [r.targets for r in subject_runs(wc.subject)],
+    script:
+        "../scripts/subject_mask.py"
 
 
 rule prepare_bold:
     input:
-        bold=lambda wc: [bold_path(wc.subject, r) for r in RUNS],
-        mask=lambda wc: [mask_path(wc.subject, r) for r in RUNS],
-        audio=[config["stimuli"][s] for s in run_stimuli()],
+        bold=lambda wc: DATASET.run(wc.subject, wc.run).targets,
+        mask=MASK,
+        audio=lambda wc: stimulus_file(DATASET.run(wc.subject, wc.run).stimulus),
         confounds=confound_inputs,
     output:
-        mask="results/sub-{subject}/bold/sub-{subject}_desc-brain_mask.nii.gz",
-        runs=expand("results/sub-{{subject}}/bold/sub-{{subject}}_run-{run}_bold.npy", run=RUNS),
-        confounds=expand(
-            "results/sub-{{subject}}/bold/sub-{{subject}}_run-{run}_confounds.npy", run=RUNS
-        ),
+        bold="results/sub-{subject}/bold/sub-{subject}_run-{run}_bold.npy",
+        confounds="results/sub-{subject}/bold/sub-{subject}_run-{run}_confounds.npy",
     log:
-        "logs/bold/sub-{subject}.log",
+        "logs/bold/sub-{subject}_run-{run}.log",
     conda:
         "../envs/brainalign.yaml"
     params:
         tr=config["tr"],
         bold=config["bold"],
-        # stimulus onset (s after the first kept volume) of each run, in run order
-        onsets=[bacfg.run_onset(config, r) for r in RUNS],
+        # stimulus onset (s after the first kept volume)
+        onset=lambda wc: DATASET.run(wc.subject, wc.run).onset,
     resources:
         mem_mb=4000,
     script:

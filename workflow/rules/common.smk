@@ -4,16 +4,54 @@ import brainalign.config as bacfg
 
 bacfg.check(config)
 
-SUBJECTS = list(config["subjects"])
-RUNS = list(config["runs"])
+# --- dataset (issue 5): runs per subject, listed in the config or discovered in a BIDS tree ---
+DATASET = bacfg.dataset(
+    config, str(workflow.configfiles[-1]) if workflow.configfiles else "config"
+)
+SUBJECTS = DATASET.subjects
+# the explicit run list, shared by all subjects (the demo writes one file per listed run)
+RUNS = [str(r) for r in config.get("runs") or {}] if not config.get("bids") else []
+STIMULI = list(DATASET.stimuli)
+KIND = DATASET.kind  # volume, surface or parcels
+# the subject's targets: brain mask (NIfTI), or kept fsaverage vertices / parcels (npz)
+MASK = (
+    "results/sub-{subject}/bold/sub-{subject}_desc-brain_mask.nii.gz"
+    if KIND == "volume"
+    else "results/sub-{subject}/bold/sub-{subject}_desc-brain_mask.npz"
+)
+
+
+def stat_maps(prefix):
+    """A map's file(s): one NIfTI, a GIFTI per hemisphere on the input surface, or a TSV of
+    parcels."""
+    if KIND == "volume":
+        return [f"{prefix}.nii.gz"]
+    if KIND == "parcels":
+        return [f"{prefix}.tsv"]
+    head, _, last = prefix.rpartition("_")
+    return [f"{head}_hemi-{h}_{last}.func.gii" for h in ("L", "R")]
+
+
+def projection_targets():
+    """Best-layer maps sampled on fsaverage5 (project_to_fsaverage, volume data only)."""
+    if KIND != "volume" or not config.get("project_to_fsaverage", False):
+        return []
+    return expand(
+        "results/sub-{subject}/rois/{model}/sub-{subject}_space-fsaverage5_desc-bestlayer_hemi-{hemi}_map.func.gii",
+        subject=SUBJECTS,
+        model=MODELS,
+        hemi=["L", "R"],
+    )
+
+
+# --- end dataset ---
 MODELS = list(config["models"])
-STIMULI = list(config["stimuli"])
 LAYERS = bacfg.model_layers(config)
 
 
 wildcard_constraints:
     subject="[A-Za-z0-9]+",
-    run="[A-Za-z0-9]+",
+    run="[A-Za-z0-9-]+",
     model="[A-Za-z0-9_.-]+",
     layer="[0-9]+",
     stimulus="[A-Za-z0-9_-]+",
@@ -33,20 +71,31 @@ def mask_path(subject, run):
 
 
 def confounds_path(subject, run):
-    """fMRIPrep's confounds TSV beside a BOLD run."""
+    """fMRIPrep's confounds TSV beside a listed BOLD run."""
     return str(bold_lib.confounds_path(bold_path(subject, run)))
 
 
 def confound_inputs(wildcards):
-    """The runs' confounds TSVs when a confound strategy is configured, else nothing."""
+    """fMRIPrep's confounds TSV beside the run when a confound strategy is configured, else
+    nothing."""
     if not config["bold"].get("confounds", {}).get("strategy"):
         return []
-    return [confounds_path(wildcards.subject, r) for r in RUNS]
+    run = DATASET.run(wildcards.subject, wildcards.run)
+    return [str(bold_lib.confounds_path(run.targets[0]))]
 
 
 def run_stimuli():
-    """Stimulus name of each run, in run order."""
+    """Stimulus name of each listed run, in run order (explicit run lists: the demo)."""
     return [config["runs"][r] for r in RUNS]
+
+
+def subject_runs(subject):
+    """The runs of one subject (brainalign.config.Run), in a fixed order."""
+    return DATASET.subject_runs(subject)
+
+
+def stimulus_file(stimulus):
+    return DATASET.stimuli[stimulus]
 
 
 def layer_scores(wildcards):
@@ -61,8 +110,15 @@ def layer_scores(wildcards):
 # packaged atlases keep their name in file names; a user's atlas file is "custom"
 ATLAS_NAME = (
     config["rois"]["atlas"]
-    if config["rois"]["atlas"] in ("harvard_oxford", "destrieux")
+    if config["rois"]["atlas"]
+    in ("harvard_oxford", "destrieux", "desikan_killiany", "destrieux_surface")
     else "custom"
+)
+# label image on the subject's grid (volume), or labels + names over the vertices (surface)
+ATLAS_FILE = (
+    "results/sub-{subject}/rois/sub-{subject}_atlas-{atlas}_dseg.nii.gz"
+    if KIND == "volume"
+    else "results/sub-{subject}/rois/sub-{subject}_atlas-{atlas}_dseg.npz"
 )
 
 
@@ -78,13 +134,16 @@ def demo_targets():
     return ["results/group/demo_recovery.tsv"]
 
 
-# The noise ceiling (rules in ceiling.smk); off with `ceiling.method: none`.
+# The noise ceiling (rules in ceiling.smk); off with `ceiling.method: none`. It needs every
+# subject to hear the same runs in sync in one volume space: the explicit run list of a volume
+# dataset (not yet BIDS-discovered runs, surfaces or parcels, where it is skipped).
 CEILING = config.get("ceiling", {})
+CEILING_ON = CEILING.get("method", "isc") != "none" and KIND == "volume" and bool(RUNS)
 
 
 def subject_ceiling(wildcards):
     """The subject's ceiling file, or nothing when the ceiling is switched off."""
-    if CEILING.get("method", "isc") == "none":
+    if not CEILING_ON:
         return []
     return [f"results/group/ceiling/sub-{wildcards.subject}_desc-ceiling.npz"]
 
@@ -92,7 +151,7 @@ def subject_ceiling(wildcards):
 def group_ceiling_map():
     """The group noise-ceiling map and its usable-voxel mask, or nothing when the ceiling is
     switched off."""
-    if CEILING.get("method", "isc") == "none":
+    if not CEILING_ON:
         return []
     return [
         "results/group/ceiling/group_desc-ceiling_stat-r.nii.gz",

@@ -3,18 +3,25 @@
 
 rule fit_layer:
     input:
-        mask="results/sub-{subject}/bold/sub-{subject}_desc-brain_mask.nii.gz",
-        bold=expand("results/sub-{{subject}}/bold/sub-{{subject}}_run-{run}_bold.npy", run=RUNS),
-        confounds=expand(
-            "results/sub-{{subject}}/bold/sub-{{subject}}_run-{run}_confounds.npy", run=RUNS
-        ),
-        features=expand(
-            "results/aligned/{{model}}/{stimulus}.h5", stimulus=run_stimuli()
-        ),
+        mask=MASK,
+        # the subject's runs, and the aligned features of each run's stimulus, in one order
+        bold=lambda wc: [
+            f"results/sub-{wc.subject}/bold/sub-{wc.subject}_run-{r.key}_bold.npy"
+            for r in subject_runs(wc.subject)
+        ],
+        features=lambda wc: [
+            f"results/aligned/{wc.model}/{r.stimulus}.h5" for r in subject_runs(wc.subject)
+        ],
+        confounds=lambda wc: [
+            f"results/sub-{wc.subject}/bold/sub-{wc.subject}_run-{r.key}_confounds.npy"
+            for r in subject_runs(wc.subject)
+        ],
     output:
         scores="results/sub-{subject}/encoding/{model}/sub-{subject}_layer-{layer}_scores.npz",
-        r="results/sub-{subject}/encoding/{model}/sub-{subject}_layer-{layer}_stat-r.nii.gz",
-        alpha="results/sub-{subject}/encoding/{model}/sub-{subject}_layer-{layer}_stat-alpha.nii.gz",
+        r=stat_maps("results/sub-{subject}/encoding/{model}/sub-{subject}_layer-{layer}_stat-r"),
+        alpha=stat_maps(
+            "results/sub-{subject}/encoding/{model}/sub-{subject}_layer-{layer}_stat-alpha"
+        ),
     log:
         "logs/encoding/sub-{subject}_{model}_layer-{layer}.log",
     conda:

@@ -3,7 +3,7 @@
 
 rule extract_features:
     input:
-        audio=lambda wc: config["stimuli"][wc.stimulus],
+        audio=lambda wc: stimulus_file(wc.stimulus),
     output:
         "results/features/{model}/{stimulus}.h5",
     log:

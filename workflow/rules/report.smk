@@ -3,12 +3,12 @@
 
 rule subject_report:
     input:
-        mask="results/sub-{subject}/bold/sub-{subject}_desc-brain_mask.nii.gz",
+        mask=MASK,
         scores=layer_scores,
         roi_scores="results/sub-{subject}/rois/{model}/sub-{subject}_roi-scores.tsv",
         best="results/sub-{subject}/rois/{model}/sub-{subject}_best-layer.tsv",
-        best_map="results/sub-{subject}/rois/{model}/sub-{subject}_desc-bestlayer_map.nii.gz",
-        best_r="results/sub-{subject}/rois/{model}/sub-{subject}_desc-bestlayer_stat-r.nii.gz",
+        best_map=stat_maps("results/sub-{subject}/rois/{model}/sub-{subject}_desc-bestlayer_map"),
+        best_r=stat_maps("results/sub-{subject}/rois/{model}/sub-{subject}_desc-bestlayer_stat-r"),
         cka="results/features/{model}/layer_cka.tsv",
     output:
         report(

@@ -5,9 +5,9 @@
 
 rule subject_atlas:
     input:
-        mask="results/sub-{subject}/bold/sub-{subject}_desc-brain_mask.nii.gz",
+        mask=MASK,
     output:
-        "results/sub-{subject}/rois/sub-{subject}_atlas-{atlas}_dseg.nii.gz",
+        ATLAS_FILE,
     log:
         "logs/rois/sub-{subject}_atlas-{atlas}.log",
     conda:
@@ -22,21 +22,24 @@ rule subject_atlas:
 
 rule subject_rois:
     input:
-        mask="results/sub-{subject}/bold/sub-{subject}_desc-brain_mask.nii.gz",
-        atlas=expand(
-            "results/sub-{{subject}}/rois/sub-{{subject}}_atlas-{atlas}_dseg.nii.gz",
-            atlas=ATLAS_NAME,
-        ),
+        mask=MASK,
+        atlas=lambda wc: ATLAS_FILE.format(subject=wc.subject, atlas=ATLAS_NAME),
         scores=layer_scores,
         ceiling=subject_ceiling,
     output:
         roi_scores="results/sub-{subject}/rois/{model}/sub-{subject}_roi-scores.tsv",
         best="results/sub-{subject}/rois/{model}/sub-{subject}_best-layer.tsv",
-        best_map="results/sub-{subject}/rois/{model}/sub-{subject}_desc-bestlayer_map.nii.gz",
-        best_stability="results/sub-{subject}/rois/{model}/sub-{subject}_desc-bestlayerstability_map.nii.gz",
-        best_r="results/sub-{subject}/rois/{model}/sub-{subject}_desc-bestlayer_stat-r.nii.gz",
-        best_normalised="results/sub-{subject}/rois/{model}/sub-{subject}_desc-bestlayer_stat-normalisedr.nii.gz",
-        significant="results/sub-{subject}/rois/{model}/sub-{subject}_desc-significant_mask.nii.gz",
+        best_map=stat_maps("results/sub-{subject}/rois/{model}/sub-{subject}_desc-bestlayer_map"),
+        best_stability=stat_maps(
+            "results/sub-{subject}/rois/{model}/sub-{subject}_desc-bestlayerstability_map"
+        ),
+        best_r=stat_maps("results/sub-{subject}/rois/{model}/sub-{subject}_desc-bestlayer_stat-r"),
+        best_normalised=stat_maps(
+            "results/sub-{subject}/rois/{model}/sub-{subject}_desc-bestlayer_stat-normalisedr"
+        ),
+        significant=stat_maps(
+            "results/sub-{subject}/rois/{model}/sub-{subject}_desc-significant_mask"
+        ),
     log:
         "logs/rois/sub-{subject}_{model}.log",
     conda:
@@ -71,3 +74,20 @@ rule group_rois:
         group=config.get("group", {}),
     script:
         "../scripts/group_rois.py"
+
+
+# Volume results on fsaverage5 for display (project_to_fsaverage; MNI-space data only).
+rule project_best_layer:
+    input:
+        best_map="results/sub-{subject}/rois/{model}/sub-{subject}_desc-bestlayer_map.nii.gz",
+    output:
+        expand(
+            "results/sub-{{subject}}/rois/{{model}}/sub-{{subject}}_space-fsaverage5_desc-bestlayer_hemi-{hemi}_map.func.gii",
+            hemi=["L", "R"],
+        ),
+    log:
+        "logs/rois/sub-{subject}_{model}_fsaverage.log",
+    conda:
+        "../envs/brainalign.yaml"
+    script:
+        "../scripts/project_best_layer.py"

