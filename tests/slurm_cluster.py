@@ -64,6 +64,8 @@ MinJobAge=600
 KillWait=5
 InactiveLimit=0
 SlurmdTimeout=60
+# the node may declare more CPUs than the machine has (the profile asks 4 for extraction)
+SlurmdParameters=config_overrides
 NodeName={host} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={mem_mb} State=UNKNOWN
 PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP
 """

@@ -1,0 +1,162 @@
+"""The workflow on a real SLURM cluster (slurmctld + slurmd + munged on localhost).
+
+The tiny configuration's per-subject target runs with ``--executor slurm`` through the
+workflow's SLURM profile; its scores must equal a local run's. A run killed mid-way (snakemake
+SIGKILLed, its SLURM jobs cancelled) must finish when started again, recompute only the
+incomplete jobs and give the same scores. Skipped with the reason when SLURM cannot be started.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from test_workflow import REPO, SNAKEMAKE, _tiny_config
+
+MODEL = "wav2vec2-random"
+TARGET = f"results/sub-01/report/sub-01_model-{MODEL}.html"
+ENCODING = f"results/sub-01/encoding/{MODEL}"
+# on squeue without an accounting database; quick status checks for a small test
+SLURM_ARGS = ["--workflow-profile", str(REPO / "workflow/profiles/slurm"),
+              "--slurm-status-command", "squeue", "--slurm-no-account",
+              "--slurm-init-seconds-before-status-checks", "1",
+              "--seconds-between-status-checks", "2", "--max-status-checks-per-second", "5",
+              "--latency-wait", "10", "--slurm-keep-successful-logs"]
+
+
+def _cmd(workdir: Path, *args: str) -> list[str]:
+    return [*SNAKEMAKE, "-d", str(workdir), "--configfile", str(workdir / "config.yaml"), *args]
+
+
+def _run(workdir: Path, *args: str, env: dict | None = None) -> str:
+    proc = subprocess.run(_cmd(workdir, *args), stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, cwd=workdir, env=env,
+                          timeout=1500)
+    assert proc.returncode == 0, proc.stdout[-6000:]
+    return proc.stdout
+
+
+def _rules_run(log: str) -> list[str]:
+    """Names of the rules whose jobs a snakemake log shows starting (group members included)."""
+    return re.findall(r"^\s*(?:local)?rule (\w+):$", log, flags=re.M)
+
+
+def _assert_same_scores(a: Path, b: Path) -> None:
+    files = sorted(p.name for p in (a / ENCODING).glob("*_scores.npz"))
+    assert len(files) == 7, files
+    assert files == sorted(p.name for p in (b / ENCODING).glob("*_scores.npz"))
+    for name in files:
+        with np.load(a / ENCODING / name) as x, np.load(b / ENCODING / name) as y:
+            assert x.files == y.files
+            for key in x.files:  # r, r_folds, r2, alpha, null moments, p
+                np.testing.assert_allclose(x[key], y[key], rtol=1e-5, atol=1e-6,
+                                           err_msg=f"{name}:{key}")
+    roi = f"results/sub-01/rois/{MODEL}/sub-01_roi-scores.tsv"
+    pd.testing.assert_frame_equal(pd.read_csv(a / roi, sep="\t"), pd.read_csv(b / roi, sep="\t"))
+    best = f"results/sub-01/rois/{MODEL}/sub-01_best-layer.tsv"
+    pd.testing.assert_frame_equal(pd.read_csv(a / best, sep="\t"),
+                                  pd.read_csv(b / best, sep="\t"))
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory) -> Path:
+    work = tmp_path_factory.mktemp("local")
+    _tiny_config(work)
+    _run(work, "--cores", "2", TARGET)
+    return work
+
+
+@pytest.mark.slow
+def test_slurm_run_equals_local_run(slurm_cluster, local_run, tmp_path: Path) -> None:
+    _tiny_config(tmp_path)
+    t0 = time.monotonic()
+    log = _run(tmp_path, *SLURM_ARGS, TARGET, env=slurm_cluster.env)
+    wall = time.monotonic() - t0
+    submitted = re.findall(r"submitted with SLURM jobid (\d+)", log)
+    rules = _rules_run(log)
+    print(f"SLURM run: {len(submitted)} SLURM jobs for {len(rules)} rule jobs in {wall:.0f} s; "
+          f"rules: {sorted(set(rules))}")
+    assert submitted, log[-3000:]
+    # small jobs were grouped: fewer SLURM jobs than rule jobs
+    assert len(submitted) < len(rules)
+    assert "sub-02" not in log  # the per-subject target builds one subject only
+    assert (tmp_path / TARGET).stat().st_size > 0
+    _assert_same_scores(local_run, tmp_path)
+
+
+@pytest.mark.slow
+def test_killed_slurm_run_resumes_and_recomputes_only_incomplete(
+        slurm_cluster, local_run, tmp_path: Path) -> None:
+    _tiny_config(tmp_path)
+    logfile = (tmp_path / "first.log").open("w")
+    proc = subprocess.Popen(_cmd(tmp_path, *SLURM_ARGS, TARGET), stdout=logfile,
+                            stderr=subprocess.STDOUT, cwd=tmp_path, env=slurm_cluster.env,
+                            start_new_session=True)
+    encoding = tmp_path / ENCODING
+    deadline = time.monotonic() + 900
+    # kill as soon as the first layer's fit is complete, while others are pending or running
+    while not list(encoding.glob("*_stat-alpha.nii.gz")):
+        assert proc.poll() is None, (tmp_path / "first.log").read_text()[-4000:]
+        assert time.monotonic() < deadline, "no layer fitted within 15 min"
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    logfile.close()
+    running = slurm_cluster.jobs()
+    slurm_cluster.cancel_all()
+    files_at_kill = {p: p.stat().st_mtime_ns for p in (tmp_path / "results").rglob("*")
+                     if p.is_file()}
+    done_layers = sorted(p.name.split("_")[1] for p in encoding.glob("*_stat-alpha.nii.gz"))
+    assert 1 <= len(done_layers) < 7, done_layers
+    assert not (tmp_path / TARGET).exists()
+
+    # a SIGKILLed snakemake leaves its lock behind: unlock, then the same command again
+    _run(tmp_path, "--unlock")
+    log = _run(tmp_path, *SLURM_ARGS, TARGET, env=slurm_cluster.env)
+    rules = _rules_run(log)
+    print(f"killed with {len(done_layers)}/7 layers fitted and SLURM jobs {running} in flight; "
+          f"rerun ran {len(rules)} rule jobs: {sorted(rules)}")
+    # finished work is kept: no extraction or alignment again, no refit of a fitted layer
+    assert "extract_features" not in rules and "align_features" not in rules
+    assert rules.count("fit_layer") == 7 - len(done_layers)
+    changed = [p for p, mtime in files_at_kill.items() if p.stat().st_mtime_ns != mtime]
+    assert not [p for p in changed if "encoding" in p.parts or "features" in p.parts], changed
+    assert (tmp_path / TARGET).stat().st_size > 0
+    _assert_same_scores(local_run, tmp_path)
+
+
+def test_gpu_profile_is_the_slurm_profile_plus_gpus() -> None:
+    base = yaml.safe_load((REPO / "workflow/profiles/slurm/config.yaml").read_text())
+    gpu = yaml.safe_load((REPO / "workflow/profiles/slurm-gpu/config.yaml").read_text())
+    assert gpu["set-resources"]["extract_features"]["gpu"] == 1
+    for rule, res in gpu["set-resources"].items():
+        res = {k: v for k, v in res.items() if k != "gpu"}
+        if rule != "extract_features":
+            assert res == base["set-resources"][rule], rule
+    assert {k: v for k, v in gpu.items() if k != "set-resources"} == \
+        {k: v for k, v in base.items() if k != "set-resources"}
+
+
+def test_slurm_profile_covers_every_rule_and_groups_small_jobs(tmp_path: Path) -> None:
+    profile = yaml.safe_load((REPO / "workflow/profiles/slurm/config.yaml").read_text())
+    cfg = _tiny_config(tmp_path)
+    proc = subprocess.run([*SNAKEMAKE, "-d", str(tmp_path), "--configfile", str(cfg), "-n",
+                           "--workflow-profile", str(REPO / "workflow/profiles/slurm")],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    rules = set(_rules_run(proc.stdout)) - {"all"}
+    assert rules <= set(profile["set-resources"]), rules - set(profile["set-resources"])
+    fit = proc.stdout[proc.stdout.index("rule fit_layer:"):]
+    assert re.search(r"resources: .*mem_mb=6000.*runtime=120.*cpus_per_task=2",
+                     fit.split("\n\n")[0]), fit[:800]
+    for group in ("subject_summary", "group_summary", "per_stimulus"):
+        assert f"Group job {group} " in proc.stdout, group
