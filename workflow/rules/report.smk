@@ -8,6 +8,7 @@ rule subject_report:
         roi_scores="results/sub-{subject}/rois/{model}/sub-{subject}_roi-scores.tsv",
         best="results/sub-{subject}/rois/{model}/sub-{subject}_best-layer.tsv",
         best_map="results/sub-{subject}/rois/{model}/sub-{subject}_desc-bestlayer_map.nii.gz",
+        significant="results/sub-{subject}/rois/{model}/sub-{subject}_desc-significant_mask.nii.gz",
         cka="results/features/{model}/layer_cka.tsv",
     output:
         report(
@@ -21,6 +22,7 @@ rule subject_report:
         "../envs/brainalign.yaml"
     params:
         layers=lambda wc: LAYERS[wc.model],
+        alphas=config["encoding"]["alphas"],
     script:
         "../scripts/subject_report.py"
 
@@ -31,6 +33,20 @@ rule group_report:
         best="results/group/{model}/group_best-layer.tsv",
         cka="results/features/{model}/layer_cka.tsv",
         recovery=demo_targets(),
+        masks=expand(
+            "results/sub-{subject}/bold/sub-{subject}_desc-brain_mask.nii.gz",
+            subject=SUBJECTS,
+        ),
+        significant=expand(
+            "results/sub-{subject}/rois/{{model}}/sub-{subject}_desc-significant_mask.nii.gz",
+            subject=SUBJECTS,
+        ),
+        # subject-major, layers in order
+        r_maps=lambda wc: [
+            f"results/sub-{s}/encoding/{wc.model}/sub-{s}_layer-{layer}_stat-r.nii.gz"
+            for s in SUBJECTS
+            for layer in LAYERS[wc.model]
+        ],
     output:
         report(
             "results/group/{model}/group_report.html",
@@ -41,5 +57,41 @@ rule group_report:
         "logs/report/group_{model}.log",
     conda:
         "../envs/brainalign.yaml"
+    params:
+        layers=lambda wc: LAYERS[wc.model],
     script:
         "../scripts/group_report.py"
+
+
+# ---- Model comparison (issue 6): only when two or more models are configured ----
+
+
+def comparison_targets():
+    if len(MODELS) < 2:
+        return []
+    return ["results/group/model_comparison.html"]
+
+
+rule compare_models:
+    input:
+        roi_scores=expand(
+            "results/sub-{subject}/rois/{model}/sub-{subject}_roi-scores.tsv",
+            subject=SUBJECTS,
+            model=MODELS,
+        ),
+    output:
+        table="results/group/model_comparison.tsv",
+        page=report(
+            "results/group/model_comparison.html",
+            caption="../report/comparison.rst",
+            category="Group",
+        ),
+    log:
+        "logs/report/model_comparison.log",
+    conda:
+        "../envs/brainalign.yaml"
+    params:
+        subjects=SUBJECTS,
+        models=MODELS,
+    script:
+        "../scripts/compare_models_report.py"
