@@ -63,3 +63,10 @@ def demo_targets():
     if not DEMO["enabled"]:
         return []
     return ["results/group/demo_recovery.tsv"]
+
+
+# ---- Model comparison (issue 6): a page comparing models, when two or more are configured ----
+def comparison_targets():
+    if len(MODELS) < 2:
+        return []
+    return ["results/group/model_comparison.html"]

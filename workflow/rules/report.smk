@@ -66,12 +66,6 @@ rule group_report:
 # ---- Model comparison (issue 6): only when two or more models are configured ----
 
 
-def comparison_targets():
-    if len(MODELS) < 2:
-        return []
-    return ["results/group/model_comparison.html"]
-
-
 rule compare_models:
     input:
         roi_scores=expand(
