@@ -146,11 +146,14 @@ def alpha_png(alpha_by_layer: list[np.ndarray], layers: list[str],
     return fig_to_b64(fig)
 
 
-def _offline_view(view_html: str) -> str:
-    """nilearn's standalone pages link a favicon on GitHub: drop it so the page loads offline."""
+def _iframe(view, width: int, height: int) -> str:
+    """A nilearn view as an iframe holding its whole page (``srcdoc``); the favicon nilearn
+    links on GitHub is dropped so that nothing is fetched from elsewhere."""
     import re
 
-    return re.sub(r"<link[^>]*rel=.icon[^>]*>", "", view_html)
+    standalone = re.sub(r"<link[^>]*rel=.icon[^>]*>", "", view.get_standalone())
+    return (f'<iframe srcdoc="{html.escape(standalone)}" width="{width}" height="{height}" '
+            'frameBorder="0"></iframe>')
 
 
 def interactive_views(img: nib.Nifti1Image, title: str, vmax: float, threshold: float) -> str:
@@ -176,9 +179,7 @@ def interactive_views(img: nib.Nifti1Image, title: str, vmax: float, threshold: 
                                      bg_map=sulcal, hemi="both", threshold=threshold,
                                      vmax=vmax, vmin=0, cmap="hot", symmetric_cmap=False,
                                      title=title, title_fontsize=14, colorbar_fontsize=12)
-    return "".join(
-        _offline_view(v.get_iframe(width=980, height=h)) for v, h in ((slices, 420),
-                                                                       (surface, 520)))
+    return _iframe(slices, 980, 420) + _iframe(surface, 980, 520)
 
 
 def comparison_png(peaks: pd.DataFrame) -> str:
