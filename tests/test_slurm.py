@@ -136,10 +136,11 @@ def test_killed_slurm_run_resumes_and_recomputes_only_incomplete(
 def test_gpu_profile_is_the_slurm_profile_plus_gpus() -> None:
     base = yaml.safe_load((REPO / "workflow/profiles/slurm/config.yaml").read_text())
     gpu = yaml.safe_load((REPO / "workflow/profiles/slurm-gpu/config.yaml").read_text())
-    assert gpu["set-resources"]["extract_features"]["gpu"] == 1
+    on_gpu = {"extract_features", "fit_layer"}
+    assert all(gpu["set-resources"][rule]["gpu"] == 1 for rule in on_gpu)
+    assert gpu["set-resources"].keys() == base["set-resources"].keys()
     for rule, res in gpu["set-resources"].items():
-        res = {k: v for k, v in res.items() if k != "gpu"}
-        if rule != "extract_features":
+        if rule not in on_gpu:
             assert res == base["set-resources"][rule], rule
     assert {k: v for k, v in gpu.items() if k != "set-resources"} == \
         {k: v for k, v in base.items() if k != "set-resources"}
