@@ -8,6 +8,7 @@ incomplete jobs and give the same scores. Skipped with the reason when SLURM can
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import signal
@@ -47,6 +48,31 @@ def _run(workdir: Path, *args: str, env: dict | None = None) -> str:
 def _rules_run(log: str) -> list[str]:
     """Names of the rules whose jobs a snakemake log shows starting (group members included)."""
     return re.findall(r"^\s*(?:local)?rule (\w+):$", log, flags=re.M)
+
+
+def _marked_incomplete(workdir: Path) -> set[str]:
+    """Outputs snakemake marked incomplete (jobs started but never confirmed finished): the
+    names of .snakemake/incomplete/ are the url-safe base64 of the output path, split into
+    '@'-prefixed directories when long."""
+    root = workdir / ".snakemake" / "incomplete"
+    out = set()
+    for path in root.rglob("*") if root.exists() else []:
+        if path.is_file() and path.name != "migration_underway":
+            encoded = "".join(p.lstrip("@") for p in path.relative_to(root).parts)
+            out.add(base64.urlsafe_b64decode(encoded).decode())
+    return out
+
+
+def _done_layers(workdir: Path) -> list[str]:
+    """Layers whose three outputs exist and whose job snakemake saw finish."""
+    incomplete = _marked_incomplete(workdir)
+    done = []
+    for alpha in (workdir / ENCODING).glob("*_stat-alpha.nii.gz"):
+        stem = f"{ENCODING}/{alpha.name.split('_stat')[0]}"  # .../sub-01_layer-03
+        outputs = [f"{stem}_scores.npz", f"{stem}_stat-r.nii.gz", f"{stem}_stat-alpha.nii.gz"]
+        if all((workdir / f).exists() and f not in incomplete for f in outputs):
+            done.append(stem.rsplit("layer-", 1)[1])
+    return sorted(done)
 
 
 def _assert_same_scores(a: Path, b: Path) -> None:
@@ -100,10 +126,9 @@ def test_killed_slurm_run_resumes_and_recomputes_only_incomplete(
     proc = subprocess.Popen(_cmd(tmp_path, *SLURM_ARGS, TARGET), stdout=logfile,
                             stderr=subprocess.STDOUT, cwd=tmp_path, env=slurm_cluster.env,
                             start_new_session=True)
-    encoding = tmp_path / ENCODING
     deadline = time.monotonic() + 900
     # kill as soon as the first layer's fit is complete, while others are pending or running
-    while not list(encoding.glob("*_stat-alpha.nii.gz")):
+    while not _done_layers(tmp_path):
         assert proc.poll() is None, (tmp_path / "first.log").read_text()[-4000:]
         assert time.monotonic() < deadline, "no layer fitted within 15 min"
         time.sleep(0.5)
@@ -114,8 +139,10 @@ def test_killed_slurm_run_resumes_and_recomputes_only_incomplete(
     slurm_cluster.cancel_all()
     files_at_kill = {p: p.stat().st_mtime_ns for p in (tmp_path / "results").rglob("*")
                      if p.is_file()}
-    done_layers = sorted(p.name.split("_")[1] for p in encoding.glob("*_stat-alpha.nii.gz"))
-    assert 1 <= len(done_layers) < 7, done_layers
+    incomplete = _marked_incomplete(tmp_path)
+    done_layers = _done_layers(tmp_path)
+    print(f"at kill: marked incomplete {sorted(incomplete)}")
+    assert 1 <= len(done_layers) < 7, (done_layers, incomplete)
     assert not (tmp_path / TARGET).exists()
 
     # a SIGKILLed snakemake leaves its lock behind: unlock, then the same command again
@@ -127,8 +154,10 @@ def test_killed_slurm_run_resumes_and_recomputes_only_incomplete(
     # finished work is kept: no extraction or alignment again, no refit of a fitted layer
     assert "extract_features" not in rules and "align_features" not in rules
     assert rules.count("fit_layer") == 7 - len(done_layers)
-    changed = [p for p, mtime in files_at_kill.items() if p.stat().st_mtime_ns != mtime]
-    assert not [p for p in changed if "encoding" in p.parts or "features" in p.parts], changed
+    changed = {p for p, mtime in files_at_kill.items() if p.stat().st_mtime_ns != mtime}
+    kept = [p for p in files_at_kill if "features" in p.parts or "aligned" in p.parts
+            or any(f"layer-{layer}_" in p.name for layer in done_layers)]
+    assert kept and not changed.intersection(kept), sorted(changed.intersection(kept))
     assert (tmp_path / TARGET).stat().st_size > 0
     _assert_same_scores(local_run, tmp_path)
 
