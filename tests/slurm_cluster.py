@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-BINARIES = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "scancel", "sinfo")
+BINARIES = ("munged", "slurmctld", "slurmd", "sbatch", "srun", "squeue", "scancel", "sinfo")
 
 
 class ClusterUnavailable(RuntimeError):
@@ -145,7 +145,15 @@ def start_cluster(root: Path, cpus: int | None = None, mem_mb: int = 16000,
     # slurmd 22.05 loads a cgroup plugin even with proctrack/linuxproc and task/none
     (root / "cgroup.conf").write_text("CgroupPlugin=cgroup/v1\nCgroupAutomount=no\n"
                                       "ConstrainCores=no\nConstrainRAMSpace=no\n")
-    env = {**os.environ, "SLURM_CONF": str(conf)}
+    # snakemake-executor-plugin-slurm-jobstep strips SLURM_* variables, SLURM_CONF included,
+    # before its inner srun; a real cluster's srun reads /etc/slurm/slurm.conf instead. This
+    # cluster keeps /etc untouched: an srun first on PATH points to its config.
+    (root / "bin").mkdir(exist_ok=True)
+    srun = root / "bin" / "srun"
+    srun.write_text(f"#!/bin/sh\nexport SLURM_CONF={conf}\nexec {shutil.which('srun')} \"$@\"\n")
+    srun.chmod(0o755)
+    env = {**os.environ, "SLURM_CONF": str(conf),
+           "PATH": f"{root / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"}
     cluster = SlurmCluster(root, env)
     munge = root / "munge"
     commands = [

@@ -100,9 +100,16 @@ def local_run(tmp_path_factory) -> Path:
     return work
 
 
+def _slurm_config(workdir: Path, local: Path) -> None:
+    """The tiny config, reading the local run's synthesised audiobook (Piper synthesis is the
+    slowest step and not what these tests are about); everything else is recomputed."""
+    stimuli = yaml.safe_load((local / "config.yaml").read_text())["stimuli"]
+    _tiny_config(workdir, stimuli={name: str(local / path) for name, path in stimuli.items()})
+
+
 @pytest.mark.slow
 def test_slurm_run_equals_local_run(slurm_cluster, local_run, tmp_path: Path) -> None:
-    _tiny_config(tmp_path)
+    _slurm_config(tmp_path, local_run)
     t0 = time.monotonic()
     log = _run(tmp_path, *SLURM_ARGS, TARGET, env=slurm_cluster.env)
     wall = time.monotonic() - t0
@@ -121,7 +128,7 @@ def test_slurm_run_equals_local_run(slurm_cluster, local_run, tmp_path: Path) ->
 @pytest.mark.slow
 def test_killed_slurm_run_resumes_and_recomputes_only_incomplete(
         slurm_cluster, local_run, tmp_path: Path) -> None:
-    _tiny_config(tmp_path)
+    _slurm_config(tmp_path, local_run)
     logfile = (tmp_path / "first.log").open("w")
     proc = subprocess.Popen(_cmd(tmp_path, *SLURM_ARGS, TARGET), stdout=logfile,
                             stderr=subprocess.STDOUT, cwd=tmp_path, env=slurm_cluster.env,
