@@ -20,7 +20,7 @@ import pandas as pd  # noqa: E402
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
 h1{font-size:1.6em}h2{font-size:1.25em;margin-top:1.6em;border-bottom:1px solid #ddd}
-figure{margin:1em 0}figcaption{font-size:.9em;color:#555;max-width:900px}
+figure{margin:1em 0}figure img{max-width:100%}figcaption{font-size:.9em;color:#555;max-width:900px}
 table{border-collapse:collapse;font-size:.9em}td,th{border:1px solid #ccc;padding:3px 8px}
 .grid{display:flex;flex-wrap:wrap;gap:4px}.grid img{width:260px}
 iframe{border:1px solid #ddd;width:100%;max-width:1000px}"""
@@ -101,7 +101,7 @@ def cka_png(cka: pd.DataFrame) -> str:
     fig, ax = plt.subplots(figsize=(6, 3))
     ax.plot(cka["layer_a"] + 0.5, cka["linear_cka"], "-o")
     ax.set_xlabel("between layers k and k+1")
-    ax.set_ylabel("linear CKA")
+    ax.set_ylabel("linear CKA (unitless, 0 to 1)")
     ax.set_ylim(0, 1.02)
     return fig_to_b64(fig)
 
@@ -186,7 +186,7 @@ def comparison_png(peaks: pd.DataFrame) -> str:
     """Per ROI, each subject's peak r under each model, lines joining a subject's models."""
     models = list(dict.fromkeys(peaks["model"]))
     rois = list(dict.fromkeys(peaks["roi"]))
-    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(rois) * len(models)), 4))
+    fig, ax = plt.subplots(figsize=(min(12, max(6, 0.8 * len(rois) * len(models))), 4))
     width = 0.8 / len(models)
     for ri, roi in enumerate(rois):
         sub = peaks[peaks["roi"] == roi].pivot_table(index="subject", columns="model",

@@ -51,11 +51,14 @@ def group_maps_section(layers: list[str]) -> str:
         f"over {n_subj} subjects, per layer, on one colour scale (0 to {vmax:.2f}), at the "
         "voxels significant in most subjects.</p>"
         + "<h2>Interactive views</h2>" + report.interactive_views(
-            volume(np.where(consistent, mean_r.max(0), 0.0)), "group peak r", vmax,
-            threshold=1e-3)
-        + "<p>Peak over layers of the subject-averaged held-out r (unitless), at the voxels "
-        "significant in most subjects; slices on MNI152 (top) and the volume sampled between "
-        "the white and pial surfaces of fsaverage5, shown inflated (bottom).</p>")
+            volume(np.where(consistent, mean_r.max(0), 0.0) if consistent.any()
+                   else mean_r.max(0)), "group peak r", vmax,
+            threshold=1e-3 if consistent.any() else 0.05)
+        + "<p>Peak over layers of the subject-averaged held-out r (unitless), "
+        + ("at the voxels significant in most subjects" if consistent.any() else
+           "unthresholded (no voxel significant in most subjects); only r above 0.05 coloured")
+        + "; slices on MNI152 (top) and the volume sampled between the white and pial "
+        "surfaces of fsaverage5, shown inflated (bottom).</p>")
 
 
 setup_logging(snakemake.log[0])

@@ -24,7 +24,13 @@ best = pd.read_csv(snakemake.input.best, sep="\t")
 n_sig = int((np.asarray(nib.load(snakemake.input.best_map).dataobj) >= 0).sum())
 in_mask = np.asarray(mask_img.dataobj) > 0
 significant = np.asarray(nib.load(snakemake.input.significant).dataobj)[in_mask] > 0
-peak_r = np.where(significant, np.max([s["r"] for s in scores], axis=0), 0.0)
+peak_r = np.max([s["r"] for s in scores], axis=0)
+if significant.any():
+    peak_r = np.where(significant, peak_r, 0.0)
+    shown = f"at the {n_sig} significant voxels (same test as the best-layer map)"
+else:  # nothing survives the test: show the map unthresholded rather than an empty view
+    shown = ("unthresholded (no voxel passed the significance test of the best-layer map); "
+             "only r above 0.05 coloured")
 grid = alphas(snakemake.params.alphas)
 alpha_by_layer = [s["alpha"] for s in scores]
 maps = "".join(report.img_tag(b, f"layer {layer}") for layer, b in
@@ -49,9 +55,10 @@ sections = [
     "(permutation null); the unthresholded maps are the NIfTI files "
     "<code>encoding/*_stat-r.nii.gz</code>.</p>",
     "<h2>Interactive views</h2>" + report.interactive_views(
-        unmask(peak_r, mask_img), "peak held-out r", vmax, threshold=1e-3)
-    + f"<p>Peak held-out Pearson r over layers (unitless) at the {n_sig} significant voxels "
-    "(same test as the best-layer map); drag to rotate, scroll to zoom. Top: slices of the "
+        unmask(peak_r, mask_img), "peak held-out r", vmax,
+        threshold=1e-3 if significant.any() else 0.05)
+    + f"<p>Peak held-out Pearson r over layers (unitless), {shown}; drag to rotate, scroll to "
+    "zoom. Top: slices of the "
     "volume on MNI152. Bottom: the volume sampled between the white and pial surfaces of "
     "fsaverage5 (nilearn <code>vol_to_surf</code>, valid for MNI-space data) and shown on the "
     "inflated surface.</p>",
