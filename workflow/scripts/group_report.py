@@ -34,9 +34,13 @@ def group_maps_section(layers: list[str]) -> str:
 
     vmax = float(max(np.percentile(mean_r, 99.9), 1e-3))
     consistent = share > 0.5
+    # maps show the voxels significant in most subjects; all voxels when there are none
+    shown = consistent if consistent.any() else np.ones_like(consistent)
+    where = ("at the voxels significant in most subjects" if consistent.any() else
+             "unthresholded (no voxel significant in most subjects)")
     maps = "".join(report.img_tag(b, f"layer {layer}") for layer, b in zip(
         layers, report.layer_map_pngs(
-            [(layer, volume(np.where(consistent, mean_r[j], 0.0)))
+            [(layer, volume(np.where(shown, mean_r[j], 0.0)))
              for j, layer in enumerate(layers)], vmax), strict=True))
     n_subj = len(masks)
     return (
@@ -48,15 +52,13 @@ def group_maps_section(layers: list[str]) -> str:
             "brain mask.")
         + "<h2>Group r maps per layer</h2><div class='grid'>" + maps + "</div>"
         f"<p>Glass-brain maximum projections of the held-out Pearson r (unitless) averaged "
-        f"over {n_subj} subjects, per layer, on one colour scale (0 to {vmax:.2f}), at the "
-        "voxels significant in most subjects.</p>"
+        f"over {n_subj} subjects, per layer, on one colour scale (0 to {vmax:.2f}), {where}."
+        "</p>"
         + "<h2>Interactive views</h2>" + report.interactive_views(
-            volume(np.where(consistent, mean_r.max(0), 0.0) if consistent.any()
-                   else mean_r.max(0)), "group peak r", vmax,
+            volume(np.where(shown, mean_r.max(0), 0.0)), "group peak r", vmax,
             threshold=1e-3 if consistent.any() else 0.05)
         + "<p>Peak over layers of the subject-averaged held-out r (unitless), "
-        + ("at the voxels significant in most subjects" if consistent.any() else
-           "unthresholded (no voxel significant in most subjects); only r above 0.05 coloured")
+        + where + (", only r above 0.05 coloured" if not consistent.any() else "")
         + "; slices on MNI152 (top) and the volume sampled between the white and pial "
         "surfaces of fsaverage5, shown inflated (bottom).</p>")
 
