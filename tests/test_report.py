@@ -129,34 +129,14 @@ def test_page_loads_in_headless_chromium(subject_like_page, tmp_path):
     assert shot.stat().st_size > 10_000
 
 
-@pytest.fixture(scope="module")
-def two_model_run(tmp_path_factory):
-    """The real workflow on the tiny config with two models (two random initialisations) and
-    layers 0, 3, 6, plus ``snakemake --report``."""
-    import yaml
-    from test_workflow import _snakemake, _tiny_config
-
-    work = tmp_path_factory.mktemp("two_models")
-    tiny = _tiny_config(work)
-    cfg = yaml.safe_load(tiny.read_text())
-    first = dict(cfg["models"]["wav2vec2-random"], layers=[0, 3, 6])
-    cfg["models"] = {"wav2vec2-random": first, "wav2vec2-seed1": dict(first, seed=1)}
-    tiny.write_text(yaml.safe_dump(cfg))
-    proc = _snakemake(work, tiny, "--cores", "2")
-    assert proc.returncode == 0, proc.stdout[-5000:]
-    proc = _snakemake(work, tiny, "--report", "report.html")
-    assert proc.returncode == 0, proc.stdout[-5000:]
-    return work
-
-
 PAGES = ["results/sub-01/report/sub-01_model-wav2vec2-random.html",
          "results/group/wav2vec2-random/group_report.html",
          "results/group/model_comparison.html"]
 
 
 @pytest.mark.slow
-def test_workflow_pages_hold_every_figure(two_model_run):
-    subject, group, comparison = (two_model_run / p for p in PAGES)
+def test_workflow_pages_hold_every_figure(tiny_two_model_run):
+    subject, group, comparison = (tiny_two_model_run / p for p in PAGES)
     text = subject.read_text()
     for heading in ("Best-layer map", "Held-out r maps per layer", "Interactive views",
                     "Regularisation", "r against layer"):
@@ -167,17 +147,17 @@ def test_workflow_pages_hold_every_figure(two_model_run):
     for heading in ("Group best-layer map", "Group r maps per layer", "Interactive views",
                     "95% t-confidence"):
         assert heading in text, heading
-    table = pd.read_csv(two_model_run / "results/group/model_comparison.tsv", sep="\t")
+    table = pd.read_csv(tiny_two_model_run / "results/group/model_comparison.tsv", sep="\t")
     assert set(table["roi"]) >= {"HG", "PT", "STGp", "MTGp", "IFG"}
     assert (table["n_subjects"] == 2).all()
     assert (table["model_a"] == "wav2vec2-random").all()
     assert "Paired statistics across subjects" in comparison.read_text()
-    report_html = (two_model_run / "report.html").read_text()
+    report_html = (tiny_two_model_run / "report.html").read_text()
     assert "model_comparison.html" in report_html and "group_report.html" in report_html
 
 
 @pytest.mark.slow
-def test_workflow_pages_load_in_headless_chromium(two_model_run, tmp_path):
+def test_workflow_pages_load_in_headless_chromium(tiny_two_model_run, tmp_path):
     from browser import find_chromium, load_page
 
     if find_chromium() is None:
@@ -185,7 +165,7 @@ def test_workflow_pages_load_in_headless_chromium(two_model_run, tmp_path):
     out = Path(os.environ.get("BRAINALIGN_ARTIFACTS", tmp_path))
     for page in [*PAGES, "report.html"]:
         shot = out / (Path(page).stem + ".png")
-        result = load_page(two_model_run / page, shot)
+        result = load_page(tiny_two_model_run / page, shot)
         print(f"{page}: {len(result.images)} images, {result.iframes} iframes, "
               f"{result.plots} 3D plots, screenshot {shot}")
         assert result.errors == [], (page, result.errors)

@@ -1,9 +1,11 @@
 """The workflow on a real SLURM cluster (slurmctld + slurmd + munged on localhost).
 
-The tiny configuration's per-subject target runs with ``--executor slurm`` through the
-workflow's SLURM profile; its scores must equal a local run's. A run killed mid-way (snakemake
-SIGKILLed, its SLURM jobs cancelled) must finish when started again, recompute only the
-incomplete jobs and give the same scores. Skipped with the reason when SLURM cannot be started.
+Reference: the tiny two-model configuration run locally (conftest.tiny_two_model_run). Sub-01's
+per-subject target then runs with ``--executor slurm`` through the workflow's SLURM profile in a
+fresh directory; its scores must equal the local run's. Then sub-02's target is started, killed
+mid-way (snakemake SIGKILLed, its SLURM jobs cancelled) and started again: it must finish,
+recompute only the incomplete jobs and give the local run's scores. Skipped with the reason
+when SLURM cannot be started.
 """
 
 from __future__ import annotations
@@ -23,8 +25,17 @@ import yaml
 from test_workflow import REPO, SNAKEMAKE, _tiny_config
 
 MODEL = "wav2vec2-random"
-TARGET = f"results/sub-01/report/sub-01_model-{MODEL}.html"
-ENCODING = f"results/sub-01/encoding/{MODEL}"
+N_LAYERS = 3  # conftest.TWO_MODEL_LAYERS
+
+
+def _target(subject: str) -> str:
+    return f"results/sub-{subject}/report/sub-{subject}_model-{MODEL}.html"
+
+
+def _encoding(subject: str) -> str:
+    return f"results/sub-{subject}/encoding/{MODEL}"
+
+
 # on squeue without an accounting database; quick status checks for a small test
 SLURM_ARGS = ["--workflow-profile", str(REPO / "workflow/profiles/slurm"),
               "--slurm-status-command", "squeue", "--slurm-no-account",
@@ -63,80 +74,78 @@ def _marked_incomplete(workdir: Path) -> set[str]:
     return out
 
 
-def _done_layers(workdir: Path) -> list[str]:
+def _done_layers(workdir: Path, subject: str) -> list[str]:
     """Layers whose three outputs exist and whose job snakemake saw finish."""
     incomplete = _marked_incomplete(workdir)
     done = []
-    for alpha in (workdir / ENCODING).glob("*_stat-alpha.nii.gz"):
-        stem = f"{ENCODING}/{alpha.name.split('_stat')[0]}"  # .../sub-01_layer-03
+    for alpha in (workdir / _encoding(subject)).glob("*_stat-alpha.nii.gz"):
+        stem = f"{_encoding(subject)}/{alpha.name.split('_stat')[0]}"  # .../sub-01_layer-03
         outputs = [f"{stem}_scores.npz", f"{stem}_stat-r.nii.gz", f"{stem}_stat-alpha.nii.gz"]
         if all((workdir / f).exists() and f not in incomplete for f in outputs):
             done.append(stem.rsplit("layer-", 1)[1])
     return sorted(done)
 
 
-def _assert_same_scores(a: Path, b: Path) -> None:
-    files = sorted(p.name for p in (a / ENCODING).glob("*_scores.npz"))
-    assert len(files) == 7, files
-    assert files == sorted(p.name for p in (b / ENCODING).glob("*_scores.npz"))
+def _assert_same_scores(a: Path, b: Path, subject: str) -> None:
+    encoding = _encoding(subject)
+    files = sorted(p.name for p in (a / encoding).glob("*_scores.npz"))
+    assert len(files) == N_LAYERS, files
+    assert files == sorted(p.name for p in (b / encoding).glob("*_scores.npz"))
     for name in files:
-        with np.load(a / ENCODING / name) as x, np.load(b / ENCODING / name) as y:
+        with np.load(a / encoding / name) as x, np.load(b / encoding / name) as y:
             assert x.files == y.files
             for key in x.files:  # r, r_folds, r2, alpha, null moments, p
                 np.testing.assert_allclose(x[key], y[key], rtol=1e-5, atol=1e-6,
                                            err_msg=f"{name}:{key}")
-    roi = f"results/sub-01/rois/{MODEL}/sub-01_roi-scores.tsv"
-    pd.testing.assert_frame_equal(pd.read_csv(a / roi, sep="\t"), pd.read_csv(b / roi, sep="\t"))
-    best = f"results/sub-01/rois/{MODEL}/sub-01_best-layer.tsv"
-    pd.testing.assert_frame_equal(pd.read_csv(a / best, sep="\t"),
-                                  pd.read_csv(b / best, sep="\t"))
+    for table in ("roi-scores", "best-layer"):
+        path = f"results/sub-{subject}/rois/{MODEL}/sub-{subject}_{table}.tsv"
+        pd.testing.assert_frame_equal(pd.read_csv(a / path, sep="\t"),
+                                      pd.read_csv(b / path, sep="\t"))
 
 
 @pytest.fixture(scope="module")
-def local_run(tmp_path_factory) -> Path:
-    work = tmp_path_factory.mktemp("local")
-    _tiny_config(work)
-    _run(work, "--cores", "2", TARGET)
+def slurm_workdir(tmp_path_factory, tiny_two_model_run: Path) -> Path:
+    """A fresh working directory with the reference run's config, reading the reference run's
+    synthesised audiobook (Piper synthesis is slow and not what these tests are about);
+    everything else is recomputed on the cluster."""
+    work = tmp_path_factory.mktemp("slurm_run")
+    cfg = yaml.safe_load((tiny_two_model_run / "config.yaml").read_text())
+    cfg["stimuli"] = {name: str(tiny_two_model_run / path)
+                      for name, path in cfg["stimuli"].items()}
+    (work / "config.yaml").write_text(yaml.safe_dump(cfg))
     return work
 
 
-def _slurm_config(workdir: Path, local: Path) -> None:
-    """The tiny config, reading the local run's synthesised audiobook (Piper synthesis is the
-    slowest step and not what these tests are about); everything else is recomputed."""
-    stimuli = yaml.safe_load((local / "config.yaml").read_text())["stimuli"]
-    _tiny_config(workdir, stimuli={name: str(local / path) for name, path in stimuli.items()})
-
-
 @pytest.mark.slow
-def test_slurm_run_equals_local_run(slurm_cluster, local_run, tmp_path: Path) -> None:
-    _slurm_config(tmp_path, local_run)
+def test_slurm_run_equals_local_run(slurm_cluster, tiny_two_model_run, slurm_workdir) -> None:
     t0 = time.monotonic()
-    log = _run(tmp_path, *SLURM_ARGS, TARGET, env=slurm_cluster.env)
+    log = _run(slurm_workdir, *SLURM_ARGS, _target("01"), env=slurm_cluster.env)
     wall = time.monotonic() - t0
     submitted = re.findall(r"submitted with SLURM jobid (\d+)", log)
     rules = _rules_run(log)
-    print(f"SLURM run: {len(submitted)} SLURM jobs for {len(rules)} rule jobs in {wall:.0f} s; "
-          f"rules: {sorted(set(rules))}")
+    print(f"\nSLURM run of sub-01: {len(submitted)} SLURM jobs for {len(rules)} rule jobs in "
+          f"{wall:.0f} s; rules: {sorted(set(rules))}")
     assert submitted, log[-3000:]
     # small jobs were grouped: fewer SLURM jobs than rule jobs
     assert len(submitted) < len(rules)
     assert "sub-02" not in log  # the per-subject target builds one subject only
-    assert (tmp_path / TARGET).stat().st_size > 0
-    _assert_same_scores(local_run, tmp_path)
+    assert (slurm_workdir / _target("01")).stat().st_size > 0
+    _assert_same_scores(tiny_two_model_run, slurm_workdir, "01")
 
 
 @pytest.mark.slow
 def test_killed_slurm_run_resumes_and_recomputes_only_incomplete(
-        slurm_cluster, local_run, tmp_path: Path) -> None:
-    _slurm_config(tmp_path, local_run)
-    logfile = (tmp_path / "first.log").open("w")
-    proc = subprocess.Popen(_cmd(tmp_path, *SLURM_ARGS, TARGET), stdout=logfile,
-                            stderr=subprocess.STDOUT, cwd=tmp_path, env=slurm_cluster.env,
+        slurm_cluster, tiny_two_model_run, slurm_workdir) -> None:
+    """sub-02's target (after sub-01's run when both tests run: then features are shared)."""
+    work = slurm_workdir
+    logfile = (work / "first.log").open("w")
+    proc = subprocess.Popen(_cmd(work, *SLURM_ARGS, _target("02")), stdout=logfile,
+                            stderr=subprocess.STDOUT, cwd=work, env=slurm_cluster.env,
                             start_new_session=True)
     deadline = time.monotonic() + 900
     # kill as soon as the first layer's fit is complete, while others are pending or running
-    while not _done_layers(tmp_path):
-        assert proc.poll() is None, (tmp_path / "first.log").read_text()[-4000:]
+    while not _done_layers(work, "02"):
+        assert proc.poll() is None, (work / "first.log").read_text()[-4000:]
         assert time.monotonic() < deadline, "no layer fitted within 15 min"
         time.sleep(0.5)
     os.killpg(proc.pid, signal.SIGKILL)
@@ -144,29 +153,29 @@ def test_killed_slurm_run_resumes_and_recomputes_only_incomplete(
     logfile.close()
     running = slurm_cluster.jobs()
     slurm_cluster.cancel_all()
-    files_at_kill = {p: p.stat().st_mtime_ns for p in (tmp_path / "results").rglob("*")
+    files_at_kill = {p: p.stat().st_mtime_ns for p in (work / "results").rglob("*")
                      if p.is_file()}
-    incomplete = _marked_incomplete(tmp_path)
-    done_layers = _done_layers(tmp_path)
-    print(f"at kill: marked incomplete {sorted(incomplete)}")
-    assert 1 <= len(done_layers) < 7, (done_layers, incomplete)
-    assert not (tmp_path / TARGET).exists()
+    incomplete = _marked_incomplete(work)
+    done_layers = _done_layers(work, "02")
+    assert 1 <= len(done_layers) < N_LAYERS, (done_layers, incomplete)
+    assert not (work / _target("02")).exists()
 
     # a SIGKILLed snakemake leaves its lock behind: unlock, then the same command again
-    _run(tmp_path, "--unlock")
-    log = _run(tmp_path, *SLURM_ARGS, TARGET, env=slurm_cluster.env)
+    _run(work, "--unlock")
+    log = _run(work, *SLURM_ARGS, _target("02"), env=slurm_cluster.env)
     rules = _rules_run(log)
-    print(f"killed with {len(done_layers)}/7 layers fitted and SLURM jobs {running} in flight; "
-          f"rerun ran {len(rules)} rule jobs: {sorted(rules)}")
+    print(f"\nkilled with layers {done_layers} of sub-02 fitted, SLURM jobs {running} in "
+          f"flight, outputs marked incomplete: {sorted(incomplete)}; the rerun ran "
+          f"{len(rules)} rule jobs: {sorted(rules)}")
     # finished work is kept: no extraction or alignment again, no refit of a fitted layer
     assert "extract_features" not in rules and "align_features" not in rules
-    assert rules.count("fit_layer") == 7 - len(done_layers)
+    assert rules.count("fit_layer") == N_LAYERS - len(done_layers)
     changed = {p for p, mtime in files_at_kill.items() if p.stat().st_mtime_ns != mtime}
     kept = [p for p in files_at_kill if "features" in p.parts or "aligned" in p.parts
-            or any(f"layer-{layer}_" in p.name for layer in done_layers)]
+            or any(f"sub-02_layer-{layer}_" in p.name for layer in done_layers)]
     assert kept and not changed.intersection(kept), sorted(changed.intersection(kept))
-    assert (tmp_path / TARGET).stat().st_size > 0
-    _assert_same_scores(local_run, tmp_path)
+    assert (work / _target("02")).stat().st_size > 0
+    _assert_same_scores(tiny_two_model_run, work, "02")
 
 
 def test_gpu_profile_is_the_slurm_profile_plus_gpus() -> None:
