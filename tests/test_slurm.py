@@ -204,5 +204,5 @@ def test_slurm_profile_covers_every_rule_and_groups_small_jobs(tmp_path: Path) -
     fit = proc.stdout[proc.stdout.index("rule fit_layer:"):]
     assert re.search(r"resources: .*mem_mb=6000.*runtime=120.*cpus_per_task=2",
                      fit.split("\n\n")[0]), fit[:800]
-    for group in ("subject_summary", "group_summary", "per_stimulus"):
+    for group in ("subject_summary", "group_summary"):
         assert f"Group job {group} " in proc.stdout, group
