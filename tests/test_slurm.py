@@ -75,7 +75,8 @@ def _marked_incomplete(workdir: Path) -> set[str]:
 
 
 def _done_layers(workdir: Path, subject: str) -> list[str]:
-    """Layers whose three outputs exist and whose job snakemake saw finish."""
+    """Layers whose three outputs exist and are not marked incomplete (after a kill: the jobs
+    the next run will not repeat)."""
     incomplete = _marked_incomplete(workdir)
     done = []
     for alpha in (workdir / _encoding(subject)).glob("*_stat-alpha.nii.gz"):
@@ -143,8 +144,10 @@ def test_killed_slurm_run_resumes_and_recomputes_only_incomplete(
                             stderr=subprocess.STDOUT, cwd=work, env=slurm_cluster.env,
                             start_new_session=True)
     deadline = time.monotonic() + 900
-    # kill as soon as the first layer's fit is complete, while others are pending or running
-    while not _done_layers(work, "02"):
+    # kill as soon as snakemake has seen the first layer's fit finish, while the others are
+    # pending or running (a job's own outputs and markers appear before snakemake sees it end)
+    while not re.search(r"Finished jobid: \d+ \(Rule: fit_layer\)",
+                        (work / "first.log").read_text()):
         assert proc.poll() is None, (work / "first.log").read_text()[-4000:]
         assert time.monotonic() < deadline, "no layer fitted within 15 min"
         time.sleep(0.5)
