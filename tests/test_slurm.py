@@ -140,7 +140,9 @@ def test_killed_slurm_run_resumes_and_recomputes_only_incomplete(
     """sub-02's target (after sub-01's run when both tests run: then features are shared)."""
     work = slurm_workdir
     logfile = (work / "first.log").open("w")
-    proc = subprocess.Popen(_cmd(work, *SLURM_ARGS, _target("02")), stdout=logfile,
+    # one SLURM job at a time, so that the kill finds fits done, running and pending
+    proc = subprocess.Popen(_cmd(work, *SLURM_ARGS, "--jobs", "1", _target("02")),
+                            stdout=logfile,
                             stderr=subprocess.STDOUT, cwd=work, env=slurm_cluster.env,
                             start_new_session=True)
     deadline = time.monotonic() + 900
