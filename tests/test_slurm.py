@@ -143,8 +143,8 @@ def test_killed_slurm_run_resumes_and_recomputes_only_incomplete(
     # each fit asks for the node's 4 CPUs in this first run, so fits run one after the other
     # and the kill finds fits done, running and pending (the plugin submits a rule's ready
     # jobs together, whatever --jobs says)
-    proc = subprocess.Popen(_cmd(work, *SLURM_ARGS, "--set-resources",
-                                 "fit_layer:cpus_per_task=4", _target("02")),
+    proc = subprocess.Popen(_cmd(work, *SLURM_ARGS, _target("02"), "--set-resources",
+                                 "fit_layer:cpus_per_task=4"),
                             stdout=logfile,
                             stderr=subprocess.STDOUT, cwd=work, env=slurm_cluster.env,
                             start_new_session=True)
