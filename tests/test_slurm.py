@@ -140,8 +140,8 @@ def test_killed_slurm_run_resumes_and_recomputes_only_incomplete(
     """sub-02's target (after sub-01's run when both tests run: then features are shared)."""
     work = slurm_workdir
     logfile = (work / "first.log").open("w")
-    # each fit asks for the node's 4 CPUs in this first run, so fits run one after the other
-    # and the kill finds fits done, running and pending (the plugin submits a rule's ready
+    # fits ask for the node's 4 CPUs in this first run, so that fewer run at once and the kill
+    # finds some unfinished (the premise is asserted below; the plugin submits a rule's ready
     # jobs together, whatever --jobs says)
     proc = subprocess.Popen(_cmd(work, *SLURM_ARGS, _target("02"), "--set-resources",
                                  "fit_layer:cpus_per_task=4"),
