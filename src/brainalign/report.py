@@ -20,9 +20,10 @@ import pandas as pd  # noqa: E402
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
 h1{font-size:1.6em}h2{font-size:1.25em;margin-top:1.6em;border-bottom:1px solid #ddd}
-figure{margin:1em 0}figcaption{font-size:.9em;color:#555;max-width:900px}
+figure{margin:1em 0}figure img{max-width:100%}figcaption{font-size:.9em;color:#555;max-width:900px}
 table{border-collapse:collapse;font-size:.9em}td,th{border:1px solid #ccc;padding:3px 8px}
-.grid{display:flex;flex-wrap:wrap;gap:4px}.grid img{width:260px}"""
+.grid{display:flex;flex-wrap:wrap;gap:4px}.grid img{width:260px}
+iframe{border:1px solid #ddd;width:100%;max-width:1000px}"""
 
 
 def fig_to_b64(fig) -> str:
@@ -49,7 +50,8 @@ def layer_map_pngs(r_imgs: list[tuple[str, nib.Nifti1Image]], vmax: float) -> li
         fig = plt.figure(figsize=(5, 2.2))
         plotting.plot_glass_brain(img, figure=fig, colorbar=True, vmin=0, vmax=vmax,
                                   cmap="hot", plot_abs=False, threshold=1e-6,
-                                  title=f"layer {int(layer)}", display_mode="lzr")
+                                  title=f"layer {int(layer)}: held-out r",
+                                  display_mode="lzr")
         out.append(fig_to_b64(fig))
     return out
 
@@ -90,7 +92,7 @@ def profile_png(scores: pd.DataFrame, truth: dict[str, int] | None = None) -> st
             ax.axvline(truth[roi], color=color, ls=":", lw=1)
     ax.axhline(0, color="k", lw=0.5)
     ax.set_xlabel("layer (0 = feature encoder)")
-    ax.set_ylabel("held-out Pearson r (mean over ROI voxels)")
+    ax.set_ylabel("held-out Pearson r (unitless; mean over ROI voxels)")
     ax.legend(fontsize=8, ncol=2)
     return fig_to_b64(fig)
 
@@ -99,18 +101,109 @@ def cka_png(cka: pd.DataFrame) -> str:
     fig, ax = plt.subplots(figsize=(6, 3))
     ax.plot(cka["layer_a"] + 0.5, cka["linear_cka"], "-o")
     ax.set_xlabel("between layers k and k+1")
-    ax.set_ylabel("linear CKA")
+    ax.set_ylabel("linear CKA (unitless, 0 to 1)")
     ax.set_ylim(0, 1.02)
     return fig_to_b64(fig)
 
 
-def alpha_png(alpha_by_layer: list[np.ndarray], layers: list[str]) -> str:
-    """Distribution of chosen ridge penalties per layer (log10)."""
-    fig, ax = plt.subplots(figsize=(8, 3))
-    ax.boxplot([np.log10(a) for a in alpha_by_layer], showfliers=False)
-    ax.set_xticks(range(1, len(layers) + 1), [str(int(layer)) for layer in layers])
-    ax.set_xlabel("layer")
-    ax.set_ylabel("log10 chosen alpha")
+def alpha_table(alpha_by_layer: list[np.ndarray], layers: list[str],
+                grid: np.ndarray) -> pd.DataFrame:
+    """Per layer: median chosen penalty and the share of choices at either end of the grid.
+
+    Parameters
+    ----------
+    alpha_by_layer : per layer, array of chosen penalties (any shape, e.g. (n_folds, n_voxels))
+    grid : array of shape (n_alphas,), the penalties that were searched
+    """
+    lo, hi = float(np.min(grid)), float(np.max(grid))
+    rows = []
+    for layer, a in zip(layers, alpha_by_layer, strict=True):
+        a = np.asarray(a, dtype=np.float64).ravel()
+        rows.append({"layer": int(layer), "median_log10_alpha": float(np.median(np.log10(a))),
+                     "share_at_lowest": float(np.isclose(a, lo, rtol=1e-4).mean()),
+                     "share_at_highest": float(np.isclose(a, hi, rtol=1e-4).mean())})
+    return pd.DataFrame(rows)
+
+
+def alpha_png(alpha_by_layer: list[np.ndarray], layers: list[str],
+              grid: np.ndarray | None = None) -> str:
+    """Share of voxels (x folds) choosing each penalty of the grid, one row per layer."""
+    if grid is None:
+        grid = np.unique(np.concatenate([np.ravel(a) for a in alpha_by_layer]))
+    log_grid = np.log10(np.asarray(grid, dtype=np.float64))
+    shares = np.stack([
+        (np.abs(np.log10(np.ravel(a))[:, None] - log_grid[None]) < 1e-3).mean(0)
+        for a in alpha_by_layer])
+    fig, ax = plt.subplots(figsize=(8, 0.35 * len(layers) + 1.5))
+    im = ax.imshow(shares, aspect="auto", cmap="viridis", vmin=0, origin="lower",
+                   extent=(log_grid[0] - 0.5 * np.diff(log_grid[:2]).sum(),
+                           log_grid[-1] + 0.5 * np.diff(log_grid[-2:]).sum(),
+                           -0.5, len(layers) - 0.5))
+    ax.set_yticks(range(len(layers)), [str(int(layer)) for layer in layers])
+    ax.set_xlabel("log10 ridge penalty alpha (penalty in units of the standardised features)")
+    ax.set_ylabel("layer")
+    fig.colorbar(im, ax=ax, label="share of voxel x fold choices")
+    return fig_to_b64(fig)
+
+
+def _iframe(view, width: int, height: int) -> str:
+    """A nilearn view as an iframe holding its whole page (``srcdoc``); the favicon nilearn
+    links on GitHub is dropped so that nothing is fetched from elsewhere."""
+    import re
+
+    standalone = re.sub(r"<link[^>]*rel=.icon[^>]*>", "", view.get_standalone())
+    return (f'<iframe srcdoc="{html.escape(standalone)}" width="{width}" height="{height}" '
+            'frameBorder="0"></iframe>')
+
+
+def interactive_views(img: nib.Nifti1Image, title: str, vmax: float, threshold: float) -> str:
+    """Two interactive views of a volume map as self-contained iframes: slices (nilearn
+    ``view_img``) and the fsaverage5 inflated surface (``view_surf`` of the map projected with
+    ``vol_to_surf`` between the white and pial surfaces; both hemispheres)."""
+    import warnings
+
+    from nilearn import plotting
+    from nilearn.datasets import load_fsaverage, load_fsaverage_data
+    from nilearn.surface import SurfaceImage
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # nilearn's notes on mesh identity and masked arrays
+        slices = plotting.view_img(img, threshold=threshold, vmax=vmax, cmap="hot",
+                                   symmetric_cmap=False, title=title, colorbar=True)
+        fsaverage = load_fsaverage("fsaverage5")
+        surf_map = SurfaceImage.from_volume(mesh=fsaverage["pial"], volume_img=img,
+                                            inner_mesh=fsaverage["white_matter"])
+        sulcal = load_fsaverage_data(mesh="fsaverage5", data_type="sulcal",
+                                     mesh_type="inflated")
+        surface = plotting.view_surf(surf_mesh=fsaverage["inflated"], surf_map=surf_map,
+                                     bg_map=sulcal, hemi="both", threshold=threshold,
+                                     vmax=vmax, vmin=0, cmap="hot", symmetric_cmap=False,
+                                     title=title, title_fontsize=14, colorbar_fontsize=12)
+    return _iframe(slices, 980, 420) + _iframe(surface, 980, 520)
+
+
+def comparison_png(peaks: pd.DataFrame) -> str:
+    """Per ROI, each subject's peak r under each model, lines joining a subject's models."""
+    models = list(dict.fromkeys(peaks["model"]))
+    rois = list(dict.fromkeys(peaks["roi"]))
+    fig, ax = plt.subplots(figsize=(min(12, max(6, 0.8 * len(rois) * len(models))), 4))
+    width = 0.8 / len(models)
+    for ri, roi in enumerate(rois):
+        sub = peaks[peaks["roi"] == roi].pivot_table(index="subject", columns="model",
+                                                     values="peak_r")[models]
+        xs = ri + (np.arange(len(models)) - (len(models) - 1) / 2) * width
+        for _, row in sub.iterrows():
+            ax.plot(xs, row.to_numpy(), "-", color="0.6", lw=0.8)
+        for mi, model in enumerate(models):
+            ax.plot([xs[mi]] * len(sub), sub[model], "o", ms=4, color=f"C{mi}",
+                    label=model if ri == 0 else None)
+            ax.plot([xs[mi] - width / 3, xs[mi] + width / 3], [sub[model].mean()] * 2, "-",
+                    color=f"C{mi}", lw=2.5)
+    ax.set_xticks(range(len(rois)), rois)
+    ax.set_xlabel("ROI")
+    ax.set_ylabel("peak held-out r over layers (unitless)")
+    ax.axhline(0, color="k", lw=0.5)
+    ax.legend(fontsize=8)
     return fig_to_b64(fig)
 
 

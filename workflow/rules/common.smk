@@ -157,3 +157,10 @@ def group_ceiling_map():
         "results/group/ceiling/group_desc-ceiling_stat-r.nii.gz",
         "results/group/ceiling/group_desc-ceiling_mask.nii.gz",
     ]
+
+
+# ---- Model comparison (issue 6): a page comparing models, when two or more are configured ----
+def comparison_targets():
+    if len(MODELS) < 2:
+        return []
+    return ["results/group/model_comparison.html"]

@@ -9,6 +9,9 @@ rule subject_report:
         best="results/sub-{subject}/rois/{model}/sub-{subject}_best-layer.tsv",
         best_map=stat_maps("results/sub-{subject}/rois/{model}/sub-{subject}_desc-bestlayer_map"),
         best_r=stat_maps("results/sub-{subject}/rois/{model}/sub-{subject}_desc-bestlayer_stat-r"),
+        significant=stat_maps(
+            "results/sub-{subject}/rois/{model}/sub-{subject}_desc-significant_mask"
+        ),
         cka="results/features/{model}/layer_cka.tsv",
     output:
         report(
@@ -22,6 +25,7 @@ rule subject_report:
         "../envs/brainalign.yaml"
     params:
         layers=lambda wc: LAYERS[wc.model],
+        alphas=config["encoding"]["alphas"],
     script:
         "../scripts/subject_report.py"
 
@@ -33,6 +37,22 @@ rule group_report:
         cka="results/features/{model}/layer_cka.tsv",
         recovery=demo_targets(),
         ceiling=group_ceiling_map(),
+        # volume data only: group maps (surfaces and parcels have tables and profiles)
+        masks=expand(
+            "results/sub-{subject}/bold/sub-{subject}_desc-brain_mask.nii.gz",
+            subject=SUBJECTS if KIND == "volume" else [],
+        ),
+        significant=expand(
+            "results/sub-{subject}/rois/{{model}}/sub-{subject}_desc-significant_mask.nii.gz",
+            subject=SUBJECTS if KIND == "volume" else [],
+        ),
+        # subject-major, layers in order
+        r_maps=lambda wc: [
+            f"results/sub-{s}/encoding/{wc.model}/sub-{s}_layer-{layer}_stat-r.nii.gz"
+            for s in SUBJECTS
+            for layer in LAYERS[wc.model]
+            if KIND == "volume"
+        ],
     output:
         report(
             "results/group/{model}/group_report.html",
@@ -45,5 +65,34 @@ rule group_report:
         "../envs/brainalign.yaml"
     params:
         group=config.get("group", {}),
+        layers=lambda wc: LAYERS[wc.model],
     script:
         "../scripts/group_report.py"
+
+
+# ---- Model comparison (issue 6): only when two or more models are configured ----
+
+
+rule compare_models:
+    input:
+        roi_scores=expand(
+            "results/sub-{subject}/rois/{model}/sub-{subject}_roi-scores.tsv",
+            subject=SUBJECTS,
+            model=MODELS,
+        ),
+    output:
+        table="results/group/model_comparison.tsv",
+        page=report(
+            "results/group/model_comparison.html",
+            caption="../report/comparison.rst",
+            category="Group",
+        ),
+    log:
+        "logs/report/model_comparison.log",
+    conda:
+        "../envs/brainalign.yaml"
+    params:
+        subjects=SUBJECTS,
+        models=MODELS,
+    script:
+        "../scripts/compare_models_report.py"

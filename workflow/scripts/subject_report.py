@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 
 from brainalign import report
+from brainalign.config import alphas
 from brainalign.io import load_npz, setup_logging, unmask
 from brainalign.targets import load_mask
 
@@ -32,6 +33,18 @@ else:
 maps = "" if mask.img is None else "".join(
     report.img_tag(b, f"layer {layer}") for layer, b in
     zip(layers, report.layer_map_pngs(r_imgs, vmax), strict=True))
+grid = alphas(snakemake.params.alphas)
+alpha_by_layer = [s["alpha"] for s in scores]
+if mask.img is not None:  # volume: interactive views of the peak r
+    significant = np.asarray(nib.load(snakemake.input.significant[0]).dataobj)[
+        np.asarray(mask_img.dataobj) > 0] > 0
+    peak_r = np.max([s["r"] for s in scores], axis=0)
+    if significant.any():
+        peak_r = np.where(significant, peak_r, 0.0)
+        shown = f"at the {n_sig} significant voxels (same test as the best-layer map)"
+    else:  # nothing survives the test: show the map unthresholded rather than an empty view
+        shown = ("unthresholded (no voxel passed the significance test of the best-layer map); "
+                 "only r above 0.05 coloured")
 sections = [
     f"<p>Model <b>{html.escape(model)}</b>, {len(layers)} layers, "
     f"{mask.n_targets} {mask.noun}, "
@@ -80,11 +93,23 @@ sections = [
     f"shared across layers), for voxels this layer predicts at uncorrected p &lt; {P_SHOW} "
     "(permutation null); the unthresholded maps are the NIfTI files "
     "<code>encoding/*_stat-r.nii.gz</code>.</p>",
+    "" if mask.img is None else
+    "<h2>Interactive views</h2>" + report.interactive_views(
+        unmask(peak_r, mask_img), "peak held-out r", vmax,
+        threshold=1e-3 if significant.any() else 0.05)
+    + f"<p>Peak held-out Pearson r over layers (unitless), {shown}; drag to rotate, scroll to "
+    "zoom. Top: slices of the "
+    "volume on MNI152. Bottom: the volume sampled between the white and pial surfaces of "
+    "fsaverage5 (nilearn <code>vol_to_surf</code>, valid for MNI-space data) and shown on the "
+    "inflated surface.</p>",
     "<h2>Regularisation</h2>" + report.figure(
-        report.alpha_png([s["alpha"].ravel() for s in scores], layers),
-        "Ridge penalty chosen per voxel by inner leave-one-run-out CV within each outer "
-        "training split (all folds and voxels). Penalties piling up at the grid's upper end "
-        "mark voxels the layer cannot predict."),
+        report.alpha_png(alpha_by_layer, layers, grid),
+        "Share of voxels choosing each ridge penalty of the searched grid (inner "
+        "leave-one-run-out CV within each outer training split; all folds and voxels of this "
+        "subject), per layer. Choices piling up at the upper end mark voxels the layer cannot "
+        "predict (the model shrinks to zero); at the lower end, a grid that should extend "
+        "further down.")
+    + report.table_html(report.alpha_table(alpha_by_layer, layers, grid)),
     report.cka_section(pd.read_csv(snakemake.input.cka, sep="\t"), model),
 ]
 report.write_page(snakemake.output[0], report.page(f"sub-{subject} · {model}", sections))

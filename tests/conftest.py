@@ -1,0 +1,49 @@
+"""Shared fixtures: a real single-node SLURM cluster on localhost (see tests/slurm_cluster.py)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from slurm_cluster import ClusterUnavailable, SlurmCluster, start_cluster  # noqa: E402
+
+TWO_MODELS = ("wav2vec2-random", "wav2vec2-seed1")
+TWO_MODEL_LAYERS = [0, 3, 6]
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory) -> Iterator[SlurmCluster]:
+    """munged + slurmctld + slurmd on localhost, stopped at the end; skips when unavailable."""
+    # 4 CPUs declared on the node: the SLURM profile asks 4 for feature extraction
+    try:
+        cluster = start_cluster(tmp_path_factory.mktemp("slurm"), cpus=4)
+    except ClusterUnavailable as err:
+        pytest.skip(f"SLURM cannot be started here: {err}")
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_two_model_run(tmp_path_factory) -> Path:
+    """The real workflow, run locally to the end (``rule all``) on the tiny config with two
+    models (two random initialisations; layers 0, 3 and 6), then ``snakemake --report``.
+    Shared by the report tests and as the reference of the SLURM tests."""
+    import yaml
+    from test_workflow import _snakemake, _tiny_config
+
+    work = tmp_path_factory.mktemp("two_models")
+    path = _tiny_config(work)
+    cfg = yaml.safe_load(path.read_text())
+    first = dict(cfg["models"][TWO_MODELS[0]], layers=TWO_MODEL_LAYERS)
+    cfg["models"] = {TWO_MODELS[0]: first, TWO_MODELS[1]: dict(first, seed=1)}
+    path.write_text(yaml.safe_dump(cfg))
+    proc = _snakemake(work, path, "--cores", "2")
+    assert proc.returncode == 0, proc.stdout[-5000:]
+    proc = _snakemake(work, path, "--report", "report.html")
+    assert proc.returncode == 0, proc.stdout[-5000:]
+    return work
