@@ -29,6 +29,7 @@ from bids_tree import (
     write_surface_run,
     write_volume_run,
 )
+from test_workflow import _merge
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
@@ -46,12 +47,6 @@ GROUPS = {
 MODEL = "tiny"
 
 
-def _merge(base: dict, extra: dict) -> dict:
-    out = dict(base)
-    for key, value in extra.items():
-        out[key] = (_merge(out[key], value) if isinstance(value, dict)
-                    and isinstance(out.get(key), dict) else value)
-    return out
 
 
 def base_config() -> dict:
@@ -155,13 +150,18 @@ def _snakemake(workdir: Path, cfg: dict, *args: str) -> subprocess.CompletedProc
                           cwd=workdir, timeout=1200)
 
 
-@pytest.fixture(scope="module")
-def volume_run(volume_dataset, tmp_path_factory) -> Path:
-    _, cfg = volume_dataset
-    work = tmp_path_factory.mktemp("work")
+def _run_workflow(cfg: dict, tmp_path_factory, name: str) -> Path:
+    """The whole workflow on ``cfg`` in a fresh working directory; fails with its log tail."""
+    work = tmp_path_factory.mktemp(name)
     proc = _snakemake(work, cfg, "--cores", "2")
     assert proc.returncode == 0, proc.stdout[-5000:]
     return work
+
+
+@pytest.fixture(scope="module")
+def volume_run(volume_dataset, tmp_path_factory) -> Path:
+    _, cfg = volume_dataset
+    return _run_workflow(cfg, tmp_path_factory, "work")
 
 
 @pytest.mark.slow
@@ -274,10 +274,7 @@ def surface_dataset(tmp_path_factory, planted_features) -> tuple[Path, dict]:
 @pytest.fixture(scope="module")
 def surface_run(surface_dataset, tmp_path_factory) -> Path:
     _, cfg = surface_dataset
-    work = tmp_path_factory.mktemp("work_surf")
-    proc = _snakemake(work, cfg, "--cores", "2")
-    assert proc.returncode == 0, proc.stdout[-5000:]
-    return work
+    return _run_workflow(cfg, tmp_path_factory, "work_surf")
 
 
 @pytest.mark.slow
@@ -359,10 +356,7 @@ def parcel_run(tmp_path_factory, planted_features) -> Path:
     cfg["rois"] = {"atlas": "parcels",
                    "groups": {roi: [p for p in PARCEL_PLANTED if p.startswith(roi)]
                               for roi in ("A1", "STG")}}
-    work = tmp_path_factory.mktemp("work_parcels")
-    proc = _snakemake(work, cfg, "--cores", "2")
-    assert proc.returncode == 0, proc.stdout[-5000:]
-    return work
+    return _run_workflow(cfg, tmp_path_factory, "work_parcels")
 
 
 @pytest.mark.slow
