@@ -129,7 +129,10 @@ def test_slurm_run_equals_local_run(slurm_cluster, tiny_two_model_run, slurm_wor
     assert submitted, log[-3000:]
     # small jobs were grouped: fewer SLURM jobs than rule jobs
     assert len(submitted) < len(rules)
-    assert "sub-02" not in log  # the per-subject target builds one subject only
+    # the per-subject target fits one subject only (the ISC noise ceiling still reads the
+    # other subjects' cleaned BOLD, so their prepare_bold jobs may run)
+    assert not (slurm_workdir / "results/sub-02/encoding").exists()
+    assert not re.search(r"fit_layer[^\n]*\n[^\n]*sub-02", log)
     assert (slurm_workdir / _target("01")).stat().st_size > 0
     _assert_same_scores(tiny_two_model_run, slurm_workdir, "01")
 
