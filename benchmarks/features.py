@@ -10,7 +10,6 @@ The last line is always ``features: X s-audio/s, P% of limit, N x naive``.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import tempfile
 import time
@@ -74,14 +73,13 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def run_brainalign(extractor: LayerExtractor, audio: np.ndarray, batch_size: int,
-                   autocast: contextlib.AbstractContextManager | None = None) -> float:
-    """Wall seconds of brainalign's batched windowed extraction (kept frames as numpy, not
-    written anywhere)."""
+def run_brainalign(extractor: LayerExtractor, audio: np.ndarray, batch_size: int) -> float:
+    """Wall seconds of brainalign's batched windowed extraction in the extractor's precision
+    (kept frames as numpy, not written anywhere)."""
     n_frames = 0
     sync(extractor.device)
     t0 = time.perf_counter()
-    with torch.inference_mode(), (autocast or contextlib.nullcontext()):
+    with torch.inference_mode():
         for _batch, kept in iter_layer_batches(extractor, audio, window_s=WINDOW_S,
                                                context_s=CONTEXT_S, batch_size=batch_size):
             n_frames += sum(layers[0].shape[0] for layers in kept)
@@ -260,12 +258,10 @@ def main() -> None:
               f"{extractor.precision} is {t_fp32 / t_brain:.2f} x faster")
 
     if torch.cuda.is_available():
-        gpu = LayerExtractor(spec, device="cuda")
+        gpu = LayerExtractor(spec, device="cuda", precision="bfloat16")  # autocast inside
         gpu([audio[: 2 * SR]])
-        bf16 = torch.autocast("cuda", dtype=torch.bfloat16)
-        run_brainalign(gpu, audio, best_bs, bf16)  # warm-up
-        t_gpu = min(run_brainalign(gpu, audio, bs, torch.autocast("cuda", dtype=torch.bfloat16))
-                    for bs in sorted(set(batch_sizes) | {16}))
+        run_brainalign(gpu, audio, best_bs)  # warm-up
+        t_gpu = min(run_brainalign(gpu, audio, bs) for bs in sorted(set(batch_sizes) | {16}))
         gpu_peak = matmul_peak("cuda", n=8192, dtype=torch.bfloat16)
         print(f"GPU ({torch.cuda.get_device_name()}, bf16 autocast): "
               f"{args.seconds / t_gpu:.1f} s-audio/s, "
