@@ -38,6 +38,8 @@ def make_problem(n_trs: int, n_features: int, n_delays: int, n_voxels: int, n_ru
     (n, n_voxels), both z-scored within the run (as the pipeline's BOLD is, and so that every
     contender sees identical, already standardised data). A third of the voxels are driven by a
     low-rank projection of the features at a log-uniform SNR; the rest are AR(1) noise."""
+    from brainalign.alignment import delay_stack
+
     rng = np.random.default_rng(seed)
     n_latent = max(8, n_features // 8)
     # speech-model-like features: correlated (low-rank plus noise), smooth in time
@@ -56,10 +58,8 @@ def make_problem(n_trs: int, n_features: int, n_delays: int, n_voxels: int, n_ru
     gain[:n_signal] = np.sqrt(10 ** rng.uniform(-1.5, 0.5, n_signal))
     for a, b in zip(bounds[:-1], bounds[1:], strict=True):
         f = feats[a:b]
-        x = np.concatenate([np.roll(f, d, axis=0) for d in range(1, n_delays + 1)], axis=1)
-        for d in range(1, n_delays + 1):  # no wrap-around: the first volumes see no stimulus
-            x[:d, (d - 1) * n_features:d * n_features] = 0.0
-        x = zscore(x)
+        # no wrap-around: the first volumes see no stimulus
+        x = zscore(delay_stack(f, list(range(1, n_delays + 1))))
         sig = zscore((x @ weights_a) @ weights_b)
         noise = rng.standard_normal((b - a, n_voxels)).astype(np.float32)
         for t in range(1, b - a):

@@ -79,6 +79,13 @@ def load_run(bold_path: str | Path, mask_img: nib.Nifti1Image, n_vols: int, t_r:
                         standardize, max_missing_volumes)
 
 
+def varying_targets(data: np.ndarray, keep: np.ndarray | None = None) -> np.ndarray:
+    """Targets (columns of ``data``, shape (n_volumes, n_targets)) finite and not constant in
+    this run, and in ``keep`` (the earlier runs' result) when given: bool (n_targets,)."""
+    ok = np.isfinite(data).all(0) & (np.ptp(np.nan_to_num(data), axis=0) > 0)
+    return ok if keep is None else keep & ok
+
+
 def clean_series(data: np.ndarray, path: str | Path, n_vols: int, t_r: float,
                  start_volume: int = 0, max_extra_volumes: int = 20, detrend: bool = True,
                  standardize: bool = True, max_missing_volumes: int = 0,

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from .rois import voxel_best_layer
 from .stats import mean_ci
 
 
@@ -41,8 +42,7 @@ def group_layer_maps(layer_r: np.ndarray, significant: np.ndarray, layers: list[
                          "match as (subjects, layers, voxels) and (subjects, voxels).")
     mean_r = layer_r.mean(0)
     share = np.asarray(significant, dtype=np.float64).mean(0)
-    numbers = np.array([int(v) for v in layers])
-    best = np.where(share > min_share, numbers[mean_r.argmax(0)], -1).astype(np.int16)
+    best = voxel_best_layer(mean_r, share > min_share, layers)
     return mean_r, best, share
 
 

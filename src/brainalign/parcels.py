@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .bold import BoldError, clean_series
+from .bold import BoldError, clean_series, varying_targets
 
 
 def read_run(path: str | Path) -> tuple[np.ndarray, list[str]]:
@@ -44,8 +44,7 @@ def parcel_mask(paths: list[str | Path]) -> tuple[np.ndarray, list[str]]:
         elif cols != names:
             raise BoldError(f"{path}: its columns differ from {paths[0]}'s; every run of a "
                             "subject must list the same parcels in the same order.")
-        ok = np.isfinite(data).all(0) & (np.ptp(np.nan_to_num(data), axis=0) > 0)
-        keep = ok if keep is None else keep & ok
+        keep = varying_targets(data, keep)
     if keep is None or not keep.any():
         raise BoldError(f"{paths[0]}: no parcel is finite and varying in every run.")
     return keep, names
