@@ -16,9 +16,8 @@ log = logging.getLogger("subject_atlas")
 rcfg = snakemake.params.rois
 mask = load_mask(snakemake.input.mask)
 if mask.is_parcels:  # every parcel is its own label
-    names = dict(enumerate(mask.names, start=1))
-    save_npz(snakemake.output[0], labels=np.arange(1, len(mask.names) + 1, dtype=np.int32),
-             values=np.array(list(names), dtype=np.int32), names=np.array(mask.names))
+    labels = np.arange(1, len(mask.names) + 1, dtype=np.int32)
+    save_npz(snakemake.output[0], labels=labels, values=labels, names=np.array(mask.names))
 elif mask.is_surface:
     labels, names = surface.load_atlas(rcfg["atlas"], mask.n_left, mask.keep.size - mask.n_left,
                                        rcfg.get("labels_file"))

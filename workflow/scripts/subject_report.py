@@ -24,12 +24,14 @@ r_imgs = [] if mask.img is None else [
 vmax = float(max(np.percentile(s["r"], 99.9) for s in scores))
 roi_scores = pd.read_csv(snakemake.input.roi_scores, sep="\t")
 best = pd.read_csv(snakemake.input.best, sep="\t")
+best_img = None if mask.img is None else nib.load(snakemake.input.best_map[0])
 if mask.is_parcels:
     n_sig = int((pd.read_csv(snakemake.input.best_map[0], sep="\t")["value"] >= 0).sum())
-else:
-    n_sig = int(sum((np.asarray(nib.load(p).darrays[0].data if mask.is_surface
-                                else nib.load(p).dataobj) >= 0).sum()
+elif mask.is_surface:
+    n_sig = int(sum((np.asarray(nib.load(p).darrays[0].data) >= 0).sum()
                     for p in snakemake.input.best_map))
+else:
+    n_sig = int((np.asarray(best_img.dataobj) >= 0).sum())
 maps = "" if mask.img is None else "".join(
     report.img_tag(b, f"layer {layer}") for layer, b in
     zip(layers, report.layer_map_pngs(r_imgs, vmax), strict=True))
@@ -73,7 +75,7 @@ sections = [
         "<code>*_stat-r.tsv</code> and <code>*_desc-bestlayer_map.tsv</code>.</p>")]
       if mask.img is None else [
         "<h2>Best-layer map</h2>" + report.figure(
-        report.best_layer_png(nib.load(snakemake.input.best_map[0]), int(layers[-1]) + 1),
+        report.best_layer_png(best_img, int(layers[-1]) + 1),
         f"Best layer per voxel, shown for the {n_sig} voxels predicted above chance by some "
         "layer (circular-shift permutation null refitted per shift, Simes over layers, FDR "
         "q<0.05 over voxels): the layer chosen most often over the outer folds, each fold "
