@@ -43,6 +43,7 @@ import pandas as pd
 import torch
 
 from .audio import TARGET_SR
+from .cpu_kernels import optimise_for_cpu
 
 log = logging.getLogger(__name__)
 
@@ -224,10 +225,14 @@ class LayerExtractor:
     bfloat16 arithmetic (see :func:`cpu_has_native_bf16`), float32 elsewhere. Activations are
     returned as float32 either way; bfloat16 features correlate > 0.999 with float32 ones
     (tests/test_features.py) and are stored as float16 by default anyway.
+
+    ``cpu_kernels``: on CPU, swap in brainalign's faster convolution and attention paths
+    (:mod:`brainalign.cpu_kernels`; same values up to rounding). False runs the model exactly as
+    transformers built it.
     """
 
     def __init__(self, spec: ModelSpec, device: str | None = None,
-                 precision: str = "auto"):
+                 precision: str = "auto", cpu_kernels: bool = True):
         from transformers import AutoFeatureExtractor, AutoModel, WhisperModel
 
         self.spec = spec
@@ -257,6 +262,9 @@ class LayerExtractor:
         if self.whisper:
             model = model.get_encoder()
         self.model = model.to(self.device).eval()
+        if cpu_kernels and self.device_type == "cpu":
+            changed = optimise_for_cpu(self.model, self.precision)
+            log.info("model '%s' on CPU: %s", spec.name, ", ".join(changed) or "as loaded")
         self.geometry = frame_geometry(self.config)
         self.n_layers = n_layers(self.config)
 
