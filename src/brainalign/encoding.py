@@ -30,8 +30,9 @@ from typing import Any
 
 import numpy as np
 from scipy.linalg import eigh
-from scipy.stats import t as student_t
 from threadpoolctl import ThreadpoolController
+
+from .stats import null_p
 
 log = logging.getLogger(__name__)
 _THREADPOOLS: list[ThreadpoolController] = []
@@ -474,9 +475,7 @@ def fit_layer(x_runs: list[np.ndarray], y_runs: list[np.ndarray], alphas: np.nda
     r = cv.r_folds.mean(0)
     null_mean = r_null.mean(0)
     null_std = np.maximum(r_null.std(0, ddof=1), 1e-6)
-    # prediction interval of one more draw from the null: a t-test with n_permutations - 1 df
-    tstat = (r - null_mean) / (null_std * np.sqrt(1 + 1 / n_permutations))
-    p = student_t.sf(tstat, df=n_permutations - 1)
+    p = null_p(r, r_null)  # prediction interval of one more draw from the null
     return LayerScores(r=r, r_folds=cv.r_folds, r2=cv.r2_folds.mean(0), alpha=cv.alpha,
                        null_mean=null_mean.astype(np.float32),
                        null_std=null_std.astype(np.float32), p=p, inner_r2=cv.inner_r2)

@@ -221,6 +221,21 @@ def isc_null(runs_by_subject: list[list[np.ndarray]], n_permutations: int, min_s
     return null
 
 
+def null_p(observed: np.ndarray, null: np.ndarray) -> np.ndarray:
+    """One-sided p-value of ``observed`` (n,) against a permutation ``null`` (n_permutations, n):
+    the t prediction interval of one more draw from the null (its mean and SD,
+    n_permutations - 1 degrees of freedom). Unlike the rank p-value, whose smallest value is
+    1 / (n_permutations + 1), it can pass FDR over tens of thousands of voxels (the rank p of
+    200 shifts cannot: BH over 29 000 voxels with 400 true effects needs p < 7e-4)."""
+    from scipy.stats import t as student_t
+
+    n_perm = null.shape[0]
+    mean = null.mean(0)
+    sd = np.maximum(null.std(0, ddof=1), 1e-6)
+    tstat = (observed - mean) / (sd * np.sqrt(1 + 1 / n_perm))
+    return student_t.sf(tstat, df=n_perm - 1)
+
+
 @dataclass
 class Ceiling:
     """Inter-subject-correlation noise ceiling over voxels shared by all subjects.
@@ -230,7 +245,7 @@ class Ceiling:
     isc : (n_subjects, n_voxels) LOSO ISC of each subject, averaged over runs.
     ceiling : (n_subjects, n_voxels) each subject's ceiling (``ceiling_from_isc``).
     group_isc, group_ceiling : (n_voxels,) the same, from the ISC averaged over subjects.
-    p : (n_voxels,) one-sided circular-shift p-value of ``group_isc``.
+    p : (n_voxels,) one-sided circular-shift p-value of ``group_isc`` (``null_p``).
     usable : (n_voxels,) True where the ceiling is significant (FDR ``q``) and at least
         ``min_ceiling``: only there are ceiling-normalised scores computed.
     """
@@ -266,7 +281,7 @@ def isc_ceiling(runs_by_subject: list[list[np.ndarray]], n_permutations: int = 2
                        p=np.ones(n_vox), usable=np.zeros(n_vox, bool))
     group_isc = isc.mean(0)
     null = isc_null(runs_by_subject, n_permutations, min_shift, seed)
-    p = (1 + (null >= group_isc).sum(0)) / (n_permutations + 1)
+    p = null_p(group_isc, null)
     group_ceiling = ceiling_from_isc(group_isc, n_sub)
     usable = fdr_bh(p, q) & (group_ceiling >= min_ceiling)
     return Ceiling(isc=isc, ceiling=ceiling_from_isc(isc, n_sub), group_isc=group_isc,
@@ -308,7 +323,7 @@ def repeat_ceiling(runs_by_subject: list[list[np.ndarray]], pairs: list[tuple[in
             for j in range(n_permutations):
                 null[j] += (za * np.roll(zb, shifts[j, k], 0)).mean(0) / (
                     len(pairs) * len(runs_by_subject))
-    p = (1 + (null >= group_rel).sum(0)) / (n_permutations + 1)
+    p = null_p(group_rel, null)
     group_ceiling = np.sqrt(np.clip(group_rel, 0, 1))
     usable = fdr_bh(p, q) & (group_ceiling >= min_ceiling)
     return Ceiling(isc=rel, ceiling=np.sqrt(np.clip(rel, 0, 1)), group_isc=group_rel,
