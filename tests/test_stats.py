@@ -215,6 +215,15 @@ def _shared_signal_runs(rng, n_sub, rho, n_runs=3, n_t=400, n_vox=300):
     return runs, signal
 
 
+def _noise_then_signal_runs(rng, n_noise, n_signal, rho, n_sub=3):
+    """2 runs x 150 volumes per subject: ``n_noise`` pure-noise voxels, then ``n_signal`` voxels
+    sharing a signal of pairwise ISC ``rho``."""
+    noise, _ = _shared_signal_runs(rng, n_sub, 0.0, n_runs=2, n_t=150, n_vox=n_noise)
+    signal, _ = _shared_signal_runs(rng, n_sub, rho, n_runs=2, n_t=150, n_vox=n_signal)
+    return [[np.hstack([a, b]) for a, b in zip(n, s, strict=True)]
+            for n, s in zip(noise, signal, strict=True)]
+
+
 @pytest.mark.parametrize("n_sub", [2, 3, 6])
 def test_isc_ceiling_matches_analytic_ceiling(n_sub):
     rng = np.random.default_rng(n_sub)
@@ -241,10 +250,7 @@ def test_ceiling_from_isc_edge_cases():
 
 def test_isc_ceiling_significance_on_noise_and_signal():
     rng = np.random.default_rng(5)
-    noise_runs, _ = _shared_signal_runs(rng, 3, 0.0, n_runs=2, n_t=150, n_vox=400)
-    sig_runs, _ = _shared_signal_runs(rng, 3, 0.2, n_runs=2, n_t=150, n_vox=100)
-    runs = [[np.hstack([a, b]) for a, b in zip(n, s, strict=True)]
-            for n, s in zip(noise_runs, sig_runs, strict=True)]
+    runs = _noise_then_signal_runs(rng, 400, 100, 0.2)
     ceil = stats.isc_ceiling(runs, n_permutations=100, min_shift=10, min_ceiling=0.1)
     assert abs(ceil.group_isc[:400].mean()) < 0.01
     assert ceil.usable[:400].mean() <= 0.05
@@ -260,10 +266,7 @@ def test_isc_ceiling_passes_fdr_over_many_voxels():
     p-value of 50 shifts (1/51) cannot pass BH over 5 100 voxels (it needs p < 1e-3); the null's
     t prediction interval can, and stays calibrated on the noise voxels."""
     rng = np.random.default_rng(7)
-    noise_runs, _ = _shared_signal_runs(rng, 3, 0.0, n_runs=2, n_t=150, n_vox=5000)
-    sig_runs, _ = _shared_signal_runs(rng, 3, 0.3, n_runs=2, n_t=150, n_vox=100)
-    runs = [[np.hstack([a, b]) for a, b in zip(n, s, strict=True)]
-            for n, s in zip(noise_runs, sig_runs, strict=True)]
+    runs = _noise_then_signal_runs(rng, 5000, 100, 0.3)
     ceil = stats.isc_ceiling(runs, n_permutations=50, min_shift=10, min_ceiling=0.1)
     assert ceil.usable[5000:].mean() > 0.95
     # false discovery proportion near q = 0.05 (8 of 108 here; 1-8 over seeds and 50 or 200
