@@ -18,6 +18,18 @@ def test_fdr_bh_matches_hand_computed_example():
     np.testing.assert_array_equal(stats.fdr_bh(p, q=0.05), expected)
 
 
+def test_bh_adjusted_matches_scipy_and_keeps_nan():
+    from scipy.stats import false_discovery_control
+
+    rng = np.random.default_rng(0)
+    p = np.r_[rng.uniform(size=500), rng.uniform(0, 1e-3, 50)]
+    np.testing.assert_allclose(stats.bh_adjusted(p), false_discovery_control(p), rtol=1e-12)
+    with_nan = np.r_[p[:10], np.nan]
+    adj = stats.bh_adjusted(with_nan)
+    assert np.isnan(adj[-1]) and np.isfinite(adj[:-1]).all()
+    assert not stats.fdr_bh(with_nan, 0.99)[-1]
+
+
 def test_fdr_bh_step_up_rejects_below_later_bound():
     # p_(3) = 0.03 <= 3 * 0.05 / 4 = 0.0375 although p_(2) = 0.026 > 2 * 0.05 / 4 = 0.025:
     # BH is step-up, so the 0.026 is rejected too (a step-down procedure would stop at 1).

@@ -32,7 +32,7 @@ import numpy as np
 from scipy.linalg import eigh
 from threadpoolctl import ThreadpoolController
 
-from .stats import null_p
+from .stats import null_p, zscore_time
 
 log = logging.getLogger(__name__)
 _THREADPOOLS: list[ThreadpoolController] = []
@@ -370,15 +370,9 @@ def r2_score(y: np.ndarray, pred: np.ndarray) -> np.ndarray:
     return 1.0 - ss_res / np.maximum(ss_tot, 1e-12)
 
 
-def _zscore(a: np.ndarray) -> np.ndarray:
-    a = a - a.mean(0)
-    sd = a.std(0)
-    return a / np.where(sd < 1e-12, 1.0, sd)
-
-
 def pearson_r(y: np.ndarray, pred: np.ndarray) -> np.ndarray:
     """Per-column Pearson correlation of y and pred (n_samples, n_voxels); 0 for constants."""
-    return (_zscore(y) * _zscore(pred)).mean(0)
+    return (zscore_time(y) * zscore_time(pred)).mean(0)
 
 
 def circular_shifts(lengths: list[int], n_permutations: int, min_shift: int, seed: int = 0
@@ -454,7 +448,7 @@ def fit_layer(x_runs: list[np.ndarray], y_runs: list[np.ndarray], alphas: np.nda
             y_test = ys[test]
             if outer[test].confound_test is not None:
                 y_test = y_test + outer[test].confound_test.astype(np.float32) @ y_train
-            z_test = _zscore(y_test)
+            z_test = zscore_time(y_test)
             for a in np.unique(cv.alpha[test, cols]):
                 sel = np.flatnonzero(cv.alpha[test, cols] == a)
                 y_sel, z_sel = y_train[:, sel], z_test[:, sel]

@@ -206,7 +206,7 @@ def group_roi_stats(tables: list[pd.DataFrame], n_flips: int = 10_000, q: float 
     ----------
     tables : per subject, ``roi_layer_scores`` output (optionally with ``normalised_r``).
     """
-    from .stats import fdr_bh, sign_flip_p, t_test_p
+    from .stats import bh_adjusted, fdr_bh, sign_flip_p, t_test_p
 
     group = group_roi_scores(tables, level)
     keys = list(zip(group["roi"], group["layer"], strict=True))
@@ -215,7 +215,7 @@ def group_roi_stats(tables: list[pd.DataFrame], n_flips: int = 10_000, q: float 
     group["t"], group["p_t"] = t_test_p(values)
     group["p_signflip"] = sign_flip_p(values, n_flips)
     p = group["p_signflip" if test == "signflip" else "p_t"].fillna(1.0).to_numpy()
-    group["q"] = _bh_adjusted(p)
+    group["q"] = bh_adjusted(p)
     group["significant"] = fdr_bh(p, q)
     if all("normalised_r" in t for t in tables):
         norm = np.stack([t.set_index(["roi", "layer"]).loc[keys, "normalised_r"]
@@ -223,16 +223,6 @@ def group_roi_stats(tables: list[pd.DataFrame], n_flips: int = 10_000, q: float 
         with np.errstate(all="ignore"):
             group["normalised_r"] = np.nanmean(norm, 0) if np.isfinite(norm).any() else np.nan
     return group
-
-
-def _bh_adjusted(p: np.ndarray) -> np.ndarray:
-    """Benjamini-Hochberg adjusted p-values (q-values)."""
-    m = p.size
-    order = np.argsort(p)
-    adj = np.minimum.accumulate((p[order] * m / np.arange(1, m + 1))[::-1])[::-1]
-    out = np.empty(m)
-    out[order] = np.minimum(adj, 1.0)
-    return out
 
 
 def group_best_layer(tables: list[pd.DataFrame], best_tables: list[pd.DataFrame],

@@ -11,17 +11,21 @@ from dataclasses import dataclass
 import numpy as np
 
 
-def fdr_bh(p: np.ndarray, q: float = 0.05) -> np.ndarray:
-    """Benjamini-Hochberg: boolean array, True where the hypothesis is rejected at FDR ``q``."""
+def bh_adjusted(p: np.ndarray) -> np.ndarray:
+    """Benjamini-Hochberg adjusted p-values (q-values), same shape as ``p``; NaN stays NaN."""
     p = np.asarray(p, dtype=np.float64)
     flat = p.ravel()
-    order = np.argsort(flat)
     m = flat.size
-    below = flat[order] <= q * np.arange(1, m + 1) / m
-    reject = np.zeros(m, dtype=bool)
-    if below.any():
-        reject[order[: np.flatnonzero(below).max() + 1]] = True
-    return reject.reshape(p.shape)
+    order = np.argsort(flat)  # NaN last
+    adj = np.fmin.accumulate((flat[order] * m / np.arange(1, m + 1))[::-1])[::-1]
+    out = np.empty(m)
+    out[order] = np.minimum(adj, 1.0)
+    return out.reshape(p.shape)
+
+
+def fdr_bh(p: np.ndarray, q: float = 0.05) -> np.ndarray:
+    """Benjamini-Hochberg: boolean array, True where the hypothesis is rejected at FDR ``q``."""
+    return bh_adjusted(p) <= q
 
 
 def min_p_over_layers(p_layers: np.ndarray) -> np.ndarray:
@@ -127,10 +131,11 @@ def crossfit_best_layer(selection: np.ndarray, heldout: np.ndarray,
 
 
 # ------------------------------------------------ noise ceiling
-def _zscore_time(a: np.ndarray) -> np.ndarray:
+def zscore_time(a: np.ndarray) -> np.ndarray:
+    """Columns of ``a`` (time x units) z-scored over time; constant columns become 0."""
     a = a - a.mean(0)
     sd = a.std(0)
-    return a / np.where(sd < 1e-12, np.inf, sd)
+    return a / np.where(sd < 1e-12, 1.0, sd)
 
 
 def loso_isc(runs_by_subject: list[list[np.ndarray]]) -> np.ndarray:
@@ -157,7 +162,7 @@ def loso_isc(runs_by_subject: list[list[np.ndarray]]) -> np.ndarray:
         total = stack.sum(0)
         for s in range(n_sub):
             others = (total - stack[s]) / (n_sub - 1)
-            out[s, run] = (_zscore_time(stack[s]) * _zscore_time(others)).mean(0)
+            out[s, run] = (zscore_time(stack[s]) * zscore_time(others)).mean(0)
     return out
 
 
@@ -216,8 +221,8 @@ def isc_null(runs_by_subject: list[list[np.ndarray]], n_permutations: int, min_s
                                             for s in range(1, n_sub)])
             total = rolled.sum(0)
             for s in range(n_sub):
-                others = _zscore_time((total - rolled[s]) / (n_sub - 1))
-                null[j] += (_zscore_time(rolled[s]) * others).mean(0) / (n_sub * n_runs)
+                others = zscore_time((total - rolled[s]) / (n_sub - 1))
+                null[j] += (zscore_time(rolled[s]) * others).mean(0) / (n_sub * n_runs)
     return null
 
 
@@ -311,7 +316,7 @@ def repeat_ceiling(runs_by_subject: list[list[np.ndarray]], pairs: list[tuple[in
 
     if not pairs:
         raise ValueError("a repeated-stimulus ceiling needs a stimulus heard in two runs.")
-    rel = np.stack([np.mean([(_zscore_time(runs[a]) * _zscore_time(runs[b])).mean(0)
+    rel = np.stack([np.mean([(zscore_time(runs[a]) * zscore_time(runs[b])).mean(0)
                              for a, b in pairs], 0) for runs in runs_by_subject])
     group_rel = rel.mean(0)
     n = min(runs_by_subject[0][b].shape[0] for _, b in pairs)
@@ -319,7 +324,7 @@ def repeat_ceiling(runs_by_subject: list[list[np.ndarray]], pairs: list[tuple[in
     null = np.zeros((n_permutations, rel.shape[1]))
     for runs in runs_by_subject:
         for k, (a, b) in enumerate(pairs):
-            za, zb = _zscore_time(runs[a]), _zscore_time(runs[b])
+            za, zb = zscore_time(runs[a]), zscore_time(runs[b])
             for j in range(n_permutations):
                 null[j] += (za * np.roll(zb, shifts[j, k], 0)).mean(0) / (
                     len(pairs) * len(runs_by_subject))
