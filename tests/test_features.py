@@ -516,3 +516,21 @@ def test_retaining_freed_memory_leaves_results_unchanged(tiny_extractor):
     after = tiny_extractor([audio])
     for a, b in zip(before, after, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_pretrained_config_is_read_once_and_handed_out_as_copies(monkeypatch, tmp_path):
+    from transformers import AutoConfig, Wav2Vec2Config
+
+    calls = []
+
+    def fake(source, *args, **kwargs):
+        calls.append(source)
+        return Wav2Vec2Config(num_hidden_layers=3)
+
+    monkeypatch.setattr(AutoConfig, "from_pretrained", fake)
+    spec = F.ModelSpec("m", str(tmp_path / "model"))
+    first = F.load_model_config(spec)
+    first._attn_implementation = "eager"  # what building a model may do to its config
+    assert F.layer_ids(spec) == ["00", "01", "02", "03"]
+    assert F.load_model_config(spec)._attn_implementation != "eager"
+    assert calls == [str(tmp_path / "model")]

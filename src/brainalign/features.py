@@ -26,6 +26,7 @@ Three extraction modes (``features.mode`` in the config):
 from __future__ import annotations
 
 import contextlib
+import copy
 import ctypes
 import ctypes.util
 import functools
@@ -119,6 +120,17 @@ def load_model_config(spec: ModelSpec):
             raise ModelError(f"model '{spec.name}': `source: random` needs `architecture` "
                              f"(one of {', '.join(RANDOM_ARCHITECTURES)}).")
         return _random_config(spec.architecture, spec.config_overrides)
+    if spec.source not in _LOADED_CONFIGS:
+        _LOADED_CONFIGS[spec.source] = _load_pretrained_config(spec)
+    # a copy: models built from it change their config (attention implementation)
+    return copy.deepcopy(_LOADED_CONFIGS[spec.source])
+
+
+#: configs read from the hub or disk, by source (the DAG asks for each model's several times)
+_LOADED_CONFIGS: dict[str, Any] = {}
+
+
+def _load_pretrained_config(spec: ModelSpec):
     from transformers import AutoConfig
 
     try:
