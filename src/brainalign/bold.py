@@ -23,13 +23,18 @@ class BoldError(ValueError):
     """A BOLD run or mask that does not fit the stimulus or the pipeline."""
 
 
+def same_grid(a: nib.spatialimages.SpatialImage, b: nib.spatialimages.SpatialImage) -> bool:
+    """Whether two images share one voxel grid (spatial shape, and affine to 1e-3 mm)."""
+    return a.shape[:3] == b.shape[:3] and np.allclose(a.affine, b.affine, atol=1e-3)
+
+
 def subject_mask(mask_paths: list[str | Path]) -> nib.Nifti1Image:
     """Intersection of the brain masks of a subject's runs (all must share one grid)."""
     imgs = [nib.load(str(p)) for p in mask_paths]
     ref = imgs[0]
     data = np.asarray(ref.dataobj) > 0
     for p, img in zip(mask_paths[1:], imgs[1:], strict=True):
-        if img.shape != ref.shape or not np.allclose(img.affine, ref.affine, atol=1e-3):
+        if not same_grid(img, ref):
             raise BoldError(f"{p}: brain mask is on a different grid than {mask_paths[0]}; all "
                             "runs of a subject must be in the same space and resolution.")
         data &= np.asarray(img.dataobj) > 0
@@ -67,7 +72,7 @@ def load_run(bold_path: str | Path, mask_img: nib.Nifti1Image, n_vols: int, t_r:
     if img.ndim != 4:
         raise BoldError(f"{bold_path}: expected a 4D BOLD series, got a {img.ndim}D image of "
                         f"shape {img.shape}.")
-    if img.shape[:3] != mask_img.shape or not np.allclose(img.affine, mask_img.affine, atol=1e-3):
+    if not same_grid(img, mask_img):
         raise BoldError(f"{bold_path}: BOLD grid {img.shape[:3]} does not match its brain mask "
                         f"grid {mask_img.shape}; use the mask from the same fMRIPrep space.")
     header_tr = float(img.header.get_zooms()[3]) if len(img.header.get_zooms()) > 3 else 0.0

@@ -17,6 +17,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from .bold import same_grid
 from .stats import Ceiling, isc_ceiling, repeat_ceiling
 
 
@@ -33,7 +34,7 @@ def shared_voxels(mask_paths: list[str | Path]) -> tuple[nib.Nifti1Image, list[n
     ref = imgs[0]
     masks = []
     for p, img in zip(mask_paths, imgs, strict=True):
-        if img.shape != ref.shape or not np.allclose(img.affine, ref.affine, atol=1e-3):
+        if not same_grid(img, ref):
             raise ValueError(f"{p}: brain mask grid differs from {mask_paths[0]}; the inter-"
                              "subject-correlation ceiling needs all subjects in one template "
                              "space (`space`), or set `ceiling.method: none`.")

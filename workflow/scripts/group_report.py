@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from brainalign import report
+from brainalign.bold import same_grid
 from brainalign.compare import group_layer_maps
 from brainalign.io import setup_logging
 
@@ -16,7 +17,7 @@ def group_maps_section(layers: list[str]) -> str:
     """Mean r maps per layer over subjects, the group best-layer map and interactive views."""
     masks = [nib.load(f) for f in snakemake.input.masks]
     ref = masks[0]
-    if any(m.shape != ref.shape or not np.allclose(m.affine, ref.affine) for m in masks):
+    if not all(same_grid(m, ref) for m in masks):
         return ("<h2>Group maps</h2><p>Not shown: the subjects' BOLD grids differ (group maps "
                 "need data in one template space, e.g. fMRIPrep's MNI152 outputs).</p>")
     common = np.all([np.asarray(m.dataobj) > 0 for m in masks], axis=0)

@@ -7,6 +7,7 @@ import logging
 import numpy as np
 
 from brainalign import surface
+from brainalign.bold import same_grid
 from brainalign.io import save_img, save_npz, setup_logging
 from brainalign.rois import load_atlas, resample_labels
 from brainalign.targets import load_mask
@@ -27,7 +28,7 @@ elif mask.is_surface:
 else:
     atlas, _ = load_atlas(rcfg["atlas"], rcfg.get("threshold", 25), rcfg.get("labels_file"))
     img = mask.img
-    if atlas.shape[:3] != img.shape[:3] or not np.allclose(atlas.affine, img.affine, atol=1e-3):
+    if not same_grid(atlas, img):
         log.info("atlas %s (grid %s, voxel %s mm) resampled (nearest neighbour) onto the BOLD "
                  "grid %s (voxel %s mm)", rcfg["atlas"], atlas.shape[:3],
                  np.round(atlas.header.get_zooms()[:3], 2), img.shape[:3],
