@@ -216,13 +216,14 @@ def isc_null(runs_by_subject: list[list[np.ndarray]], n_permutations: int, min_s
     null = np.zeros((n_permutations, runs_by_subject[0][0].shape[1]))
     for run in range(n_runs):
         stack = np.stack([np.asarray(s[run], np.float64) for s in runs_by_subject])
+        z = np.stack([zscore_time(x) for x in stack])  # z-scoring commutes with rolling
         for j in range(n_permutations):
-            rolled = np.stack([stack[0]] + [np.roll(stack[s], shifts[s - 1][j, run], axis=0)
-                                            for s in range(1, n_sub)])
+            roll = [0] + [shifts[s - 1][j, run] for s in range(1, n_sub)]
+            rolled = np.stack([np.roll(stack[s], roll[s], axis=0) for s in range(n_sub)])
             total = rolled.sum(0)
             for s in range(n_sub):
-                others = zscore_time((total - rolled[s]) / (n_sub - 1))
-                null[j] += (zscore_time(rolled[s]) * others).mean(0) / (n_sub * n_runs)
+                others = zscore_time(total - rolled[s])  # the others' mean, up to scale
+                null[j] += (np.roll(z[s], roll[s], axis=0) * others).mean(0) / (n_sub * n_runs)
     return null
 
 
