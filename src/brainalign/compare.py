@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from .rois import voxel_best_layer
+from .rois import best_layer_per_roi, voxel_best_layer
 from .stats import mean_ci
 
 
@@ -57,13 +57,10 @@ def roi_peak_r(tables: dict[tuple[str, str], pd.DataFrame]) -> pd.DataFrame:
     -------
     DataFrame with columns subject, model, roi, peak_r, peak_layer
     """
-    rows = []
-    for (subject, model), table in tables.items():
-        table = table.dropna(subset=["mean_r"])
-        for roi, grp in table.groupby("roi", sort=False):
-            top = grp.loc[grp["mean_r"].idxmax()]
-            rows.append({"subject": subject, "model": model, "roi": roi,
-                         "peak_r": float(top["mean_r"]), "peak_layer": int(top["layer"])})
+    rows = [{"subject": subject, "model": model, "roi": best.roi,
+             "peak_r": float(best.best_r), "peak_layer": int(best.best_layer)}
+            for (subject, model), table in tables.items()
+            for best in best_layer_per_roi(table).itertuples()]
     return pd.DataFrame(rows)
 
 

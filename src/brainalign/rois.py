@@ -112,9 +112,10 @@ def roi_layer_scores(layer_r: np.ndarray, masks: dict[str, np.ndarray],
 
 
 def best_layer_per_roi(scores: pd.DataFrame) -> pd.DataFrame:
-    """The layer with the highest mean r in each ROI, with that r."""
+    """The layer with the highest mean r in each ROI, with that r (and ``n_voxels`` where
+    ``scores`` has it)."""
     idx = scores.dropna(subset=["mean_r"]).groupby("roi", sort=False)["mean_r"].idxmax()
-    best = scores.loc[idx, ["roi", "layer", "mean_r", "n_voxels"]]
+    best = scores.loc[idx, [c for c in ("roi", "layer", "mean_r", "n_voxels") if c in scores]]
     return best.rename(columns={"layer": "best_layer", "mean_r": "best_r"}).reset_index(drop=True)
 
 
