@@ -89,3 +89,45 @@ def test_repeat_ceiling_sees_idiosyncratic_responses_that_isc_misses():
     assert isc.usable.mean() <= 0.05  # nothing shared across subjects
     with pytest.raises(ValueError, match="no stimulus is heard in two runs"):
         ceiling.subject_ceilings(runs, index, method="repeat", pairs=[])
+
+
+def test_story_ceilings_for_subjects_who_heard_different_stories():
+    """BIDS datasets: story a heard by subjects 0-2, b by all four, c by 2-3, d by subject 3
+    alone (skipped); subject 1's run of b stopped 3 volumes early. Ceilings still come out at
+    sqrt(rho) for every subject, and noise voxels stay unusable."""
+    rng = np.random.default_rng(3)
+    n_t, n_sig, n_noise, rho = 200, 150, 150, 0.25
+    heard = {"a": [0, 1, 2], "b": [0, 1, 2, 3], "c": [2, 3], "d": [3]}
+    signal = {story: rng.standard_normal((n_t, n_sig)) for story in heard}
+    runs = [[] for _ in range(4)]
+    stimuli = [[] for _ in range(4)]
+    for story, subjects in heard.items():
+        for k in subjects:
+            bold = np.hstack([np.sqrt(rho) * signal[story] + np.sqrt(1 - rho)
+                              * rng.standard_normal((n_t, n_sig)),
+                              rng.standard_normal((n_t, n_noise))])
+            runs[k].append(bold[:-3] if (story, k) == ("b", 1) else bold)
+            stimuli[k].append(story)
+    index = [np.arange(n_sig + n_noise)] * 4
+    ceil, per_subject = ceiling.subject_ceilings(runs, index, n_permutations=50, min_shift=10,
+                                                 stimuli=stimuli)
+    np.testing.assert_allclose(ceil.group_ceiling[:n_sig].mean(), np.sqrt(rho), atol=0.03)
+    assert ceil.usable[:n_sig].mean() > 0.95 and ceil.usable[n_sig:].mean() <= 0.05
+    for arrays in per_subject:
+        np.testing.assert_allclose(arrays["ceiling"][:n_sig].mean(), np.sqrt(rho), atol=0.04)
+    # in blocks of voxels (as for a whole brain): the same ceilings, FDR over all voxels
+    blocks, _ = ceiling.subject_ceilings(runs, index, n_permutations=50, min_shift=10,
+                                         stimuli=stimuli, chunk_voxels=64)
+    for field in ("isc", "ceiling", "group_ceiling", "p", "usable"):
+        np.testing.assert_allclose(getattr(blocks, field), getattr(ceil, field), atol=1e-9)
+    # subjects who all heard the same stories: the story path is the run-by-run path
+    same = [r[:2] for r in runs[:3]]
+    by_run, _ = ceiling.subject_ceilings(same, index[:3], n_permutations=20, min_shift=10)
+    by_story, _ = ceiling.subject_ceilings(same, index[:3], n_permutations=20, min_shift=10,
+                                           stimuli=[["a", "b"]] * 3)
+    np.testing.assert_allclose(by_story.ceiling, by_run.ceiling, atol=1e-6)
+    np.testing.assert_allclose(by_story.p, by_run.p, atol=1e-9)
+    # nobody shares a story: no ceiling, and no error
+    alone, _ = ceiling.subject_ceilings([[runs[3][2]]], index[:1], n_permutations=10,
+                                        min_shift=10, stimuli=[["d"]])
+    assert np.isnan(alone.group_ceiling).all() and not alone.usable.any()

@@ -123,7 +123,8 @@ def volume_dataset(tmp_path_factory, planted_features) -> tuple[Path, dict]:
     for i, subject in enumerate(("01", "02")):
         by_layer = {layer: [f[spec.story] for spec in LAYOUT] for layer, f in features.items()}
         runs, signal_layer, _ = simulate.simulate_subject(
-            by_layer, mask, roi_voxels, PLANTED, snr=1.0, seed=10 + i, extra_volumes=3)
+            by_layer, mask, roi_voxels, PLANTED, snr=1.0, seed=10 + i, extra_volumes=3,
+            tuning_seed=7)  # the ROIs' tuning shared by the subjects: a noise ceiling
         for spec, img in zip(LAYOUT, runs, strict=True):
             if subject == "02" and spec.key == "lpp-2":
                 img = img.slicer[..., : img.shape[3] - 5]  # stopped 2 volumes early
@@ -197,6 +198,24 @@ def test_bids_planted_layers_recovered_and_noise_scores_zero(volume_dataset,
             r = r[np.asarray(mask.dataobj) > 0]
             assert abs(r[truth == -1].mean()) < 0.04, (subject, layer)
             assert r[truth == layer].mean() > 0.2, (subject, layer)
+
+
+@pytest.mark.slow
+def test_bids_noise_ceiling_from_the_stories_both_subjects_heard(volume_dataset,
+                                                                 volume_run: Path) -> None:
+    """BIDS-discovered runs get the ISC ceiling too (story by story; sub-02's short lpp-2 run is
+    cropped with sub-01's): higher at planted voxels than at noise voxels, where it is not
+    usable."""
+    root, _ = volume_dataset
+    for subject in ("01", "02"):
+        ceil = np.load(volume_run / f"results/group/ceiling/sub-{subject}_desc-ceiling.npz")
+        truth = np.load(root / f"truth_sub-{subject}.npy")
+        assert ceil["ceiling"].shape == truth.shape
+        planted, noise = ceil["ceiling"][truth >= 0], ceil["ceiling"][truth == -1]
+        assert np.nanmedian(planted) > np.nanmedian(noise) + 0.1
+        assert ceil["usable"][truth == -1].mean() < 0.05
+    log = (volume_run / "logs/ceiling/noise_ceiling.log").read_text()
+    assert "2 subjects" in log
 
 
 @pytest.mark.slow

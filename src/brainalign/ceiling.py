@@ -18,7 +18,7 @@ import nibabel as nib
 import numpy as np
 
 from .bold import same_grid
-from .stats import Ceiling, isc_ceiling, repeat_ceiling
+from .stats import Ceiling, isc_ceiling, repeat_ceiling, story_isc_ceiling
 
 
 def shared_voxels(mask_paths: list[str | Path]) -> tuple[nib.Nifti1Image, list[np.ndarray]]:
@@ -59,21 +59,43 @@ def repeat_pairs(run_stimuli: list[str]) -> list[tuple[int, int]]:
     return pairs
 
 
+#: bytes of working memory the ceiling may use per block of voxels (float64, ~4 copies)
+MEMORY_BUDGET = 2 * 1024**3
+
+
+def _join(parts: list[Ceiling], q: float, min_ceiling: float) -> Ceiling:
+    """One Ceiling from blocks of voxels; FDR over all of them."""
+    from .stats import fdr_bh
+
+    ceil = Ceiling(**{f: np.concatenate([getattr(c, f) for c in parts], axis=-1)
+                      for f in ("isc", "ceiling", "group_isc", "group_ceiling", "p", "usable")})
+    ceil.usable = fdr_bh(ceil.p, q) & (ceil.group_ceiling >= min_ceiling)
+    return ceil
+
+
 def subject_ceilings(runs_by_subject: list[list[np.ndarray]], index: list[np.ndarray],
                      n_permutations: int = 200, min_shift: int = 10, q: float = 0.05,
                      min_ceiling: float = 0.1, method: str = "isc",
-                     pairs: list[tuple[int, int]] | None = None
+                     pairs: list[tuple[int, int]] | None = None,
+                     stimuli: list[list[str]] | None = None,
+                     chunk_voxels: int | None = None
                      ) -> tuple[Ceiling, list[dict[str, np.ndarray]]]:
     """Ceiling on the shared voxels, and each subject's ceiling over its own mask voxels.
 
     ``method`` is ``isc`` (inter-subject correlation) or ``repeat`` (split-half reliability of
-    the run ``pairs`` that heard the same stimulus; see ``stats.repeat_ceiling``).
+    the run ``pairs`` that heard the same stimulus; see ``stats.repeat_ceiling``; every subject
+    has the same runs).
 
     Parameters
     ----------
     runs_by_subject : per subject, per run, cleaned BOLD of shape (n_volumes_run, n_voxels_s)
         over that subject's mask voxels
     index : per subject, shared-voxel indices (``shared_voxels``)
+    stimuli : per subject, the story of each of its runs (subjects may have heard different
+        stories: ``stats.story_isc_ceiling``; a story's first run counts). None: every
+        subject's run ``i`` heard the same story in sync.
+    chunk_voxels : shared voxels processed at once (the same shifts for every block, so the
+        result does not depend on it); None: as many as fit :data:`MEMORY_BUDGET`.
 
     Returns
     -------
@@ -82,15 +104,31 @@ def subject_ceilings(runs_by_subject: list[list[np.ndarray]], index: list[np.nda
         ``usable`` (group ceiling significant and at least ``min_ceiling``), each of shape
         (n_voxels_s,)
     """
-    shared = [[run[:, idx] for run in runs] for runs, idx in
-              zip(runs_by_subject, index, strict=True)]
-    if method == "repeat":
-        if not pairs:
-            raise ValueError("ceiling.method is repeat, but no stimulus is heard in two runs "
-                             "(`runs`); use ceiling.method: isc or none.")
-        ceil = repeat_ceiling(shared, pairs, n_permutations, min_shift, q, min_ceiling)
-    else:
-        ceil = isc_ceiling(shared, n_permutations, min_shift, q, min_ceiling)
+    if method == "repeat" and not pairs:
+        raise ValueError("ceiling.method is repeat, but no stimulus is heard in two runs "
+                         "(`runs`); use ceiling.method: isc or none.")
+    n_shared = len(index[0])
+    if chunk_voxels is None:
+        volumes = sum(run.shape[0] for runs in runs_by_subject for run in runs)
+        chunk_voxels = max(1, int(MEMORY_BUDGET / (8 * 4 * volumes)))
+    parts = []
+    for start in range(0, n_shared, chunk_voxels):
+        # one block of shared voxels at a time (the runs may be memory-mapped .npy files)
+        shared = [[np.asarray(run[:, idx[start:start + chunk_voxels]]) for run in runs]
+                  for runs, idx in zip(runs_by_subject, index, strict=True)]
+        if method == "repeat":
+            parts.append(repeat_ceiling(shared, pairs, n_permutations, min_shift, q,
+                                        min_ceiling))
+        elif stimuli is None:
+            parts.append(isc_ceiling(shared, n_permutations, min_shift, q, min_ceiling))
+        else:
+            stories: dict[str, dict[int, np.ndarray]] = {}
+            for k, (runs, names) in enumerate(zip(shared, stimuli, strict=True)):
+                for run, name in zip(runs, names, strict=True):
+                    stories.setdefault(name, {}).setdefault(k, run)
+            parts.append(story_isc_ceiling(stories, len(shared), n_permutations, min_shift, q,
+                                           min_ceiling))
+    ceil = parts[0] if len(parts) == 1 else _join(parts, q, min_ceiling)
     per_subject = []
     for s, (runs, idx) in enumerate(zip(runs_by_subject, index, strict=True)):
         n_vox = runs[0].shape[1]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -267,7 +268,9 @@ class Ceiling:
 def isc_ceiling(runs_by_subject: list[list[np.ndarray]], n_permutations: int = 200,
                 min_shift: int = 10, q: float = 0.05, min_ceiling: float = 0.1,
                 seed: int = 0) -> Ceiling:
-    """LOSO inter-subject-correlation ceiling with a circular-shift significance test.
+    """LOSO inter-subject-correlation ceiling with a circular-shift significance test, for
+    subjects who all heard the same runs (run ``i`` of every subject in sync); see
+    :func:`story_isc_ceiling`, which it calls with one story per run.
 
     Parameters
     ----------
@@ -277,21 +280,71 @@ def isc_ceiling(runs_by_subject: list[list[np.ndarray]], n_permutations: int = 2
     q : FDR level over voxels for the ceiling's significance.
     min_ceiling : ceilings below this are not used to normalise (ratios explode near 0).
     """
-    n_sub = len(runs_by_subject)
-    per_run = loso_isc(runs_by_subject)
-    isc = per_run.mean(1)
-    n_vox = isc.shape[1]
-    if n_sub < 2:
+    stories = {i: dict(enumerate(runs[i] for runs in runs_by_subject))
+               for i in range(len(runs_by_subject[0]))}
+    return story_isc_ceiling(stories, len(runs_by_subject), n_permutations, min_shift, q,
+                             min_ceiling, seed)
+
+
+def story_isc_ceiling(stories: dict[Any, dict[int, np.ndarray]], n_subjects: int,
+                      n_permutations: int = 200, min_shift: int = 10, q: float = 0.05,
+                      min_ceiling: float = 0.1, seed: int = 0) -> Ceiling:
+    """ISC ceiling when subjects heard different sets of stories (BIDS datasets).
+
+    Each story's ISC is computed among the subjects who heard it (their runs cropped to the
+    shortest; every run of a story starts at the same onset). Stories heard by the same set of
+    subjects form a group, whose ISC is averaged over its stories and turned into a ceiling with
+    that group's subject count (``ceiling_from_isc``); a subject's ISC and ceiling are the
+    story-weighted means over the groups it belongs to. Group statistic: the story-weighted mean
+    over groups of the subject-averaged ISC; its null: the same mean of each group's
+    ``isc_null``; p from ``null_p``; FDR ``q`` over voxels. With one group (every subject heard
+    every story) this is exactly :func:`isc_ceiling`. Stories heard by one subject are skipped.
+
+    Parameters
+    ----------
+    stories : story -> {subject index: (n_volumes, n_voxels) cleaned BOLD on shared voxels}
+    n_subjects : number of subjects (indices 0 .. n_subjects - 1)
+    """
+    groups: dict[tuple[int, ...], list[list[np.ndarray]]] = {}
+    n_vox = 0
+    for by_subject in stories.values():
+        n_vox = next(iter(by_subject.values())).shape[1]
+        if len(by_subject) < 2:
+            continue
+        subjects = tuple(sorted(by_subject))
+        n = min(by_subject[k].shape[0] for k in subjects)
+        groups.setdefault(subjects, []).append([by_subject[k][:n] for k in subjects])
+    isc = np.zeros((n_subjects, n_vox))
+    ceiling = np.zeros((n_subjects, n_vox))
+    weight = np.zeros(n_subjects)
+    if not groups:
         nan = np.full(n_vox, np.nan)
-        return Ceiling(isc=isc, ceiling=isc.copy(), group_isc=nan, group_ceiling=nan,
+        full = np.full((n_subjects, n_vox), np.nan)
+        return Ceiling(isc=full, ceiling=full.copy(), group_isc=nan, group_ceiling=nan,
                        p=np.ones(n_vox), usable=np.zeros(n_vox, bool))
-    group_isc = isc.mean(0)
-    null = isc_null(runs_by_subject, n_permutations, min_shift, seed)
+    n_stories = sum(len(runs) for runs in groups.values())
+    group_isc = np.zeros(n_vox)
+    group_ceiling = np.zeros(n_vox)
+    null = np.zeros((n_permutations, n_vox))
+    for g, (subjects, story_runs) in enumerate(groups.items()):
+        runs_by_subject = [[run[i] for run in story_runs] for i in range(len(subjects))]
+        g_isc = loso_isc(runs_by_subject).mean(1)  # (n_group_subjects, n_vox)
+        w = len(story_runs)
+        for i, k in enumerate(subjects):
+            isc[k] += w * g_isc[i]
+            ceiling[k] += w * ceiling_from_isc(g_isc[i], len(subjects))
+            weight[k] += w
+        group_isc += w / n_stories * g_isc.mean(0)
+        group_ceiling += w / n_stories * ceiling_from_isc(g_isc.mean(0), len(subjects))
+        null += w / n_stories * isc_null(runs_by_subject, n_permutations, min_shift,
+                                         seed + 1000 * g)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        isc /= weight[:, None]
+        ceiling /= weight[:, None]
     p = null_p(group_isc, null)
-    group_ceiling = ceiling_from_isc(group_isc, n_sub)
     usable = fdr_bh(p, q) & (group_ceiling >= min_ceiling)
-    return Ceiling(isc=isc, ceiling=ceiling_from_isc(isc, n_sub), group_isc=group_isc,
-                   group_ceiling=group_ceiling, p=p, usable=usable)
+    return Ceiling(isc=isc, ceiling=ceiling, group_isc=group_isc, group_ceiling=group_ceiling,
+                   p=p, usable=usable)
 
 
 def repeat_ceiling(runs_by_subject: list[list[np.ndarray]], pairs: list[tuple[int, int]],

@@ -1,6 +1,6 @@
-# Noise ceiling: inter-subject correlation of the subjects' cleaned BOLD (all heard the same
-# stories in sync), or the split-half reliability of a stimulus heard twice (`ceiling.method`)
-# -> per-voxel ceiling for each subject, and group maps.
+# Noise ceiling: inter-subject correlation of the subjects' cleaned BOLD (story by story, among
+# the subjects who heard it), or the split-half reliability of a stimulus heard twice
+# (`ceiling.method`) -> per-voxel ceiling for each subject, and group maps.
 
 
 rule noise_ceiling:
@@ -10,11 +10,7 @@ rule noise_ceiling:
             subject=SUBJECTS,
         ),
         # subject-major: all runs of the first subject, then the next subject's
-        bold=expand(
-            "results/sub-{subject}/bold/sub-{subject}_run-{run}_bold.npy",
-            subject=SUBJECTS,
-            run=RUNS,
-        ),
+        bold=ceiling_bold(),
     output:
         subjects=expand(
             "results/group/ceiling/sub-{subject}_desc-ceiling.npz", subject=SUBJECTS
@@ -29,7 +25,9 @@ rule noise_ceiling:
     params:
         tr=config["tr"],
         ceiling=CEILING,
-        n_runs=len(RUNS),
+        # per subject, the story of each run; explicit run lists: every subject's runs in sync
+        stimuli=ceiling_stimuli(),
+        in_sync=bool(RUNS),
         run_stimuli=run_stimuli(),
     resources:
         mem_mb=8000,

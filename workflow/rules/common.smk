@@ -134,11 +134,28 @@ def demo_targets():
     return ["results/group/demo_recovery.tsv"]
 
 
-# The noise ceiling (rules in ceiling.smk); off with `ceiling.method: none`. It needs every
-# subject to hear the same runs in sync in one volume space: the explicit run list of a volume
-# dataset (not yet BIDS-discovered runs, surfaces or parcels, where it is skipped).
+# The noise ceiling (rules in ceiling.smk); off with `ceiling.method: none`. Volume data in one
+# template space: the ISC ceiling from the subjects who heard each story (explicit run lists or
+# BIDS-discovered runs); the repeated-stimulus ceiling needs an explicit run list. Surfaces and
+# parcels: skipped for now.
 CEILING = config.get("ceiling", {})
-CEILING_ON = CEILING.get("method", "isc") != "none" and KIND == "volume" and bool(RUNS)
+CEILING_ON = KIND == "volume" and (
+    CEILING.get("method", "isc") == "isc" or (CEILING.get("method") == "repeat" and bool(RUNS))
+)
+
+
+def ceiling_bold():
+    """Every subject's prepared BOLD runs, subject-major, in each subject's run order."""
+    return [
+        f"results/sub-{s}/bold/sub-{s}_run-{r.key}_bold.npy"
+        for s in SUBJECTS
+        for r in subject_runs(s)
+    ]
+
+
+def ceiling_stimuli():
+    """Per subject, the story of each of its runs (the order of ceiling_bold)."""
+    return [[r.stimulus for r in subject_runs(s)] for s in SUBJECTS]
 
 
 def subject_ceiling(wildcards):
