@@ -271,15 +271,16 @@ def main() -> None:
               f"{extractor.precision} is {t_fp32 / t_brain:.2f} x faster")
 
     if torch.cuda.is_available():
-        gpu = LayerExtractor(spec, device="cuda", precision="bfloat16")  # autocast inside
+        gpu = LayerExtractor(spec, device="cuda")  # auto: bfloat16, or float16 on older GPUs
+        gpu_dtype = torch.bfloat16 if gpu.precision == "bfloat16" else torch.float16
         gpu([audio[: 2 * SR]])
         run_brainalign(gpu, audio, best_bs)  # warm-up
         t_gpu = min(run_brainalign(gpu, audio, bs) for bs in sorted(set(batch_sizes) | {16}))
-        gpu_peak = matmul_peak("cuda", n=8192, dtype=torch.bfloat16)
-        print(f"GPU ({torch.cuda.get_device_name()}, bf16 autocast): "
+        gpu_peak = matmul_peak("cuda", n=8192, dtype=gpu_dtype)
+        print(f"GPU ({torch.cuda.get_device_name()}, {gpu.precision} autocast): "
               f"{args.seconds / t_gpu:.1f} s-audio/s, "
-              f"{flops_windows / (gpu_peak * 1e9) / t_gpu * 100:.0f}% of bf16 matmul limit "
-              f"({gpu_peak / 1e3:.0f} TFLOP/s)")
+              f"{flops_windows / (gpu_peak * 1e9) / t_gpu * 100:.0f}% of {gpu.precision} matmul "
+              f"limit ({gpu_peak / 1e3:.0f} TFLOP/s)")
 
     load = os.getloadavg()[0]
     print(f"(benchmark took {time.perf_counter() - wall0:.0f} s; 1-min load average at the end "

@@ -8,6 +8,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+import torch
 
 from brainalign import features as F
 from brainalign.audio import TARGET_SR
@@ -481,13 +482,28 @@ def test_precision_auto_picks_bfloat16_only_where_it_is_native(monkeypatch, tiny
     assert isinstance(tiny_extractor._autocast(), contextlib.nullcontext)
     with pytest.raises(F.ModelError, match="precision 'float8'"):
         F.LayerExtractor(tiny_spec(), device="cpu", precision="float8")
-    assert F.resolve_precision("auto", "cuda") == "bfloat16"
+    for has_bf16, expected in ((True, "bfloat16"), (False, "float16")):  # V100, T4: float16
+        monkeypatch.setattr(F, "cuda_has_bf16", lambda has_bf16=has_bf16: has_bf16)
+        assert F.resolve_precision("auto", "cuda") == expected
     assert F.resolve_precision("float32", "cuda") == "float32"
     for native in (False, True):
         monkeypatch.setattr(F, "cpu_has_native_bf16", lambda native=native: native)
         expected = "bfloat16" if native else "float32"
         assert F.resolve_precision("auto", "cpu") == expected
         assert F.LayerExtractor(tiny_spec(), device="cpu").precision == expected
+
+
+def test_float16_autocast_runs_and_matches_float32():
+    """float16 (for GPUs without bfloat16; runs on the CPU too): rounding-level changes only,
+    and no CPU kernels substituted (they are bfloat16-only)."""
+    audio = speech_like(2.0, seed=5)
+    ref = F.LayerExtractor(tiny_spec(), device="cpu", precision="float32")([audio])
+    half = F.LayerExtractor(tiny_spec(), device="cpu", precision="float16")
+    assert half.precision == "float16" and half._autocast().fast_dtype == torch.float16
+    assert not any("forward" in vars(m) for m in half.model.modules())
+    for a, b in zip(ref, half([audio]), strict=True):
+        assert b.dtype == np.float32 and np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.999
+        assert not np.array_equal(a, b)
 
 
 def test_bfloat16_features_match_float32(tmp_path):

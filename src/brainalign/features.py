@@ -53,7 +53,9 @@ RANDOM_ARCHITECTURES = ("wav2vec2", "hubert", "wavlm", "data2vec-audio", "whispe
 #: values of ``features.mode``
 MODES = ("windowed", "causal", "whole")
 #: values of LayerExtractor's ``precision`` (``features.precision`` in the config)
-PRECISIONS = ("auto", "float32", "bfloat16")
+PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+#: autocast dtype of each reduced precision
+_AUTOCAST_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 class ModelError(ValueError):
@@ -200,11 +202,23 @@ def cpu_has_native_bf16() -> bool:
     return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
 
 
+def cuda_has_bf16() -> bool:
+    """Whether the visible CUDA GPU computes in bfloat16 (Ampere and later)."""
+    try:
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    except (RuntimeError, AssertionError):
+        return False
+
+
 def resolve_precision(precision: str, device_type: str) -> str:
-    """The compute precision ``"auto"`` stands for on ``device_type`` (others unchanged)."""
+    """The compute precision ``"auto"`` stands for on ``device_type`` (others unchanged):
+    bfloat16 on CUDA GPUs that have it, float16 on older ones (V100, T4), bfloat16 on CPUs with
+    native bfloat16, float32 elsewhere."""
     if precision != "auto":
         return precision
-    if device_type == "cuda" or (device_type == "cpu" and cpu_has_native_bf16()):
+    if device_type == "cuda":
+        return "bfloat16" if cuda_has_bf16() else "float16"
+    if device_type == "cpu" and cpu_has_native_bf16():
         return "bfloat16"
     return "float32"
 
@@ -231,10 +245,11 @@ def retain_freed_memory() -> bool:
 class LayerExtractor:
     """A loaded speech model that returns all its layers for batches of audio chunks.
 
-    ``precision``: ``"float32"`` runs the model as loaded; ``"bfloat16"`` runs it under
-    ``torch.autocast`` with bfloat16 (matmuls and convolutions in bfloat16, normalisations and
-    softmax in float32); ``"auto"`` (the default) picks bfloat16 on CUDA and on CPUs with native
-    bfloat16 arithmetic (see :func:`cpu_has_native_bf16`), float32 elsewhere. Activations are
+    ``precision``: ``"float32"`` runs the model as loaded; ``"bfloat16"`` (or ``"float16"``)
+    runs it under ``torch.autocast`` in that type (matmuls and convolutions in it,
+    normalisations and softmax in float32); ``"auto"`` (the default) picks bfloat16 on CUDA GPUs
+    that have it and float16 on older ones, bfloat16 on CPUs with native bfloat16 arithmetic
+    (see :func:`cpu_has_native_bf16`), float32 elsewhere. Activations are
     returned as float32 either way; bfloat16 features correlate > 0.999 with float32 ones
     (tests/test_features.py) and are stored as float16 by default anyway.
 
@@ -288,8 +303,9 @@ class LayerExtractor:
         return Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=False)
 
     def _autocast(self):
-        if self.precision == "bfloat16":
-            return torch.autocast(device_type=self.device_type, dtype=torch.bfloat16)
+        if self.precision in _AUTOCAST_DTYPES:
+            return torch.autocast(device_type=self.device_type,
+                                  dtype=_AUTOCAST_DTYPES[self.precision])
         return contextlib.nullcontext()
 
     @torch.inference_mode()
