@@ -7,7 +7,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from brainalign import ceiling
+from brainalign import ceiling, stats
 
 
 def _mask(tmp_path, name, data, affine=None):
@@ -127,6 +127,9 @@ def test_story_ceilings_for_subjects_who_heard_different_stories():
                                            stimuli=[["a", "b"]] * 3)
     np.testing.assert_allclose(by_story.ceiling, by_run.ceiling, atol=1e-6)
     np.testing.assert_allclose(by_story.p, by_run.p, atol=1e-9)
+    direct = stats.isc_ceiling(same, n_permutations=20, min_shift=10)
+    np.testing.assert_allclose(by_story.ceiling, direct.ceiling, atol=1e-6)
+    np.testing.assert_allclose(by_story.p, direct.p, atol=1e-9)
     # nobody shares a story: no ceiling, and no error
     alone, _ = ceiling.subject_ceilings([[runs[3][2]]], index[:1], n_permutations=10,
                                         min_shift=10, stimuli=[["d"]])

@@ -12,13 +12,14 @@ leave-one-subject-out ISC is corrected for the noise left in the others' mean
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
 from .bold import same_grid
-from .stats import Ceiling, isc_ceiling, repeat_ceiling, story_isc_ceiling
+from .stats import Ceiling, fdr_bh, repeat_ceiling, story_isc_ceiling
 
 
 def shared_voxels(mask_paths: list[str | Path]) -> tuple[nib.Nifti1Image, list[np.ndarray]]:
@@ -65,8 +66,6 @@ MEMORY_BUDGET = 2 * 1024**3
 
 def _join(parts: list[Ceiling], q: float, min_ceiling: float) -> Ceiling:
     """One Ceiling from blocks of voxels; FDR over all of them."""
-    from .stats import fdr_bh
-
     ceil = Ceiling(**{f: np.concatenate([getattr(c, f) for c in parts], axis=-1)
                       for f in ("isc", "ceiling", "group_isc", "group_ceiling", "p", "usable")})
     ceil.usable = fdr_bh(ceil.p, q) & (ceil.group_ceiling >= min_ceiling)
@@ -77,7 +76,7 @@ def subject_ceilings(runs_by_subject: list[list[np.ndarray]], index: list[np.nda
                      n_permutations: int = 200, min_shift: int = 10, q: float = 0.05,
                      min_ceiling: float = 0.1, method: str = "isc",
                      pairs: list[tuple[int, int]] | None = None,
-                     stimuli: list[list[str]] | None = None,
+                     stimuli: list[list[Hashable]] | None = None,
                      chunk_voxels: int | None = None
                      ) -> tuple[Ceiling, list[dict[str, np.ndarray]]]:
     """Ceiling on the shared voxels, and each subject's ceiling over its own mask voxels.
@@ -91,9 +90,10 @@ def subject_ceilings(runs_by_subject: list[list[np.ndarray]], index: list[np.nda
     runs_by_subject : per subject, per run, cleaned BOLD of shape (n_volumes_run, n_voxels_s)
         over that subject's mask voxels
     index : per subject, shared-voxel indices (``shared_voxels``)
-    stimuli : per subject, the story of each of its runs (subjects may have heard different
-        stories: ``stats.story_isc_ceiling``; a story's first run counts). None: every
-        subject's run ``i`` heard the same story in sync.
+    stimuli : per subject, what each of its runs is matched on across subjects: its story
+        (subjects may have heard different stories: ``stats.story_isc_ceiling``; a story's
+        first run counts), or a run label shared by all subjects. None: the run's position
+        (every subject's run ``i`` heard the same story in sync).
     chunk_voxels : shared voxels processed at once (the same shifts for every block, so the
         result does not depend on it); None: as many as fit :data:`MEMORY_BUDGET`.
 
@@ -107,6 +107,8 @@ def subject_ceilings(runs_by_subject: list[list[np.ndarray]], index: list[np.nda
     if method == "repeat" and not pairs:
         raise ValueError("ceiling.method is repeat, but no stimulus is heard in two runs "
                          "(`runs`); use ceiling.method: isc or none.")
+    if stimuli is None:
+        stimuli = [list(range(len(runs))) for runs in runs_by_subject]
     n_shared = len(index[0])
     if chunk_voxels is None:
         volumes = sum(run.shape[0] for runs in runs_by_subject for run in runs)
@@ -119,10 +121,8 @@ def subject_ceilings(runs_by_subject: list[list[np.ndarray]], index: list[np.nda
         if method == "repeat":
             parts.append(repeat_ceiling(shared, pairs, n_permutations, min_shift, q,
                                         min_ceiling))
-        elif stimuli is None:
-            parts.append(isc_ceiling(shared, n_permutations, min_shift, q, min_ceiling))
         else:
-            stories: dict[str, dict[int, np.ndarray]] = {}
+            stories: dict[Hashable, dict[int, np.ndarray]] = {}
             for k, (runs, names) in enumerate(zip(shared, stimuli, strict=True)):
                 for run, name in zip(runs, names, strict=True):
                     stories.setdefault(name, {}).setdefault(k, run)

@@ -306,9 +306,8 @@ def story_isc_ceiling(stories: dict[Any, dict[int, np.ndarray]], n_subjects: int
     n_subjects : number of subjects (indices 0 .. n_subjects - 1)
     """
     groups: dict[tuple[int, ...], list[list[np.ndarray]]] = {}
-    n_vox = 0
+    n_vox = next(iter(next(iter(stories.values())).values())).shape[1]
     for by_subject in stories.values():
-        n_vox = next(iter(by_subject.values())).shape[1]
         if len(by_subject) < 2:
             continue
         subjects = tuple(sorted(by_subject))

@@ -25,9 +25,7 @@ rule noise_ceiling:
     params:
         tr=config["tr"],
         ceiling=CEILING,
-        # per subject, the story of each run; explicit run lists: every subject's runs in sync
-        stimuli=ceiling_stimuli(),
-        in_sync=bool(RUNS),
+        stories=ceiling_stories(),
         run_stimuli=run_stimuli(),
     resources:
         mem_mb=8000,

@@ -153,9 +153,11 @@ def ceiling_bold():
     ]
 
 
-def ceiling_stimuli():
-    """Per subject, the story of each of its runs (the order of ceiling_bold)."""
-    return [[r.stimulus for r in subject_runs(s)] for s in SUBJECTS]
+def ceiling_stories():
+    """Per subject, what each of its runs (the order of ceiling_bold) is matched on across
+    subjects: the run itself in an explicit run list (every subject's runs in sync), else its
+    story (BIDS: subjects may have heard different stories)."""
+    return [[r.key if RUNS else r.stimulus for r in subject_runs(s)] for s in SUBJECTS]
 
 
 def subject_ceiling(wildcards):
