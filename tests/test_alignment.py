@@ -134,7 +134,11 @@ def test_align_dispatches_and_rejects_unknown_method():
     values = np.random.default_rng(0).standard_normal((times.size, 3))
     n_vols = alignment.n_volumes(duration, t_r)
     hrf = alignment.align(times, values, t_r, duration, method="hrf")
-    np.testing.assert_allclose(hrf, alignment.hrf_features(times, values, t_r, n_vols))
+    centred = values - values.mean(0)  # align centres each feature over the stimulus first
+    np.testing.assert_allclose(hrf, alignment.hrf_features(times, centred, t_r, n_vols),
+                               rtol=1e-5, atol=1e-7)
+    raw = alignment.align(times, values, t_r, duration, method="hrf", center=False)
+    np.testing.assert_allclose(raw, alignment.hrf_features(times, values, t_r, n_vols))
     fir = alignment.align(times, values, t_r, duration, method="fir", delays=[1, 2])
     assert fir.shape == (n_vols, 6)
     spm = alignment.align(times, values, t_r, duration, method="hrf", hrf_model="spm")
@@ -210,7 +214,7 @@ def test_align_lanczos_shape_and_fir_delays():
     n_vols = alignment.n_volumes(duration, t_r)
     out = alignment.align(times, values, t_r, duration, method="lanczos", delays=[1, 2, 3, 4])
     assert out.shape == (n_vols, 3 * 4) and out.dtype == np.float32
-    plain = alignment.lanczos_features(times, values, t_r, n_vols, delays=[0])
+    plain = alignment.lanczos_features(times, values - values.mean(0), t_r, n_vols, delays=[0])
     for j, d in enumerate([1, 2, 3, 4]):
         block = out[:, 3 * j:3 * (j + 1)]
         np.testing.assert_allclose(block[:d], 0)

@@ -215,30 +215,56 @@ def write_fmriprep_run(tmp_path, n_t: int, n_rows: int | None = None) -> tuple[s
 
 def test_load_run_confounds_strategies_and_trimming(tmp_path):
     path, motion = write_fmriprep_run(tmp_path, 60)
-    out = bold.load_run_confounds(path, 50, ["motion"], start_volume=4)
+    out = bold.load_run_confounds(path, slice(4, 54), ["motion"], T_R)
     assert out.shape == (50, 6) and out.dtype == np.float32
-    # nilearn demeans over the whole run and sorts columns by name (rot_*, trans_*); trimmed
-    # like the BOLD (volumes 4..53)
-    expected = (motion - motion.mean(0))[4:54][:, [3, 4, 5, 0, 1, 2]]
-    np.testing.assert_allclose(out, expected, atol=1e-4)
-    full = bold.load_run_confounds(path, 50, ["motion", "wm_csf", "high_pass"],
+    # nilearn sorts columns by name (rot_*, trans_*); trimmed like the BOLD (volumes 4..53),
+    # then detrended within those volumes exactly as the BOLD is (not z-scored: see
+    # test_encoding's drifting motion artefact)
+    trimmed = motion[4:54][:, [3, 4, 5, 0, 1, 2]]
+    np.testing.assert_allclose(out, scipy_detrend(trimmed, axis=0), atol=1e-4)
+    np.testing.assert_allclose(out, bold.clean_signals(trimmed, T_R, standardize=False),
+                               atol=1e-4)
+    # bold.detrend: false: as loaded (nilearn demeans over the whole run), trimmed
+    raw = bold.load_run_confounds(path, slice(4, 54), ["motion"], T_R, detrend=False)
+    np.testing.assert_allclose(raw, trimmed - motion.mean(0)[[3, 4, 5, 0, 1, 2]], atol=1e-4)
+    full = bold.load_run_confounds(path, slice(0, 50), ["motion", "wm_csf", "high_pass"], T_R,
                                    motion="full")
     n_cos = int(np.floor(2 * 60 * T_R / 128))
     assert full.shape == (50, 24 + 2 + n_cos) and np.isfinite(full).all()
-    assert bold.load_run_confounds(path, 50, []).shape == (50, 0)
+    assert bold.load_run_confounds(path, slice(0, 50), [], T_R).shape == (50, 0)
     with pytest.raises(bold.BoldError, match="unknown confound strategies"):
-        bold.load_run_confounds(path, 50, ["scrub"])
+        bold.load_run_confounds(path, slice(0, 50), ["scrub"], T_R)
+
+
+def test_confounds_cleaned_like_the_bold_span_a_drifting_motion_artefact(tmp_path):
+    """A run whose BOLD is a motion artefact (linear in the six motion parameters, which
+    drift): after both are trimmed and cleaned alike, the confounds span the cleaned BOLD
+    exactly, so regressing them out leaves nothing."""
+    import pandas as pd
+
+    path, motion = write_fmriprep_run(tmp_path, 60)
+    rng = np.random.default_rng(3)
+    moved = motion + np.linspace(0, 3, 60)[:, None] * rng.standard_normal(6)  # slow drift
+    tsv = bold.confounds_path(path)
+    table = pd.read_csv(tsv, sep="\t")
+    table[["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z"]] = moved
+    table.to_csv(tsv, sep="\t", index=False, na_rep="n/a")
+    artefact = moved @ rng.standard_normal((6, 20))
+    y = bold.clean_signals(artefact[4:54], T_R)  # the BOLD as prepare_bold cleans it
+    confounds = bold.load_run_confounds(path, slice(4, 54), ["motion"], T_R)
+    left = bold.regress_out(y, confounds)
+    assert (left**2).sum() / (y**2).sum() < 1e-6
 
 
 def test_load_run_confounds_errors_name_the_file_and_the_fix(tmp_path):
     path, _ = write_fmriprep_run(tmp_path, 60, n_rows=55)  # a truncated TSV
     tsv = bold.confounds_path(path)
     with pytest.raises(bold.BoldError, match="has 55 rows but .* has 60 volumes") as err:
-        bold.load_run_confounds(path, 50, ["motion"])
+        bold.load_run_confounds(path, slice(0, 50), ["motion"], T_R)
     assert str(tsv) in str(err.value)
     tsv.unlink()
     with pytest.raises(bold.BoldError, match="confounds file not found") as err:
-        bold.load_run_confounds(path, 50, ["motion"])
+        bold.load_run_confounds(path, slice(0, 50), ["motion"], T_R)
     assert str(tsv) in str(err.value) and "strategy: []" in str(err.value)
 
 

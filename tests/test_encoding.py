@@ -327,6 +327,64 @@ def test_fit_layer_with_confounds_runs_the_null_on_cleaned_bold():
                            confounds=[confs[0], confs[1][:-1], *confs[2:]])
 
 
+def drifting_motion_runs(seed: int = 11) -> tuple[list, list, list]:
+    """Per run: six motion parameters (random walk plus a drift of random slope), and BOLD =
+    an artefact exactly linear in them (per-voxel loadings shared by the runs) + unit noise,
+    prepared as prepare_bold prepares BOLD (detrended and z-scored within the run). Returns the
+    motion, the prepared BOLD and the artefact's part of it."""
+    from scipy.signal import detrend
+
+    from brainalign.bold import clean_signals
+
+    rng = np.random.default_rng(seed)
+    loadings = rng.standard_normal((6, 50)) / np.sqrt(6)
+    motions, ys, artefacts = [], [], []
+    for n in (80, 70, 90, 75):
+        drift = 3 * np.linspace(0, 1, n)[:, None] * rng.standard_normal(6)
+        motion = np.cumsum(0.1 * rng.standard_normal((n, 6)), 0) + drift
+        raw = motion @ loadings + rng.standard_normal((n, 50))
+        scale = detrend(raw, axis=0).std(0, ddof=1)  # the z-scoring prepare_bold applies
+        motions.append(motion)
+        ys.append(clean_signals(raw, 1.5).astype(np.float32))
+        artefacts.append(detrend(motion @ loadings, axis=0) / scale)
+    return motions, ys, artefacts
+
+
+def held_out_artefact_share(ys: list[np.ndarray], artefacts: list[np.ndarray],
+                            confounds: list[np.ndarray]) -> float:
+    """Share of the held-out runs' artefact variance left after the in-fold confound
+    regression (betas from the training runs: linear in the BOLD, so applied to its artefact
+    part), over all leave-one-run-out folds."""
+    xs = [np.zeros((len(y), 1)) for y in ys]
+    left = total = 0.0
+    for test in range(len(ys)):
+        train = [i for i in range(len(ys)) if i != test]
+        split = encoding._split(xs, test, train, confounds)
+        cleaned = artefacts[test] + split.confound_test @ np.concatenate(
+            [artefacts[i] for i in train])
+        left += float((cleaned**2).sum())
+        total += float((artefacts[test] ** 2).sum())
+    return left / total
+
+
+def test_drifting_motion_artefact_leaves_the_held_out_runs_when_confounds_match_the_bold():
+    """The BOLD is detrended within each run. Confounds only demeaned keep the motion drift
+    that the BOLD lost, so the betas fitted on the training runs put the held-out run's drift
+    back in (several times the artefact); z-scored per run, each regressor is rescaled
+    differently in each run; detrended like the BOLD (bold.load_run_confounds), the artefact
+    goes."""
+    from brainalign.bold import clean_signals
+
+    for seed in (11, 12):
+        motions, ys, artefacts = drifting_motion_runs(seed)
+        detrended = [clean_signals(m, 1.5, standardize=False) for m in motions]
+        assert held_out_artefact_share(ys, artefacts, detrended) <= 0.05
+        demeaned = [m - m.mean(0) for m in motions]
+        assert held_out_artefact_share(ys, artefacts, demeaned) > 1.0  # the defect
+        zscored = [clean_signals(m, 1.5) for m in motions]
+        assert held_out_artefact_share(ys, artefacts, zscored) > 0.08
+
+
 # ---------------------------------------------------------------------------------- errors
 def _runs(n_runs, n=30, p=4, vox=3, seed=0):
     rng = np.random.default_rng(seed)

@@ -1,7 +1,7 @@
 """Alignment stage: layer activations at the model's frame rate -> one row per fMRI volume.
 
 Volume k is taken to sample the brain at ``(k + slice_time_ref) * t_r`` seconds after stimulus
-onset (fMRIPrep's slice-timing reference, 0.5 by default). Two response models:
+onset (fMRIPrep's slice-timing reference, 0.5 by default). Three response models:
 
 - ``hrf``: activations averaged in bins of ``t_r / oversampling``, convolved with a canonical HRF
   from nilearn (Glover or SPM), then sampled at the volume times;
@@ -13,8 +13,22 @@ onset (fMRIPrep's slice-timing reference, 0.5 by default). Two response models:
 
 Features are computed per stimulus with t=0 at stimulus onset. A run whose stimulus starts
 ``onset_s`` seconds after its first kept volume gets ``ceil((onset_s + duration_s) / t_r)`` rows:
-volume k samples the stimulus at ``(k + slice_time_ref) * t_r - onset_s``; rows before the onset
-are zero (``fir``, ``lanczos``) or the HRF response to silence, i.e. zero (``hrf``).
+volume k samples the stimulus at ``(k + slice_time_ref) * t_r - onset_s``.
+
+Every run starts from silence, and every brain answers a sound's onset. Two things keep that
+onset out of the scores:
+
+- :func:`align` centres each feature on its mean over the stimulus before the convolution or the
+  delays, so the time before the stimulus (and the missing history of the first volumes) stands
+  at the feature's mean. Uncentred activations, convolved from silence, put the same large ramp
+  at the start of every run whatever the audio (20-80 % of a layer's variance in the first
+  20 volumes of real Whisper features), and any BOLD that happens to be high at run starts
+  then "predicts" every held-out run; circular-shift nulls do not reproduce it.
+- :func:`first_volume` gives the first volume that is fitted and scored: the volumes before the
+  stimulus onset and during the onset transient (``exclude_onset_s``, as Huth-lab pipelines trim)
+  are left out of the BOLD before it is cleaned and out of the features, and FIR / Lanczos rows
+  whose delayed copies would reach before the stimulus (zeros standing in for missing history)
+  are never kept.
 """
 
 from __future__ import annotations
@@ -139,17 +153,41 @@ def lanczos_features(frame_times: np.ndarray, values: np.ndarray, t_r: float, n_
     return delay_stack(per_vol, delays)
 
 
+def first_volume(onset_s: float, t_r: float, exclude_onset_s: float = 0.0,
+                 method: str = "hrf", delays: list[int] | None = None) -> int:
+    """Index (from the run's first kept volume) of the first volume fitted and scored.
+
+    Left out: the volumes before the stimulus onset and those within ``exclude_onset_s`` seconds
+    after it (the onset transient); with ``fir`` and ``lanczos`` also every row whose delayed
+    copies would reach before the onset, so no zero row stands in for missing history.
+    """
+    if onset_s < 0 or exclude_onset_s < 0:
+        raise ValueError(f"onset_s and exclude_onset_s must be >= 0, got {onset_s} and "
+                         f"{exclude_onset_s}.")
+    first = n_volumes(onset_s + exclude_onset_s, t_r)
+    if method in ("fir", "lanczos"):
+        first = max(first, n_volumes(onset_s, t_r) + max(delays or [1, 2, 3, 4]))
+    return first
+
+
 def align(frame_times: np.ndarray, values: np.ndarray, t_r: float, duration_s: float,
           method: str = "hrf", hrf_model: str = "glover", delays: list[int] | None = None,
-          slice_time_ref: float = 0.5, lanczos_window: int = 3, onset_s: float = 0.0
-          ) -> np.ndarray:
+          slice_time_ref: float = 0.5, lanczos_window: int = 3, onset_s: float = 0.0,
+          center: bool = True) -> np.ndarray:
     """Features for each volume of a run whose stimulus of ``duration_s`` seconds starts
     ``onset_s`` seconds after the run's first (kept) volume: ``n_volumes(onset_s + duration_s,
-    t_r)`` rows; ``frame_times`` are relative to the stimulus onset."""
+    t_r)`` rows; ``frame_times`` are relative to the stimulus onset.
+
+    ``center``: subtract each feature's mean over the stimulus's frames first (see the module
+    docstring); the rows before the onset are then the features' mean (zero), not silence
+    standing for "no activation"."""
     if onset_s < 0:
         raise ValueError(f"onset_s must be >= 0, got {onset_s}.")
     n_vols = n_volumes(duration_s + onset_s, t_r)
     run_times = np.asarray(frame_times, dtype=np.float64) + onset_s  # t=0: first kept volume
+    if center and len(values):
+        values = np.asarray(values, dtype=np.float64)
+        values = values - values.mean(0)
     if method == "hrf":
         return hrf_features(run_times, values, t_r, n_vols, hrf_model,
                             slice_time_ref=slice_time_ref)

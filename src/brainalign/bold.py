@@ -1,8 +1,12 @@
 """BOLD stage: one fMRIPrep run -> a (n_volumes, n_voxels) array, cleaned within the run.
 
-The run is trimmed to the volumes acquired during its stimulus (after ``start_volume`` dummy or
-pre-stimulus volumes), masked with the subject's brain mask, then detrended and z-scored. All of
-it is computed from this run alone, so with run-wise cross-validation no step sees held-out data.
+The run is trimmed to the volumes acquired during its stimulus (after ``start_volume`` dummy
+volumes, and without the ``first_volume`` volumes of silence and onset transient that
+``alignment.first_volume`` leaves out), masked with the subject's brain mask, then detrended and
+z-scored. Its confound regressors are trimmed and cleaned by the same function
+(:func:`clean_signals`), so that regressing them out inside the encoding folds removes what they
+explain from the cleaned BOLD and puts no drift back. All of it is computed from this run alone,
+so with run-wise cross-validation no step sees held-out data.
 """
 
 from __future__ import annotations
@@ -45,7 +49,8 @@ def subject_mask(mask_paths: list[str | Path]) -> nib.Nifti1Image:
 
 def load_run(bold_path: str | Path, mask_img: nib.Nifti1Image, n_vols: int, t_r: float,
              start_volume: int = 0, max_extra_volumes: int = 20, detrend: bool = True,
-             standardize: bool = True, max_missing_volumes: int = 0) -> np.ndarray:
+             standardize: bool = True, max_missing_volumes: int = 0, first_volume: int = 0
+             ) -> np.ndarray:
     """Masked, trimmed and cleaned BOLD of one run.
 
     Parameters
@@ -56,11 +61,13 @@ def load_run(bold_path: str | Path, mask_img: nib.Nifti1Image, n_vols: int, t_r:
         mismatch (scanners often run on for a few volumes).
     max_missing_volumes : volumes the run may lack at the end of the stimulus (stopped early);
         the run is then shorter and the encoding stage cuts the features to match.
+    first_volume : volumes after ``start_volume`` left out before cleaning (the silence before
+        the stimulus and its onset transient: ``alignment.first_volume``).
 
     Returns
     -------
-    bold : array of shape (n_kept, n_voxels), float32; n_kept = n_vols unless the run stopped
-        up to ``max_missing_volumes`` early.
+    bold : array of shape (n_kept, n_voxels), float32; n_kept = n_vols - first_volume unless
+        the run stopped up to ``max_missing_volumes`` early.
     """
     from nilearn.masking import apply_mask
 
@@ -81,7 +88,7 @@ def load_run(bold_path: str | Path, mask_img: nib.Nifti1Image, n_vols: int, t_r:
     # ensure_finite=False: nilearn would otherwise silently turn NaN voxels into zeros
     data = apply_mask(img, mask_img, dtype=np.float32, ensure_finite=False)
     return clean_series(data, bold_path, n_vols, t_r, start_volume, max_extra_volumes, detrend,
-                        standardize, max_missing_volumes)
+                        standardize, max_missing_volumes, first_volume=first_volume)
 
 
 def varying_targets(data: np.ndarray, keep: np.ndarray | None = None) -> np.ndarray:
@@ -91,34 +98,72 @@ def varying_targets(data: np.ndarray, keep: np.ndarray | None = None) -> np.ndar
     return ok if keep is None else keep & ok
 
 
+def clean_signals(data: np.ndarray, t_r: float, detrend: bool = True,
+                  standardize: bool = True) -> np.ndarray:
+    """Detrend and (optionally) z-score each column of ``data`` (n_volumes, n_columns) within
+    the run (nilearn ``signal.clean``): the one temporal cleaning applied to a run's BOLD and
+    to its confounds."""
+    from nilearn.signal import clean
+
+    return clean(np.asarray(data, np.float64), detrend=detrend,
+                 standardize="zscore_sample" if standardize else None, t_r=t_r,
+                 ensure_finite=False)
+
+
+def kept_volumes(n_acquired: int, path: str | Path, n_vols: int, t_r: float,
+                 start_volume: int = 0, max_extra_volumes: int = 20,
+                 max_missing_volumes: int = 0, first_volume: int = 0) -> slice:
+    """The volumes of a run that are analysed, after checking its length against the stimulus.
+
+    Parameters
+    ----------
+    n_acquired : volumes in the run's file
+    n_vols : volumes its stimulus needs (from the onset and duration)
+    first_volume : volumes after ``start_volume`` left out (``alignment.first_volume``)
+    """
+    have = n_acquired - start_volume
+    if have < n_vols - max_missing_volumes or have > n_vols + max_extra_volumes:
+        raise BoldError(
+            f"{path}: has {n_acquired} volumes; its stimulus needs {n_vols} volumes of "
+            f"TR {t_r} s after start volume {start_volume} (at most {max_extra_volumes} extra "
+            f"and {max_missing_volumes} missing allowed). Check the run <-> stimulus mapping, "
+            "the TR, `bold.start_volume`, `bold.max_extra_volumes` and "
+            "`bold.max_missing_volumes`.")
+    stop = start_volume + min(n_vols, have)
+    if stop - (start_volume + first_volume) < MIN_VOLUMES:
+        raise BoldError(
+            f"{path}: only {stop - start_volume - first_volume} volumes are left after leaving "
+            f"out the first {first_volume} (silence before the stimulus and its onset "
+            f"transient); at least {MIN_VOLUMES} are needed. Lower `bold.exclude_onset_s` or "
+            "check the run's onset.")
+    return slice(start_volume + first_volume, stop)
+
+
+#: fewest volumes a run may keep after trimming
+MIN_VOLUMES = 10
+
+
 def clean_series(data: np.ndarray, path: str | Path, n_vols: int, t_r: float,
                  start_volume: int = 0, max_extra_volumes: int = 20, detrend: bool = True,
                  standardize: bool = True, max_missing_volumes: int = 0,
-                 targets: str = "voxels inside the brain mask") -> np.ndarray:
+                 targets: str = "voxels inside the brain mask", first_volume: int = 0
+                 ) -> np.ndarray:
     """Checks the run's length against its stimulus, trims it, refuses NaN or constant targets,
-    then detrends and z-scores each target within the run.
+    then detrends and z-scores each target within the run (:func:`clean_signals`).
 
     Parameters
     ----------
     data : array of shape (n_acquired_volumes, n_targets), the whole run
     path : the run's file, named in errors
     targets : what a column is, for error messages
+    first_volume : volumes after ``start_volume`` left out before cleaning
 
     Returns
     -------
     bold : array of shape (n_kept, n_targets), float32
     """
-    from nilearn.signal import clean
-
-    have = data.shape[0] - start_volume
-    if have < n_vols - max_missing_volumes or have > n_vols + max_extra_volumes:
-        raise BoldError(
-            f"{path}: has {data.shape[0]} volumes; its stimulus needs {n_vols} volumes of "
-            f"TR {t_r} s after start volume {start_volume} (at most {max_extra_volumes} extra "
-            f"and {max_missing_volumes} missing allowed). Check the run <-> stimulus mapping, "
-            "the TR, `bold.start_volume`, `bold.max_extra_volumes` and "
-            "`bold.max_missing_volumes`.")
-    data = data[start_volume:start_volume + min(n_vols, have)]
+    data = data[kept_volumes(data.shape[0], path, n_vols, t_r, start_volume, max_extra_volumes,
+                             max_missing_volumes, first_volume)]
     bad = ~np.isfinite(data)
     if bad.any():
         n_bad = int(bad.any(axis=0).sum())
@@ -129,9 +174,21 @@ def clean_series(data: np.ndarray, path: str | Path, n_vols: int, t_r: float,
         raise BoldError(f"{path}: {int(constant.sum())} {targets} are constant over the run (no "
                         "signal to model); exclude them from the mask (fMRIPrep's "
                         "desc-brain_mask should not contain any).")
-    data = clean(data, detrend=detrend, standardize="zscore_sample" if standardize else False,
-                 t_r=t_r, ensure_finite=False)
-    return data.astype(np.float32)
+    return clean_signals(data, t_r, detrend, standardize).astype(np.float32)
+
+
+def regress_out(data: np.ndarray, confounds: np.ndarray) -> np.ndarray:
+    """``data`` (n_volumes, n_targets) minus its least-squares fit on ``confounds``
+    (n_volumes, n_confounds), within one run; unchanged when there are no confounds. For
+    statistics computed without cross-validation (the noise ceiling); the encoding models fit
+    the confound betas inside their folds instead."""
+    if confounds.shape[1] == 0:
+        return np.asarray(data)
+    c = np.asarray(confounds, np.float64)
+    c = c - c.mean(0)
+    y = np.asarray(data, np.float64)
+    beta, *_ = np.linalg.lstsq(c, y - y.mean(0), rcond=None)
+    return (y - c @ beta).astype(np.float32)
 
 
 def confounds_path(bold_path: str | Path) -> Path:
@@ -151,22 +208,33 @@ def confounds_path(bold_path: str | Path) -> Path:
     return bold_path.with_name(f"{m.group(1)}_desc-confounds_timeseries.tsv")
 
 
-def load_run_confounds(bold_path: str | Path | Sequence[str | Path], n_vols: int,
-                       strategy: list[str],
-                       start_volume: int = 0, motion: str = "basic", wm_csf: str = "basic",
+def load_run_confounds(bold_path: str | Path | Sequence[str | Path], volumes: slice,
+                       strategy: list[str], t_r: float, detrend: bool = True,
+                       motion: str = "basic", wm_csf: str = "basic",
                        global_signal: str = "basic") -> np.ndarray:
-    """Confound regressors of one run, trimmed like its BOLD (see :func:`load_run`).
+    """Confound regressors of one run, trimmed and filtered exactly like its BOLD.
 
     Read from fMRIPrep's ``desc-confounds_timeseries.tsv`` beside the run with nilearn's
-    ``load_confounds`` and the given strategies. They are NOT regressed out here: the encoding
-    stage regresses them out inside its cross-validation folds (betas from training runs).
+    ``load_confounds`` and the given strategies, cut to the run's analysed ``volumes`` (the
+    slice :func:`kept_volumes` gave its BOLD) and detrended by :func:`clean_signals` as the
+    BOLD was (``detrend``). They are NOT regressed out here: the encoding stage regresses them
+    out inside its cross-validation folds (betas from the training runs). Filtering them like
+    the BOLD matters: with the BOLD detrended but the motion regressors only demeaned, the
+    betas fitted on the training runs put the held-out run's motion drift back into it. They
+    are not z-scored per run: that rescales each regressor differently in every run and breaks
+    its linear relation to the BOLD across runs. Share of a drifting motion artefact left in
+    held-out runs
+    (tests/test_encoding.py): demeaned regressors 260-1200 %, detrended and z-scored 10-16 %,
+    detrended 1-5 %.
 
     Returns
     -------
-    confounds : array of shape (n_vols, n_confounds), float32; (n_vols, 0) for no strategy
+    confounds : array of shape (n_volumes, n_confounds), float32; (n_volumes, 0) for no
+        strategy, with n_volumes the length of ``volumes``
     """
+    n_kept = volumes.stop - volumes.start
     if not strategy:
-        return np.zeros((n_vols, 0), np.float32)
+        return np.zeros((n_kept, 0), np.float32)
     bad = sorted(set(strategy) - set(CONFOUND_STRATEGIES))
     if bad:
         raise BoldError(f"unknown confound strategies {bad}; `bold.confounds.strategy` takes "
@@ -192,5 +260,5 @@ def load_run_confounds(bold_path: str | Path | Sequence[str | Path], n_vols: int
     table, sample_mask = load_confounds(files, strategy=tuple(strategy), motion=motion,
                                         wm_csf=wm_csf, global_signal=global_signal,
                                         demean=True)
-    data = np.nan_to_num(table.to_numpy(np.float64))[start_volume:start_volume + n_vols]
-    return data.astype(np.float32)
+    data = np.nan_to_num(table.to_numpy(np.float64))[volumes]
+    return clean_signals(data, t_r, detrend, standardize=False).astype(np.float32)

@@ -13,12 +13,13 @@ leave-one-subject-out ISC is corrected for the noise left in the others' mean
 from __future__ import annotations
 
 from collections.abc import Hashable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
-from .bold import same_grid
+from .bold import regress_out, same_grid
 from .stats import Ceiling, fdr_bh, repeat_ceiling, story_isc_ceiling
 
 
@@ -77,7 +78,8 @@ def subject_ceilings(runs_by_subject: list[list[np.ndarray]], index: list[np.nda
                      min_ceiling: float = 0.1, method: str = "isc",
                      pairs: list[tuple[int, int]] | None = None,
                      stimuli: list[list[Hashable]] | None = None,
-                     chunk_voxels: int | None = None
+                     chunk_voxels: int | None = None,
+                     confounds: list[list[np.ndarray]] | None = None, n_threads: int = 1
                      ) -> tuple[Ceiling, list[dict[str, np.ndarray]]]:
     """Ceiling on the shared voxels, and each subject's ceiling over its own mask voxels.
 
@@ -95,7 +97,13 @@ def subject_ceilings(runs_by_subject: list[list[np.ndarray]], index: list[np.nda
         first run counts), or a run label shared by all subjects. None: the run's position
         (every subject's run ``i`` heard the same story in sync).
     chunk_voxels : shared voxels processed at once (the same shifts for every block, so the
-        result does not depend on it); None: as many as fit :data:`MEMORY_BUDGET`.
+        result does not depend on it); None: as many as fit :data:`MEMORY_BUDGET`, and at
+        least one block per thread.
+    confounds : per subject, per run, (n_volumes_run, n_confounds) regressors cleaned like the
+        BOLD, regressed out of each run before the ceiling is computed (the encoding models
+        regress them out inside their folds): a confound shared across subjects, such as motion
+        that follows the story, would otherwise count as signal.
+    n_threads : blocks of voxels computed in parallel (numpy releases the GIL in its loops)
 
     Returns
     -------
@@ -109,25 +117,36 @@ def subject_ceilings(runs_by_subject: list[list[np.ndarray]], index: list[np.nda
                          "(`runs`); use ceiling.method: isc or none.")
     if stimuli is None:
         stimuli = [list(range(len(runs))) for runs in runs_by_subject]
+    if confounds is None:
+        confounds = [[np.zeros((run.shape[0], 0)) for run in runs] for runs in runs_by_subject]
     n_shared = len(index[0])
     if chunk_voxels is None:
         volumes = sum(run.shape[0] for runs in runs_by_subject for run in runs)
-        chunk_voxels = max(1, int(MEMORY_BUDGET / (8 * 4 * volumes)))
-    parts = []
-    for start in range(0, n_shared, chunk_voxels):
-        # one block of shared voxels at a time (the runs may be memory-mapped .npy files)
-        shared = [[np.asarray(run[:, idx[start:start + chunk_voxels]]) for run in runs]
-                  for runs, idx in zip(runs_by_subject, index, strict=True)]
+        budget = MEMORY_BUDGET / max(n_threads, 1)
+        chunk_voxels = max(1, min(int(budget / (8 * 4 * volumes)),
+                                  -(-n_shared // max(n_threads, 1))))
+
+    def block(start: int) -> Ceiling:
+        # one block of shared voxels (the runs may be memory-mapped .npy files), confounds
+        # regressed out run by run
+        shared = [[regress_out(np.asarray(run[:, idx[start:start + chunk_voxels]]), conf)
+                   for run, conf in zip(runs, confs, strict=True)]
+                  for runs, confs, idx in zip(runs_by_subject, confounds, index, strict=True)]
         if method == "repeat":
-            parts.append(repeat_ceiling(shared, pairs, n_permutations, min_shift, q,
-                                        min_ceiling))
-        else:
-            stories: dict[Hashable, dict[int, np.ndarray]] = {}
-            for k, (runs, names) in enumerate(zip(shared, stimuli, strict=True)):
-                for run, name in zip(runs, names, strict=True):
-                    stories.setdefault(name, {}).setdefault(k, run)
-            parts.append(story_isc_ceiling(stories, len(shared), n_permutations, min_shift, q,
-                                           min_ceiling))
+            return repeat_ceiling(shared, pairs, n_permutations, min_shift, q, min_ceiling)
+        stories: dict[Hashable, dict[int, np.ndarray]] = {}
+        for k, (runs, names) in enumerate(zip(shared, stimuli, strict=True)):
+            for run, name in zip(runs, names, strict=True):
+                stories.setdefault(name, {}).setdefault(k, run)
+        return story_isc_ceiling(stories, len(shared), n_permutations, min_shift, q,
+                                 min_ceiling)
+
+    starts = range(0, n_shared, chunk_voxels)
+    if n_threads > 1 and len(starts) > 1:
+        with ThreadPoolExecutor(n_threads) as pool:
+            parts = list(pool.map(block, starts))
+    else:
+        parts = [block(start) for start in starts]
     ceil = parts[0] if len(parts) == 1 else _join(parts, q, min_ceiling)
     per_subject = []
     for s, (runs, idx) in enumerate(zip(runs_by_subject, index, strict=True)):

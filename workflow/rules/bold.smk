@@ -1,6 +1,7 @@
 # BOLD: the subject's brain mask (intersection over runs), then each run masked, trimmed to its
-# stimulus, detrended and z-scored within the run; its fMRIPrep
-# confounds (if configured) trimmed alike, for regression inside the encoding folds.
+# stimulus (without the silence before it and its onset transient), detrended and z-scored
+# within the run; its fMRIPrep confounds (if configured) trimmed and cleaned alike, for
+# regression inside the encoding folds.
 
 
 rule subject_mask:
@@ -41,6 +42,7 @@ rule prepare_bold:
         bold=config["bold"],
         # stimulus onset (s after the first kept volume)
         onset=lambda wc: DATASET.run(wc.subject, wc.run).onset,
+        first_volume=lambda wc: first_volume(wc.subject, wc.run),
     resources:
         mem_mb=4000,
     script:

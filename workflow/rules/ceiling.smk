@@ -1,6 +1,7 @@
 # Noise ceiling: inter-subject correlation of the subjects' cleaned BOLD (story by story, among
-# the subjects who heard it), or the split-half reliability of a stimulus heard twice
-# (`ceiling.method`) -> per-voxel ceiling for each subject, and group maps.
+# the subjects who heard it; configured confounds regressed out run by run), or the split-half
+# reliability of a stimulus heard twice (`ceiling.method`) -> per-voxel ceiling for each
+# subject, and group maps.
 
 
 rule noise_ceiling:
@@ -11,6 +12,8 @@ rule noise_ceiling:
         ),
         # subject-major: all runs of the first subject, then the next subject's
         bold=ceiling_bold(),
+        # each run's confounds, cleaned like its BOLD, regressed out before the ISC
+        confounds=ceiling_bold("confounds"),
     output:
         subjects=expand(
             "results/group/ceiling/sub-{subject}_desc-ceiling.npz", subject=SUBJECTS
@@ -27,6 +30,7 @@ rule noise_ceiling:
         ceiling=CEILING,
         stories=ceiling_stories(),
         run_stimuli=run_stimuli(),
+    threads: 2
     resources:
         mem_mb=8000,
     script:

@@ -1,4 +1,5 @@
 # Shared names: subjects, runs, models and their layers, and path helpers for the rules.
+import brainalign.alignment as align_lib
 import brainalign.bold as bold_lib
 import brainalign.config as bacfg
 
@@ -98,6 +99,20 @@ def stimulus_file(stimulus):
     return DATASET.stimuli[stimulus]
 
 
+def first_volume(subject, run):
+    """First analysed volume of a run (after bold.start_volume): the silence before its
+    stimulus, the onset transient (bold.exclude_onset_s) and, with FIR/Lanczos delays, the rows
+    without full history are left out of the BOLD and the features alike."""
+    acfg = config["alignment"]
+    return align_lib.first_volume(
+        DATASET.run(subject, run).onset,
+        config["tr"],
+        config["bold"]["exclude_onset_s"],
+        acfg["method"],
+        acfg["fir_delays"],
+    )
+
+
 def layer_scores(wildcards):
     return expand(
         "results/sub-{subject}/encoding/{model}/sub-{subject}_layer-{layer}_scores.npz",
@@ -144,10 +159,11 @@ CEILING_ON = KIND == "volume" and (
 )
 
 
-def ceiling_bold():
-    """Every subject's prepared BOLD runs, subject-major, in each subject's run order."""
+def ceiling_bold(kind="bold"):
+    """Every subject's prepared BOLD runs (or their confounds: kind="confounds"),
+    subject-major, in each subject's run order."""
     return [
-        f"results/sub-{s}/bold/sub-{s}_run-{r.key}_bold.npy"
+        f"results/sub-{s}/bold/sub-{s}_run-{r.key}_{kind}.npy"
         for s in SUBJECTS
         for r in subject_runs(s)
     ]

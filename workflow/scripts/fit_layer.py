@@ -16,9 +16,11 @@ logger = logging.getLogger("fit_layer")
 t_r, enc = snakemake.params.tr, snakemake.params.encoding
 layer = snakemake.wildcards.layer
 y_runs = [np.load(f) for f in snakemake.input.bold]
-# a run that stopped early (bold.max_missing_volumes) is shorter than its stimulus's features
-x_runs = [load_layer_h5(f, layer)[: len(y)]
-          for f, y in zip(snakemake.input.features, y_runs, strict=True)]
+# the features' rows of the analysed volumes: from the run's first analysed volume (after the
+# silence and the onset transient), as long as the BOLD (a run that stopped early is shorter)
+x_runs = [load_layer_h5(f, layer)[first:first + len(y)]
+          for f, y, first in zip(snakemake.input.features, y_runs,
+                                 snakemake.params.first_volumes, strict=True)]
 confounds = [np.load(f) for f in snakemake.input.confounds]
 if not any(c.shape[1] for c in confounds):
     confounds = None

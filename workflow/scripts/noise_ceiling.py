@@ -13,12 +13,14 @@ ccfg, stories = snakemake.params.ceiling, snakemake.params.stories
 shared_img, index = shared_voxels(list(snakemake.input.masks))
 paths = iter(snakemake.input.bold)  # subject-major, as stories
 runs = [[np.load(next(paths), mmap_mode="r") for _ in names] for names in stories]
+paths = iter(snakemake.input.confounds)
+confounds = [[np.load(next(paths)) for _ in names] for names in stories]
 ceil, per_subject = subject_ceilings(
-    runs, index, n_permutations=ccfg.get("n_permutations", 200),
-    min_shift=max(1, round(ccfg.get("min_shift_s", 15.0) / snakemake.params.tr)),
-    q=ccfg.get("fdr_q", 0.05), min_ceiling=ccfg.get("min_ceiling", 0.1),
-    method=ccfg.get("method", "isc"), pairs=repeat_pairs(snakemake.params.run_stimuli),
-    stimuli=stories)
+    runs, index, n_permutations=ccfg["n_permutations"],
+    min_shift=max(1, round(ccfg["min_shift_s"] / snakemake.params.tr)),
+    q=ccfg["fdr_q"], min_ceiling=ccfg["min_ceiling"],
+    method=ccfg["method"], pairs=repeat_pairs(snakemake.params.run_stimuli),
+    stimuli=stories, confounds=confounds, n_threads=snakemake.threads)
 logging.getLogger("noise_ceiling").info(
     "%d subjects, %d shared voxels: median ceiling %.3f, %d usable voxels", len(runs),
     ceil.group_isc.size, np.nanmedian(ceil.group_ceiling), ceil.usable.sum())

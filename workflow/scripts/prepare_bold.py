@@ -1,6 +1,6 @@
 """Rule prepare_bold: one run (volume, surface pair or parcel TSV) + the subject's mask -> one
-cleaned (n_volumes, n_targets) array, and its fMRIPrep confounds trimmed alike (regressed out
-later, inside the encoding folds)."""
+cleaned (n_volumes, n_targets) array over the analysed volumes, and its fMRIPrep confounds
+trimmed and cleaned alike (regressed out later, inside the encoding folds)."""
 
 from brainalign import parcels, surface
 from brainalign.alignment import n_volumes
@@ -13,10 +13,10 @@ setup_logging(snakemake.log[0])
 t_r, bcfg = snakemake.params.tr, snakemake.params.bold
 # the run covers the silence before stimulus onset, then the stimulus
 n_vols = n_volumes(audio_duration(snakemake.input.audio) + snakemake.params.onset, t_r)
-clean = dict(start_volume=bcfg.get("start_volume", 0),
-             max_extra_volumes=bcfg.get("max_extra_volumes", 20),
-             max_missing_volumes=bcfg.get("max_missing_volumes", 0),
-             detrend=bcfg.get("detrend", True), standardize=bcfg.get("standardize", True))
+first = snakemake.params.first_volume  # silence + onset transient, left out before cleaning
+clean = dict(start_volume=bcfg["start_volume"], max_extra_volumes=bcfg["max_extra_volumes"],
+             max_missing_volumes=bcfg["max_missing_volumes"], detrend=bcfg["detrend"],
+             standardize=bcfg["standardize"], first_volume=first)
 mask = load_mask(snakemake.input.mask)
 if mask.is_parcels:
     data = parcels.load_run(snakemake.input.bold[0], mask.keep, n_vols, t_r, targets="parcels",
@@ -26,11 +26,11 @@ elif mask.is_surface:
                             targets="vertices", **clean)
 else:
     data = load_run(snakemake.input.bold[0], mask.img, n_vols, t_r, **clean)
-ccfg = bcfg.get("confounds", {})
-confounds = load_run_confounds(list(snakemake.input.bold), n_vols, ccfg.get("strategy", []),
-                               start_volume=clean["start_volume"],
-                               motion=ccfg.get("motion", "basic"),
-                               wm_csf=ccfg.get("wm_csf", "basic"),
-                               global_signal=ccfg.get("global_signal", "basic"))
+ccfg = bcfg["confounds"]
+start = clean["start_volume"] + first
+confounds = load_run_confounds(list(snakemake.input.bold), slice(start, start + len(data)),
+                               ccfg["strategy"], t_r, detrend=clean["detrend"],
+                               motion=ccfg["motion"],
+                               wm_csf=ccfg["wm_csf"], global_signal=ccfg["global_signal"])
 save_npy(data, snakemake.output.bold)
-save_npy(confounds[: len(data)], snakemake.output.confounds)  # a short run: trimmed alike
+save_npy(confounds, snakemake.output.confounds)
