@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_features import WHISPER_DIR, speech_like
+from test_features import WHISPER_DIR, broken_grouped_conv, speech_like
 from torch import nn
 
 from brainalign import cpu_kernels as K
@@ -19,6 +19,12 @@ TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
 TINY_WHISPER = {"d_model": 32, "encoder_layers": 2, "encoder_attention_heads": 2,
                 "encoder_ffn_dim": 64, "decoder_layers": 1, "decoder_attention_heads": 2,
                 "decoder_ffn_dim": 64}
+
+
+@pytest.fixture(autouse=True)
+def probe_cache(tmp_path, monkeypatch):
+    """Precision-probe decisions cached per test, never in the user's ~/.cache."""
+    monkeypatch.setenv("BRAINALIGN_CACHE_DIR", str(tmp_path / "cache"))
 
 
 def reference_attention(q, k, v, scale):
@@ -61,24 +67,43 @@ def test_blocked_attention_hands_masks_and_weights_to_sdpa():
     np.testing.assert_allclose(out[:, :7].numpy(), ref.numpy(), atol=1e-5)  # mask obeyed
 
 
-@pytest.mark.parametrize("conv", [
-    nn.Conv1d(1, 12, kernel_size=10, stride=5, bias=False),   # wav2vec2's first conv (matmul)
-    nn.Conv1d(1, 12, kernel_size=10, stride=5, bias=True),
-    nn.Conv1d(12, 12, kernel_size=3, stride=2, bias=False),   # the later feature-encoder convs
-    nn.Conv1d(16, 16, kernel_size=16, padding=8, groups=4),   # the positional convolution
-    nn.Conv1d(8, 6, kernel_size=3, padding=1),                # Whisper's
-], ids=["waveform", "waveform-bias", "strided", "grouped", "padded"])
-def test_channels_last_conv1d_equals_conv1d(conv):
+CONVS = {
+    "waveform": nn.Conv1d(1, 12, kernel_size=10, stride=5, bias=False),  # wav2vec2's first
+    "waveform-bias": nn.Conv1d(1, 12, kernel_size=10, stride=5, bias=True),
+    "strided": nn.Conv1d(12, 12, kernel_size=3, stride=2, bias=False),  # later CNN convs
+    "grouped": nn.Conv1d(16, 16, kernel_size=16, padding=8, groups=4),  # tiny positional conv
+    "grouped-wide": nn.Conv1d(96, 96, kernel_size=16, padding=8, groups=2),  # wav2vec2-base's
+    "padded": nn.Conv1d(8, 6, kernel_size=3, padding=1),                # Whisper's
+}
+
+
+@pytest.mark.parametrize("name", list(CONVS))
+@pytest.mark.parametrize("torch_conv", ["as is", "broken"])
+def test_channels_last_conv1d_equals_conv1d(monkeypatch, name, torch_conv):
+    """The substituted convolution equals PyTorch's in float32, and under bfloat16 autocast
+    stays within bfloat16 rounding of the float32 result. Narrow groups (4 channels per group)
+    compute in float32 there, so they are right even where torch's own bfloat16 kernel is
+    garbage (``broken``: as on Intel AMX CPUs); 48 channels per group (wav2vec2-base) stay
+    bfloat16."""
+    conv = CONVS[name]
     torch.manual_seed(0)
     x = torch.randn(3, conv.in_channels, 203)
     with torch.no_grad():
         expected = conv(x)
+        if torch_conv == "broken":
+            broken_grouped_conv(monkeypatch)
         out = K.channels_last_conv1d(conv, x)
         np.testing.assert_allclose(out.numpy(), expected.numpy(), atol=2e-5)
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            out16, ref16 = K.channels_last_conv1d(conv, x), conv(x)
-    assert out16.dtype == ref16.dtype == torch.bfloat16
-    assert (out16.float() - expected).abs().max() < 0.05 * expected.abs().max()
+            out16 = K.channels_last_conv1d(conv, x)
+    narrow = conv.groups > 1 and conv.in_channels // conv.groups < K.MIN_REDUCED_GROUP_WIDTH
+    assert out16.dtype == (torch.float32 if narrow else torch.bfloat16)
+    if narrow:
+        np.testing.assert_allclose(out16.numpy(), expected.numpy(), atol=2e-5)
+    elif torch_conv == "as is" or conv.groups == 1:
+        assert (out16.float() - expected).abs().max() < 0.05 * expected.abs().max()
+    else:  # a wide group under the broken kernel: garbage, left to the precision probe
+        assert (out16.float() - expected).abs().max() > 0.5 * expected.abs().max()
 
 
 def test_channels_last_group_norm_equals_group_norm():
@@ -116,10 +141,16 @@ def test_substituted_models_compute_the_same_layers(arch):
         assert "channels-last group norms" in " ".join(changed)
     torch.manual_seed(0)
     x = (torch.randn(2, 80, 3000) if whisper else torch.randn(2, 2 * TARGET_SR))
-    for a, b in zip(_layers(plain.model, x), _layers(fast.model, x),
-                    strict=True):
+    before = _layers(plain.model, x)
+    for a, b in zip(before, _layers(fast.model, x), strict=True):
         scale = a.abs().max().item()
         assert (a - b).abs().max().item() < 1e-4 * max(scale, 1.0)
+    # and undoing it gives the model as loaded back, bit for bit
+    K.restore_as_loaded(fast.model)
+    assert not any("forward" in vars(m) for m in fast.model.modules())
+    assert fast.model.config._attn_implementation == plain.model.config._attn_implementation
+    for a, b in zip(before, _layers(fast.model, x), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
 def test_extractor_uses_the_kernels_only_in_bfloat16():
@@ -128,8 +159,11 @@ def test_extractor_uses_the_kernels_only_in_bfloat16():
     assert plain.model.config._attn_implementation != K.ATTENTION
     assert not any("forward" in vars(m) for m in plain.model.modules())
     fast = F.LayerExtractor(spec, device="cpu", precision="bfloat16")
-    assert fast.model.config._attn_implementation == K.ATTENTION
-    assert sum("forward" in vars(m) for m in fast.model.modules()) == 7 + 1 + 1  # convs, GN
+    # the kernels stay where the probe accepts bfloat16 (everywhere, we expect: the tiny
+    # model's narrow positional convolution computes in float32 inside them)
+    in_bf16 = fast.precision == "bfloat16"
+    assert (fast.model.config._attn_implementation == K.ATTENTION) == in_bf16
+    assert sum("forward" in vars(m) for m in fast.model.modules()) == (7 + 1 + 1) * in_bf16
     as_loaded = F.LayerExtractor(spec, device="cpu", precision="bfloat16", cpu_kernels=False)
     assert not any("forward" in vars(m) for m in as_loaded.model.modules())
     # bfloat16 with and without the kernels: the same features up to bfloat16 rounding
@@ -137,6 +171,30 @@ def test_extractor_uses_the_kernels_only_in_bfloat16():
     audio = (0.1 * rng.standard_normal(TARGET_SR)).astype(np.float32)
     for a, b in zip(fast([audio]), as_loaded([audio]), strict=True):
         assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.999
+
+
+def test_kernels_route_around_a_broken_narrow_group_convolution(monkeypatch):
+    """With torch's bfloat16 grouped convolutions broken (as on Intel AMX CPUs), the kernels'
+    float32 narrow groups keep bfloat16 correct: the probe accepts it and the features match
+    float32. A model whose groups are wide enough to stay bfloat16 gets the garbage, so the
+    probe falls back to float32 and the model is restored exactly as loaded."""
+    audio = speech_like(2.0, seed=9)
+    narrow = F.ModelSpec("narrow", "random", "wav2vec2", 0, dict(TINY))  # 4 channels a group
+    wide = F.ModelSpec("wide", "random", "wav2vec2", 0,
+                       dict(TINY, hidden_size=64, num_conv_pos_embedding_groups=2))  # 32
+    refs = {s.name: F.LayerExtractor(s, device="cpu", precision="float32")([audio])
+            for s in (narrow, wide)}
+    broken_grouped_conv(monkeypatch)
+    fast = F.LayerExtractor(narrow, device="cpu", precision="bfloat16")
+    assert fast.precision == "bfloat16" and fast.probe.accepted
+    for a, b in zip(refs["narrow"], fast([audio]), strict=True):
+        assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.999
+    fallback = F.LayerExtractor(wide, device="cpu", precision="bfloat16")
+    assert fallback.precision == "float32" and fallback.probe.failing_layers == [1, 2]
+    assert not any("forward" in vars(m) for m in fallback.model.modules())
+    assert fallback.model.config._attn_implementation != K.ATTENTION
+    for a, b in zip(refs["wide"], fallback([audio]), strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_pretrained_whisper_in_bfloat16_with_the_kernels_matches_float32():
@@ -148,6 +206,9 @@ def test_pretrained_whisper_in_bfloat16_with_the_kernels_matches_float32():
     audio = speech_like(8.0, seed=2)
     ref = F.LayerExtractor(spec, device="cpu", precision="float32", cpu_kernels=False)([audio])
     fast = F.LayerExtractor(spec, device="cpu", precision="bfloat16")
+    # a healthy model: the probe accepts bfloat16 by a wide margin (smallest layer quantile
+    # 0.9995 on AMD Zen 4; Intel AMX CPUs keep its median r > 0.9995), so the kernels stay
+    assert fast.probe.accepted and min(fast.probe.quantile_r) > 0.999
     assert fast.model.config._attn_implementation == K.ATTENTION
     for a, b in zip(ref, fast([audio]), strict=True):
         assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.9995

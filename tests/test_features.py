@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
 from pathlib import Path
 
 import h5py
@@ -17,6 +19,13 @@ TINY = {"hidden_size": 32, "num_hidden_layers": 3, "num_attention_heads": 2,
         "intermediate_size": 64, "conv_dim": (32,) * 7}
 WHISPER_DIR = Path(__file__).resolve().parents[2] / "shared" / "models" / "whisper-tiny.en"
 W2V_GEOM = F.FrameGeometry(stride=320, offset=200.0, margin=80)  # wav2vec2 defaults
+
+
+@pytest.fixture(autouse=True)
+def probe_cache(tmp_path, monkeypatch) -> Path:
+    """Precision-probe decisions cached per test, never in the user's ~/.cache."""
+    monkeypatch.setenv("BRAINALIGN_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
 
 
 def tiny_spec(**extra) -> F.ModelSpec:
@@ -478,7 +487,7 @@ def test_layer_selection():
 
 # ---------------------------------------------------------------------------- precision
 def test_precision_auto_picks_bfloat16_only_where_it_is_native(monkeypatch, tiny_extractor):
-    assert tiny_extractor.precision == "float32"
+    assert tiny_extractor.precision == "float32" and tiny_extractor.probe is None
     assert isinstance(tiny_extractor._autocast(), contextlib.nullcontext)
     with pytest.raises(F.ModelError, match="precision 'float8'"):
         F.LayerExtractor(tiny_spec(), device="cpu", precision="float8")
@@ -490,39 +499,209 @@ def test_precision_auto_picks_bfloat16_only_where_it_is_native(monkeypatch, tiny
         monkeypatch.setattr(F, "cpu_has_native_bf16", lambda native=native: native)
         expected = "bfloat16" if native else "float32"
         assert F.resolve_precision("auto", "cpu") == expected
-        assert F.LayerExtractor(tiny_spec(), device="cpu").precision == expected
+        ex = F.LayerExtractor(tiny_spec(), device="cpu")
+        assert ex.requested_precision == "auto"
+        # bfloat16 is probed first, and kept only if the probe accepts it
+        assert (ex.probe is not None) == native
+        assert ex.precision == (expected if ex.probe is None or ex.probe.accepted
+                                else "float32")
 
 
 def test_float16_autocast_runs_and_matches_float32():
-    """float16 (for GPUs without bfloat16; runs on the CPU too): rounding-level changes only,
-    and no CPU kernels substituted (they are bfloat16-only)."""
+    """float16 (for GPUs without bfloat16; runs on the CPU too): rounding-level changes only
+    (where the probe accepts it; float32 where not), and no CPU kernels substituted (they are
+    bfloat16-only)."""
     audio = speech_like(2.0, seed=5)
     ref = F.LayerExtractor(tiny_spec(), device="cpu", precision="float32")([audio])
     half = F.LayerExtractor(tiny_spec(), device="cpu", precision="float16")
-    assert half.precision == "float16" and half._autocast().fast_dtype == torch.float16
+    assert half.requested_precision == "float16" and half.probe.precision == "float16"
+    assert half.precision == ("float16" if half.probe.accepted else "float32")
+    if half.probe.accepted:
+        assert half._autocast().fast_dtype == torch.float16
     assert not any("forward" in vars(m) for m in half.model.modules())
     for a, b in zip(ref, half([audio]), strict=True):
         assert b.dtype == np.float32 and np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.999
-        assert not np.array_equal(a, b)
+        assert np.array_equal(a, b) == (half.precision == "float32")
+
+
+def per_channel_r(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pearson r per channel over the channels of ``a`` that vary."""
+    keep = np.flatnonzero(a.std(0) > 1e-3)
+    assert keep.size > 10
+    return np.array([np.corrcoef(a[:, j], b[:, j])[0, 1] for j in keep])
+
+
+def extract_to(tmp_path: Path, extractor: F.LayerExtractor, audio: np.ndarray, name: str
+               ) -> tuple[list[np.ndarray], dict]:
+    """Every layer of ``audio`` through extract_features, and the file's attributes."""
+    path = tmp_path / f"{name}.h5"
+    F.extract_features(extractor, audio, path, window_s=1.0, context_s=1.0, dtype="float32")
+    with h5py.File(path) as h5:
+        attrs = dict(h5.attrs)
+    return [F.read_layer(path, i)[1] for i in range(extractor.n_layers)], attrs
 
 
 def test_bfloat16_features_match_float32(tmp_path):
-    """bfloat16 autocast changes activations by rounding only: every layer's features correlate
-    > 0.999 with float32 ones, channel by channel, and the precision is recorded in the file."""
+    """bfloat16 is used only once the probe accepts it; then every layer's features correlate
+    > 0.999 with float32 ones, channel by channel. Where the probe falls back (a CPU whose
+    bfloat16 kernels are wrong for this model) the features are float32 ones. Either way the
+    file records the requested and effective precision and the probe's per-layer r."""
     audio = speech_like(4.0, seed=3)
-    out = {}
-    for precision in ("float32", "bfloat16"):
-        ex = F.LayerExtractor(tiny_spec(), device="cpu", precision=precision)
-        path = tmp_path / f"{precision}.h5"
-        F.extract_features(ex, audio, path, window_s=1.0, context_s=1.0, dtype="float32")
-        with h5py.File(path) as h5:
-            assert h5.attrs["precision"] == precision
-        out[precision] = [F.read_layer(path, i)[1] for i in range(ex.n_layers)]
-    for a, b in zip(out["float32"], out["bfloat16"], strict=True):
-        keep = a.std(0) > 1e-3
-        r = [np.corrcoef(a[:, j], b[:, j])[0, 1] for j in np.flatnonzero(keep)]
-        assert keep.sum() > 10 and min(r) > 0.999
-        assert not np.array_equal(a, b)  # bfloat16 really ran
+    ref, attrs32 = extract_to(tmp_path, F.LayerExtractor(tiny_spec(), device="cpu",
+                                                         precision="float32"), audio, "f32")
+    assert attrs32["precision"] == attrs32["precision_effective"] == "float32"
+    assert attrs32["precision_requested"] == "float32"
+    assert attrs32["precision_probe"] == "not probed"
+    ex = F.LayerExtractor(tiny_spec(), device="cpu", precision="bfloat16")
+    out, attrs = extract_to(tmp_path, ex, audio, "bf16")
+    effective = attrs["precision_effective"]
+    assert attrs["precision_requested"] == "bfloat16" and attrs["precision"] == effective
+    assert effective == ex.precision and effective in ("bfloat16", "float32")
+    q01 = attrs["precision_probe_q01_r"]
+    assert q01.shape == attrs["precision_probe_min_r"].shape == (ex.n_layers,)
+    assert (attrs["precision_probe_min_r"] <= q01).all()
+    accepted = bool((q01 >= F.PROBE_MIN_R).all())
+    assert attrs["precision_probe"] == f"bfloat16 {'accepted' if accepted else 'rejected'}"
+    assert effective == ("bfloat16" if accepted else "float32")
+    for a, b in zip(ref, out, strict=True):
+        assert per_channel_r(a, b).min() > 0.999
+        assert np.array_equal(a, b) == (effective == "float32")  # bfloat16 ran iff accepted
+
+
+def test_probe_audio_is_deterministic_speech_like():
+    a = F.probe_audio()
+    np.testing.assert_array_equal(a, F.probe_audio())
+    assert a.dtype == np.float32 and a.size == F.PROBE_SECONDS * TARGET_SR
+    assert np.abs(a).max() == pytest.approx(0.5)
+    # syllables and pauses: 20 ms frames of near-silence and of voice both present
+    rms = np.sqrt((a[: a.size // 320 * 320].reshape(-1, 320) ** 2).mean(1))
+    assert (rms < 0.01).mean() > 0.15 and (rms > 0.05).mean() > 0.3
+
+
+def test_channel_correlations_ignore_constant_channels_and_flag_broken_ones():
+    rng = np.random.default_rng(0)
+    ref = rng.standard_normal((200, 5))
+    ref[:, 4] = 3.0  # constant: ignored
+    test = ref + 0.01 * rng.standard_normal(ref.shape)
+    test[:, 1] = rng.standard_normal(200)  # unrelated
+    test[:, 2] = 1.0  # constant where the reference varies
+    test[5, 3] = np.nan  # not finite
+    r = F.channel_correlations(ref, test)
+    assert r.shape == (4,)
+    assert r[0] > 0.999 and abs(r[1]) < 0.25 and r[2] == 0 and r[3] == 0
+
+
+def broken_grouped_conv(monkeypatch) -> None:
+    """Make torch's grouped convolutions return garbage under CPU autocast, as bfloat16
+    convolutions with narrow groups do on Intel AMX CPUs (torch 2.13); float32 ones stay
+    right."""
+    for name in ("conv1d", "conv2d"):
+        real = getattr(torch.nn.functional, name)
+
+        def broken(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
+                   real=real):
+            out = real(input, weight, bias, stride, padding, dilation, groups)
+            if groups > 1 and torch.is_autocast_enabled("cpu"):
+                g = torch.Generator().manual_seed(0)
+                noise = torch.randn(out.shape, generator=g)
+                return (noise * out.float().std()).to(out.dtype)
+            return out
+
+        monkeypatch.setattr(torch.nn.functional, name, broken)
+
+
+def warnings_of(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.name == F.log.name and r.levelno >= logging.WARNING]
+
+
+@pytest.mark.parametrize("requested", ["auto", "bfloat16"])
+def test_broken_bfloat16_kernel_falls_back_to_float32(monkeypatch, tmp_path, caplog, requested):
+    """The broken case for real: torch's own bfloat16 grouped convolution (the positional
+    convolution) returns garbage; the probe sees it in the transformer layers and the model runs
+    in float32, with one warning, recorded in the file, giving float32's features exactly."""
+    monkeypatch.setattr(F, "cpu_has_native_bf16", lambda: True)  # auto means bfloat16
+    audio = speech_like(2.0, seed=8)
+    ref, _ = extract_to(tmp_path, F.LayerExtractor(tiny_spec(), device="cpu",
+                                                   precision="float32"), audio, "f32")
+    broken_grouped_conv(monkeypatch)
+    caplog.set_level(logging.INFO, logger=F.log.name)
+    ex = F.LayerExtractor(tiny_spec(), device="cpu", precision=requested, cpu_kernels=False)
+    assert ex.precision == "float32" and ex.probe.precision == "bfloat16"
+    assert not ex.probe.accepted and not ex.probe.cached
+    # the CNN (layer 0) has no grouped convolution; every transformer layer gets the garbage
+    # (added to the residual stream, so a typical channel keeps r ~0.7, as on Intel CPUs)
+    assert ex.probe.failing_layers == [1, 2, 3]
+    assert ex.probe.quantile_r[0] > 0.999 and max(ex.probe.median_r[1:]) < 0.9
+    (warning,) = warnings_of(caplog)
+    assert "model 'tiny'" in warning and "bfloat16" in warning and "float32 instead" in warning
+    assert "layers 1 (r " in warning and "3 (r " in warning
+    out, attrs = extract_to(tmp_path, ex, audio, "fallback")
+    assert attrs["precision"] == attrs["precision_effective"] == "float32"
+    assert attrs["precision_requested"] == requested
+    assert attrs["precision_probe"] == "bfloat16 rejected"
+    assert (attrs["precision_probe_q01_r"][1:] < F.PROBE_MIN_R).all()
+    for a, b in zip(ref, out, strict=True):
+        np.testing.assert_array_equal(a, b)
+    # the cached rejection: no probe, the same single warning
+    caplog.clear()
+    again = F.LayerExtractor(tiny_spec(), device="cpu", precision=requested, cpu_kernels=False)
+    assert again.precision == "float32" and again.probe.cached
+    assert len(warnings_of(caplog)) == 1 and "cached decision" in warnings_of(caplog)[0]
+
+
+def test_probe_decision_is_cached_per_model_device_and_torch_version(monkeypatch, probe_cache,
+                                                                     tmp_path):
+    calls: list[str] = []
+    real = F.probe_precision
+
+    def counting(extractor, precision, **kwargs):
+        calls.append(extractor.spec.name)
+        return real(extractor, precision, **kwargs)
+
+    monkeypatch.setattr(F, "probe_precision", counting)
+
+    def make(**extra) -> F.LayerExtractor:
+        return F.LayerExtractor(tiny_spec(**extra), device="cpu", precision="bfloat16")
+
+    first = make()
+    assert len(calls) == 1 and not first.probe.cached
+    (entry,) = (probe_cache / "precision-probe").glob("*.json")
+    key = json.loads(entry.read_text())["key"]
+    assert key["device"].startswith("cpu: ") and key["torch"] == torch.__version__
+    assert key["precision"] == "bfloat16" and key["cpu_kernels"] is True
+    second = make()
+    assert len(calls) == 1 and second.probe.cached
+    assert second.probe.to_dict() == first.probe.to_dict()
+    assert second.precision == first.precision
+    # another model, another torch, another CPU, no kernels: probed again
+    make(num_hidden_layers=2)
+    assert len(calls) == 2
+    monkeypatch.setattr(torch, "__version__", "9.9.9")
+    make()
+    assert len(calls) == 3
+    monkeypatch.setattr(F, "_cpu_model_name", lambda: "Intel(R) Xeon(R) Platinum 8480+")
+    make()
+    assert len(calls) == 4
+    F.LayerExtractor(tiny_spec(), device="cpu", precision="bfloat16", cpu_kernels=False)
+    assert len(calls) == 5
+    make()
+    assert len(calls) == 5
+    # a corrupt cache file (or one holding another key) is ignored, and replaced
+    entries = sorted((probe_cache / "precision-probe").glob("*.json"))
+    assert len(entries) == 5
+    for text in ("{not json", json.dumps({"key": {"other": 1}, "probe": {}}), "[]"):
+        for e in entries:
+            e.write_text(text)
+        assert not make().probe.cached
+    assert len(calls) == 8 and make().probe.cached
+    # an unwritable cache (its directory is a file) does not stop extraction
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")
+    monkeypatch.setenv("BRAINALIGN_CACHE_DIR", str(blocker / "cache"))
+    ex = make()
+    assert len(calls) == 9 and ex.probe is not None
+    assert len(ex([speech_like(0.5)])) == ex.n_layers
 
 
 def test_retaining_freed_memory_leaves_results_unchanged(tiny_extractor):

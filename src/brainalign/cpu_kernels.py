@@ -15,7 +15,8 @@ Two substitutions, both exact up to floating-point rounding (tests/test_cpu_kern
 
 Measured end to end (4 windows of 15 s, wav2vec2-base, bfloat16, 2 cores): 3.19 s -> 2.70 s.
 Only bfloat16 on the CPU is touched: float32 models (no gain there) and CUDA models run as
-loaded.
+loaded. Grouped convolutions narrower than :data:`MIN_REDUCED_GROUP_WIDTH` channels per group
+compute in float32 even under bfloat16 autocast, where some CPUs' bfloat16 kernels are wrong.
 """
 
 from __future__ import annotations
@@ -33,6 +34,15 @@ log = logging.getLogger(__name__)
 ATTENTION = "brainalign_blocked"
 #: attention scores computed at once, in elements (a few MB: the block stays in cache)
 SCORE_BLOCK = 2**21
+#: input channels per group below which a grouped convolution is computed in float32 under
+#: autocast. On Intel Xeon CPUs with AMX-BF16 (torch 2.13) bfloat16 convolutions with 4
+#: channels per group (the tiny test models' positional convolution; also 64 channels in 16
+#: groups) return garbage (relative error ~1), while 48 per group (wav2vec2-base's positional
+#: convolution) and ungrouped ones are right to rounding. 32 keeps wav2vec2-base-sized models
+#: in bfloat16 (their speed unchanged) and puts the known-bad widths, with margin, in float32;
+#: such narrow convolutions are cheap (their work scales with the channels per group).
+#: Reduced-precision failures elsewhere are caught by brainalign.features.probe_precision.
+MIN_REDUCED_GROUP_WIDTH = 32
 
 
 def blocked_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor,
@@ -74,8 +84,17 @@ def blocked_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor,
 
 def channels_last_conv1d(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
     """``conv(x)`` computed as a channels-last 2-D convolution (same weights, same values; the
-    output is a (batch, channels, time) tensor laid out channels-last)."""
+    output is a (batch, channels, time) tensor laid out channels-last).
+
+    A grouped convolution with fewer than :data:`MIN_REDUCED_GROUP_WIDTH` input channels per
+    group is computed in float32 with autocast off (its float32 output then flows on), because
+    some CPUs' reduced-precision kernels for them are wrong (see the constant).
+    """
     weight = conv.weight  # recomputed by a weight-norm parametrisation, if any
+    if (conv.groups > 1 and conv.in_channels // conv.groups < MIN_REDUCED_GROUP_WIDTH
+            and torch.is_autocast_enabled(x.device.type)):
+        with torch.autocast(x.device.type, enabled=False):
+            return channels_last_conv1d(conv, x.float())
     if (conv.in_channels == 1 and conv.groups == 1 and conv.padding == (0,)
             and conv.dilation == (1,)):
         # im2col is a strided view of the waveform: one matmul, channels-last output
@@ -86,6 +105,19 @@ def channels_last_conv1d(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
                  conv.bias, stride=(1, conv.stride[0]), padding=(0, conv.padding[0]),
                  dilation=(1, conv.dilation[0]), groups=conv.groups)
     return y.squeeze(2)
+
+
+def restore_as_loaded(model: nn.Module) -> None:
+    """Undo :func:`optimise_for_cpu`: the modules' own forwards and the attention
+    implementation the model had before."""
+    for module in model.modules():
+        forward = vars(module).get("forward")
+        if (isinstance(forward, functools.partial)
+                and forward.func in (channels_last_conv1d, channels_last_group_norm)):
+            del module.forward
+    if hasattr(model, "_brainalign_attn_as_loaded"):
+        model.set_attn_implementation(model._brainalign_attn_as_loaded)
+        del model._brainalign_attn_as_loaded
 
 
 def channels_last_group_norm(norm: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
@@ -143,7 +175,9 @@ def _use_blocked_attention(model: nn.Module) -> bool:
         from transformers import AttentionInterface
 
         AttentionInterface.register(ATTENTION, blocked_attention)
+        previous = model.config._attn_implementation
         model.set_attn_implementation(ATTENTION)
+        model._brainalign_attn_as_loaded = previous
     except (ImportError, AttributeError, ValueError) as err:
         log.info("blocked attention not used (%s)", err)
         return False
