@@ -23,6 +23,16 @@ class BoldError(ValueError):
     """A BOLD run or mask that does not fit the stimulus or the pipeline."""
 
 
+def check_tr(path: str | Path, found_s: float | None, t_r: float, source: str) -> None:
+    """Refuse a run whose recorded repetition time (``found_s`` seconds, read from ``source``;
+    None when not recorded) differs from the config's ``t_r``."""
+    if found_s is not None and found_s > 0 and abs(found_s - t_r) > 1e-3:
+        raise BoldError(f"{path}: {source} gives a TR of {found_s:g} s but the config says tr: "
+                        f"{t_r:g}; set `tr` to the runs' repetition time (with a wrong TR the "
+                        "stimulus is matched to the wrong number of volumes and the features "
+                        "are misaligned).")
+
+
 def same_grid(a: nib.spatialimages.SpatialImage, b: nib.spatialimages.SpatialImage) -> bool:
     """Whether two images share one voxel grid (spatial shape, and affine to 1e-3 mm)."""
     return a.shape[:3] == b.shape[:3] and np.allclose(a.affine, b.affine, atol=1e-3)
