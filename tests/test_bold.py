@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import nibabel as nib
 import numpy as np
+import pandas as pd
 import pytest
 from scipy.signal import detrend as scipy_detrend
 
@@ -257,3 +258,23 @@ def test_error_constant_voxels_inside_mask(tmp_path):
     path = write_run(tmp_path / "const.nii.gz", data)
     assert_bold_error(path, "2 voxels inside the brain mask are constant over the run",
                       "exclude them from the mask")
+
+
+def test_confound_columns_missing_from_the_tsv_are_named(tmp_path):
+    path, _ = write_fmriprep_run(tmp_path, 60)
+    tsv = bold.confounds_path(path)
+    table = pd.read_csv(tsv, sep="\t")
+    table.drop(columns=["global_signal", "trans_x_derivative1"]).to_csv(tsv, sep="\t",
+                                                                        index=False)
+    with pytest.raises(bold.BoldError) as err:
+        bold.load_run_confounds(path, 50, ["motion", "global_signal"])
+    msg = str(err.value)
+    assert msg.startswith(f"{tsv}: lacks global_signal, which `bold.confounds.strategy` "
+                          "[motion (basic), global_signal (basic)] needs")
+    with pytest.raises(bold.BoldError, match="lacks trans_x_derivative1, which .*motion "
+                                             r"\(derivatives\)"):
+        bold.load_run_confounds(path, 50, ["motion"], motion="derivatives")
+    with pytest.raises(bold.BoldError, match=r"lacks a_comp_cor_\*"):
+        bold.load_run_confounds(path, 50, ["high_pass", "compcor"])
+    # what the file has still loads
+    assert bold.load_run_confounds(path, 50, ["motion", "wm_csf"]).shape == (50, 8)

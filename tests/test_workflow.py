@@ -16,6 +16,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+import soundfile as sf
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -227,3 +228,35 @@ def test_confound_strategy_wires_the_fmriprep_tsvs(tmp_path: Path) -> None:
     bad = _tiny_config(tmp_path, bold={"confounds": {"strategy": ["scrub"]}})
     proc = _snakemake(tmp_path, bad, "-n")
     assert proc.returncode != 0 and "scrub" in proc.stdout
+
+
+@pytest.mark.slow  # a real (two-job) run: about 12 s
+def test_failing_rule_writes_its_error_to_its_log(tmp_path: Path) -> None:
+    # a real run of prepare_bold on a confounds TSV without the configured column: the job
+    # fails, and its log file (not only the console) ends with the error naming the TSV
+    from bids_tree import synthetic_speech
+
+    from brainalign import simulate
+
+    rng = np.random.default_rng(0)
+    func = tmp_path / "results/demo/derivatives/fmriprep/sub-01/func"
+    mask = nib.Nifti1Image(np.ones((3, 3, 3), np.uint8), np.eye(4))
+    for run in range(1, 5):
+        wav = tmp_path / f"results/demo/stimuli/part{run}.wav"
+        wav.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(wav, synthetic_speech(12.0, seed=run), 16000)
+        base = f"sub-01_task-audiobook_run-{run}_space-MNI152NLin2009cAsym"
+        bold = func / f"{base}_desc-preproc_bold.nii.gz"
+        simulate.write_bold(nib.Nifti1Image(rng.standard_normal((3, 3, 3, 12)), np.eye(4)),
+                            bold, 1.0)
+        nib.save(mask, func / f"{base}_desc-brain_mask.nii.gz")
+        simulate.write_confounds(pd.DataFrame({"csf": rng.standard_normal(12)}), bold)
+    cfg = _tiny_config(tmp_path, demo={"enabled": False}, subjects=["01"],
+                       bold={"confounds": {"strategy": ["global_signal"]}},
+                       ceiling={"method": "none"})
+    proc = _snakemake(tmp_path, cfg, "--cores", "1", "results/sub-01/bold/sub-01_run-1_bold.npy")
+    assert proc.returncode != 0
+    lines = (tmp_path / "logs/bold/sub-01_run-1.log").read_text().rstrip().splitlines()
+    tsv = func.relative_to(tmp_path) / "sub-01_task-audiobook_run-1_desc-confounds_timeseries.tsv"
+    assert lines[-1].startswith(f"brainalign.bold.BoldError: {tsv}: lacks global_signal"), lines
+    assert "Traceback" in "\n".join(lines)

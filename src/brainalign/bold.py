@@ -198,9 +198,51 @@ def load_run_confounds(bold_path: str | Path | Sequence[str | Path], n_vols: int
         raise BoldError(f"{tsv}: has {n_rows} rows but {bold_path.name} has {n_total} volumes; "
                         "use the confounds file of this exact run (same fMRIPrep output), "
                         "not of another run or a truncated copy.")
+    check_confound_columns(tsv, strategy, motion=motion, wm_csf=wm_csf,
+                           global_signal=global_signal)
     files = str(bold_path) if len(paths) == 1 else [str(p) for p in paths]
     table, sample_mask = load_confounds(files, strategy=tuple(strategy), motion=motion,
                                         wm_csf=wm_csf, global_signal=global_signal,
                                         demean=True)
     data = np.nan_to_num(table.to_numpy(np.float64))[start_volume:start_volume + n_vols]
     return data.astype(np.float32)
+
+
+#: fMRIPrep columns behind each column-named strategy, and the suffixes of each variant (as
+#: nilearn's load_confounds reads them)
+_CONFOUND_COLUMNS = {"motion": ["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z"],
+                     "wm_csf": ["csf", "white_matter"], "global_signal": ["global_signal"]}
+_VARIANT_SUFFIXES = {"basic": [""], "derivatives": ["", "_derivative1"],
+                     "power2": ["", "_power2"],
+                     "full": ["", "_derivative1", "_power2", "_derivative1_power2"]}
+
+
+def check_confound_columns(tsv: str | Path, strategy: list[str], **variants: str) -> None:
+    """Refuse a confounds TSV that lacks what ``strategy`` needs, naming the file and the
+    missing columns (nilearn's error names neither the file nor, for compcor, the columns).
+
+    ``variants`` gives the variant of each column-named strategy (motion, wm_csf,
+    global_signal: basic, derivatives, power2 or full); compcor needs ``a_comp_cor_*`` columns
+    and the TSV's JSON sidecar; high_pass needs nothing (nilearn adds no cosine when absent).
+    """
+    import pandas as pd
+
+    tsv = Path(tsv)
+    columns = set(pd.read_csv(tsv, sep="\t", nrows=0).columns)
+    missing = [base + suffix for comp in strategy if comp in _CONFOUND_COLUMNS
+               for base in _CONFOUND_COLUMNS[comp]
+               for suffix in _VARIANT_SUFFIXES[variants.get(comp, "basic")]
+               if base + suffix not in columns]
+    if "compcor" in strategy:
+        if not any(c.startswith("a_comp_cor_") for c in columns):
+            missing.append("a_comp_cor_*")
+        if not tsv.with_suffix(".json").is_file():
+            missing.append(f"(its JSON sidecar {tsv.with_suffix('.json').name})")
+    if missing:
+        chosen = ", ".join(f"{c} ({variants.get(c, 'basic')})" if c in _CONFOUND_COLUMNS else c
+                           for c in strategy)
+        raise BoldError(
+            f"{tsv}: lacks {', '.join(missing)}, which `bold.confounds.strategy` [{chosen}] "
+            "needs. Use this run's complete fMRIPrep confounds file, or leave those "
+            "strategies out (or pick a variant the file has, e.g. `bold.confounds.motion: "
+            "basic`).")
