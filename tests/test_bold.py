@@ -278,3 +278,36 @@ def test_confound_columns_missing_from_the_tsv_are_named(tmp_path):
         bold.load_run_confounds(path, 50, ["high_pass", "compcor"])
     # what the file has still loads
     assert bold.load_run_confounds(path, 50, ["motion", "wm_csf"]).shape == (50, 8)
+
+
+def truncate(path, keep: float = 0.5) -> None:
+    """Cut a file as an interrupted download leaves it."""
+    data = open(path, "rb").read()
+    open(path, "wb").write(data[:int(len(data) * keep)])
+
+
+@pytest.mark.parametrize("name", ["cut.nii.gz", "cut.nii"])
+def test_truncated_run_is_named_with_the_fix(tmp_path, name):
+    path = write_run(tmp_path / name, synthetic_run(30), t_r=T_R)
+    truncate(path)
+    assert nib.load(path).shape == (*SHAPE, 30)  # the header still reads: the data does not
+    assert_bold_error(path, "the BOLD run file is truncated or corrupt", "fetch it again")
+    if name.endswith(".gz"):
+        assert_bold_error(path, "EOFError: Compressed file ended")
+    truncate(path, keep=0.01)  # not even a header
+    assert_bold_error(path, "truncated or corrupt", "fetch it again")
+
+
+def test_truncated_mask_is_named_with_the_fix(tmp_path):
+    ok = tmp_path / "a_mask.nii.gz"
+    nib.save(make_mask(), ok)
+    cut = tmp_path / "b_mask.nii.gz"
+    img = nib.Nifti1Image(np.random.default_rng(0).integers(0, 2, (40, 40, 40)).astype(np.uint8),
+                          AFFINE)
+    nib.save(img, cut)
+    truncate(cut)
+    with pytest.raises(bold.BoldError) as err:
+        bold.subject_mask([ok, cut])
+    msg = str(err.value)
+    assert msg.startswith(f"{cut}: the brain mask file is truncated or corrupt")
+    assert "fetch it again" in msg

@@ -173,3 +173,14 @@ def test_gifti_timestep_must_match_the_config_tr(tmp_path):
     assert surface.gifti_tr(img) == 2.0
     img.darrays[0].meta = nib.gifti.GiftiMetaData({})
     assert surface.gifti_tr(img) is None
+
+
+def test_truncated_gifti_is_named_with_the_fix(tmp_path):
+    (left, _), = surface_runs(tmp_path, n_runs=1)
+    data = open(left, "rb").read()
+    open(left, "wb").write(data[:len(data) // 2])
+    with pytest.raises(BoldError) as err:
+        surface.read_series(left)
+    msg = str(err.value)
+    assert msg.startswith(f"{left}: the surface BOLD run file is truncated or corrupt")
+    assert "fetch it again" in msg

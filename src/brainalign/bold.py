@@ -8,7 +8,9 @@ it is computed from this run alone, so with run-wise cross-validation no step se
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+import zlib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import nibabel as nib
@@ -21,6 +23,28 @@ CONFOUND_STRATEGIES = ("motion", "wm_csf", "global_signal", "high_pass", "compco
 
 class BoldError(ValueError):
     """A BOLD run or mask that does not fit the stimulus or the pipeline."""
+
+
+@contextmanager
+def readable(path: str | Path, what: str) -> Iterator[None]:
+    """Turn the low-level error of reading a truncated or corrupt image file (gzip's EOFError,
+    nibabel's short read, a GIFTI's broken XML) into a BoldError naming the file and the fix.
+
+    nibabel reads a NIfTI's header when it loads it and the data only when asked, so the body
+    that reads the data must run inside this context too.
+    """
+    from xml.parsers.expat import ExpatError
+
+    try:
+        yield
+    except (FileNotFoundError, PermissionError, IsADirectoryError):
+        raise
+    except (EOFError, OSError, zlib.error, ExpatError, nib.filebasedimages.ImageFileError
+            ) as err:
+        raise BoldError(f"{path}: the {what} file is truncated or corrupt ({type(err).__name__}: "
+                        f"{str(err).splitlines()[0] if str(err) else ''}); fetch it again (an "
+                        "interrupted download or copy leaves such files; `gzip -t` checks a "
+                        ".gz file).") from err
 
 
 def check_tr(path: str | Path, found_s: float | None, t_r: float, source: str) -> None:
@@ -40,14 +64,18 @@ def same_grid(a: nib.spatialimages.SpatialImage, b: nib.spatialimages.SpatialIma
 
 def subject_mask(mask_paths: list[str | Path]) -> nib.Nifti1Image:
     """Intersection of the brain masks of a subject's runs (all must share one grid)."""
-    imgs = [nib.load(str(p)) for p in mask_paths]
+    imgs, masks = [], []
+    for p in mask_paths:
+        with readable(p, "brain mask"):
+            imgs.append(nib.load(str(p)))
+            masks.append(np.asarray(imgs[-1].dataobj) > 0)
     ref = imgs[0]
-    data = np.asarray(ref.dataobj) > 0
-    for p, img in zip(mask_paths[1:], imgs[1:], strict=True):
+    data = masks[0]
+    for p, img, mask in zip(mask_paths[1:], imgs[1:], masks[1:], strict=True):
         if not same_grid(img, ref):
             raise BoldError(f"{p}: brain mask is on a different grid than {mask_paths[0]}; all "
                             "runs of a subject must be in the same space and resolution.")
-        data &= np.asarray(img.dataobj) > 0
+        data &= mask
     if not data.any():
         raise BoldError(f"{mask_paths[0]}: the brain mask (intersected over runs) is empty.")
     return nib.Nifti1Image(data.astype(np.uint8), ref.affine)
@@ -78,7 +106,8 @@ def load_run(bold_path: str | Path, mask_img: nib.Nifti1Image, n_vols: int, t_r:
     if not bold_path.exists():
         raise BoldError(f"{bold_path}: BOLD run not found; check `bold_template`, subjects and "
                         "runs in your config.")
-    img = nib.load(str(bold_path))
+    with readable(bold_path, "BOLD run"):
+        img = nib.load(str(bold_path))
     if img.ndim != 4:
         raise BoldError(f"{bold_path}: expected a 4D BOLD series, got a {img.ndim}D image of "
                         f"shape {img.shape}.")
@@ -89,7 +118,8 @@ def load_run(bold_path: str | Path, mask_img: nib.Nifti1Image, n_vols: int, t_r:
     if header_tr > 0 and abs(header_tr - t_r) > 1e-3 and img.header.get_xyzt_units()[1] == "sec":
         raise BoldError(f"{bold_path}: header TR is {header_tr} s but the config says tr: {t_r}.")
     # ensure_finite=False: nilearn would otherwise silently turn NaN voxels into zeros
-    data = apply_mask(img, mask_img, dtype=np.float32, ensure_finite=False)
+    with readable(bold_path, "BOLD run"):
+        data = apply_mask(img, mask_img, dtype=np.float32, ensure_finite=False)
     return clean_series(data, bold_path, n_vols, t_r, start_volume, max_extra_volumes, detrend,
                         standardize, max_missing_volumes)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from .bold import BoldError, check_tr, clean_series, varying_targets
+from .bold import BoldError, check_tr, clean_series, readable, varying_targets
 
 DENSITIES = {10242: "fsaverage5", 40962: "fsaverage6", 163842: "fsaverage"}
 PACKAGED = ("desikan_killiany", "destrieux_surface")
@@ -47,10 +47,11 @@ def read_series(path: str | Path, t_r: float | None = None) -> np.ndarray:
     path = Path(path)
     if not path.exists():
         raise BoldError(f"{path}: surface BOLD run not found; check `bids.root` and `bids.space`.")
-    img = nib.load(str(path))
+    with readable(path, "surface BOLD run"):
+        img = nib.load(str(path))
+        arrays = [np.asarray(d.data) for d in img.darrays]
     if t_r is not None:
         check_tr(path, gifti_tr(img), t_r, "its GIFTI TimeStep metadata")
-    arrays = [np.asarray(d.data) for d in img.darrays]
     if len(arrays) == 1 and arrays[0].ndim == 2:  # one (n_vertices, n_volumes) array
         data = arrays[0].T
     elif len(arrays) > 1 and all(a.ndim == 1 for a in arrays):
