@@ -178,6 +178,15 @@ def test_dataset_from_bids_tree(tree):
     assert ds.stimulus_onset("section1") == 2.0 and ds.stimulus_onset("pieman") == 0.0
 
 
+def test_raw_runs_are_found_for_their_volume_count(tree):
+    raw_func = tree / "sub-01" / "func"
+    img, _ = tiny_volume()
+    nib.save(img, raw_func / "sub-01_task-lpp_run-2_bold.nii.gz")
+    ds = C.dataset(bids_config(tree))
+    assert ds.run("01", "lpp-2").raw == str(raw_func / "sub-01_task-lpp_run-2_bold.nii.gz")
+    assert ds.run("01", "lpp-1").raw is None and ds.run("02", "lpp-2").raw is None
+
+
 def test_leading_volumes_dropped_shift_the_onset(tree):
     cfg = bids_config(tree, tasks=["lpp"])  # pieman starts at 0 s
     cfg["bold"]["start_volume"] = 1  # TR 1.5 s in the default config

@@ -243,10 +243,16 @@ def test_load_run_confounds_errors_name_the_file_and_the_fix(tmp_path):
     assert str(tsv) in str(err.value) and "strategy: []" in str(err.value)
 
 
-def test_short_run_within_tolerance_is_kept_at_its_length(tmp_path):
+def test_short_run_within_tolerance_is_kept_at_its_length(tmp_path, caplog):
     path = write_run(tmp_path / "short2.nii.gz", synthetic_run(28))
-    out = bold.load_run(path, make_mask(), 30, T_R, max_missing_volumes=2)
+    with caplog.at_level("WARNING", logger="brainalign.bold"):
+        out = bold.load_run(path, make_mask(), 30, T_R, max_missing_volumes=2)
     assert out.shape[0] == 28
+    # kept on an assumption nothing in the run can confirm: it is said, with the stakes
+    (rec,) = caplog.records
+    msg = rec.getMessage()
+    assert msg.startswith(f"{path}: 2 volume(s) short of its stimulus (28 of 30)")
+    assert "missing volumes are at the END" in msg and "misaligned by 4 s" in msg
     assert_bold_error(path, "has 28 volumes", "1 missing allowed", "bold.max_missing_volumes",
                       max_missing_volumes=1)
 
@@ -311,3 +317,38 @@ def test_truncated_mask_is_named_with_the_fix(tmp_path):
     msg = str(err.value)
     assert msg.startswith(f"{cut}: the brain mask file is truncated or corrupt")
     assert "fetch it again" in msg
+
+
+def test_run_cut_after_acquisition_is_not_taken_for_a_scan_that_stopped_early(tmp_path,
+                                                                              caplog):
+    # 60 volumes acquired (confounds TSV: 60 rows); the first 5 were removed afterwards, the
+    # audio is whole: max_missing_volumes = 5 would accept it, 10 s off
+    path, _ = write_fmriprep_run(tmp_path, 60)
+    tsv = bold.confounds_path(path)
+    full = nib.load(path)
+    full = nib.Nifti1Image(np.asarray(full.dataobj), full.affine, full.header)  # in memory
+    write_run(path, np.asarray(full.dataobj)[..., 5:], t_r=T_R)
+    with pytest.raises(bold.BoldError) as err:
+        bold.check_acquired_volumes([path], 58, T_R)
+    msg = str(err.value)
+    assert msg.startswith(f"{path}: 3 volume(s) short of its stimulus, and it has 55 volumes "
+                          f"where its fMRIPrep confounds file ({tsv}) has 60")
+    assert "misalign the stimulus by 10 s" in msg and "untrimmed run" in msg
+    # the raw BIDS run is evidence too (fMRIPrep keeps every volume), without a TSV
+    tsv.unlink()
+    raw = tmp_path / "raw_bold.nii.gz"
+    nib.save(full, raw)
+    with pytest.raises(bold.BoldError,
+                       match=r"where its raw BIDS run \(.*raw_bold.nii.gz\) has 60"):
+        bold.check_acquired_volumes([path], 58, T_R, raw=raw)
+    # a cut run that still covers its stimulus is kept, with the assumption said
+    with caplog.at_level("WARNING", logger="brainalign.bold"):
+        bold.check_acquired_volumes([path], 50, T_R, raw=raw)
+    (rec,) = caplog.records
+    assert "5 volume(s) were removed after acquisition" in rec.getMessage()
+    assert "removed at the END" in rec.getMessage()
+    # no evidence of a cut: a scan that stopped early is max_missing_volumes' business
+    bold.check_acquired_volumes([path], 58, T_R, raw=tmp_path / "absent_bold.nii.gz")
+    raw.write_bytes(b"not fetched")  # an unreadable raw run is no evidence
+    bold.check_acquired_volumes([path], 58, T_R, raw=raw)
+    assert bold.n_volumes_in(tmp_path / "x.txt") is None

@@ -268,6 +268,18 @@ def find_events(raw: str | Path, run: BidsRun) -> Path | None:
     return next((c for c in candidates if c.is_file()), None)
 
 
+def raw_bold(raw: str | Path, run: BidsRun) -> Path | None:
+    """The run's raw BIDS BOLD (``sub-X/[ses-Y/]func/<entities>_bold.nii[.gz]``), whose volume
+    count is what was acquired; None when absent (or not fetched: an annex link without
+    content)."""
+    ent = run.entities
+    stem = "_".join(f"{k}-{ent[k]}" for k in _RUN_ENTITIES if ent.get(k)) + "_bold"
+    func = Path(raw) / f"sub-{run.subject}" / (f"ses-{run.session}" if run.session else "") \
+        / "func"
+    return next((p for p in (func / f"{stem}.nii.gz", func / f"{stem}.nii") if p.is_file()),
+                None)
+
+
 @lru_cache(maxsize=4096)
 def events_stimulus(events_path: str | Path, stimuli_dir: str | Path
                     ) -> tuple[str, str, float]:

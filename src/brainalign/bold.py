@@ -7,6 +7,7 @@ it is computed from this run alone, so with run-wise cross-validation no step se
 
 from __future__ import annotations
 
+import logging
 import re
 import zlib
 from collections.abc import Iterator, Sequence
@@ -158,6 +159,7 @@ def clean_series(data: np.ndarray, path: str | Path, n_vols: int, t_r: float,
             f"and {max_missing_volumes} missing allowed). Check the run <-> stimulus mapping, "
             "the TR, `bold.start_volume`, `bold.max_extra_volumes` and "
             "`bold.max_missing_volumes`.")
+    warn_if_short(path, have, n_vols, t_r)
     data = data[start_volume:start_volume + min(n_vols, have)]
     bad = ~np.isfinite(data)
     if bad.any():
@@ -276,3 +278,91 @@ def check_confound_columns(tsv: str | Path, strategy: list[str], **variants: str
             "needs. Use this run's complete fMRIPrep confounds file, or leave those "
             "strategies out (or pick a variant the file has, e.g. `bold.confounds.motion: "
             "basic`).")
+
+
+def warn_if_short(path: str | Path, have: int, n_vols: int, t_r: float) -> None:
+    """Log a run accepted with fewer volumes (``have``) than its stimulus needs (``n_vols``):
+    it is kept on the assumption that the volumes are missing at its END. Nothing in the run
+    itself can confirm that; :func:`check_acquired_volumes` refuses the runs where evidence
+    shows volumes were removed after acquisition."""
+    if have < n_vols:
+        logging.getLogger("brainalign.bold").warning(
+            "%s: %d volume(s) short of its stimulus (%d of %d); kept on the assumption that the "
+            "missing volumes are at the END of the run (the scanner stopped early), so the "
+            "features are cut at the end. If volumes were removed at the run's START instead, "
+            "the stimulus is misaligned by %.3g s: use the untrimmed run, or correct its onset.",
+            path, n_vols - have, have, n_vols, (n_vols - have) * t_r)
+
+
+def n_volumes_in(path: str | Path) -> int | None:
+    """Volumes of a run file: a 4D NIfTI (header only), a GIFTI time series, or a TSV (rows
+    after the header); None for other files."""
+    path = Path(path)
+    name = path.name
+    if name.endswith((".nii", ".nii.gz")):
+        with readable(path, "BOLD run"):
+            shape = nib.load(str(path)).shape
+        return int(shape[3]) if len(shape) == 4 else None
+    if name.endswith(".gii"):
+        with readable(path, "surface BOLD run"):
+            darrays = nib.load(str(path)).darrays
+        return darrays[0].data.shape[1] if len(darrays) == 1 else len(darrays)
+    if name.endswith(".tsv"):
+        with path.open() as f:
+            return sum(1 for line in f if line.strip()) - 1
+    return None
+
+
+def check_acquired_volumes(targets: Sequence[str | Path], n_vols: int, t_r: float,
+                           start_volume: int = 0, raw: str | Path | None = None) -> None:
+    """Check a run against the evidence of how many volumes were acquired.
+
+    Evidence: the raw BIDS run ``raw`` (fMRIPrep never drops volumes, it only flags
+    non-steady-state ones) and the fMRIPrep confounds TSV beside the run (one row per volume);
+    evidence that cannot be read is skipped. A run with fewer volumes than either was cut
+    after acquisition. A run that is also short of its stimulus (``n_vols`` after
+    ``start_volume``) is then refused: `bold.max_missing_volumes` accepts a scan that stopped
+    early, while volumes removed at the start (dummy scans, say) would misalign the stimulus
+    by that many TRs. A cut run that still covers its stimulus is kept with a warning (trailing
+    volumes are often cut; where they were cannot be told).
+    """
+    path = Path(targets[0])
+    n = n_volumes_in(path)
+    if n is None:
+        return
+    evidence = []
+    if raw is not None and Path(raw).is_file():
+        try:
+            shape = nib.load(str(raw)).shape  # the header only
+            if len(shape) == 4:
+                evidence.append((int(shape[3]), f"its raw BIDS run ({raw})",
+                                 "fMRIPrep keeps every acquired volume"))
+        except Exception as err:  # an unfetched annex file, say: no evidence, no refusal
+            logging.getLogger("brainalign.bold").debug("%s: unreadable (%s)", raw, err)
+    try:
+        tsv = confounds_path(path)
+    except BoldError:
+        tsv = None
+    if tsv is not None and tsv.is_file():
+        evidence.append((n_volumes_in(tsv), f"its fMRIPrep confounds file ({tsv})",
+                         "fMRIPrep writes one confounds row per volume"))
+    for m, what, why in evidence:
+        if m is None or m <= n:
+            continue
+        shift = f"{(m - n) * t_r:g} s"
+        if n - start_volume < n_vols:
+            raise BoldError(
+                f"{path}: {n_vols - (n - start_volume)} volume(s) short of its stimulus, and it "
+                f"has {n} volumes where {what} has {m}; {why}, so {m - n} volume(s) were removed "
+                "after acquisition: not a scan that stopped early, which is what "
+                "`bold.max_missing_volumes` allows. Removed at the run's start (dummy scans, "
+                f"say), they misalign the stimulus by {shift}. Use the untrimmed run (and drop "
+                "leading volumes with `bold.start_volume` instead), or subtract the removed "
+                "time from the stimulus onset (events.tsv or `onsets`).")
+        logging.getLogger("brainalign.bold").warning(
+            "%s: has %d volumes where %s has %d; %s, so %d volume(s) were removed after "
+            "acquisition. Kept (it covers its stimulus) on the assumption that they were "
+            "removed at the END; if they were removed at the START, the stimulus is misaligned "
+            "by %s: use the untrimmed run, or correct the onset.", path, n, what, m, why, m - n,
+            shift)
+        return

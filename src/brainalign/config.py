@@ -162,7 +162,8 @@ class Run:
 
     ``key`` labels the run in result file names; ``targets`` is the BOLD NIfTI (volume), the
     left and right GIFTI (surface) or the parcel TSV (parcels); ``onset`` is the stimulus onset
-    in seconds after the run's first kept volume.
+    in seconds after the run's first kept volume; ``raw`` is the raw BIDS run, when found (its
+    volume count is what was acquired).
     """
 
     subject: str
@@ -171,6 +172,7 @@ class Run:
     mask: str | None
     stimulus: str
     onset: float
+    raw: str | None = None
 
 
 @dataclass
@@ -286,7 +288,7 @@ def _listed_dataset(config: dict[str, Any], path: str) -> Dataset:
 
 
 def _bids_dataset(config: dict[str, Any], path: str) -> Dataset:
-    from .bids import BidsError, discover_runs, events_stimulus, find_events
+    from .bids import BidsError, discover_runs, events_stimulus, find_events, raw_bold
 
     b = config["bids"]
     found = discover_runs(b["root"], b.get("target", "volume"), b["space"],
@@ -327,7 +329,9 @@ def _bids_dataset(config: dict[str, Any], path: str) -> Dataset:
                 raise BidsError(f"{events}: stimulus starts at {onset + skip_s} s, before the "
                                 f"first kept volume (bold.start_volume = "
                                 f"{config['bold']['start_volume']}); lower bold.start_volume.")
-        runs.append(Run(fr.subject, fr.key, fr.targets, fr.mask, stim, onset))
+        found_raw = raw_bold(raw, fr)
+        runs.append(Run(fr.subject, fr.key, fr.targets, fr.mask, stim, onset,
+                        None if found_raw is None else str(found_raw)))
     if no_events:
         raise BidsError(_no_events_message(no_events, found, raw))
     heard = dict.fromkeys(r.stimulus for r in runs)  # only these are extracted

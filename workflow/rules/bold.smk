@@ -41,6 +41,8 @@ rule prepare_bold:
         bold=config["bold"],
         # stimulus onset (s after the first kept volume)
         onset=lambda wc: DATASET.run(wc.subject, wc.run).onset,
+        # the raw BIDS run, if found: its volume count is what was acquired
+        raw=lambda wc: DATASET.run(wc.subject, wc.run).raw,
     resources:
         mem_mb=4000,
     script:

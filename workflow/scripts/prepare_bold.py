@@ -5,7 +5,7 @@ later, inside the encoding folds)."""
 from brainalign import parcels, surface
 from brainalign.alignment import n_volumes
 from brainalign.audio import audio_duration
-from brainalign.bold import load_run, load_run_confounds
+from brainalign.bold import check_acquired_volumes, load_run, load_run_confounds
 from brainalign.io import save_npy, setup_logging
 from brainalign.targets import load_mask
 
@@ -17,6 +17,10 @@ clean = dict(start_volume=bcfg.get("start_volume", 0),
              max_extra_volumes=bcfg.get("max_extra_volumes", 20),
              max_missing_volumes=bcfg.get("max_missing_volumes", 0),
              detrend=bcfg.get("detrend", True), standardize=bcfg.get("standardize", True))
+# a run cut after acquisition (fewer volumes than its raw run or confounds rows) may have lost
+# its first volumes, which would misalign the stimulus
+check_acquired_volumes(snakemake.input.bold, n_vols, t_r, clean["start_volume"],
+                       snakemake.params.raw)
 mask = load_mask(snakemake.input.mask)
 if mask.is_parcels:
     data = parcels.load_run(snakemake.input.bold[0], mask.keep, n_vols, t_r, targets="parcels",
