@@ -327,9 +327,6 @@ def check_acquired_volumes(targets: Sequence[str | Path], n_vols: int, t_r: floa
     volumes are often cut; where they were cannot be told).
     """
     path = Path(targets[0])
-    n = n_volumes_in(path)
-    if n is None:
-        return
     evidence = []
     if raw is not None and Path(raw).is_file():
         try:
@@ -346,8 +343,9 @@ def check_acquired_volumes(targets: Sequence[str | Path], n_vols: int, t_r: floa
     if tsv is not None and tsv.is_file():
         evidence.append((n_volumes_in(tsv), f"its fMRIPrep confounds file ({tsv})",
                          "fMRIPrep writes one confounds row per volume"))
+    n = n_volumes_in(path) if evidence else None  # a GIFTI is parsed only when needed
     for m, what, why in evidence:
-        if m is None or m <= n:
+        if n is None or m is None or m <= n:
             continue
         shift = f"{(m - n) * t_r:g} s"
         if n - start_volume < n_vols:
