@@ -178,6 +178,15 @@ def test_dataset_from_bids_tree(tree):
     assert ds.stimulus_onset("section1") == 2.0 and ds.stimulus_onset("pieman") == 0.0
 
 
+def test_raw_runs_are_found_for_their_volume_count(tree):
+    raw_func = tree / "sub-01" / "func"
+    img, _ = tiny_volume()
+    nib.save(img, raw_func / "sub-01_task-lpp_run-2_bold.nii.gz")
+    ds = C.dataset(bids_config(tree))
+    assert ds.run("01", "lpp-2").raw == str(raw_func / "sub-01_task-lpp_run-2_bold.nii.gz")
+    assert ds.run("01", "lpp-1").raw is None and ds.run("02", "lpp-2").raw is None
+
+
 def test_leading_volumes_dropped_shift_the_onset(tree):
     cfg = bids_config(tree, tasks=["lpp"])  # pieman starts at 0 s
     cfg["bold"]["start_volume"] = 1  # TR 1.5 s in the default config
@@ -210,8 +219,40 @@ def test_events_without_stim_file_or_with_two(tree):
 
 def test_missing_events_are_named(tree):
     (tree / "task-pieman_events.tsv").unlink()
-    with pytest.raises(C.ConfigError, match="task-pieman_space.*no events.tsv.*bids.raw"):
+    with pytest.raises(C.ConfigError, match="task-pieman_space.*no events.tsv for 2 run.*task"
+                                            r"\(s\) 'pieman'.*`bids.tasks: \[lpp\]`.*bids.raw"):
         C.dataset(bids_config(tree))
+
+
+def test_rest_runs_without_events_point_to_bids_tasks(tree):
+    # a resting-state run in the same tree: no events, no stimulus
+    img, mask = tiny_volume()
+    for s in ("01", "02"):
+        write_volume_run(tree, s, RunSpec("rest", "", ""), img, mask, t_r=1.0)
+    with pytest.raises(C.ConfigError) as err:
+        C.dataset(bids_config(tree))
+    msg = str(err.value)
+    assert "sub-01_task-rest_space" in msg and "2 run(s) of 2 subject(s), task(s) 'rest'" in msg
+    assert "`bids.tasks: [lpp, pieman]`" in msg
+    ds = C.dataset(bids_config(tree, tasks=["lpp", "pieman"]))  # the fix the message gives
+    assert len(ds.runs) == 8 and "rest" not in {r.key for r in ds.runs}
+
+
+def test_subjects_without_matching_runs_are_logged_once(tmp_path, caplog):
+    root = build_tree(tmp_path / "ds", subjects=("01", "02"), res="2")
+    build_tree(root, subjects=("03", "04"), res="3")  # only 3 mm runs
+    deriv = root / "derivatives" / "fmriprep"
+    with caplog.at_level("WARNING", logger="brainalign.bids"):
+        runs = bids.discover_runs(deriv, res="2")
+    assert {r.subject for r in runs} == {"01", "02"}
+    (rec,) = [r for r in caplog.records if r.name == "brainalign.bids"]
+    msg = rec.getMessage()
+    assert rec.levelname == "WARNING" and msg.startswith("2 subject(s) skipped")
+    assert "res-2" in msg and "sub-03, sub-04" in msg and "MNI152NLin2009cAsym (res-3)" in msg
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="brainalign.bids"):
+        bids.discover_runs(deriv, tasks=["lpp"], exclude_subjects=["03", "04"], res="2")
+    assert not caplog.records  # nobody skipped: nothing logged
 
 
 def test_stimulus_table_instead_of_events(tree):
@@ -239,11 +280,31 @@ def test_subject_with_too_few_runs(tree):
     assert C.dataset(bids_config(tree, exclude_subjects=["02"])).subjects == ["01"]
 
 
-def test_one_stimulus_with_two_onsets_is_refused(tree):
+def test_one_stimulus_with_two_onsets_is_refused(tmp_path):
+    tree = build_tree(tmp_path / "ds", subjects=("01", "02", "03"))
     write_events(tree, "02", RunSpec("lpp", "1", "section1", 5.0), 3.0)
-    with pytest.raises(C.ConfigError, match="'section1' starts 2.0 s into run lpp-1 of sub-01 "
-                                            "but 5.0 s into run lpp-1 of sub-02"):
+    with pytest.raises(C.ConfigError) as err:
         C.dataset(bids_config(tree))
+    msg = str(err.value)
+    assert "'section1' starts 2 s into run lpp-1 of sub-01 but 5 s into run lpp-1 of sub-02" in msg
+    # the fix names the odd subject and works; a global start_volume cannot fix one subject
+    assert "Farthest from the median onset (2 s): run lpp-1 of sub-02 (5 s)." in msg
+    assert "`bids.exclude_subjects: [02]`" in msg and "start_volume" not in msg
+    assert C.dataset(bids_config(tree, exclude_subjects=["02"])).subjects == ["01", "03"]
+
+
+def test_sub_tr_onset_jitter_is_aligned_at_the_median_onset(tree, caplog):
+    # 12 ms between two subjects' events of one story (trigger jitter); TR 1.5 s
+    write_events(tree, "02", RunSpec("lpp", "1", "section1", 2.012), 3.0)
+    with caplog.at_level("WARNING", logger="brainalign.config"):
+        ds = C.dataset(bids_config(tree))
+    assert ds.stimulus_onset("section1") == pytest.approx(2.006)
+    # every run of the story gets the one onset: prepare_bold and align_features agree
+    assert [r.onset for r in ds.runs if r.stimulus == "section1"] == pytest.approx([2.006] * 2)
+    assert ds.stimulus_onset("section2") == 2.0
+    (rec,) = caplog.records
+    assert "up to 12 ms (stimulus 'section1')" in rec.getMessage()
+    assert "tenth of the TR (150 ms)" in rec.getMessage()
 
 
 def test_listed_dataset_matches_the_old_behaviour():
@@ -300,3 +361,16 @@ def test_subjects_with_few_runs_can_be_dropped(tree):
         f.unlink()
     ds = C.dataset(bids_config(tree, drop_subjects_with_few_runs=True))
     assert ds.subjects == ["01"] and len(ds.runs) == 4
+
+
+def test_no_subject_with_enough_runs_says_what_they_have(tmp_path):
+    # one run per subject (a one-scan-per-listener dataset), the tasks are right
+    tree = build_tree(tmp_path / "ds", subjects=("01", "02", "03"), layout=LAYOUT[:1])
+    img, mask = tiny_volume()
+    write_events(tree, "03", LAYOUT[1], 3.0)
+    write_volume_run(tree, "03", LAYOUT[1], img, mask, t_r=1.0)  # sub-03: two runs
+    with pytest.raises(C.ConfigError) as err:
+        C.dataset(bids_config(tree, drop_subjects_with_few_runs=True))
+    msg = str(err.value)
+    assert "(2 subject(s) with 1 run(s); 1 subject(s) with 2 run(s))" in msg
+    assert "needs at least 3 runs per subject" in msg and "does not split runs" in msg

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import nibabel as nib
 import numpy as np
+import pandas as pd
 import pytest
 from scipy.signal import detrend as scipy_detrend
 
@@ -268,10 +269,16 @@ def test_load_run_confounds_errors_name_the_file_and_the_fix(tmp_path):
     assert str(tsv) in str(err.value) and "strategy: []" in str(err.value)
 
 
-def test_short_run_within_tolerance_is_kept_at_its_length(tmp_path):
+def test_short_run_within_tolerance_is_kept_at_its_length(tmp_path, caplog):
     path = write_run(tmp_path / "short2.nii.gz", synthetic_run(28))
-    out = bold.load_run(path, make_mask(), 30, T_R, max_missing_volumes=2)
+    with caplog.at_level("WARNING", logger="brainalign.bold"):
+        out = bold.load_run(path, make_mask(), 30, T_R, max_missing_volumes=2)
     assert out.shape[0] == 28
+    # kept on an assumption nothing in the run can confirm: it is said, with the stakes
+    (rec,) = caplog.records
+    msg = rec.getMessage()
+    assert msg.startswith(f"{path}: 2 volume(s) short of its stimulus (28 of 30)")
+    assert "missing volumes are at the END" in msg and "misaligned by 4 s" in msg
     assert_bold_error(path, "has 28 volumes", "1 missing allowed", "bold.max_missing_volumes",
                       max_missing_volumes=1)
 
@@ -283,3 +290,91 @@ def test_error_constant_voxels_inside_mask(tmp_path):
     path = write_run(tmp_path / "const.nii.gz", data)
     assert_bold_error(path, "2 voxels inside the brain mask are constant over the run",
                       "exclude them from the mask")
+
+
+def test_confound_columns_missing_from_the_tsv_are_named(tmp_path):
+    path, _ = write_fmriprep_run(tmp_path, 60)
+    tsv = bold.confounds_path(path)
+    table = pd.read_csv(tsv, sep="\t")
+    table.drop(columns=["global_signal", "trans_x_derivative1"]).to_csv(tsv, sep="\t",
+                                                                        index=False)
+    with pytest.raises(bold.BoldError) as err:
+        bold.load_run_confounds(path, 50, ["motion", "global_signal"])
+    msg = str(err.value)
+    assert msg.startswith(f"{tsv}: lacks global_signal, which `bold.confounds.strategy` "
+                          "[motion (basic), global_signal (basic)] needs")
+    with pytest.raises(bold.BoldError, match="lacks trans_x_derivative1, which .*motion "
+                                             r"\(derivatives\)"):
+        bold.load_run_confounds(path, 50, ["motion"], motion="derivatives")
+    with pytest.raises(bold.BoldError, match=r"lacks a_comp_cor_\*"):
+        bold.load_run_confounds(path, 50, ["high_pass", "compcor"])
+    # what the file has still loads
+    assert bold.load_run_confounds(path, 50, ["motion", "wm_csf"]).shape == (50, 8)
+
+
+def truncate(path, keep: float = 0.5) -> None:
+    """Cut a file as an interrupted download leaves it."""
+    data = open(path, "rb").read()
+    open(path, "wb").write(data[:int(len(data) * keep)])
+
+
+@pytest.mark.parametrize("name", ["cut.nii.gz", "cut.nii"])
+def test_truncated_run_is_named_with_the_fix(tmp_path, name):
+    path = write_run(tmp_path / name, synthetic_run(30), t_r=T_R)
+    truncate(path)
+    assert nib.load(path).shape == (*SHAPE, 30)  # the header still reads: the data does not
+    assert_bold_error(path, "the BOLD run file is truncated or corrupt", "fetch it again")
+    if name.endswith(".gz"):
+        assert_bold_error(path, "EOFError: Compressed file ended")
+    truncate(path, keep=0.01)  # not even a header
+    assert_bold_error(path, "truncated or corrupt", "fetch it again")
+
+
+def test_truncated_mask_is_named_with_the_fix(tmp_path):
+    ok = tmp_path / "a_mask.nii.gz"
+    nib.save(make_mask(), ok)
+    cut = tmp_path / "b_mask.nii.gz"
+    img = nib.Nifti1Image(np.random.default_rng(0).integers(0, 2, (40, 40, 40)).astype(np.uint8),
+                          AFFINE)
+    nib.save(img, cut)
+    truncate(cut)
+    with pytest.raises(bold.BoldError) as err:
+        bold.subject_mask([ok, cut])
+    msg = str(err.value)
+    assert msg.startswith(f"{cut}: the brain mask file is truncated or corrupt")
+    assert "fetch it again" in msg
+
+
+def test_run_cut_after_acquisition_is_not_taken_for_a_scan_that_stopped_early(tmp_path,
+                                                                              caplog):
+    # 60 volumes acquired (confounds TSV: 60 rows); the first 5 were removed afterwards, the
+    # audio is whole: max_missing_volumes = 5 would accept it, 10 s off
+    path, _ = write_fmriprep_run(tmp_path, 60)
+    tsv = bold.confounds_path(path)
+    full = nib.load(path)
+    full = nib.Nifti1Image(np.asarray(full.dataobj), full.affine, full.header)  # in memory
+    write_run(path, np.asarray(full.dataobj)[..., 5:], t_r=T_R)
+    with pytest.raises(bold.BoldError) as err:
+        bold.check_acquired_volumes([path], 58, T_R)
+    msg = str(err.value)
+    assert msg.startswith(f"{path}: 3 volume(s) short of its stimulus, and it has 55 volumes "
+                          f"where its fMRIPrep confounds file ({tsv}) has 60")
+    assert "misalign the stimulus by 10 s" in msg and "untrimmed run" in msg
+    # the raw BIDS run is evidence too (fMRIPrep keeps every volume), without a TSV
+    tsv.unlink()
+    raw = tmp_path / "raw_bold.nii.gz"
+    nib.save(full, raw)
+    with pytest.raises(bold.BoldError,
+                       match=r"where its raw BIDS run \(.*raw_bold.nii.gz\) has 60"):
+        bold.check_acquired_volumes([path], 58, T_R, raw=raw)
+    # a cut run that still covers its stimulus is kept, with the assumption said
+    with caplog.at_level("WARNING", logger="brainalign.bold"):
+        bold.check_acquired_volumes([path], 50, T_R, raw=raw)
+    (rec,) = caplog.records
+    assert "5 volume(s) were removed after acquisition" in rec.getMessage()
+    assert "removed at the END" in rec.getMessage()
+    # no evidence of a cut: a scan that stopped early is max_missing_volumes' business
+    bold.check_acquired_volumes([path], 58, T_R, raw=tmp_path / "absent_bold.nii.gz")
+    raw.write_bytes(b"not fetched")  # an unreadable raw run is no evidence
+    bold.check_acquired_volumes([path], 58, T_R, raw=raw)
+    assert bold.n_volumes_in(tmp_path / "x.txt") is None

@@ -162,9 +162,18 @@ def test_runs_of_one_stimulus_must_share_their_onset(cfg):
     C.check(cfg)
     assert C.stimulus_onset(cfg, "part2") == 3.0
     cfg["onsets"] = {"2": 3.0}  # run 5 defaults to 0
-    with pytest.raises(C.ConfigError, match=r"runs 2 and 5 both hear stimulus 'part2'.*3.0 s "
-                                            r"and 0.0 s"):
+    with pytest.raises(C.ConfigError, match=r"my/config.yaml: stimulus 'part2' starts 0 s into "
+                                            r"run 5 but 3 s into run 2.*same `onsets` value"):
         C.check(cfg, "my/config.yaml")
+    # sub-TR jitter (TR 1.5 s: tolerance 0.15 s) is absorbed: one onset, the median
+    cfg["onsets"] = {"2": 3.0, "5": 3.1}
+    C.check(cfg)
+    assert C.stimulus_onset(cfg, "part2") == pytest.approx(3.05)
+    ds = C.dataset(cfg)
+    assert [r.onset for r in ds.runs if r.stimulus == "part2"] == pytest.approx([3.05] * 6)
+    cfg["onsets"] = {"2": 3.0, "5": 3.16}
+    with pytest.raises(C.ConfigError, match=r"spread of 0.16 s.*a tenth of the TR \(0.15 s\)"):
+        C.check(cfg)
 
 
 def test_onset_of_an_unknown_run_is_named(cfg):

@@ -98,8 +98,18 @@ def test_plan_windows_covers_every_frame_once_without_wraparound(geom, n_samples
 
 def test_plan_windows_refuses_windows_beyond_whisper_input():
     geom = F.FrameGeometry(320, 0.0, 360, 480_000)
-    with pytest.raises(F.ModelError, match="fixed input length of 30 s"):
+    with pytest.raises(F.ModelError, match="fixed input is 30 s"):
         F.plan_windows(1_000_000, geom, window_s=25.0, context_s=10.0)
+    # exactly 30 s fails on the receptive-field margin, which the message must state
+    with pytest.raises(F.ModelError) as err:
+        F.plan_windows(1_000_000, geom, window_s=10.0, context_s=12.0, right_context_s=8.0)
+    msg = str(err.value)
+    assert "window_s + context_s + right_context_s = 30.00 s" in msg
+    assert "at most 29.96 s" in msg and "0.0225 s past the window" in msg
+    # and the stated limit is the real one: 29.96 s passes, 29.98 s does not
+    F.plan_windows(1_000_000, geom, window_s=10.0, context_s=12.0, right_context_s=7.96)
+    with pytest.raises(F.ModelError, match="at most 29.96 s"):
+        F.plan_windows(1_000_000, geom, window_s=10.0, context_s=12.0, right_context_s=7.98)
 
 
 def test_frame_times_are_20ms_apart_and_centred():

@@ -1,4 +1,7 @@
-"""File edges: atomic writes and round trips."""
+"""File edges: atomic writes and round trips, and rule scripts' logs."""
+
+import subprocess
+import sys
 
 import nibabel as nib
 import numpy as np
@@ -29,3 +32,20 @@ def test_unmask_places_values_and_layers_h5(tmp_path):
     io.save_layers_h5(tmp_path / "f.h5", {0: np.ones((4, 2)), 12: np.zeros((4, 5))}, t_r=1.5)
     assert io.load_layer_h5(tmp_path / "f.h5", "12").shape == (4, 5)
     assert io.load_layer_h5(tmp_path / "f.h5", 0).dtype == np.float32
+
+
+def test_uncaught_error_of_a_rule_script_reaches_its_log(tmp_path):
+    # a rule script calls setup_logging first; the error that stops it must end its log file
+    log = tmp_path / "logs" / "rule.log"
+    script = ("import logging\n"
+              "from brainalign.io import setup_logging\n"
+              f"setup_logging({str(log)!r})\n"
+              "logging.getLogger('step').info('reading the run')\n"
+              "raise ValueError('/data/x.tsv: lacks global_signal')\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 1
+    text = log.read_text()
+    assert "reading the run" in text and "Traceback" in text
+    assert text.rstrip().splitlines()[-1] == "ValueError: /data/x.tsv: lacks global_signal"
+    assert proc.stderr.count("ValueError: /data/x.tsv") == 1  # stderr keeps it, once

@@ -3,6 +3,8 @@ run with one column per parcel."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -67,3 +69,21 @@ def test_parcel_maps_are_tsv_tables(tmp_path):
     table = pd.read_csv(tmp_path / "r.tsv", sep="\t")
     assert table["parcel"].tolist() == ["A1_L", "A1_R", "V1"]
     np.testing.assert_array_equal(table["value"].to_numpy(), [0.5, np.nan, 0.25])
+
+
+def test_sidecar_tr_must_match_the_config(tmp_path):
+    data = np.random.default_rng(0).standard_normal((40, 2))
+    path = write(tmp_path / "sub-01_task-x_desc-schaefer_timeseries.tsv", data, ["a", "b"])
+    keep = np.ones(2, bool)
+    assert parcels.load_run(path, keep, 40, 1.1).shape == (40, 2)  # no sidecar: not checked
+    sidecar = tmp_path / "sub-01_task-x_desc-schaefer_timeseries.json"
+    sidecar.write_text(json.dumps({"RepetitionTime": 1.0}))
+    with pytest.raises(BoldError) as err:
+        parcels.load_run(path, keep, 40, 1.1)  # would otherwise keep 40 of 40 rows silently
+    msg = str(err.value)
+    assert msg.startswith(path) and "sidecar JSON gives a TR of 1 s" in msg
+    assert "config says tr: 1.1; set `tr`" in msg
+    assert parcels.load_run(path, keep, 40, 1.0).shape == (40, 2)
+    sidecar.write_text(json.dumps({"SamplingFrequency": 0.5}))  # the physio-style key
+    with pytest.raises(BoldError, match="TR of 2 s"):
+        parcels.load_run(path, keep, 40, 1.0)

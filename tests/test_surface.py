@@ -152,3 +152,35 @@ def test_volume_map_projected_to_fsaverage5():
                                          interpolation="nearest_most_frequent")
     assert set(np.unique(np.concatenate([left, right]))) == {-1, 7}
     assert (left[inside] == 7).mean() > 0.8 and (right == -1).all()
+
+
+def test_gifti_timestep_must_match_the_config_tr(tmp_path):
+    # fMRIPrep's surface runs record TimeStep (ms); tr: 1.1 against 1000 ms must not cut the
+    # run silently to the stimulus length at the wrong rate
+    runs = surface_runs(tmp_path, n_runs=1)
+    keep, _ = surface.vertex_mask(runs, "fsaverage5")
+    with pytest.raises(BoldError) as err:
+        surface.load_run(runs[0], keep, 25, 1.1, targets="vertices")
+    msg = str(err.value)
+    assert msg.startswith(str(runs[0][0])) and "TimeStep metadata gives a TR of 1 s" in msg
+    assert "config says tr: 1.1; set `tr`" in msg
+    assert surface.load_run(runs[0], keep, 25, 1.0).shape[0] == 25
+    # per data array, as FreeSurfer writes it, and a missing TimeStep is not checked
+    img = nib.load(runs[0][0])
+    for d in img.darrays:
+        d.meta = nib.gifti.GiftiMetaData({"TimeStep": "2000.000000"})
+    img.meta = nib.gifti.GiftiMetaData({})
+    assert surface.gifti_tr(img) == 2.0
+    img.darrays[0].meta = nib.gifti.GiftiMetaData({})
+    assert surface.gifti_tr(img) is None
+
+
+def test_truncated_gifti_is_named_with_the_fix(tmp_path):
+    (left, _), = surface_runs(tmp_path, n_runs=1)
+    data = open(left, "rb").read()
+    open(left, "wb").write(data[:len(data) // 2])
+    with pytest.raises(BoldError) as err:
+        surface.read_series(left)
+    msg = str(err.value)
+    assert msg.startswith(f"{left}: the surface BOLD run file is truncated or corrupt")
+    assert "fetch it again" in msg

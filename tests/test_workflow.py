@@ -7,6 +7,10 @@ voxels must score r ~ 0 and stay at or below the nominal false-positive level.
 
 from __future__ import annotations
 
+import importlib.util
+import json
+import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -16,6 +20,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+import soundfile as sf
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -227,3 +232,113 @@ def test_confound_strategy_wires_the_fmriprep_tsvs(tmp_path: Path) -> None:
     bad = _tiny_config(tmp_path, bold={"confounds": {"strategy": ["scrub"]}})
     proc = _snakemake(tmp_path, bad, "-n")
     assert proc.returncode != 0 and "scrub" in proc.stdout
+
+
+@pytest.mark.slow  # a real (two-job) run: about 12 s
+def test_failing_rule_writes_its_error_to_its_log(tmp_path: Path) -> None:
+    # a real run of prepare_bold on a confounds TSV without the configured column: the job
+    # fails, and its log file (not only the console) ends with the error naming the TSV
+    from bids_tree import synthetic_speech
+
+    from brainalign import simulate
+
+    rng = np.random.default_rng(0)
+    func = tmp_path / "results/demo/derivatives/fmriprep/sub-01/func"
+    mask = nib.Nifti1Image(np.ones((3, 3, 3), np.uint8), np.eye(4))
+    for run in range(1, 5):
+        wav = tmp_path / f"results/demo/stimuli/part{run}.wav"
+        wav.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(wav, synthetic_speech(12.0, seed=run), 16000)
+        base = f"sub-01_task-audiobook_run-{run}_space-MNI152NLin2009cAsym"
+        bold = func / f"{base}_desc-preproc_bold.nii.gz"
+        simulate.write_bold(nib.Nifti1Image(rng.standard_normal((3, 3, 3, 12)), np.eye(4)),
+                            bold, 1.0)
+        nib.save(mask, func / f"{base}_desc-brain_mask.nii.gz")
+        simulate.write_confounds(pd.DataFrame({"csf": rng.standard_normal(12)}), bold)
+    cfg = _tiny_config(tmp_path, demo={"enabled": False}, subjects=["01"],
+                       bold={"confounds": {"strategy": ["global_signal"]}},
+                       ceiling={"method": "none"})
+    proc = _snakemake(tmp_path, cfg, "--cores", "1", "results/sub-01/bold/sub-01_run-1_bold.npy")
+    assert proc.returncode != 0
+    lines = (tmp_path / "logs/bold/sub-01_run-1.log").read_text().rstrip().splitlines()
+    tsv = func.relative_to(tmp_path) / "sub-01_task-audiobook_run-1_desc-confounds_timeseries.tsv"
+    assert lines[-1].startswith(f"brainalign.bold.BoldError: {tsv}: lacks global_signal"), lines
+    assert "Traceback" in "\n".join(lines)
+
+
+# Every `snakemake ...` command of README.md (code blocks and inline code), run as written:
+# with the snakemake 9 argument order bug (a target after --configfile read as a config file)
+# the README's own commands failed.
+README_DRIVER = """
+import json, sys
+from snakemake.cli import main
+for argv in json.load(open(sys.argv[1])):
+    print("@@ command", argv, file=sys.stderr, flush=True)
+    try:
+        main(argv)
+        rc = 0
+    except SystemExit as exc:
+        rc = exc.code
+    print("@@ rc", rc, file=sys.stderr, flush=True)
+"""
+
+
+def readme_commands() -> list[str]:
+    """The `snakemake ...` commands of README.md: lines of fenced code blocks (backslash
+    continuations joined, comments dropped) and inline code spans of the prose."""
+    text = (REPO / "README.md").read_text()
+    fenced = re.compile(r"^```[^\n]*\n(.*?)^```", re.S | re.M)
+    commands = []
+    for block in fenced.findall(text):
+        for line in re.sub(r"\\\n\s*", " ", block).splitlines():
+            line = re.sub(r"\s+#.*$", "", line).strip()
+            if line.startswith("snakemake "):
+                commands.append(line)
+    commands += re.findall(r"`(snakemake [^`]*)`", fenced.sub("", text))
+    return commands
+
+
+def test_readme_commands_run_as_written(tmp_path: Path) -> None:
+    commands = readme_commands()
+    assert len(commands) >= 6 and any("--configfile my.yaml" in c for c in commands)
+    # a checkout: the workflow where the README's commands expect it, and my.yaml the tiny
+    # config under the README's example names (subjects 01 and 07, a model called wav2vec2)
+    for name in ("Snakefile", "workflow", "config", "resources"):
+        (tmp_path / name).symlink_to(REPO / name)
+    cfg = yaml.safe_load(_tiny_config(tmp_path, subjects=["01", "07"]).read_text())
+    cfg["models"] = {"wav2vec2": cfg["models"]["wav2vec2-random"]}
+    cfg["demo"]["model"] = "wav2vec2"
+    (tmp_path / "my.yaml").write_text(yaml.safe_dump(cfg))
+    default_model = next(iter(yaml.safe_load((REPO / "config/config.yaml").read_text())
+                              ["models"]))
+    runs = []
+    for command in commands:
+        argv = shlex.split(command)[1:]
+        assert "..." not in argv, f"README command is not runnable as written: {command}"
+        model = "wav2vec2" if "my.yaml" in argv else default_model
+        argv = ["2" if a == "N" else a.replace("<model>", model) for a in argv]  # placeholders
+        if importlib.util.find_spec("snakemake_executor_plugin_slurm") is None:
+            # without the plugin (pip install -e '.[slurm]') snakemake cannot load the slurm
+            # profile even for a dry run; the argument order is what is tested here
+            argv = [a.replace("profiles/slurm-gpu", "profiles/default")
+                    .replace("profiles/slurm", "profiles/default") for a in argv]
+        dry = not {"--unlock", "--report"} & set(argv)
+        runs.append(argv + ["-n"] * dry)
+    (tmp_path / "commands.json").write_text(json.dumps(runs))
+    # one interpreter runs them all (snakemake's own entry point, once per command): the
+    # imports are paid once
+    proc = subprocess.run([sys.executable, "-c", README_DRIVER, str(tmp_path / "commands.json")],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          cwd=tmp_path, timeout=900)
+    outputs = proc.stdout.split("@@ command")[1:]
+    assert len(outputs) == len(commands), proc.stdout[-3000:]
+    for command, argv, out in zip(commands, runs, outputs, strict=True):
+        rc = out.rsplit("@@ rc", 1)[1].strip()
+        if "--report" in argv:
+            # a report needs a finished run: it gets as far as looking for the outputs
+            assert "marked for report but does not exist" in out, (command, out[-3000:])
+        else:
+            assert rc == "0", (command, out[-3000:])
+    per_subject = [o for c, o in zip(commands, outputs, strict=True) if "sub-07/report" in c]
+    assert per_subject and "prepare_bold" in per_subject[0] and "sub-01/report" not in \
+        per_subject[0]

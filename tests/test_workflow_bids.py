@@ -451,10 +451,12 @@ def test_lpp_preset_dry_run(tmp_path: Path) -> None:
     proc = _snakemake(tmp_path, cfg, "-n", "--cores", "2")
     assert proc.returncode == 0, proc.stdout[-3000:]
     out = proc.stdout
-    assert "sub-EN058_run-lppEN-9_bold.npy" in out and "FR001" not in out  # tasks: [lppEN]
+    assert "sub-EN058_run-lppEN-9_bold.npy" in out and "sub-FR001/" not in out  # tasks: [lppEN]
+    assert "1 subject(s) skipped: no volume run matches space 'MNI152NLin2009cAsym', tasks " \
+        "lppEN: sub-FR001" in out  # said once, not silently
     assert f"results/features/{MODEL}/en9.h5" in out and "/fr1.h5" not in out
     cfg["bids"]["tasks"] = ["lppFR"]
     proc = _snakemake(tmp_path, cfg, "-n", "--cores", "2")
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert "sub-FR001_run-lppFR-1_bold.npy" in proc.stdout and "/fr9.h5" in proc.stdout
-    assert "EN057" not in proc.stdout
+    assert "sub-EN057/" not in proc.stdout

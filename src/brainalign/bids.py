@@ -19,6 +19,7 @@ looked up next to the run or inherited from the dataset root, ``stim_file`` rela
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from dataclasses import dataclass, field
@@ -149,14 +150,13 @@ def discover_runs(root: str | Path, kind: str = "volume", space: str = "MNI152NL
     excluded = set(exclude_subjects or [])
     found_subjects: set[str] = set()
     found: list[BidsRun] = []
-    all_files: list[tuple[Path, dict[str, str]]] = []
+    files_of: dict[str, list[tuple[Path, dict[str, str]]]] = {}
     for sdir in _subject_dirs(root):
         label = sdir.name[len("sub-"):]
         if (wanted and label not in wanted) or label in excluded:
             continue
         found_subjects.add(label)
-        files = [(p, parse_entities(p.name)) for p in _func_files(sdir)]
-        all_files += files
+        files = files_of[label] = [(p, parse_entities(p.name)) for p in _func_files(sdir)]
         groups: dict[tuple[str, ...], list[tuple[Path, dict[str, str]]]] = {}
         for path, ent in files:
             if ent.get("sub") != label or not _is_target(ent, kind, space, res, desc):
@@ -181,7 +181,7 @@ def discover_runs(root: str | Path, kind: str = "volume", space: str = "MNI152NL
     # a subject listed in bids.subjects must have runs; others without matching runs are skipped
     without = sorted((found_subjects - have) & wanted)
     if not found:
-        spaces = _spaces_found(all_files, kind)
+        spaces = _spaces_found([f for files in files_of.values() for f in files], kind)
         raise BidsError(
             f"{root}: no {kind} runs in space '{space}'"
             + (f" with res-{res}" if res else "") + " match the filters"
@@ -194,7 +194,31 @@ def discover_runs(root: str | Path, kind: str = "volume", space: str = "MNI152NL
                         f"bids.subjects have no {kind} run in space '{space}' matching the "
                         "filters; remove them from the list or fix `bids.space` / "
                         "`bids.tasks`.")
+    skipped = sorted(found_subjects - have)
+    if skipped:
+        _log_skipped(skipped, files_of, kind, space, res, desc, tasks, sessions, runs)
     return found
+
+
+def _log_skipped(skipped: list[str], files_of: dict[str, list[tuple[Path, dict[str, str]]]],
+                 kind: str, space: str, res: str | None, desc: str | None,
+                 tasks: list[str] | None, sessions: list[str] | None, runs: list[str] | None
+                 ) -> None:
+    """One warning naming the subjects that have a folder but no run matching the filters
+    (e.g. no run at the requested resolution), with what their files do have."""
+    filters = [f"space '{space}'"] + [f"res-{res}"] * bool(res) + [f"desc-{desc}"] * bool(desc)
+    filters += [f"{name} {', '.join(map(str, value))}" for name, value in (
+        ("tasks", tasks), ("sessions", sessions), ("runs", runs)) if value]
+    theirs = [f for s in skipped for f in files_of[s]]
+    spaces = _spaces_found(theirs, kind)
+    found_tasks = sorted({e["task"] for _, e in theirs if "task" in e})
+    names = ", ".join("sub-" + s for s in skipped[:20]) + (" ..." if len(skipped) > 20 else "")
+    logging.getLogger("brainalign.bids").warning(
+        "%d subject(s) skipped: no %s run matches %s: %s (their files: spaces %s; tasks %s). "
+        "Change the filters (`bids.space`, `bids.res`, `bids.tasks` ...) to include them, or "
+        "`bids.exclude_subjects` to silence this.", len(skipped), kind,
+        ", ".join(filters), names,
+        ", ".join(spaces) or "none", ", ".join(found_tasks) or "none")
 
 
 def _make_run(subject: str, rid: tuple[str, ...], members: list[tuple[Path, dict[str, str]]],
@@ -244,6 +268,18 @@ def find_events(raw: str | Path, run: BidsRun) -> Path | None:
     return next((c for c in candidates if c.is_file()), None)
 
 
+def raw_bold(raw: str | Path, run: BidsRun) -> Path | None:
+    """The run's raw BIDS BOLD (``sub-X/[ses-Y/]func/<entities>_bold.nii[.gz]``), whose volume
+    count is what was acquired; None when absent (or not fetched: an annex link without
+    content)."""
+    ent = run.entities
+    stem = "_".join(f"{k}-{ent[k]}" for k in _RUN_ENTITIES if ent.get(k)) + "_bold"
+    func = Path(raw) / f"sub-{run.subject}" / (f"ses-{run.session}" if run.session else "") \
+        / "func"
+    return next((p for p in (func / f"{stem}.nii.gz", func / f"{stem}.nii") if p.is_file()),
+                None)
+
+
 @lru_cache(maxsize=4096)
 def events_stimulus(events_path: str | Path, stimuli_dir: str | Path
                     ) -> tuple[str, str, float]:
@@ -257,7 +293,8 @@ def events_stimulus(events_path: str | Path, stimuli_dir: str | Path
     if "stim_file" not in table or "onset" not in table:
         raise BidsError(f"{events_path}: needs `onset` and `stim_file` columns to map the run to "
                         "its audio; add them, or set `bids.stimuli_from: table` and list each "
-                        "task's stimulus in `bids.stimulus_table`.")
+                        "task's stimulus in `bids.stimulus_table` (a run that heard no audio, "
+                        "e.g. rest, is left out by listing the other tasks in `bids.tasks`).")
     rows = table.dropna(subset=["stim_file"])
     files = list(dict.fromkeys(rows["stim_file"]))
     if len(files) != 1:

@@ -11,8 +11,11 @@ so with run-wise cross-validation no step sees held-out data.
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import Sequence
+import zlib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import nibabel as nib
@@ -27,6 +30,38 @@ class BoldError(ValueError):
     """A BOLD run or mask that does not fit the stimulus or the pipeline."""
 
 
+@contextmanager
+def readable(path: str | Path, what: str) -> Iterator[None]:
+    """Turn the low-level error of reading a truncated or corrupt image file (gzip's EOFError,
+    nibabel's short read, a GIFTI's broken XML) into a BoldError naming the file and the fix.
+
+    nibabel reads a NIfTI's header when it loads it and the data only when asked, so the body
+    that reads the data must run inside this context too.
+    """
+    from xml.parsers.expat import ExpatError
+
+    try:
+        yield
+    except (FileNotFoundError, PermissionError, IsADirectoryError):
+        raise
+    except (EOFError, OSError, zlib.error, ExpatError, nib.filebasedimages.ImageFileError
+            ) as err:
+        raise BoldError(f"{path}: the {what} file is truncated or corrupt ({type(err).__name__}: "
+                        f"{str(err).splitlines()[0] if str(err) else ''}); fetch it again (an "
+                        "interrupted download or copy leaves such files; `gzip -t` checks a "
+                        ".gz file).") from err
+
+
+def check_tr(path: str | Path, found_s: float | None, t_r: float, source: str) -> None:
+    """Refuse a run whose recorded repetition time (``found_s`` seconds, read from ``source``;
+    None when not recorded) differs from the config's ``t_r``."""
+    if found_s is not None and found_s > 0 and abs(found_s - t_r) > 1e-3:
+        raise BoldError(f"{path}: {source} gives a TR of {found_s:g} s but the config says tr: "
+                        f"{t_r:g}; set `tr` to the runs' repetition time (with a wrong TR the "
+                        "stimulus is matched to the wrong number of volumes and the features "
+                        "are misaligned).")
+
+
 def same_grid(a: nib.spatialimages.SpatialImage, b: nib.spatialimages.SpatialImage) -> bool:
     """Whether two images share one voxel grid (spatial shape, and affine to 1e-3 mm)."""
     return a.shape[:3] == b.shape[:3] and np.allclose(a.affine, b.affine, atol=1e-3)
@@ -34,14 +69,18 @@ def same_grid(a: nib.spatialimages.SpatialImage, b: nib.spatialimages.SpatialIma
 
 def subject_mask(mask_paths: list[str | Path]) -> nib.Nifti1Image:
     """Intersection of the brain masks of a subject's runs (all must share one grid)."""
-    imgs = [nib.load(str(p)) for p in mask_paths]
+    imgs, masks = [], []
+    for p in mask_paths:
+        with readable(p, "brain mask"):
+            imgs.append(nib.load(str(p)))
+            masks.append(np.asarray(imgs[-1].dataobj) > 0)
     ref = imgs[0]
-    data = np.asarray(ref.dataobj) > 0
-    for p, img in zip(mask_paths[1:], imgs[1:], strict=True):
+    data = masks[0]
+    for p, img, mask in zip(mask_paths[1:], imgs[1:], masks[1:], strict=True):
         if not same_grid(img, ref):
             raise BoldError(f"{p}: brain mask is on a different grid than {mask_paths[0]}; all "
                             "runs of a subject must be in the same space and resolution.")
-        data &= np.asarray(img.dataobj) > 0
+        data &= mask
     if not data.any():
         raise BoldError(f"{mask_paths[0]}: the brain mask (intersected over runs) is empty.")
     return nib.Nifti1Image(data.astype(np.uint8), ref.affine)
@@ -75,7 +114,8 @@ def load_run(bold_path: str | Path, mask_img: nib.Nifti1Image, n_vols: int, t_r:
     if not bold_path.exists():
         raise BoldError(f"{bold_path}: BOLD run not found; check `bold_template`, subjects and "
                         "runs in your config.")
-    img = nib.load(str(bold_path))
+    with readable(bold_path, "BOLD run"):
+        img = nib.load(str(bold_path))
     if img.ndim != 4:
         raise BoldError(f"{bold_path}: expected a 4D BOLD series, got a {img.ndim}D image of "
                         f"shape {img.shape}.")
@@ -86,7 +126,8 @@ def load_run(bold_path: str | Path, mask_img: nib.Nifti1Image, n_vols: int, t_r:
     if header_tr > 0 and abs(header_tr - t_r) > 1e-3 and img.header.get_xyzt_units()[1] == "sec":
         raise BoldError(f"{bold_path}: header TR is {header_tr} s but the config says tr: {t_r}.")
     # ensure_finite=False: nilearn would otherwise silently turn NaN voxels into zeros
-    data = apply_mask(img, mask_img, dtype=np.float32, ensure_finite=False)
+    with readable(bold_path, "BOLD run"):
+        data = apply_mask(img, mask_img, dtype=np.float32, ensure_finite=False)
     return clean_series(data, bold_path, n_vols, t_r, start_volume, max_extra_volumes, detrend,
                         standardize, max_missing_volumes, first_volume=first_volume)
 
@@ -129,6 +170,7 @@ def kept_volumes(n_acquired: int, path: str | Path, n_vols: int, t_r: float,
             f"and {max_missing_volumes} missing allowed). Check the run <-> stimulus mapping, "
             "the TR, `bold.start_volume`, `bold.max_extra_volumes` and "
             "`bold.max_missing_volumes`.")
+    warn_if_short(path, have, n_vols, t_r)
     stop = start_volume + min(n_vols, have)
     if stop - (start_volume + first_volume) < MIN_VOLUMES:
         raise BoldError(
@@ -256,9 +298,137 @@ def load_run_confounds(bold_path: str | Path | Sequence[str | Path], volumes: sl
         raise BoldError(f"{tsv}: has {n_rows} rows but {bold_path.name} has {n_total} volumes; "
                         "use the confounds file of this exact run (same fMRIPrep output), "
                         "not of another run or a truncated copy.")
+    check_confound_columns(tsv, strategy, motion=motion, wm_csf=wm_csf,
+                           global_signal=global_signal)
     files = str(bold_path) if len(paths) == 1 else [str(p) for p in paths]
     table, sample_mask = load_confounds(files, strategy=tuple(strategy), motion=motion,
                                         wm_csf=wm_csf, global_signal=global_signal,
                                         demean=True)
     data = np.nan_to_num(table.to_numpy(np.float64))[volumes]
     return clean_signals(data, t_r, detrend, standardize=False).astype(np.float32)
+
+
+#: fMRIPrep columns behind each column-named strategy, and the suffixes of each variant (as
+#: nilearn's load_confounds reads them)
+_CONFOUND_COLUMNS = {"motion": ["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z"],
+                     "wm_csf": ["csf", "white_matter"], "global_signal": ["global_signal"]}
+_VARIANT_SUFFIXES = {"basic": [""], "derivatives": ["", "_derivative1"],
+                     "power2": ["", "_power2"],
+                     "full": ["", "_derivative1", "_power2", "_derivative1_power2"]}
+
+
+def check_confound_columns(tsv: str | Path, strategy: list[str], **variants: str) -> None:
+    """Refuse a confounds TSV that lacks what ``strategy`` needs, naming the file and the
+    missing columns (nilearn's error names neither the file nor, for compcor, the columns).
+
+    ``variants`` gives the variant of each column-named strategy (motion, wm_csf,
+    global_signal: basic, derivatives, power2 or full); compcor needs ``a_comp_cor_*`` columns
+    and the TSV's JSON sidecar; high_pass needs nothing (nilearn adds no cosine when absent).
+    """
+    import pandas as pd
+
+    tsv = Path(tsv)
+    columns = set(pd.read_csv(tsv, sep="\t", nrows=0).columns)
+    missing = [base + suffix for comp in strategy if comp in _CONFOUND_COLUMNS
+               for base in _CONFOUND_COLUMNS[comp]
+               for suffix in _VARIANT_SUFFIXES[variants.get(comp, "basic")]
+               if base + suffix not in columns]
+    if "compcor" in strategy:
+        if not any(c.startswith("a_comp_cor_") for c in columns):
+            missing.append("a_comp_cor_*")
+        if not tsv.with_suffix(".json").is_file():
+            missing.append(f"(its JSON sidecar {tsv.with_suffix('.json').name})")
+    if missing:
+        chosen = ", ".join(f"{c} ({variants.get(c, 'basic')})" if c in _CONFOUND_COLUMNS else c
+                           for c in strategy)
+        raise BoldError(
+            f"{tsv}: lacks {', '.join(missing)}, which `bold.confounds.strategy` [{chosen}] "
+            "needs. Use this run's complete fMRIPrep confounds file, or leave those "
+            "strategies out (or pick a variant the file has, e.g. `bold.confounds.motion: "
+            "basic`).")
+
+
+def warn_if_short(path: str | Path, have: int, n_vols: int, t_r: float) -> None:
+    """Log a run accepted with fewer volumes (``have``) than its stimulus needs (``n_vols``):
+    it is kept on the assumption that the volumes are missing at its END. Nothing in the run
+    itself can confirm that; :func:`check_acquired_volumes` refuses the runs where evidence
+    shows volumes were removed after acquisition."""
+    if have < n_vols:
+        logging.getLogger("brainalign.bold").warning(
+            "%s: %d volume(s) short of its stimulus (%d of %d); kept on the assumption that the "
+            "missing volumes are at the END of the run (the scanner stopped early), so the "
+            "features are cut at the end. If volumes were removed at the run's START instead, "
+            "the stimulus is misaligned by %.3g s: use the untrimmed run, or correct its onset.",
+            path, n_vols - have, have, n_vols, (n_vols - have) * t_r)
+
+
+def n_volumes_in(path: str | Path) -> int | None:
+    """Volumes of a run file: a 4D NIfTI (header only), a GIFTI time series, or a TSV (rows
+    after the header); None for other files."""
+    path = Path(path)
+    name = path.name
+    if name.endswith((".nii", ".nii.gz")):
+        with readable(path, "BOLD run"):
+            shape = nib.load(str(path)).shape
+        return int(shape[3]) if len(shape) == 4 else None
+    if name.endswith(".gii"):
+        with readable(path, "surface BOLD run"):
+            darrays = nib.load(str(path)).darrays
+        return darrays[0].data.shape[1] if len(darrays) == 1 else len(darrays)
+    if name.endswith(".tsv"):
+        with path.open() as f:
+            return sum(1 for line in f if line.strip()) - 1
+    return None
+
+
+def check_acquired_volumes(targets: Sequence[str | Path], n_vols: int, t_r: float,
+                           start_volume: int = 0, raw: str | Path | None = None) -> None:
+    """Check a run against the evidence of how many volumes were acquired.
+
+    Evidence: the raw BIDS run ``raw`` (fMRIPrep never drops volumes, it only flags
+    non-steady-state ones) and the fMRIPrep confounds TSV beside the run (one row per volume);
+    evidence that cannot be read is skipped. A run with fewer volumes than either was cut
+    after acquisition. A run that is also short of its stimulus (``n_vols`` after
+    ``start_volume``) is then refused: `bold.max_missing_volumes` accepts a scan that stopped
+    early, while volumes removed at the start (dummy scans, say) would misalign the stimulus
+    by that many TRs. A cut run that still covers its stimulus is kept with a warning (trailing
+    volumes are often cut; where they were cannot be told).
+    """
+    path = Path(targets[0])
+    evidence = []
+    if raw is not None and Path(raw).is_file():
+        try:
+            shape = nib.load(str(raw)).shape  # the header only
+            if len(shape) == 4:
+                evidence.append((int(shape[3]), f"its raw BIDS run ({raw})",
+                                 "fMRIPrep keeps every acquired volume"))
+        except Exception as err:  # an unfetched annex file, say: no evidence, no refusal
+            logging.getLogger("brainalign.bold").debug("%s: unreadable (%s)", raw, err)
+    try:
+        tsv = confounds_path(path)
+    except BoldError:
+        tsv = None
+    if tsv is not None and tsv.is_file():
+        evidence.append((n_volumes_in(tsv), f"its fMRIPrep confounds file ({tsv})",
+                         "fMRIPrep writes one confounds row per volume"))
+    n = n_volumes_in(path) if evidence else None  # a GIFTI is parsed only when needed
+    for m, what, why in evidence:
+        if n is None or m is None or m <= n:
+            continue
+        shift = f"{(m - n) * t_r:g} s"
+        if n - start_volume < n_vols:
+            raise BoldError(
+                f"{path}: {n_vols - (n - start_volume)} volume(s) short of its stimulus, and it "
+                f"has {n} volumes where {what} has {m}; {why}, so {m - n} volume(s) were removed "
+                "after acquisition: not a scan that stopped early, which is what "
+                "`bold.max_missing_volumes` allows. Removed at the run's start (dummy scans, "
+                f"say), they misalign the stimulus by {shift}. Use the untrimmed run (and drop "
+                "leading volumes with `bold.start_volume` instead), or subtract the removed "
+                "time from the stimulus onset (events.tsv or `onsets`).")
+        logging.getLogger("brainalign.bold").warning(
+            "%s: has %d volumes where %s has %d; %s, so %d volume(s) were removed after "
+            "acquisition. Kept (it covers its stimulus) on the assumption that they were "
+            "removed at the END; if they were removed at the START, the stimulus is misaligned "
+            "by %s: use the untrimmed run, or correct the onset.", path, n, what, m, why, m - n,
+            shift)
+        return

@@ -4,12 +4,18 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import Any
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .features import ModelError, ModelSpec, layer_ids, load_model_config, n_layers
+
+if TYPE_CHECKING:
+    from .bids import BidsRun
 
 
 class ConfigError(ValueError):
@@ -27,15 +33,9 @@ def check(config: dict[str, Any], path: str = "config/config.yaml") -> None:
         if str(run) not in {str(r) for r in config["runs"]}:
             raise ConfigError(f"{path}: onsets.{run} names a run that is not a key of `runs` "
                               f"({', '.join(config['runs'])}).")
-    first_run: dict[str, str] = {}
-    for run, stim in (config.get("runs") or {}).items():
-        other = first_run.setdefault(stim, run)
-        if run_onset(config, run) != run_onset(config, other):
-            raise ConfigError(
-                f"{path}: runs {other} and {run} both hear stimulus '{stim}' but have different "
-                f"onsets ({run_onset(config, other)} s and {run_onset(config, run)} s); features "
-                "are aligned once per stimulus, so runs of the same stimulus need the same "
-                "`onsets` value.")
+    if not config.get("bids"):
+        for stim in dict.fromkeys((config.get("runs") or {}).values()):
+            stimulus_onset(config, stim, path)
     for name, entry in config["models"].items():
         if entry["source"] == "random" and not entry.get("architecture"):
             raise ConfigError(f"{path}: models.{name} has `source: random` but no "
@@ -82,11 +82,58 @@ def run_onset(config: dict[str, Any], run: str) -> float:
     return float(onsets.get(str(run), 0.0))
 
 
-def stimulus_onset(config: dict[str, Any], stimulus: str) -> float:
-    """The onset shared by every run hearing ``stimulus`` (0 if no run hears it); `check`
-    guarantees those runs agree."""
-    runs = [r for r, s in config["runs"].items() if s == stimulus]
-    return run_onset(config, runs[0]) if runs else 0.0
+def stimulus_onset(config: dict[str, Any], stimulus: str,
+                   path: str = "config/config.yaml") -> float:
+    """The onset used for every run hearing ``stimulus`` (listed runs; 0 if no run hears it):
+    the median of their `onsets`, which must agree within :data:`ONSET_TOLERANCE_TR`."""
+    runs = {f"run {r}": run_onset(config, r) for r, s in config["runs"].items() if s == stimulus}
+    if not runs:
+        return 0.0
+    return shared_onset(stimulus, runs, config["tr"], path,
+                        lambda far: "Give those runs the same `onsets` value as the others.")[0]
+
+
+#: How far (in TRs) the onsets of one stimulus may differ across its runs. Features are aligned
+#: once per stimulus, at one onset; a shift of a tenth of a TR leaves the HRF-convolved features
+#: almost unchanged (r >= 0.996 between shifted and unshifted Glover-convolved white-noise
+#: features sampled at TR 0.7-2 s, the worst case: speech features are smoother) and is below
+#: what slice timing already spreads over each volume (a whole TR). Such jitter comes from
+#: trigger logs; a larger difference is a different lead-in and would misalign the features.
+ONSET_TOLERANCE_TR = 0.1
+
+
+def shared_onset(stimulus: str, onsets: dict[str, float], t_r: float, path: str,
+                 fix: Callable[[list[str]], str]) -> tuple[float, float]:
+    """The one onset used for all runs of ``stimulus``, and the spread it stands for.
+
+    Parameters
+    ----------
+    onsets : {run label (for messages): onset in s}, at least one
+    fix : the remedy named when the spread is too large, given the labels of the runs farthest
+        from the median
+
+    Returns
+    -------
+    onset : the median onset (s)
+    spread : max - min onset (s), at most ``ONSET_TOLERANCE_TR * t_r``; otherwise ConfigError
+        naming the runs farthest from the median and ``fix``.
+    """
+    values = np.array(list(onsets.values()), dtype=float)
+    median = float(np.median(values))
+    spread = float(values.max() - values.min())
+    tol = ONSET_TOLERANCE_TR * t_r
+    if spread > tol + 1e-9:
+        lo, hi = min(onsets, key=onsets.__getitem__), max(onsets, key=onsets.__getitem__)
+        far = sorted((lab for lab, v in onsets.items() if abs(v - median) > tol / 2),
+                     key=lambda lab: -abs(onsets[lab] - median))
+        listed = ", ".join(f"{lab} ({onsets[lab]:g} s)" for lab in far[:5])
+        raise ConfigError(
+            f"{path}: stimulus '{stimulus}' starts {onsets[lo]:g} s into {lo} but "
+            f"{onsets[hi]:g} s into {hi} (a spread of {spread:.3g} s). Features are aligned "
+            f"once per stimulus, at one onset, which tolerates a spread of a tenth of the TR "
+            f"({tol:.3g} s). Farthest from the median onset ({median:g} s): {listed}"
+            + (f" and {len(far) - 5} more" if len(far) > 5 else "") + f". {fix(far)}")
+    return median, spread
 
 
 def alphas(grid: dict[str, Any]) -> np.ndarray:
@@ -115,7 +162,8 @@ class Run:
 
     ``key`` labels the run in result file names; ``targets`` is the BOLD NIfTI (volume), the
     left and right GIFTI (surface) or the parcel TSV (parcels); ``onset`` is the stimulus onset
-    in seconds after the run's first kept volume.
+    in seconds after the run's first kept volume; ``raw`` is the raw BIDS run, when found (its
+    volume count is what was acquired).
     """
 
     subject: str
@@ -124,6 +172,7 @@ class Run:
     mask: str | None
     stimulus: str
     onset: float
+    raw: str | None = None
 
 
 @dataclass
@@ -165,27 +214,58 @@ def dataset(config: dict[str, Any], path: str = "config/config.yaml") -> Dataset
             logging.getLogger("brainalign.config").warning(
                 "%d subject(s) with fewer than %d runs dropped: %s", len(few), min_runs,
                 ", ".join(few))
+        if len(few) == len(ds.subjects):
+            counts = Counter(len(ds.subject_runs(s)) for s in few)
+            have = "; ".join(f"{n} subject(s) with {k} run(s)" for k, n in sorted(counts.items()))
+            raise ConfigError(
+                f"{path}: no subject has {min_runs} or more runs matching the bids filters "
+                f"({have}). Nested leave-one-run-out cross-validation needs at least {min_runs} "
+                "runs per subject (one held out, two for choosing the ridge penalty). If the "
+                "subjects have more runs than were "
+                "found (other tasks, sessions or runs), widen `bids.tasks` / `bids.sessions` / "
+                "`bids.runs`; brainalign does not split runs, so a dataset with one or two long "
+                f"runs per subject must be cut into {min_runs} or more runs (BOLD, confounds and "
+                "events) before it can be used.")
         ds.runs = [r for r in ds.runs if r.subject not in few]
-        if not ds.runs:
-            raise ConfigError(f"{path}: no subject has {min_runs} or more runs matching the "
-                              "bids filters; widen `bids.tasks`.")
     for subject in ds.subjects:
         keys = [r.key for r in ds.subject_runs(subject)]
         if len(keys) < min_runs:
             raise ConfigError(f"{path}: sub-{subject} has {len(keys)} run(s) ({', '.join(keys)});"
                               f" nested leave-one-run-out needs at least {min_runs}. Add it to "
                               "`bids.exclude_subjects` or widen the task/run filters.")
-    first: dict[str, Run] = {}
-    for run in ds.runs:
-        other = first.setdefault(run.stimulus, run)
-        if abs(run.onset - other.onset) > 1e-6:
-            raise ConfigError(
-                f"{path}: stimulus '{run.stimulus}' starts {other.onset} s into run "
-                f"{other.key} of sub-{other.subject} but {run.onset} s into run {run.key} of "
-                f"sub-{run.subject}; features are aligned once per stimulus, so every run of a "
-                "stimulus needs the same onset (trim the runs with `bold.start_volume` or fix "
-                "the events/onsets).")
+    _share_onsets(ds, config, path)
     return ds
+
+
+def _share_onsets(ds: Dataset, config: dict[str, Any], path: str) -> None:
+    """Give every run of a stimulus the stimulus's one onset (the median of its runs' onsets;
+    see :func:`shared_onset`), logging the largest spread that was absorbed."""
+    bids = config.get("bids") or {}
+    from_events = bool(bids) and bids.get("stimuli_from", "events") == "events"
+    by_stim: dict[str, dict[str, Run]] = {}
+    for r in ds.runs:
+        by_stim.setdefault(r.stimulus, {})[f"run {r.key} of sub-{r.subject}"] = r
+    onset: dict[str, float] = {}
+    worst = ("", 0.0)
+    for stim, runs in by_stim.items():
+        def fix(far: list[str], runs: dict[str, Run] = runs) -> str:
+            if not from_events:
+                return "Give those runs the same `onsets` value as the others."
+            subjects = ", ".join(dict.fromkeys(runs[lab].subject for lab in far))
+            return ("Correct the onsets in those runs' events.tsv if they are wrong, or leave "
+                    f"those subjects out with `bids.exclude_subjects: [{subjects}]`.")
+
+        labels = {lab: r.onset for lab, r in runs.items()}
+        onset[stim], spread = shared_onset(stim, labels, config["tr"], path, fix)
+        if spread > worst[1]:
+            worst = (stim, spread)
+    if worst[1] > 1e-9:
+        logging.getLogger("brainalign.config").warning(
+            "stimulus onsets differ across runs by up to %.0f ms (stimulus '%s'), within the "
+            "tolerance of a tenth of the TR (%.0f ms); each stimulus is aligned at the median "
+            "onset of its runs", 1000 * worst[1], worst[0],
+            1000 * ONSET_TOLERANCE_TR * config["tr"])
+    ds.runs = [replace(r, onset=onset[r.stimulus]) for r in ds.runs]
 
 
 def _listed_dataset(config: dict[str, Any], path: str) -> Dataset:
@@ -208,9 +288,7 @@ def _listed_dataset(config: dict[str, Any], path: str) -> Dataset:
 
 
 def _bids_dataset(config: dict[str, Any], path: str) -> Dataset:
-    from pathlib import Path
-
-    from .bids import BidsError, discover_runs, events_stimulus, find_events
+    from .bids import BidsError, discover_runs, events_stimulus, find_events, raw_bold
 
     b = config["bids"]
     found = discover_runs(b["root"], b.get("target", "volume"), b["space"],
@@ -225,7 +303,7 @@ def _bids_dataset(config: dict[str, Any], path: str) -> Dataset:
     onsets = {str(k): float(v) for k, v in (config.get("onsets") or {}).items()}
     raw = Path(b.get("raw") or b["root"])
     stim_dir = Path(b.get("stimuli_dir") or raw / "stimuli")
-    runs = []
+    runs, no_events = [], []
     for fr in found:
         if b.get("stimuli_from", "events") == "table":
             stim = table.get(fr.key, table.get(fr.task))
@@ -240,9 +318,8 @@ def _bids_dataset(config: dict[str, Any], path: str) -> Dataset:
         else:
             events = find_events(raw, fr)
             if events is None:
-                raise BidsError(f"{fr.targets[0]}: no events.tsv for this run under {raw} (next "
-                                "to the raw run or at the dataset root); set `bids.raw` to the "
-                                "raw BIDS dataset, or use `bids.stimuli_from: table`.")
+                no_events.append(fr)
+                continue
             stim, audio, onset = events_stimulus(str(events), str(stim_dir))
             if stimuli.setdefault(stim, audio) != audio:
                 raise BidsError(f"{events}: stimulus name '{stim}' stands for both "
@@ -252,6 +329,27 @@ def _bids_dataset(config: dict[str, Any], path: str) -> Dataset:
                 raise BidsError(f"{events}: stimulus starts at {onset + skip_s} s, before the "
                                 f"first kept volume (bold.start_volume = "
                                 f"{config['bold']['start_volume']}); lower bold.start_volume.")
-        runs.append(Run(fr.subject, fr.key, fr.targets, fr.mask, stim, onset))
+        found_raw = raw_bold(raw, fr)
+        runs.append(Run(fr.subject, fr.key, fr.targets, fr.mask, stim, onset,
+                        None if found_raw is None else str(found_raw)))
+    if no_events:
+        raise BidsError(_no_events_message(no_events, found, raw))
     heard = dict.fromkeys(r.stimulus for r in runs)  # only these are extracted
     return Dataset(b.get("target", "volume"), runs, {s: stimuli[s] for s in heard})
+
+
+def _no_events_message(no_events: list[BidsRun], found: list[BidsRun], raw: Path) -> str:
+    """Runs without events, by task, and the `bids.tasks` list that keeps only tasks whose runs
+    all have events (a rest run in the same tree is the usual cause)."""
+    missing = list(dict.fromkeys(r.task for r in no_events))
+    ok = sorted({r.task for r in found} - set(missing))
+    n_subjects = len({r.subject for r in no_events})
+    tasks = ", ".join(f"'{t}'" for t in missing)
+    msg = (f"{no_events[0].targets[0]}: no events.tsv for {len(no_events)} run(s) of "
+           f"{n_subjects} subject(s), task(s) {tasks}, under {raw} (looked next to each raw "
+           "run and at the dataset root). ")
+    if ok:
+        msg += ("If those runs heard no stimulus (e.g. rest), keep only the tasks with events: "
+                f"`bids.tasks: [{', '.join(ok)}]`. ")
+    return msg + ("If they did, set `bids.raw` to the raw BIDS dataset holding their events, "
+                  "or map runs to stimuli with `bids.stimuli_from: table`.")

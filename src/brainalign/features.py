@@ -662,8 +662,14 @@ def plan_windows(n_samples: int, geom: FrameGeometry, window_s: float, context_s
     rctx = round(right_context_s * sr / geom.stride) * geom.stride
     if geom.max_input is not None and ctx + win + rctx + geom.margin > geom.max_input:
         what = "window_s + context_s" + (" + right_context_s" if rctx else "")
-        raise ModelError(f"{what} = {(ctx + win + rctx) / sr:.1f} s exceeds the model's "
-                         f"fixed input length of {geom.max_input / sr:.0f} s; shorten them.")
+        # the last kept frame reads `margin` samples past the window, and the sum is counted
+        # in whole frames (stride)
+        limit = (geom.max_input - geom.margin) // geom.stride * geom.stride
+        raise ModelError(
+            f"{what} = {(ctx + win + rctx) / sr:.2f} s (in whole {geom.stride / sr:g} s frames) "
+            f"must be at most {limit / sr:.2f} s: the model's fixed input is "
+            f"{geom.max_input / sr:g} s and its last frame reads {geom.margin / sr:g} s past the "
+            "window (its receptive field); shorten them.")
     windows = []
     for s0 in range(0, total * geom.stride, win):
         start = max(0, s0 - ctx)

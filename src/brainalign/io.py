@@ -15,7 +15,8 @@ import pandas as pd
 
 
 def setup_logging(log_path: str | Path | None) -> None:
-    """Send log records and warnings of a rule script to its Snakemake log file."""
+    """Send log records, warnings and the uncaught error (with its traceback) of a rule script
+    to its Snakemake log file as well as to stderr."""
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_path:
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
@@ -23,6 +24,17 @@ def setup_logging(log_path: str | Path | None) -> None:
     logging.basicConfig(level=logging.INFO, handlers=handlers, force=True,
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     logging.captureWarnings(True)
+    sys.excepthook = _log_uncaught
+
+
+def _log_uncaught(exc_type: type[BaseException], exc: BaseException, tb: Any) -> None:
+    """sys.excepthook of rule scripts: the error that stops the script is logged like any
+    record (so it reaches the rule's log file, last), instead of only printed to stderr."""
+    if issubclass(exc_type, KeyboardInterrupt):
+        sys.__excepthook__(exc_type, exc, tb)
+        return
+    logging.getLogger("brainalign").error("the rule stopped on this error:",
+                                          exc_info=(exc_type, exc, tb))
 
 
 def _tmp(path: Path) -> Path:

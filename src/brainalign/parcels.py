@@ -3,12 +3,13 @@ per parcel and one row per volume (e.g. ``*_desc-schaefer400_timeseries.tsv``)."
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .bold import BoldError, clean_series, varying_targets
+from .bold import BoldError, check_tr, clean_series, varying_targets
 
 
 def read_run(path: str | Path) -> tuple[np.ndarray, list[str]]:
@@ -26,6 +27,23 @@ def read_run(path: str | Path) -> tuple[np.ndarray, list[str]]:
         raise BoldError(f"{path}: column(s) {non_numeric[:5]} are not numeric; the file must "
                         "hold only parcel time series (one column per parcel).")
     return table.to_numpy(np.float32), [str(c) for c in table.columns]
+
+
+def sidecar_tr(path: str | Path) -> float | None:
+    """Repetition time (s) from the run's BIDS sidecar (``*_timeseries.json`` beside the TSV):
+    ``RepetitionTime``, else 1 / ``SamplingFrequency``; None without a sidecar or either key."""
+    sidecar = Path(path).with_suffix(".json")
+    if not sidecar.is_file():
+        return None
+    try:
+        meta = json.loads(sidecar.read_text())
+    except ValueError as err:
+        raise BoldError(f"{sidecar}: not valid JSON ({err}); fix or remove the sidecar.") from err
+    if meta.get("RepetitionTime"):
+        return float(meta["RepetitionTime"])
+    if meta.get("SamplingFrequency"):
+        return 1.0 / float(meta["SamplingFrequency"])
+    return None
 
 
 def parcel_mask(paths: list[str | Path]) -> tuple[np.ndarray, list[str]]:
@@ -58,6 +76,7 @@ def load_run(path: str | Path, keep: np.ndarray, n_vols: int, t_r: float, **clea
     -------
     bold : array of shape (n_kept_volumes, keep.sum()), float32
     """
+    check_tr(path, sidecar_tr(path), t_r, "its sidecar JSON")
     data, _ = read_run(path)
     if data.shape[1] != keep.size:
         raise BoldError(f"{path}: {data.shape[1]} parcels, the subject's other runs have "

@@ -17,20 +17,41 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from .bold import BoldError, clean_series, varying_targets
+from .bold import BoldError, check_tr, clean_series, readable, varying_targets
 
 DENSITIES = {10242: "fsaverage5", 40962: "fsaverage6", 163842: "fsaverage"}
 PACKAGED = ("desikan_killiany", "destrieux_surface")
 HEMIS = ("L", "R")
 
 
-def read_series(path: str | Path) -> np.ndarray:
-    """One hemisphere's BOLD, shape (n_volumes, n_vertices), float32."""
+def gifti_tr(img: nib.GiftiImage) -> float | None:
+    """Repetition time (s) recorded in a GIFTI time series, None when absent.
+
+    FreeSurfer's writer (used by fMRIPrep) stores ``TimeStep`` in milliseconds in each data
+    array's metadata; some tools put it in the image's. A value below 50 can only be seconds
+    (no fMRI TR is 50 ms or shorter), so it is read as such.
+    """
+    for meta in [d.meta for d in img.darrays[:1]] + [img.meta]:
+        try:
+            step = float((meta or {}).get("TimeStep", ""))
+        except ValueError:
+            continue
+        if step > 0:
+            return step if step < 50 else step / 1000
+    return None
+
+
+def read_series(path: str | Path, t_r: float | None = None) -> np.ndarray:
+    """One hemisphere's BOLD, shape (n_volumes, n_vertices), float32; with ``t_r`` (s), the
+    GIFTI's recorded TimeStep must match it."""
     path = Path(path)
     if not path.exists():
         raise BoldError(f"{path}: surface BOLD run not found; check `bids.root` and `bids.space`.")
-    img = nib.load(str(path))
-    arrays = [np.asarray(d.data) for d in img.darrays]
+    with readable(path, "surface BOLD run"):
+        img = nib.load(str(path))
+        arrays = [np.asarray(d.data) for d in img.darrays]
+    if t_r is not None:
+        check_tr(path, gifti_tr(img), t_r, "its GIFTI TimeStep metadata")
     if len(arrays) == 1 and arrays[0].ndim == 2:  # one (n_vertices, n_volumes) array
         data = arrays[0].T
     elif len(arrays) > 1 and all(a.ndim == 1 for a in arrays):
@@ -86,7 +107,7 @@ def load_run(paths: tuple[str, str], keep: np.ndarray, n_vols: int, t_r: float,
     -------
     bold : array of shape (n_kept_volumes, keep.sum()), float32
     """
-    data = np.concatenate([read_series(p) for p in paths], axis=1)
+    data = np.concatenate([read_series(p, t_r) for p in paths], axis=1)
     if data.shape[1] != keep.size:
         raise BoldError(f"{paths[0]}: {data.shape[1]} vertices, the subject's vertex mask has "
                         f"{keep.size}; all runs must be on one surface.")

@@ -43,6 +43,8 @@ rule prepare_bold:
         # stimulus onset (s after the first kept volume)
         onset=lambda wc: DATASET.run(wc.subject, wc.run).onset,
         first_volume=lambda wc: first_volume(wc.subject, wc.run),
+        # the raw BIDS run, if found: its volume count is what was acquired
+        raw=lambda wc: DATASET.run(wc.subject, wc.run).raw,
     resources:
         mem_mb=4000,
     script:

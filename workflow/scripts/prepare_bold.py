@@ -5,7 +5,7 @@ trimmed and cleaned alike (regressed out later, inside the encoding folds)."""
 from brainalign import parcels, surface
 from brainalign.alignment import n_volumes
 from brainalign.audio import audio_duration
-from brainalign.bold import load_run, load_run_confounds
+from brainalign.bold import check_acquired_volumes, load_run, load_run_confounds
 from brainalign.io import save_npy, setup_logging
 from brainalign.targets import load_mask
 
@@ -17,6 +17,10 @@ first = snakemake.params.first_volume  # silence + onset transient, left out bef
 clean = dict(start_volume=bcfg["start_volume"], max_extra_volumes=bcfg["max_extra_volumes"],
              max_missing_volumes=bcfg["max_missing_volumes"], detrend=bcfg["detrend"],
              standardize=bcfg["standardize"], first_volume=first)
+# a run cut after acquisition (fewer volumes than its raw run or confounds rows) may have lost
+# its first volumes, which would misalign the stimulus
+check_acquired_volumes(snakemake.input.bold, n_vols, t_r, clean["start_volume"],
+                       snakemake.params.raw)
 mask = load_mask(snakemake.input.mask)
 if mask.is_parcels:
     data = parcels.load_run(snakemake.input.bold[0], mask.keep, n_vols, t_r, targets="parcels",
