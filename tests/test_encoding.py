@@ -194,6 +194,23 @@ def test_fit_layer_pure_noise_is_calibrated():
     assert stats.fdr_bh(s.p, 0.05).mean() <= 0.05
 
 
+def test_fit_layer_returns_its_null_draws_paired_across_layers():
+    rng = np.random.default_rng(3)
+    lengths = [50, 55, 60]
+    xs = [rng.standard_normal((n, 6)) for n in lengths]
+    ys = [zscore(ar1(rng, n, 40, 0.5)) for n in lengths]
+    s = encoding.fit_layer(xs, ys, ALPHAS, n_permutations=12, min_shift=5, backend="numpy")
+    assert s.r_null.shape == (12, 40) and s.r_null.dtype == np.float32
+    # the saved draws are the ones the moments and p-values came from
+    np.testing.assert_allclose(s.null_mean, s.r_null.mean(0), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(s.p, stats.null_p(s.r, s.r_null), rtol=1e-6)
+    # draw j is the same circular shift for every layer: a layer whose features are an affine
+    # copy (the same after standardisation) gets the same null draws, index by index
+    copy = encoding.fit_layer([3 * x + 1 for x in xs], ys, ALPHAS, n_permutations=12,
+                              min_shift=5, backend="numpy")
+    np.testing.assert_allclose(copy.r_null, s.r_null, atol=1e-4)
+
+
 def test_fit_layer_recovers_planted_signal():
     rng = np.random.default_rng(1)
     lengths = [60, 70, 55, 60, 65]

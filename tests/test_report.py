@@ -189,3 +189,23 @@ def test_workflow_pages_load_in_headless_chromium(tiny_two_model_run, tmp_path):
         assert all(img["complete"] and img["width"] > 0 for img in result.images), page
         if page != "report.html":
             assert result.images, page
+
+
+def test_profile_star_sits_on_the_tables_reliable_best_layer():
+    # the profile peaks at layer 2 for HG, but the cross-fitted table chose layer 1: the star
+    # goes where the table says; an ROI without a reliable best layer gets none
+    scores = pd.DataFrame({"roi": ["HG"] * 3 + ["V1"] * 3, "layer": [0, 1, 2] * 2,
+                           "mean_r": [0.10, 0.20, 0.21, 0.01, 0.03, 0.02]})
+    best = pd.DataFrame({"roi": ["HG", "V1"], "best_layer": [1, 1], "naive_layer": [2, 1],
+                         "reliable": [True, False], "equivalent_layers": ["1,2", "1"],
+                         "note": ["", "no significant layer (q = 0.6 > 0.05)"]})
+    assert report.profile_stars(scores, best) == {"HG": (1, 0.20)}
+    assert report.profile_stars(scores, None) == {}  # no table, no claim
+    read_back = best.assign(reliable=["True", "False"])  # as a TSV written elsewhere holds it
+    assert report.profile_stars(scores, read_back) == {"HG": (1, 0.20)}
+    assert _is_png(report.profile_png(scores, best=best))
+    shown = report.best_layer_display(best, ["roi", "best_layer", "reliable"])
+    assert shown["claim"].tolist() == ["layer 1 (indistinguishable from 2)",
+                                       "no reliable best layer: no significant layer "
+                                       "(q = 0.6 > 0.05)"]
+    assert shown["best_layer"].tolist() == ["1", "(1)"]  # an estimate only

@@ -192,13 +192,17 @@ def test_voxel_best_layer_reports_layer_numbers_of_a_subset():
 
 
 # ---------------------------------------------------------------- cross-fitted and group statistics
-def _subject_tables(rng, n_sub, planted, n_noise_rois, n_layers=6, n_folds=4, n_vox=30):
+def _subject_tables(rng, n_sub, planted, n_noise_rois, n_layers=6, n_folds=4, n_vox=30,
+                    with_nulls=False, n_perm=50, cka=None):
     """Per subject: ROI x layer table and cross-fitted best-layer table from simulated per-fold
-    voxel scores; planted ROIs peak at their layer, noise ROIs score 0 + noise."""
+    voxel scores; planted ROIs peak at their layer, noise ROIs score 0 + noise. With
+    ``with_nulls``, also each subject's ROI null draws (voxel null draws with the spread of the
+    fold-averaged noise, from a separate generator), the ROI tests and reliability columns."""
     layers = list(range(n_layers))
     names = list(planted) + [f"noise{i}" for i in range(n_noise_rois)]
     masks = {roi: np.arange(len(names) * n_vox) // n_vox == i for i, roi in enumerate(names)}
-    tables, best_tables = [], []
+    tables, best_tables, nulls = [], [], []
+    null_rng = rng.spawn(1)[0]  # a child stream: the score draws stay as they were
     for _ in range(n_sub):
         tuning = np.zeros((n_layers, len(names) * n_vox))
         for roi, layer in planted.items():
@@ -208,9 +212,18 @@ def _subject_tables(rng, n_sub, planted, n_noise_rois, n_layers=6, n_folds=4, n_
         table = rois.roi_layer_scores(r_folds.mean(1), masks, [str(v) for v in layers])
         best = stats.crossfit_best_layer(rois.roi_fold_scores(inner, masks),
                                          rois.roi_fold_scores(r_folds, masks), layers)
+        best_table = rois.best_layer_table(best, names, [n_vox] * len(names))
+        if with_nulls:
+            # fold noise SD 0.1 over n_folds folds: the fold-averaged r has SD 0.1 / sqrt(n_folds)
+            r_null = 0.1 / np.sqrt(n_folds) * null_rng.standard_normal(
+                (n_layers, n_perm, tuning.shape[1]))
+            roi_null = np.stack([rois.roi_null_draws(r_null[li], masks) for li in layers])
+            table, per_roi = rois.roi_tests(table, roi_null, 0.05)
+            best_table = rois.add_reliability(best_table, per_roi, layers, cka, 0.05)
+            nulls.append({"null": roi_null, "rois": np.array(names), "layers": np.array(layers)})
         tables.append(table)
-        best_tables.append(rois.best_layer_table(best, names, [n_vox] * len(names)))
-    return tables, best_tables
+        best_tables.append(best_table)
+    return (tables, best_tables, nulls) if with_nulls else (tables, best_tables)
 
 
 def test_roi_fold_scores_averages_roi_voxels():
@@ -296,9 +309,205 @@ def test_group_best_layer_bootstrap_and_independent_score():
 
 
 def test_group_statistics_with_one_subject_have_no_across_subject_inference():
-    tables, best_tables = _subject_tables(np.random.default_rng(7), 1, {"HG": 1}, 3)
-    group = rois.group_roi_stats(tables)
+    tables, best_tables, nulls = _subject_tables(np.random.default_rng(7), 1, {"HG": 1}, 3,
+                                                 with_nulls=True)
+    group = rois.group_roi_stats(tables, test="t")
     assert group["p_t"].isna().all() and not group["significant"].any()
-    best = rois.group_best_layer(tables, best_tables, n_boot=20).set_index("roi")
-    assert best.loc["HG", "best_layer"] == 1
+    assert group["ci_low"].isna().all()  # no zero-width interval
+    with pytest.raises(ValueError, match="roi-null.npz"):
+        rois.group_roi_stats(tables)  # auto -> fixed effects, which needs the null draws
+    group = rois.group_roi_stats(tables, nulls=nulls)  # fixed effects: about this subject
+    assert (group["test"] == "fixed").all()
+    best = rois.group_best_layer(tables, best_tables, n_boot=20,
+                                 group_stats=group).set_index("roi")
+    assert best.loc["HG", "best_layer"] == 1 and best.loc["HG", "reliable"]
     assert best["independent_r"].isna().all() and best["loso_stability"].isna().all()
+    assert best["layer_ci_low"].isna().all() and best["bootstrap_share"].isna().all()
+    assert "1 distinct bootstrap resamples" in best["bootstrap_note"].iloc[0]
+    assert "refused" in best["loso_note"].iloc[0]
+
+
+# ---------------------------------------------------------------- is there a best layer at all?
+def test_roi_null_draws_average_each_permutation_over_the_roi():
+    r_null = np.arange(12, dtype=np.float16).reshape(3, 4)  # (n_perm, n_voxels)
+    masks = {"a": np.array([1, 1, 0, 0], bool), "b": np.array([0, 0, 0, 1], bool),
+             "empty": np.zeros(4, bool)}
+    out = rois.roi_null_draws(r_null, masks)
+    np.testing.assert_allclose(out[:, 0], [0.5, 4.5, 8.5])  # draw j: permutation j's voxels
+    np.testing.assert_allclose(out[:, 1], [3, 7, 11])
+    assert np.isnan(out[:, 2]).all()
+
+
+def test_null_draws_in_float16_leave_roi_p_values_unchanged():
+    from brainalign.stats import null_p
+
+    rng = np.random.default_rng(8)
+    # 50 permutations of 2000 voxels, null r of SD 0.05 (one subject's fold-averaged noise)
+    r_null = (0.05 * rng.standard_normal((50, 2000)) + 0.01).astype(np.float32)
+    masks = {f"roi{i}": np.arange(2000) // 20 == i for i in range(100)}
+    exact = rois.roi_null_draws(r_null, masks)
+    half = rois.roi_null_draws(r_null.astype(np.float16), masks)
+    observed = exact.mean(0) + np.linspace(0, 4, 100) * exact.std(0)  # p from 0.5 to ~1e-4
+    p32, p16 = null_p(observed, exact), null_p(observed, half)
+    assert np.max(np.abs(p16 / p32 - 1)) < 1e-3
+    # per voxel: half a float16 step, at most 6e-5 below |r| = 0.25, 0.12% of the null's SD
+    err = np.abs(r_null.astype(np.float16).astype(np.float32) - r_null)
+    assert err.max() < 0.0013 * 0.05
+
+
+def _noise_with_planted(rng, n_noise_rois=200, n_layers=5, **kwargs):
+    planted = {"HG": 0, "STG": 2, "IFG": 4}
+    return planted, _subject_tables(rng, 1, planted, n_noise_rois, n_layers=n_layers,
+                                    with_nulls=True, **kwargs)
+
+
+def test_noise_rois_have_no_reliable_best_layer_beyond_the_fdr_rate():
+    rng = np.random.default_rng(9)
+    false, any_false = [], []
+    for _ in range(20):  # 20 subjects x 60 pure-noise ROIs, 5 layers
+        tables, best_tables, _ = _subject_tables(rng, 1, {}, 60, n_layers=5, with_nulls=True)
+        best = best_tables[0]
+        false.append(best["reliable"].mean())
+        any_false.append(best["reliable"].any())
+        assert (best.loc[~best["reliable"], "note"].str.startswith("no significant layer")).all()
+        # the cells' own FDR (over all ROI x layer cells) is nominal too
+        assert tables[0]["significant"].mean() <= 0.05
+    # all nulls true: FDR = chance of any false claim <= q; the share of ROIs far below
+    assert np.mean(false) <= 0.01 and np.mean(any_false) <= 0.15
+    # p-values are uniform on noise: not conservative to the point of uselessness
+    p = np.concatenate([t["p"] for t in tables])
+    assert 0.02 < (p < 0.05).mean() < 0.09
+
+
+def test_planted_rois_get_a_reliable_best_layer_at_their_layer():
+    rng = np.random.default_rng(10)
+    planted, (tables, best_tables, _) = _noise_with_planted(rng)
+    best = best_tables[0].set_index("roi")
+    for roi, layer in planted.items():
+        row = best.loc[roi]
+        assert row["reliable"] and row["best_layer"] == layer and row["note"] == ""
+        assert row["q"] < 1e-4 and str(layer) in row["significant_layers"].split(",")
+        assert row["equivalent_layers"] == str(layer)  # no CKA given: every layer distinct
+    noise = best.loc[best.index.str.startswith("noise")]
+    assert noise["reliable"].mean() <= 0.05
+    assert {"p", "q", "significant"} <= set(tables[0].columns)
+    cells = tables[0].set_index(["roi", "layer"])
+    assert cells.loc[("HG", 0), "significant"] and cells.loc[("IFG", 4), "significant"]
+
+
+def test_indistinguishable_layers_give_no_reliable_best_layer():
+    rng = np.random.default_rng(10)
+    identical = pd.DataFrame({"layer_a": range(4), "layer_b": range(1, 5),
+                              "linear_cka": [1.0, 0.9999, 1.0, 0.9995]})
+    planted, (_, best_tables, _) = _noise_with_planted(rng, cka=identical)
+    best = best_tables[0].set_index("roi")
+    assert not best["reliable"].any()  # even the planted, significant ROIs
+    assert best.loc["HG", "note"].startswith("layers indistinguishable")
+    assert best.loc["HG", "equivalent_layers"] == "0,1,2,3,4"
+    note = best.loc["noise0", "note"]
+    assert note.startswith("no significant layer (q = ") and "; layers indistinguishable" in note
+    # only layers 1-2 alike: still reliable, and the table says which layers it cannot separate
+    partly = identical.assign(linear_cka=[0.5, 0.999, 0.6, 0.7])
+    _, (_, best_tables, _) = _noise_with_planted(np.random.default_rng(10), cka=partly)
+    best = best_tables[0].set_index("roi")
+    assert best.loc["STG", "reliable"] and best.loc["STG", "equivalent_layers"] == "1,2"
+    assert best.loc["HG", "equivalent_layers"] == "0"
+
+
+def test_real_fits_noise_rois_unreliable_and_planted_rois_reliable():
+    """fit_layer on AR(1) noise BOLD with two ROIs driven by layers 1 and 2: the ROI tests on
+    its saved null draws claim the planted layers and (almost) nothing else."""
+    from brainalign.encoding import fit_layer
+
+    rng = np.random.default_rng(12)
+    n_runs, n_t, n_feat, n_vox = 4, 80, 12, 15
+    names = ["A1", "A2"] + [f"noise{i}" for i in range(38)]
+    masks = {roi: np.arange(len(names) * n_vox) // n_vox == i for i, roi in enumerate(names)}
+
+    def ar1(shape, phi=0.5):
+        e = rng.standard_normal(shape)
+        for t in range(1, shape[0]):
+            e[t] = phi * e[t - 1] + np.sqrt(1 - phi**2) * e[t]
+        return e.astype(np.float32)
+
+    x = [[ar1((n_t, n_feat)) for _ in range(n_runs)] for _ in range(3)]  # 3 distinct layers
+    y = [ar1((n_t, len(names) * n_vox)) for _ in range(n_runs)]
+    for roi, layer in (("A1", 1), ("A2", 2)):
+        w = rng.standard_normal((n_feat, n_vox)) / np.sqrt(n_feat)
+        for i in range(n_runs):
+            y[i][:, masks[roi]] += x[layer][i] @ w
+    fits = [fit_layer(xl, y, np.logspace(-1, 5, 7), n_permutations=30, min_shift=5,
+                      backend="numpy") for xl in x]
+    table = rois.roi_layer_scores(np.stack([f.r for f in fits]), masks, ["0", "1", "2"])
+    roi_null = np.stack([rois.roi_null_draws(f.r_null.astype(np.float16), masks)
+                         for f in fits])
+    table, per_roi = rois.roi_tests(table, roi_null, 0.05)
+    best = stats.crossfit_best_layer(rois.roi_fold_scores(np.stack([f.inner_r2 for f in fits]),
+                                                          masks),
+                                     rois.roi_fold_scores(np.stack([f.r_folds for f in fits]),
+                                                          masks), [0, 1, 2])
+    table = rois.add_reliability(rois.best_layer_table(best, names, [n_vox] * len(names)),
+                                 per_roi, [0, 1, 2], None, 0.05).set_index("roi")
+    assert table.loc["A1", "reliable"] and table.loc["A1", "best_layer"] == 1
+    assert table.loc["A2", "reliable"] and table.loc["A2", "best_layer"] == 2
+    assert table.loc[table.index.str.startswith("noise"), "reliable"].sum() <= 2
+
+
+# ---------------------------------------------------------------- group: which test, what n
+def test_group_fixed_effects_finds_planted_rois_and_not_noise_with_three_subjects():
+    rng = np.random.default_rng(13)
+    tables, best_tables, nulls = _subject_tables(rng, 3, {"HG": 1, "IFG": 4}, 40,
+                                                 with_nulls=True)
+    group = rois.group_roi_stats(tables, q=0.05, nulls=nulls)  # auto: 3 subjects -> fixed
+    assert (group["test"] == "fixed").all() and "p_fixed" in group
+    assert (group["q"] >= group["p_fixed"] - 1e-12).all()
+    noise = group[group["roi"].str.startswith("noise")]
+    assert noise["significant"].mean() <= 0.05
+    assert 0.02 < (noise["p_fixed"] < 0.05).mean() < 0.09  # uncorrected: nominal
+    best = rois.group_best_layer(tables, best_tables, n_boot=50, group_stats=group)
+    best = best.set_index("roi")
+    assert best.loc["HG", "reliable"] and best.loc["HG", "best_layer"] == 1
+    assert best.loc["IFG", "reliable"] and best.loc["IFG", "best_layer"] == 4
+    assert best.loc[["HG", "IFG"], "n_subjects_reliable"].tolist() == [3, 3]
+    nb = best.loc[best.index.str.startswith("noise")]
+    assert nb["reliable"].mean() <= 0.05
+    assert nb.loc[~nb["reliable"], "note"].str.startswith("no significant layer (q = ").all()
+    # 3 subjects: bootstrap refused (10 distinct resamples), leave-one-subject-out computed
+    assert best["layer_ci_low"].isna().all() and best["bootstrap_share"].isna().all()
+    assert "C(2n-1, n) = 10 distinct" in best["bootstrap_note"].iloc[0]
+    assert best["loso_stability"].notna().all() and best["loso_note"].eq("").all()
+    # the same data through the sign-flip test: its floor 1/8 blocks everything
+    flips = rois.group_roi_stats(tables, q=0.05, test="signflip", nulls=nulls)
+    assert not flips["significant"].any() and flips["p_signflip"].min() == 0.125
+
+
+def test_group_minimum_subjects_for_bootstrap_and_loso():
+    rng = np.random.default_rng(14)
+    for n_sub, boot_ok, loso_ok in ((2, False, False), (4, False, True), (5, True, True)):
+        tables, best_tables = _subject_tables(rng, n_sub, {"HG": 1}, 2)
+        best = rois.group_best_layer(tables, best_tables, n_boot=50)
+        assert best["layer_ci_low"].notna().all() == boot_ok, n_sub
+        assert best["bootstrap_note"].eq("").all() == boot_ok, n_sub
+        assert best["independent_r"].notna().all() == loso_ok, n_sub
+        assert best["loso_note"].eq("").all() == loso_ok, n_sub
+        assert not best["reliable"].any()  # no group test given: nothing claimed
+
+
+def test_group_reliability_controls_the_share_of_noise_rois_claimed():
+    # 20 planted and 20 noise ROIs: the many true cells loosen Benjamini-Hochberg over all ROI x
+    # layer cells, so "some cell significant" claims noise ROIs beyond q; Simes over layers
+    # then FDR over ROIs does not
+    rng = np.random.default_rng(15)
+    planted = {f"sig{i}": i % 6 for i in range(20)}
+    by_cells, by_rois = [], []
+    for _ in range(12):
+        tables, best_tables, nulls = _subject_tables(rng, 3, planted, 20, with_nulls=True)
+        group = rois.group_roi_stats(tables, q=0.05, nulls=nulls)
+        any_cell = group.groupby("roi", sort=False)["significant"].any()
+        best = rois.group_best_layer(tables, best_tables, n_boot=10, group_stats=group)
+        claimed = best.set_index("roi")["reliable"]
+        for rule, out in ((any_cell, by_cells), (claimed, by_rois)):
+            false = rule[rule.index.str.startswith("noise")].sum()
+            out.append(false / max(rule.sum(), 1))
+        assert claimed[list(planted)].all()  # power kept
+    assert np.mean(by_rois) <= 0.05 < np.mean(by_cells)

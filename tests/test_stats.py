@@ -7,6 +7,11 @@ import pytest
 
 from brainalign import stats
 
+#: lowest consecutive-layer linear CKA between transformer layers of a random wav2vec2-base
+#: and a random Whisper tiny at transformers' default initialisation, on the demo's TTS speech
+#: (TR 1 to 2 s); see stats.CKA_INDISTINGUISHABLE
+MIN_DEFAULT_INIT_CKA = 0.9975
+
 
 def test_fdr_bh_matches_hand_computed_example():
     # sorted p:       0.001  0.008  0.039  0.041  0.042  0.060  0.074  0.205
@@ -140,9 +145,9 @@ def test_mean_ci_coverage_is_nominal():
     assert 0.87 < coverage < 0.93
 
 
-def test_mean_ci_single_value_is_degenerate():
+def test_mean_ci_of_a_single_value_has_no_interval():
     mean, low, high = stats.mean_ci(np.array([0.25]))
-    assert mean == low == high == 0.25
+    assert mean == 0.25 and np.isnan(low) and np.isnan(high)  # not a zero-width "certainty"
 
 
 # ---------------------------------------------------------------- best layer without double dipping
@@ -348,3 +353,87 @@ def test_isc_null_warns_when_runs_allow_few_shifts():
     runs = [[rng.standard_normal((32, 5))] for _ in range(2)]
     with pytest.warns(UserWarning, match="distinct circular shifts"):
         stats.isc_null(runs, 10, min_shift=15)
+
+
+# ---------------------------------------------------------------- layers that cannot be told apart
+def test_layer_groups_join_layers_only_through_high_cka():
+    cka = {0: 0.5, 1: 0.995, 2: 0.999, 3: 0.7, 4: np.nan}
+    groups = stats.layer_groups(range(6), cka, threshold=0.99)
+    assert groups == [[0], [1, 2, 3], [4], [5]]  # NaN CKA keeps 4 and 5 apart
+    assert stats.equivalent_layers(2, groups) == [1, 2, 3]
+    assert stats.equivalent_layers(0, groups) == [0]
+    assert not stats.all_layers_indistinguishable(groups)
+    # a subset of fitted layers is joined only when every step between them is high
+    assert stats.layer_groups([1, 3, 5], cka, 0.99) == [[1, 3], [5]]
+    # a random model at its default init: every consecutive CKA ~1
+    flat = stats.layer_groups(range(5), dict.fromkeys(range(4), 0.9995))
+    assert flat == [[0, 1, 2, 3, 4]] and stats.all_layers_indistinguishable(flat)
+    assert not stats.all_layers_indistinguishable([[3]])  # one fitted layer: nothing to compare
+
+
+def test_cka_threshold_separates_measured_models():
+    # consecutive linear CKA measured on the demo's TTS speech (see CKA_INDISTINGUISHABLE):
+    # the highest of real Whisper tiny.en (TR 2 s) and of the demo's random wav2vec2, and the
+    # lowest of a random wav2vec2 at transformers' default init
+    distinguishable, identical = max(0.9831, 0.9720), MIN_DEFAULT_INIT_CKA
+    assert distinguishable < stats.CKA_INDISTINGUISHABLE <= identical
+
+
+# ---------------------------------------------------------------- group tests: which, and its floor
+def test_sign_flip_floor_and_the_subjects_it_needs():
+    assert stats.signflip_floor(4) == 0.0625 and stats.signflip_floor(3) == 0.125
+    assert stats.signflip_floor(20, n_flips=999) == 1 / 1000  # sampled patterns
+    # one ROI passes BH over n_rois x n_layers tests only if 2^-n <= q / n_rois
+    assert stats.min_subjects_signflip(1, 0.05) == 5  # 2^-5 = 0.031 <= 0.05 < 2^-4
+    assert stats.min_subjects_signflip(7, 0.05) == 8  # 2^-8 = 0.0039 <= 0.0071 < 2^-7
+    assert stats.min_subjects_signflip(34, 0.05) == 10
+
+
+def test_choose_group_test_says_when_the_sign_flip_floor_blocks_everything():
+    four = stats.choose_group_test("signflip", 4, 7, 0.05)
+    assert four.name == "signflip" and not four.can_pass and four.floor == 0.0625
+    assert "0.0625" in four.reason and "no ROI x layer test can be significant" in four.reason
+    assert "auto or fixed" in four.reason  # and what to do instead
+    auto = stats.choose_group_test("auto", 4, 7, 0.05)
+    assert auto.name == "fixed" and auto.can_pass and not auto.population
+    assert "0.0625" in auto.reason and "at least 8 subjects" in auto.reason
+    assert "population" in auto.reason  # it says it does not generalise
+    eight = stats.choose_group_test("auto", 8, 7, 0.05)
+    assert eight.name == "signflip" and eight.population and eight.can_pass
+    # between q / n_rois and q: possible only when many tests reach the floor
+    six = stats.choose_group_test("signflip", 6, 7, 0.05)
+    assert six.can_pass and "more than 31% of the tests" in six.reason
+    assert stats.choose_group_test("t", 1, 7).can_pass is False
+    with pytest.raises(ValueError, match="group.test 'wilcoxon'"):
+        stats.choose_group_test("wilcoxon", 5, 7)
+
+
+def _subject_nulls(rng, n_sub, n_perm, n_tests):
+    """Each subject's null differs (bias and spread, as circular-shift nulls do); its observed
+    r under H0 is one more draw of the same distribution."""
+    bias = rng.normal(0, 0.02, (n_sub, 1, 1))
+    sd = rng.uniform(0.02, 0.08, (n_sub, 1, 1))
+    draws = bias + sd * rng.standard_normal((n_sub, n_perm + 1, n_tests))
+    return draws[:, 0], draws[:, 1:], sd[:, 0, 0]
+
+
+def test_fixed_effects_p_is_calibrated_on_noise_and_powered_on_signal():
+    from scipy.stats import kstest
+
+    rng = np.random.default_rng(11)
+    observed, nulls, sd = _subject_nulls(rng, 3, 50, 20_000)
+    p = stats.fixed_effects_p(observed, nulls)
+    assert kstest(p, "uniform").pvalue > 0.01  # uniform over many draws
+    assert 0.045 < (p < 0.05).mean() < 0.055 and (p < 0.001).mean() < 0.002
+    # a signal of 1.5 null SDs of the group mean in every subject is found
+    group_sd = np.sqrt((sd**2).sum()) / 3
+    p_sig = stats.fixed_effects_p(observed[:, :2000] + 1.5 * group_sd, nulls[:, :, :2000])
+    assert (p_sig < 0.05).mean() > 0.4
+    p_big = stats.fixed_effects_p(observed[:, :2000] + 5 * group_sd, nulls[:, :, :2000])
+    assert (p_big < 0.001).mean() > 0.95
+    # a mean over subjects' nulls, not over a pooled null: a biased subject does not leak
+    biased = nulls + np.array([0.05, 0.0, 0.0])[:, None, None]
+    p_b = stats.fixed_effects_p(observed + np.array([0.05, 0.0, 0.0])[:, None], biased)
+    assert 0.04 < (p_b < 0.05).mean() < 0.06
+    with pytest.raises(ValueError, match="n_permutations"):
+        stats.fixed_effects_p(observed, nulls[:2])

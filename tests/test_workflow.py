@@ -108,6 +108,8 @@ def test_independent_best_layer_noise_ceiling_and_group_statistics(tiny_run: Pat
         assert (rows["best_layer"] == pd.Series(planted)).mean() >= 0.8, rows
         assert (rows["independent_r"] > 0.1).all() and rows["stability"].between(0, 1).all()
         assert (rows["independent_r"] <= rows["best_r"] + 0.02).all()  # naive max >= honest
+        # the planted ROIs pass the ROI test against the permutation null
+        assert rows["reliable"].all() and (rows["q"] <= 0.05).all(), rows
         truth = np.asarray(nib.load(tiny_run / f"results/demo/truth/sub-{subject}"
                                     "_desc-signal_layer.nii.gz").dataobj)
         ceil = np.load(tiny_run / f"results/group/ceiling/sub-{subject}_desc-ceiling.npz")
@@ -124,16 +126,21 @@ def test_independent_best_layer_noise_ceiling_and_group_statistics(tiny_run: Pat
         assert rows["normalised_r"].notna().all()
     group = pd.read_csv(tiny_run / "results/group/wav2vec2-random/group_roi-scores.tsv",
                         sep="\t")
-    assert {"p_t", "p_signflip", "q", "significant", "normalised_r"} <= set(group.columns)
-    # 2 subjects: the smallest exact sign-flip p is 1/4, so nothing can be significant
-    assert group["p_signflip"].min() >= 0.25 and not group["significant"].any()
+    assert {"p_t", "p_signflip", "p_fixed", "test", "q", "significant",
+            "normalised_r"} <= set(group.columns)
+    # 2 subjects: the smallest exact sign-flip p is 1/4, so group.test auto runs fixed effects
+    assert group["p_signflip"].min() >= 0.25 and (group["test"] == "fixed").all()
     gbest = pd.read_csv(tiny_run / "results/group/wav2vec2-random/group_best-layer.tsv",
                         sep="\t").set_index("roi").loc[list(planted)]
-    assert (gbest["layer_ci_low"] <= gbest["best_layer"]).all()
-    assert (gbest["best_layer"] <= gbest["layer_ci_high"]).all()
-    assert (gbest["independent_r"] > 0.1).all()
+    assert gbest["reliable"].all(), gbest
+    # 2 subjects: bootstrap interval and leave-one-subject-out scores refused, with the reason
+    assert gbest["layer_ci_low"].isna().all() and gbest["independent_r"].isna().all()
+    assert gbest["bootstrap_note"].str.startswith("refused").all()
+    assert gbest["loso_note"].str.startswith("refused").all()
     html = (tiny_run / "results/group/wav2vec2-random/group_report.html").read_text()
     assert "Noise ceiling" in html and "Selection bias" in html
+    assert "fixed-effects permutation test" in html and "does not generalise" in html
+    assert (tiny_run / "results/sub-01/rois/wav2vec2-random/sub-01_roi-null.npz").stat().st_size
     for name in ("isc_stat-r", "ceiling_stat-r", "ceiling_mask"):
         assert (tiny_run / f"results/group/ceiling/group_desc-{name}.nii.gz").stat().st_size
 

@@ -60,6 +60,9 @@ class LayerScores:
     inner_r2 : (n_folds, n_voxels) inner-CV validation R² at the chosen penalty, computed on
         each outer fold's training runs only: a score independent of the held-out run, for
         choosing between layers without double dipping (see ``stats.crossfit_best_layer``).
+    r_null : (n_permutations, n_voxels) float32 null draws of ``r``; draw j of every voxel (and
+        of every layer, whose shifts share the seed) is the same circular shift, so ROI means
+        of a draw keep the voxels' dependence (``rois.roi_null_draws``).
     """
 
     r: np.ndarray
@@ -70,6 +73,7 @@ class LayerScores:
     null_std: np.ndarray
     p: np.ndarray
     inner_r2: np.ndarray
+    r_null: np.ndarray
 
 
 @dataclass
@@ -472,7 +476,8 @@ def fit_layer(x_runs: list[np.ndarray], y_runs: list[np.ndarray], alphas: np.nda
     p = null_p(r, r_null)  # prediction interval of one more draw from the null
     return LayerScores(r=r, r_folds=cv.r_folds, r2=cv.r2_folds.mean(0), alpha=cv.alpha,
                        null_mean=null_mean.astype(np.float32),
-                       null_std=null_std.astype(np.float32), p=p, inner_r2=cv.inner_r2)
+                       null_std=null_std.astype(np.float32), p=p, inner_r2=cv.inner_r2,
+                       r_null=r_null)
 
 
 def closed_form_ridge(x: np.ndarray, y: np.ndarray, alpha: float) -> np.ndarray:

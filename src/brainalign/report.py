@@ -77,17 +77,56 @@ def best_layer_png(best_img: nib.Nifti1Image, n_layers: int) -> str:
     return fig_to_b64(fig)
 
 
-def profile_png(scores: pd.DataFrame, truth: dict[str, int] | None = None) -> str:
-    """Held-out r against layer depth, one line per ROI (CI band when given)."""
+def profile_stars(scores: pd.DataFrame, best: pd.DataFrame | None) -> dict[str, tuple[int, float]]:
+    """Where the r-vs-layer profile puts each ROI's star: {roi: (layer, r)}.
+
+    The star marks the best layer of ``best`` (the best-layer table: a subject's cross-fitted
+    choice, or the group's), at the profile's r for that layer, and only for ROIs whose best
+    layer is ``reliable``; never the naive maximum of the plotted profile. No stars without
+    ``best``."""
+    if best is None:
+        return {}
+    stars = {}
+    rows = best.set_index("roi")
+    for roi, grp in scores.groupby("roi", sort=False):
+        if roi not in rows.index or not _is_reliable(rows.loc[roi]):
+            continue
+        layer = int(rows.loc[roi, "best_layer"])
+        at = grp.loc[grp["layer"].astype(int) == layer, "mean_r"]
+        if len(at):
+            stars[roi] = (layer, float(at.iloc[0]))
+    return stars
+
+
+def _is_reliable(row: pd.Series) -> bool:
+    value = row.get("reliable", False)
+    if isinstance(value, str):  # read back from a TSV written elsewhere
+        return value.strip().lower() == "true"
+    return bool(value) if pd.notna(value) else False
+
+
+def profile_png(scores: pd.DataFrame, truth: dict[str, int] | None = None,
+                best: pd.DataFrame | None = None) -> str:
+    """Held-out r against layer depth, one line per ROI (CI band when given).
+
+    With ``best`` (a best-layer table with ``roi``, ``best_layer``, ``reliable``): a star on
+    each reliable ROI's best layer (:func:`profile_stars`); ROIs without a reliable best layer
+    are drawn faded and dashed and labelled so."""
     fig, ax = plt.subplots(figsize=(8, 4.5))
+    stars = profile_stars(scores, best)
+    rows = None if best is None else best.set_index("roi")
     for i, (roi, grp) in enumerate(scores.groupby("roi", sort=False)):
         grp = grp.sort_values("layer")
         color = f"C{i % 10}"
-        ax.plot(grp["layer"], grp["mean_r"], "-o", ms=3, color=color, label=roi)
+        faded = rows is not None and (roi not in rows.index or not _is_reliable(rows.loc[roi]))
+        label = f"{roi} (no reliable best layer)" if faded else roi
+        ax.plot(grp["layer"], grp["mean_r"], "--o" if faded else "-o", ms=3, color=color,
+                alpha=0.35 if faded else 1.0, label=label)
         if "ci_low" in grp:
-            ax.fill_between(grp["layer"], grp["ci_low"], grp["ci_high"], color=color, alpha=0.15)
-        best = grp.loc[grp["mean_r"].idxmax()]
-        ax.plot(best["layer"], best["mean_r"], "*", ms=12, color=color)
+            ax.fill_between(grp["layer"], grp["ci_low"], grp["ci_high"], color=color,
+                            alpha=0.06 if faded else 0.15)
+        if roi in stars:
+            ax.plot(*stars[roi], "*", ms=14, color=color, markeredgecolor="k", mew=0.6)
         if truth and roi in truth:
             ax.axvline(truth[roi], color=color, ls=":", lw=1)
     ax.axhline(0, color="k", lw=0.5)
@@ -95,6 +134,48 @@ def profile_png(scores: pd.DataFrame, truth: dict[str, int] | None = None) -> st
     ax.set_ylabel("held-out Pearson r (unitless; mean over ROI voxels)")
     ax.legend(fontsize=8, ncol=2)
     return fig_to_b64(fig)
+
+
+def verdict(best: pd.DataFrame) -> list[str]:
+    """Per ROI of a best-layer table, what may be claimed: "layer 6", "layer 6 (as good: 5, 7)"
+    where CKA cannot tell neighbours apart, or "no reliable best layer: <why>"."""
+    out = []
+    for _, row in best.iterrows():
+        if not _is_reliable(row):
+            note = row.get("note", "")
+            note = note if isinstance(note, str) and note else "not tested"
+            out.append(f"no reliable best layer: {note}")
+            continue
+        layer = int(row["best_layer"])
+        same = row.get("equivalent_layers", "")
+        same = str(int(same)) if isinstance(same, float) and np.isfinite(same) else str(same)
+        others = [int(v) for v in same.split(",") if v.strip().isdigit() and int(v) != layer]
+        out.append(f"layer {layer}" + (f" (indistinguishable from {_ranges(others)})"
+                                       if others else ""))
+    return out
+
+
+def _ranges(values: list[int]) -> str:
+    """[1, 2, 3, 5, 7, 8] -> "1-3, 5, 7-8"."""
+    parts: list[list[int]] = []
+    for v in sorted(values):
+        if parts and v == parts[-1][-1] + 1:
+            parts[-1].append(v)
+        else:
+            parts.append([v])
+    return ", ".join(f"{p[0]}-{p[-1]}" if len(p) > 1 else str(p[0]) for p in parts)
+
+
+def best_layer_display(best: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """The best-layer table as shown: a ``claim`` column (:func:`verdict`) after ``roi``, then
+    ``columns`` that exist; unreliable ROIs' ``best_layer`` in brackets, an estimate only."""
+    shown = best[[c for c in columns if c in best]].copy()
+    if "best_layer" in shown:
+        shown["best_layer"] = [str(int(v)) if _is_reliable(row) else f"({int(v)})"
+                               for v, (_, row) in zip(best["best_layer"], best.iterrows(),
+                                                      strict=True)]
+    shown.insert(1 if "roi" in shown else 0, "claim", verdict(best))
+    return shown
 
 
 def cka_png(cka: pd.DataFrame) -> str:
@@ -245,9 +326,13 @@ def layer_distribution_png(best: pd.DataFrame, layers: list[int]) -> str:
             shares[i, col[int(layer)]] = float(share)
     fig, ax = plt.subplots(figsize=(8, 0.4 * len(best) + 1.2))
     im = ax.imshow(shares, aspect="auto", cmap="Greys", vmin=0, vmax=1)
-    ax.plot([col[int(v)] for v in best["best_layer"]], range(len(best)), "r*", ms=10)
+    # stars only where a best layer may be claimed
+    ok = [i for i, (_, row) in enumerate(best.iterrows())
+          if "reliable" not in best or _is_reliable(row)]
+    ax.plot([col[int(best["best_layer"].iloc[i])] for i in ok], ok, "r*", ms=10)
+    ax.set_yticks(range(len(best)), [r if i in ok else f"{r} (no reliable best layer)"
+                                     for i, r in enumerate(best["roi"])])
     ax.set_xticks(range(len(layers)), [str(v) for v in layers])
-    ax.set_yticks(range(len(best)), best["roi"])
     ax.set_xlabel("layer")
     fig.colorbar(im, ax=ax, label="share of bootstrap resamples")
     return fig_to_b64(fig)
@@ -266,7 +351,9 @@ def selection_bias_png(best: pd.DataFrame) -> str:
     ax.bar(x + 0.2, best["independent_r"], 0.4, yerr=err, color="C0",
            label="independent: chosen and scored on separate data")
     ax.axhline(0, color="k", lw=0.5)
-    ax.set_xticks(x, best["roi"], rotation=45, ha="right")
+    labels = [roi if "reliable" not in best or _is_reliable(row) else f"{roi} (not reliable)"
+              for roi, (_, row) in zip(best["roi"], best.iterrows(), strict=True)]
+    ax.set_xticks(x, labels, rotation=45, ha="right")
     ax.set_ylabel("held-out r of the best layer")
     ax.legend(fontsize=8)
     return fig_to_b64(fig)

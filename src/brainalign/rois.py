@@ -8,6 +8,7 @@ NIfTI plus a TSV/CSV with ``index`` and ``name`` columns.
 
 from __future__ import annotations
 
+import warnings
 from importlib.util import find_spec
 from pathlib import Path
 
@@ -198,85 +199,348 @@ def best_layer_table(best, rois: list[str], n_voxels: list[int]) -> pd.DataFrame
         "n_voxels": n_voxels})
 
 
+# ---------------------------------------------------------------- is there a best layer at all?
+def roi_null_draws(r_null: np.ndarray, masks: dict[str, np.ndarray]) -> np.ndarray:
+    """ROI means of one layer's permutation null, (n_permutations, n_voxels) ->
+    (n_permutations, n_rois) (NaN for an empty ROI). Each draw averages the voxels of one
+    permutation (the same circular shifts), so the draws keep the voxels' dependence."""
+    out = np.full((r_null.shape[0], len(masks)), np.nan)
+    for i, m in enumerate(masks.values()):
+        if m.any():
+            out[:, i] = r_null[:, m].astype(np.float64).mean(1)
+    return out
+
+
+def _bh_finite(p: np.ndarray) -> np.ndarray:
+    """Benjamini-Hochberg q over the finite entries of ``p``; NaN stays NaN."""
+    from .stats import bh_adjusted
+
+    out = np.full(p.shape, np.nan)
+    ok = np.isfinite(p)
+    out[ok] = bh_adjusted(p[ok])
+    return out
+
+
+def roi_tests(table: pd.DataFrame, roi_null: np.ndarray, q: float = 0.05
+              ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Is each ROI predicted above chance, per layer and over layers? (one subject)
+
+    Per ROI and layer, the ROI-mean r is tested against the ROI means of the permutation null
+    draws (``stats.null_p``). Per ROI, Simes over layers ("some layer predicts this ROI"),
+    then Benjamini-Hochberg FDR ``q`` over ROIs. The per-cell ``q`` is Benjamini-Hochberg over
+    all ROI x layer cells (the family the group table uses too).
+
+    Parameters
+    ----------
+    table : ``roi_layer_scores`` output (one row per ROI and layer).
+    roi_null : (n_layers, n_permutations, n_rois) ``roi_null_draws`` of each layer, layers in
+        increasing order, ROIs in the table's order.
+
+    Returns
+    -------
+    table with ``p``, ``q``, ``significant`` per cell; and per ROI the
+    :func:`roi_family_tests` of the cells' p.
+    """
+    from .stats import null_p
+
+    rois = list(dict.fromkeys(table["roi"]))
+    layers = sorted(int(v) for v in table["layer"].unique())
+    roi_r = table.pivot(index="layer", columns="roi", values="mean_r").loc[layers, rois]
+    roi_r = roi_r.to_numpy(float)  # (n_layers, n_rois)
+    if roi_null.shape[0] != len(layers) or roi_null.shape[2] != len(rois):
+        raise ValueError(f"null draws {roi_null.shape} do not match {len(layers)} layers x "
+                         f"{len(rois)} ROIs.")
+    p = np.full(roi_r.shape, np.nan)
+    for li in range(len(layers)):
+        ok = np.isfinite(roi_r[li])
+        if ok.any():
+            p[li, ok] = null_p(roi_r[li, ok], roi_null[li][:, ok])
+    cell_q = _bh_finite(p)
+    cells = pd.DataFrame({"roi": np.repeat(rois, len(layers)), "layer": np.tile(layers,
+                                                                                 len(rois)),
+                          "p": p.T.ravel(), "q": cell_q.T.ravel()})
+    cells["significant"] = cells["q"] <= q
+    out = table.drop(columns=[c for c in ("p", "q", "significant") if c in table])
+    out = out.merge(cells, on=["roi", "layer"], how="left", sort=False)
+    return out, roi_family_tests(p, rois, layers, q)
+
+
+def roi_family_tests(p: np.ndarray, rois: list[str], layers: list[int], q: float = 0.05
+                     ) -> pd.DataFrame:
+    """ROI-level test from per-layer p-values: "some layer predicts this ROI".
+
+    Simes over layers (valid under the positive dependence between layers), then
+    Benjamini-Hochberg over ROIs: this controls the share of ROIs falsely claimed, which
+    Benjamini-Hochberg over all ROI x layer cells does not (there a noise ROI is claimed when any
+    of its layers is, and many true cells loosen the threshold for it).
+
+    Parameters
+    ----------
+    p : (n_layers, n_rois) p-values (NaN for an empty ROI).
+
+    Returns
+    -------
+    per ROI: ``roi``, ``p`` (Simes), ``q`` (BH over ROIs), ``significant`` (q <= ``q``) and
+    ``significant_layers`` (layers whose cell passes BH over all cells at ``q``).
+    """
+    from .stats import simes_over_layers
+
+    cell_q = _bh_finite(p)
+    roi_p = simes_over_layers(p)
+    roi_q = _bh_finite(roi_p)
+    return pd.DataFrame({"roi": rois, "p": roi_p, "q": roi_q, "significant": roi_q <= q,
+                         "significant_layers": [
+                             ",".join(str(v) for v, s in zip(layers, cell_q[:, i] <= q,
+                                                              strict=True) if s)
+                             for i in range(len(rois))]})
+
+
+def consecutive_cka(cka: pd.DataFrame | None) -> dict[int, float]:
+    """``layer_cka.tsv`` (layer_a, layer_b, linear_cka) as {layer_a: CKA(layer_a, layer_a + 1)}
+    (empty when None)."""
+    if cka is None:
+        return {}
+    rows = cka[cka["layer_b"] == cka["layer_a"] + 1]
+    return {int(a): float(v) for a, v in zip(rows["layer_a"], rows["linear_cka"], strict=True)}
+
+
+def reliability(best_layers: list[int], significant: list[bool], q_values: list[float],
+                n_voxels: list[float], layers: list[int], cka: pd.DataFrame | None,
+                fdr_q: float = 0.05, threshold: float | None = None) -> pd.DataFrame:
+    """Can a best layer be claimed for each ROI? One row per ROI (in the given order).
+
+    An ROI has a reliable best layer when some layer predicts it above chance (``significant``,
+    from the ROI's test after FDR) and the model's fitted layers can be told apart: when every
+    consecutive pair of them has linear CKA >= ``threshold`` (default
+    ``stats.CKA_INDISTINGUISHABLE``), no ROI has one.
+
+    Returns
+    -------
+    DataFrame: ``reliable`` (bool), ``note`` (why not; empty when reliable) and
+    ``equivalent_layers`` (the fitted layers indistinguishable from the best one, itself
+    included, comma-separated).
+    """
+    from .stats import (
+        CKA_INDISTINGUISHABLE,
+        all_layers_indistinguishable,
+        equivalent_layers,
+        layer_groups,
+    )
+
+    threshold = CKA_INDISTINGUISHABLE if threshold is None else threshold
+    groups = layer_groups(layers, consecutive_cka(cka), threshold)
+    flat = all_layers_indistinguishable(groups)
+    rows = []
+    for best, sig, qv, nv in zip(best_layers, significant, q_values, n_voxels, strict=True):
+        why = []
+        if not nv or not np.isfinite(nv) or nv <= 0:
+            why.append("empty ROI (no voxels)")
+        elif not sig:
+            why.append(f"no significant layer (q = {qv:.3g} > {fdr_q:g})"
+                       if np.isfinite(qv) else "no significant layer")
+        if flat:
+            why.append(f"layers indistinguishable (consecutive linear CKA >= {threshold:g} "
+                       f"from layer {groups[0][0]} to {groups[0][-1]})")
+        rows.append({"reliable": not why, "note": "; ".join(why),
+                     "equivalent_layers": ",".join(
+                         str(v) for v in equivalent_layers(int(best), groups))})
+    return pd.DataFrame(rows)
+
+
+def add_reliability(best_table: pd.DataFrame, per_roi: pd.DataFrame, layers: list[int],
+                    cka: pd.DataFrame | None, fdr_q: float = 0.05,
+                    threshold: float | None = None) -> pd.DataFrame:
+    """A subject's ``best_layer_table`` with the ROI test (``roi_tests``' per-ROI ``p``, ``q``,
+    ``significant_layers``) and ``reliable``, ``note``, ``equivalent_layers``
+    (:func:`reliability`). ``best_layer`` stays the estimate; ``reliable`` says whether it may
+    be claimed."""
+    tests = per_roi.set_index("roi").loc[best_table["roi"]]
+    rel = reliability(best_table["best_layer"].astype(int).tolist(),
+                      tests["significant"].astype(bool).tolist(), tests["q"].tolist(),
+                      best_table["n_voxels"].tolist(), layers, cka, fdr_q, threshold)
+    out = best_table.copy()
+    out["p"] = tests["p"].to_numpy()
+    out["q"] = tests["q"].to_numpy()
+    out["significant_layers"] = tests["significant_layers"].fillna("").to_numpy()
+    for col in ("reliable", "note", "equivalent_layers"):
+        out[col] = rel[col].to_numpy()
+    return out
+
+
 def group_roi_stats(tables: list[pd.DataFrame], n_flips: int = 10_000, q: float = 0.05,
-                    test: str = "signflip", level: float = 0.95) -> pd.DataFrame:
-    """Per ROI and layer across subjects: mean r with t CI, one-sided t-test and sign-flip
-    test of mean r > 0, FDR (Benjamini-Hochberg) over all ROI x layer tests of ``test``.
+                    test: str = "auto", level: float = 0.95,
+                    nulls: list[dict[str, np.ndarray]] | None = None) -> pd.DataFrame:
+    """Per ROI and layer across subjects: mean r with t CI, one-sided t-test, sign-flip test
+    and (with ``nulls``) fixed-effects permutation test of mean r > 0; FDR
+    (Benjamini-Hochberg) over all ROI x layer tests of the test ``test`` resolves to
+    (``stats.choose_group_test``; ``auto`` picks sign-flip or fixed effects from the number
+    of subjects).
 
     Parameters
     ----------
     tables : per subject, ``roi_layer_scores`` output (optionally with ``normalised_r``).
+    nulls : per subject, its ROI null draws (``sub-XX_roi-null.npz``: ``null`` of shape
+        (n_layers, n_permutations, n_rois), ``rois``, ``layers``); needed for ``fixed``.
+
+    Returns
+    -------
+    One row per ROI and layer: ``mean_r``, ``ci_low``, ``ci_high``, ``t``, ``p_t``,
+    ``p_signflip``, ``p_fixed`` (with nulls), ``test`` (the test ``q`` uses), ``q``,
+    ``significant``, ``normalised_r`` (when the tables have it).
     """
-    from .stats import bh_adjusted, fdr_bh, sign_flip_p, t_test_p
+    from .stats import choose_group_test, fixed_effects_p, sign_flip_p, t_test_p
 
     group = group_roi_scores(tables, level)
     keys = list(zip(group["roi"], group["layer"], strict=True))
     values = np.stack([t.set_index(["roi", "layer"]).loc[keys, "mean_r"].to_numpy(float)
                        for t in tables])  # (n_subjects, n_tests)
+    chosen = choose_group_test(test, len(tables), group["roi"].nunique(), q, n_flips)
     group["t"], group["p_t"] = t_test_p(values)
     group["p_signflip"] = sign_flip_p(values, n_flips)
-    p = group["p_signflip" if test == "signflip" else "p_t"].fillna(1.0).to_numpy()
-    group["q"] = bh_adjusted(p)
-    group["significant"] = fdr_bh(p, q)
+    if nulls is not None:
+        group["p_fixed"] = fixed_effects_p(values, aligned_nulls(nulls, keys))
+    elif chosen.name == "fixed":
+        raise ValueError("the fixed-effects group test needs each subject's ROI null draws "
+                         "(rois/<model>/sub-XX_roi-null.npz).")
+    p = group[f"p_{chosen.name}"].to_numpy(float)
+    group["test"] = chosen.name
+    group["q"] = _bh_finite(p)
+    group["significant"] = group["q"] <= q
     if all("normalised_r" in t for t in tables):
         norm = np.stack([t.set_index(["roi", "layer"]).loc[keys, "normalised_r"]
                          .to_numpy(float) for t in tables])
-        with np.errstate(all="ignore"):
+        with warnings.catch_warnings():  # ROIs without a usable ceiling in any subject: NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
             group["normalised_r"] = np.nanmean(norm, 0) if np.isfinite(norm).any() else np.nan
     return group
 
 
+def aligned_nulls(nulls: list[dict[str, np.ndarray]], keys: list[tuple[str, int]]) -> np.ndarray:
+    """Subjects' ROI null draws for the (roi, layer) ``keys``: (n_subjects, n_permutations,
+    n_tests), truncated to the smallest number of permutations (draw j of every subject is its
+    permutation j)."""
+    n_perm = min(int(n["null"].shape[1]) for n in nulls)
+    out = np.empty((len(nulls), n_perm, len(keys)))
+    for s, n in enumerate(nulls):
+        roi_at = {str(r): i for i, r in enumerate(n["rois"])}
+        layer_at = {int(v): i for i, v in enumerate(n["layers"])}
+        try:
+            idx = [(layer_at[int(layer)], roi_at[str(roi)]) for roi, layer in keys]
+        except KeyError as err:
+            raise ValueError(f"subject {s + 1}'s ROI null draws have no {err}; rerun its "
+                             "subject_rois rule.") from err
+        li, ri = (np.array(v) for v in zip(*idx, strict=True))
+        out[s] = n["null"][li, :n_perm, ri].T
+    return out
+
+
 def group_best_layer(tables: list[pd.DataFrame], best_tables: list[pd.DataFrame],
-                     n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> pd.DataFrame:
+                     n_boot: int = 2000, level: float = 0.95, seed: int = 0,
+                     group_stats: pd.DataFrame | None = None, cka: pd.DataFrame | None = None,
+                     fdr_q: float = 0.05, cka_threshold: float | None = None) -> pd.DataFrame:
     """Group best layer per ROI: argmax of the subject-mean profile, with a bootstrap-over-
-    subjects interval on the layer, and a leave-one-subject-out score on independent data.
+    subjects interval on the layer, a leave-one-subject-out score on independent data, and
+    whether it may be claimed.
 
     Parameters
     ----------
     tables : per subject, ``roi_layer_scores`` output.
     best_tables : per subject, ``best_layer_table`` output (its cross-fitted choices).
+    group_stats : ``group_roi_stats`` output; an ROI is ``reliable`` when the p-values of the
+        test it used (``test``) pass :func:`roi_family_tests` (Simes over layers, FDR
+        ``fdr_q`` over ROIs, as within subjects) and the layers can be told apart
+        (:func:`reliability`). Without it, no ROI is reliable.
+    cka : the model's ``layer_cka.tsv``.
 
     Returns
     -------
-    One row per ROI: ``best_layer`` (argmax of the mean profile), ``best_r`` (mean r there:
+    One row per ROI: ``best_layer`` (argmax of the mean profile), ``reliable``, ``note``,
+    ``equivalent_layers``, ``p`` and ``q`` (the ROI's group test over layers and ROIs),
+    ``significant_layers`` (layers significant in ``group_stats``), ``best_r`` (mean r there:
     chosen and scored on the same subjects, biased upward), ``layer_ci_low/high`` and
-    ``bootstrap_share`` (bootstrap over subjects), ``loso_stability`` (share of subjects for
-    which the others' mean picks ``best_layer``), ``independent_r`` with its t CI (each
-    subject's r at the layer the other subjects pick), ``layer_distribution`` (bootstrap
-    share per layer) and ``subject_layers`` (each subject's own cross-fitted choice).
+    ``bootstrap_share`` (bootstrap over subjects; NaN below ``stats.BOOTSTRAP_MIN_SUBJECTS``,
+    why in ``bootstrap_note``),
+    ``loso_stability`` (share of subjects for which the others' mean picks ``best_layer``)
+    and ``independent_r`` with its t CI (each subject's r at the layer the other subjects pick;
+    NaN below ``stats.LOSO_MIN_SUBJECTS``, why in ``loso_note``), ``layer_distribution``
+    (bootstrap share per layer), ``subject_layers`` (each subject's own cross-fitted choice) and
+    ``n_subjects_reliable`` (subjects whose own best layer of this ROI is reliable).
     """
-    from .stats import bootstrap_best_layer, loso_best_layer, mean_ci
+    from math import comb
 
+    from .stats import (
+        BOOTSTRAP_MIN_SUBJECTS,
+        LOSO_MIN_SUBJECTS,
+        bootstrap_best_layer,
+        loso_best_layer,
+        mean_ci,
+    )
+
+    n_sub = len(tables)
     rois = list(dict.fromkeys(tables[0]["roi"]))
     layers = sorted(int(v) for v in tables[0]["layer"].unique())
     profiles = np.stack([t.pivot(index="layer", columns="roi", values="mean_r")
                          .loc[layers, rois].to_numpy(float) for t in tables])
     profiles = np.nan_to_num(profiles, nan=-np.inf)
-    boot = bootstrap_best_layer(profiles, layers, n_boot, level, seed)
-    loso = loso_best_layer(profiles, layers)
-    ind_mean, ind_low, ind_high = mean_ci(loso["independent_r"], 0, level)
     mean_profile = profiles.mean(0)
+    best = np.asarray(layers)[mean_profile.argmax(0)]
+    boot_note = loso_note = ""
+    if n_sub >= BOOTSTRAP_MIN_SUBJECTS:
+        boot = bootstrap_best_layer(profiles, layers, n_boot, level, seed)
+    else:
+        boot_note = (f"refused: {n_sub} subject(s) have only C(2n-1, n) = "
+                     f"{comb(2 * n_sub - 1, n_sub)} distinct bootstrap resamples; a "
+                     f"{level:.0%} interval needs at least {BOOTSTRAP_MIN_SUBJECTS} subjects "
+                     f"({comb(2 * BOOTSTRAP_MIN_SUBJECTS - 1, BOOTSTRAP_MIN_SUBJECTS)} "
+                     "resamples)")
+        nan = np.full(len(rois), np.nan)
+        boot = {"layer_ci_low": nan, "layer_ci_high": nan, "bootstrap_share": nan,
+                "layer_distribution": np.full((len(layers), len(rois)), np.nan)}
+    if n_sub >= LOSO_MIN_SUBJECTS:
+        loso = loso_best_layer(profiles, layers)
+        ind_mean, ind_low, ind_high = mean_ci(loso["independent_r"], 0, level)
+    else:
+        loso_note = (f"refused: with {n_sub} subject(s) each left-out subject's layer would be "
+                     f"picked on fewer than 2 others (needs {LOSO_MIN_SUBJECTS} subjects)")
+        loso = None
+        ind_mean = ind_low = ind_high = np.full(len(rois), np.nan)
+    if group_stats is not None:
+        test = str(group_stats["test"].iloc[0])
+        cells = group_stats.assign(layer=group_stats["layer"].astype(int)).pivot(
+            index="layer", columns="roi", values=f"p_{test}").loc[layers, rois]
+        family = roi_family_tests(cells.to_numpy(float), rois, layers, fdr_q)
+    else:
+        family = pd.DataFrame({"roi": rois, "p": np.nan, "q": np.nan, "significant": False,
+                               "significant_layers": ""})
+    n_voxels = [float(np.mean([t.loc[t["roi"] == roi, "n_voxels"].iloc[0] for t in tables]))
+                for roi in rois]
+    rel = reliability(best.tolist(), family["significant"].tolist(), family["q"].tolist(),
+                      n_voxels, layers, cka, fdr_q, cka_threshold)
     rows = []
     for i, roi in enumerate(rois):
-        subject_layers = [int(b.set_index("roi").loc[roi, "best_layer"]) for b in best_tables]
+        subject_rows = [b.set_index("roi").loc[roi] for b in best_tables]
         dist = ";".join(f"{v}:{s:.2f}" for v, s in zip(layers, boot["layer_distribution"][:, i],
                                                       strict=True) if s > 0)
         rows.append({
-            "roi": roi, "best_layer": int(boot["best_layer"][i]),
+            "roi": roi, "best_layer": int(best[i]),
+            "reliable": bool(rel["reliable"][i]), "note": rel["note"][i],
+            "equivalent_layers": rel["equivalent_layers"][i],
+            "p": float(family["p"][i]), "q": float(family["q"][i]),
+            "significant_layers": family["significant_layers"][i],
             "best_r": float(mean_profile[:, i].max()),
-            "layer_ci_low": int(boot["layer_ci_low"][i]),
-            "layer_ci_high": int(boot["layer_ci_high"][i]),
+            "layer_ci_low": float(boot["layer_ci_low"][i]),
+            "layer_ci_high": float(boot["layer_ci_high"][i]),
             "bootstrap_share": float(boot["bootstrap_share"][i]),
-            "loso_stability": float((loso["layer_by_subject"][:, i]
-                                     == boot["best_layer"][i]).mean())
-            if len(tables) > 1 else np.nan,
+            "bootstrap_note": boot_note,
+            "loso_stability": float((loso["layer_by_subject"][:, i] == best[i]).mean())
+            if loso is not None else np.nan,
             "independent_r": float(ind_mean[i]), "independent_ci_low": float(ind_low[i]),
-            "independent_ci_high": float(ind_high[i]),
+            "independent_ci_high": float(ind_high[i]), "loso_note": loso_note,
             "layer_distribution": dist,
-            "subject_layers": ",".join(map(str, subject_layers)),
-            "n_subjects": len(tables),
-            "n_voxels": float(np.mean([t.loc[t["roi"] == roi, "n_voxels"].iloc[0]
-                                       for t in tables]))})
+            "subject_layers": ",".join(str(int(r["best_layer"])) for r in subject_rows),
+            "n_subjects_reliable": int(sum(bool(r.get("reliable", False))
+                                           for r in subject_rows)),
+            "n_subjects": n_sub, "n_voxels": n_voxels[i]})
     out = pd.DataFrame(rows)
     if all("ceiling" in b for b in best_tables):
         # group ROI ceiling: mean of the subjects' ROI ceilings, used where all are usable

@@ -1,6 +1,7 @@
 """Statistics shared by the stages: multiple comparisons across layers and voxels, the best
-layer chosen without double dipping, the inter-subject-correlation noise ceiling, and group tests
-across subjects (t and sign-flip tests, bootstrap of the best layer)."""
+layer chosen without double dipping and whether it can be claimed at all (significance, layers
+that cannot be told apart), the inter-subject-correlation noise ceiling, and group tests across
+subjects (t, sign-flip and fixed-effects permutation tests, bootstrap of the best layer)."""
 
 from __future__ import annotations
 
@@ -54,14 +55,16 @@ def significant_voxels(p_layers: np.ndarray, q: float = 0.05) -> np.ndarray:
 
 def mean_ci(values: np.ndarray, axis: int = 0, level: float = 0.95
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean and t-based confidence interval across ``axis`` (e.g. subjects)."""
+    """Mean and t-based confidence interval across ``axis`` (e.g. subjects); the interval is
+    NaN with fewer than 2 values (a zero-width interval would look certain)."""
     from scipy.stats import t
 
     values = np.asarray(values, dtype=np.float64)
     n = values.shape[axis]
     mean = values.mean(axis)
     if n < 2:
-        return mean, mean, mean
+        nan = np.full_like(mean, np.nan)
+        return mean, nan, nan.copy()
     sem = values.std(axis, ddof=1) / np.sqrt(n)
     half = t.ppf(0.5 + level / 2, n - 1) * sem
     return mean, mean - half, mean + half
@@ -129,6 +132,56 @@ def crossfit_best_layer(selection: np.ndarray, heldout: np.ndarray,
                      stability=counts[mode, np.arange(n_units)] / n_folds,
                      mean_layer=numbers[pick].mean(0), independent_r=independent,
                      naive_layer=numbers[naive], naive_r=mean_r.max(0))
+
+
+# ------------------------------------------------ layers that cannot be told apart
+#: Consecutive-layer linear CKA at or above which two layers count as indistinguishable.
+#: Measured with ``features.layer_similarity`` on 152 s of the demo's TTS speech (4 stories,
+#: 10 s windows + 5 s context, float32), at TR 1 / 1.5 / 2 s: real Whisper tiny.en at most
+#: 0.959 / 0.979 / 0.983; the demo's random wav2vec2-base (``initializer_range`` 0.2) at most
+#: 0.971 / 0.972 / 0.971 (it recovers planted layers 3 apart); a random wav2vec2-base at
+#: transformers' default init 0.878-0.941 between the CNN output and layer 1, then at least
+#: 0.9985 / 0.9975 / 0.9982; a random Whisper tiny at default init at least 0.9983 everywhere.
+#: 0.99 sits between (1 - CKA: 0.017 for the most similar real layers, 0.0025 for the random
+#: ones); erring towards calling layers alike withholds a claim rather than making one.
+CKA_INDISTINGUISHABLE = 0.99
+
+
+def layer_groups(layers: Sequence[int], consecutive_cka: dict[int, float],
+                 threshold: float = CKA_INDISTINGUISHABLE) -> list[list[int]]:
+    """Split the fitted layers into runs of layers that cannot be told apart.
+
+    Two fitted layers ``a < b`` are joined when every consecutive CKA from ``a`` to ``b``
+    (``consecutive_cka[k]`` = CKA between layers k and k+1) is at least ``threshold``; a
+    missing or NaN CKA keeps them apart.
+
+    Returns
+    -------
+    groups : lists of layer numbers in increasing order, covering ``layers``.
+    """
+    numbers = sorted(int(v) for v in layers)
+    if not numbers:
+        return []
+    groups = [[numbers[0]]]
+    for a, b in zip(numbers[:-1], numbers[1:], strict=True):
+        values = [consecutive_cka.get(k, np.nan) for k in range(a, b)]
+        if all(np.isfinite(v) and v >= threshold for v in values):
+            groups[-1].append(b)
+        else:
+            groups.append([b])
+    return groups
+
+
+def equivalent_layers(layer: int, groups: list[list[int]]) -> list[int]:
+    """The fitted layers indistinguishable from ``layer`` (its group from :func:`layer_groups`,
+    ``layer`` included)."""
+    return next((g for g in groups if int(layer) in g), [int(layer)])
+
+
+def all_layers_indistinguishable(groups: list[list[int]]) -> bool:
+    """True when more than one layer was fitted and all of them fall in one group: no best
+    layer can be claimed anywhere (e.g. a random model at its default initialisation)."""
+    return len(groups) == 1 and len(groups[0]) > 1
 
 
 # ------------------------------------------------ noise ceiling
@@ -397,6 +450,133 @@ def normalise_by_ceiling(r: np.ndarray, ceiling: np.ndarray, usable: np.ndarray)
 
 
 # ------------------------------------------------ group level
+#: Bootstrap intervals of the group best layer need this many subjects: n subjects have only
+#: C(2n-1, n) distinct resamples (3, 10, 35, 126 for n = 2..5), so below 5 each 2.5% tail of
+#: a 95% percentile interval holds about one distinct resample, or none.
+BOOTSTRAP_MIN_SUBJECTS = 5
+#: Leave-one-subject-out statistics need this many: each left-out subject's layer is picked
+#: on the mean of at least 2 others (with 2 subjects it is one other subject's own argmax).
+LOSO_MIN_SUBJECTS = 3
+GROUP_TESTS = ("auto", "signflip", "fixed", "t")
+
+
+def signflip_floor(n_subjects: int, n_flips: int = 10_000) -> float:
+    """Smallest p-value :func:`sign_flip_p` can give: 2^-n when it enumerates all sign
+    patterns, 1 / (n_flips + 1) when it samples them."""
+    return 2.0 ** -n_subjects if 2**n_subjects <= n_flips else 1.0 / (n_flips + 1)
+
+
+def min_subjects_signflip(n_rois: int, q: float = 0.05) -> int:
+    """Fewest subjects for which the exact sign-flip test can find one ROI: its floor 2^-n must
+    pass Benjamini-Hochberg over the ROI x layer tests when all the layers of one ROI (and
+    nothing else) reach it, i.e. 2^-n <= q * n_layers / (n_rois * n_layers) = q / n_rois."""
+    return max(1, int(np.ceil(np.log2(max(n_rois, 1) / q) - 1e-12)))
+
+
+@dataclass
+class GroupTest:
+    """The group test that the FDR and ``significant`` use, and why.
+
+    Attributes
+    ----------
+    name : ``signflip``, ``fixed`` or ``t``.
+    floor : smallest p the test can give (0 when unbounded).
+    reason : one sentence for the log and the report.
+    can_pass : False when the floor exceeds q: no ROI x layer test can be significant.
+    population : True when the test generalises to the population of subjects.
+    """
+
+    name: str
+    floor: float
+    reason: str
+    can_pass: bool
+    population: bool
+
+
+FIXED_EFFECTS_MEANING = (
+    "the fixed-effects permutation test compares the group-mean ROI r with the group mean of "
+    "the subjects' own circular-shift null draws (paired by permutation index); it tests "
+    "H0 'no subject's BOLD follows the stimulus in this ROI' and says nothing about the "
+    "population the subjects come from")
+
+
+def choose_group_test(test: str, n_subjects: int, n_rois: int, q: float = 0.05,
+                      n_flips: int = 10_000) -> GroupTest:
+    """Resolve ``group.test`` for this many subjects and ROIs.
+
+    ``auto``: the sign-flip test (population inference) when its floor lets one ROI pass FDR
+    (:func:`min_subjects_signflip`), else the fixed-effects permutation test
+    (:func:`fixed_effects_p`), which has no floor but speaks about these subjects only.
+    ``signflip``, ``fixed`` and ``t`` are used as asked; the reason says when the sign-flip
+    floor makes significance impossible (above ``q``) or possible only for many strong tests.
+    """
+    if test not in GROUP_TESTS:
+        raise ValueError(f"group.test {test!r} is not one of {', '.join(GROUP_TESTS)}.")
+    floor = signflip_floor(n_subjects, n_flips)
+    n_min = min_subjects_signflip(n_rois, q)
+    floor_text = (f"the sign-flip test's smallest p with {n_subjects} subject(s) is "
+                  f"{floor:.3g}" + (f" (2^-{n_subjects})" if 2**n_subjects <= n_flips else ""))
+    if test == "auto":
+        test = "signflip" if n_subjects >= n_min else "fixed"
+        if test == "signflip":
+            return GroupTest("signflip", floor, (
+                f"group.test auto: exact sign-flip test across {n_subjects} subjects (mean r > 0 "
+                f"in the population); {floor_text}, at most q / n_rois = {q:g} / {n_rois} = "
+                f"{q / n_rois:.3g}, so an ROI can pass FDR"), True, True)
+        return GroupTest("fixed", 0.0, (
+            f"group.test auto: fixed-effects permutation test, because {floor_text}, above "
+            f"q / n_rois = {q:g} / {n_rois} = {q / n_rois:.3g} (the sign-flip test needs at "
+            f"least {n_min} subjects for {n_rois} ROI(s) at q = {q:g}); "
+            + FIXED_EFFECTS_MEANING), True, False)
+    if test == "fixed":
+        return GroupTest("fixed", 0.0, "group.test fixed: " + FIXED_EFFECTS_MEANING, True, False)
+    if test == "t":
+        return GroupTest("t", 0.0, (
+            f"group.test t: one-sided one-sample t-test across {n_subjects} subjects (mean r > "
+            "0 in the population, assuming normally distributed subject means)"
+            + ("; it needs at least 2 subjects, so nothing is tested" if n_subjects < 2
+               else "")), n_subjects >= 2, True)
+    if floor > q:
+        return GroupTest("signflip", floor, (
+            f"group.test signflip: {floor_text}, above q = {q:g}, so no ROI x layer test can "
+            f"be significant; with fewer than {n_min} subjects use group.test auto or fixed "
+            "(fixed effects, about these subjects only)"), False, True)
+    if n_subjects < n_min:
+        return GroupTest("signflip", floor, (
+            f"group.test signflip: {floor_text}; Benjamini-Hochberg over all ROI x layer tests "
+            f"can pass it only when more than {floor / q:.0%} of the tests reach it (one ROI "
+            f"alone needs 2^-n <= q / n_rois = {q / n_rois:.3g}, i.e. {n_min} subjects)"),
+            True, True)
+    return GroupTest("signflip", floor, (
+        f"group.test signflip: exact sign-flip test across {n_subjects} subjects (mean r > 0 "
+        f"in the population); {floor_text}"), True, True)
+
+
+def fixed_effects_p(values: np.ndarray, nulls: np.ndarray) -> np.ndarray:
+    """Fixed-effects permutation p-value of the group-mean r.
+
+    The observed group mean is compared, with :func:`null_p`, to the group means of the
+    subjects' own null draws taken at the same permutation index (each subject's circular-shift
+    null keeps its own autocorrelation, run lengths and bias). H0: no subject's BOLD follows the
+    stimulus in this ROI. A fixed-effects test: it does not generalise to the population.
+
+    Parameters
+    ----------
+    values : (n_subjects, n_tests) observed r (e.g. ROI-mean r per ROI and layer).
+    nulls : (n_subjects, n_permutations, n_tests) each subject's null draws of the same r.
+
+    Returns
+    -------
+    p : (n_tests,) one-sided p-values.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    nulls = np.asarray(nulls, dtype=np.float64)
+    if nulls.ndim != 3 or nulls.shape[0] != values.shape[0] or nulls.shape[2] != values.shape[1]:
+        raise ValueError(f"nulls {nulls.shape} do not match values {values.shape} as "
+                         "(n_subjects, n_permutations, n_tests).")
+    return null_p(values.mean(0), nulls.mean(0))
+
+
 def sign_flip_p(values: np.ndarray, n_flips: int = 10_000, seed: int = 0) -> np.ndarray:
     """One-sided sign-flip permutation p-value of mean > 0 across subjects.
 

@@ -26,6 +26,7 @@ rule subject_report:
     params:
         layers=lambda wc: LAYERS[wc.model],
         alphas=config["encoding"]["alphas"],
+        fdr_q=config["encoding"].get("fdr_q", 0.05),
     script:
         "../scripts/subject_report.py"
 
@@ -66,6 +67,7 @@ rule group_report:
     params:
         group=config.get("group", {}),
         layers=lambda wc: LAYERS[wc.model],
+        fdr_q=config["encoding"].get("fdr_q", 0.05),
     script:
         "../scripts/group_report.py"
 

@@ -1,6 +1,7 @@
 # ROIs: atlas on each subject's grid, mean r per ROI and layer, best layer per ROI and voxel
-# (chosen on training-run scores, scored on held-out runs), ceiling-normalised scores, and the
-# group statistics across subjects.
+# (chosen on training-run scores, scored on held-out runs) and whether it may be claimed (ROI
+# test against the permutation null, layers told apart by CKA), ceiling-normalised scores, and
+# the group statistics across subjects.
 
 
 rule subject_atlas:
@@ -26,9 +27,13 @@ rule subject_rois:
         atlas=lambda wc: ATLAS_FILE.format(subject=wc.subject, atlas=ATLAS_NAME),
         scores=layer_scores,
         ceiling=subject_ceiling,
+        # layers that cannot be told apart get no best layer
+        cka="results/features/{model}/layer_cka.tsv",
     output:
         roi_scores="results/sub-{subject}/rois/{model}/sub-{subject}_roi-scores.tsv",
         best="results/sub-{subject}/rois/{model}/sub-{subject}_best-layer.tsv",
+        # ROI-mean permutation null draws per layer, for the fixed-effects group test
+        roi_null="results/sub-{subject}/rois/{model}/sub-{subject}_roi-null.npz",
         best_map=stat_maps("results/sub-{subject}/rois/{model}/sub-{subject}_desc-bestlayer_map"),
         best_stability=stat_maps(
             "results/sub-{subject}/rois/{model}/sub-{subject}_desc-bestlayerstability_map"
@@ -63,6 +68,11 @@ rule group_rois:
             "results/sub-{subject}/rois/{{model}}/sub-{subject}_best-layer.tsv",
             subject=SUBJECTS,
         ),
+        nulls=expand(
+            "results/sub-{subject}/rois/{{model}}/sub-{subject}_roi-null.npz",
+            subject=SUBJECTS,
+        ),
+        cka="results/features/{model}/layer_cka.tsv",
     output:
         scores="results/group/{model}/group_roi-scores.tsv",
         best="results/group/{model}/group_best-layer.tsv",

@@ -1,23 +1,29 @@
 """Rule subject_rois: all layers' scores -> per-ROI profile, best layer per ROI and per voxel
-(chosen on inner-CV scores of each outer fold's training runs, scored on its held-out run), and
-ceiling-normalised scores where a noise ceiling is given."""
+(chosen on inner-CV scores of each outer fold's training runs, scored on its held-out run), the
+ROI tests against the permutation null that say whether a best layer may be claimed, the ROI
+null draws the group test needs, and ceiling-normalised scores where a noise ceiling is given."""
+
+import logging
 
 import nibabel as nib
 import numpy as np
+import pandas as pd
 
 from brainalign import rois, stats
-from brainalign.io import load_npz, save_tsv, setup_logging
+from brainalign.io import load_npz, save_npz, save_tsv, setup_logging
 from brainalign.targets import load_mask
 
 setup_logging(snakemake.log[0])
+logger = logging.getLogger("subject_rois")
 rcfg = snakemake.params.rois
 mask = load_mask(snakemake.input.mask)  # brain-mask voxels, or kept surface vertices
 layers = snakemake.params.layers  # the order of the scores inputs
 scores = [load_npz(p) for p in snakemake.input.scores]
 for path, s in zip(snakemake.input.scores, scores, strict=True):
-    if "inner_r2" not in s:
-        raise ValueError(f"{path}: no `inner_r2` (inner-CV scores); it was written by an older "
-                         "version of fit_layer. Delete it and rerun to refit that layer.")
+    for key, what in (("inner_r2", "inner-CV scores"), ("r_null", "permutation null draws")):
+        if key not in s:
+            raise ValueError(f"{path}: no `{key}` ({what}); it was written by an older "
+                             "version of fit_layer. Delete it and rerun to refit that layer.")
 layer_r = np.stack([s["r"] for s in scores])
 r_folds = np.stack([s["r_folds"] for s in scores])  # (n_layers, n_folds, n_voxels)
 inner = np.stack([s["inner_r2"] for s in scores])
@@ -34,10 +40,26 @@ else:
     names = rois.atlas_labels(rcfg["atlas"], rcfg.get("labels_file"))
     labels = np.asarray(nib.load(snakemake.input.atlas).dataobj).ravel()[mask.keep]
 masks = rois.roi_masks(labels, names, groups)
+fdr_q = snakemake.params.fdr_q
+numbers = [int(v) for v in layers]
 table = rois.roi_layer_scores(layer_r, masks, layers)
+roi_null = np.stack([rois.roi_null_draws(s["r_null"], masks) for s in scores])
+order = np.argsort(numbers)  # roi_tests wants layers in increasing order
+table, per_roi = rois.roi_tests(table, roi_null[order], fdr_q)
 best = stats.crossfit_best_layer(rois.roi_fold_scores(inner, masks),
                                  rois.roi_fold_scores(r_folds, masks), layers)
 best_table = rois.best_layer_table(best, list(masks), [int(m.sum()) for m in masks.values()])
+cka = pd.read_csv(snakemake.input.cka, sep="\t")
+best_table = rois.add_reliability(best_table, per_roi, sorted(numbers), cka, fdr_q)
+groups = stats.layer_groups(numbers, rois.consecutive_cka(cka))
+flat = stats.all_layers_indistinguishable(groups)
+logger.info("%d of %d ROIs have a reliable best layer (ROI-mean r against the ROI-mean "
+            "permutation null, Simes over layers, FDR q = %g over ROIs)",
+            int(best_table["reliable"].sum()), len(best_table), fdr_q)
+if flat:
+    logger.warning("layers %d..%d are indistinguishable (consecutive linear CKA >= %g): no "
+                   "best layer is claimed for any ROI or voxel; the best-layer map is empty",
+                   groups[0][0], groups[0][-1], stats.CKA_INDISTINGUISHABLE)
 voxel = stats.crossfit_best_layer(inner, r_folds, layers)
 if snakemake.input.ceiling:
     ceil = load_npz(snakemake.input.ceiling[0])
@@ -51,7 +73,10 @@ else:
     voxel_norm = np.full(layer_r.shape[1], np.nan)
 save_tsv(table, snakemake.output.roi_scores)
 save_tsv(best_table, snakemake.output.best)
-best_voxel = np.where(significant, voxel.layer, -1)
+# float32: 50 permutations x 13 layers x 100 ROIs is 260 kB
+save_npz(snakemake.output.roi_null, null=roi_null.astype(np.float32),
+         rois=np.array(list(masks)), layers=np.array(numbers))
+best_voxel = np.where(significant & ~flat, voxel.layer, -1)
 # GIFTI label-like maps hold int32; NIfTI keeps the compact types
 int_type, flag_type = (np.int16, np.uint8) if mask.img is not None else (np.int32, np.int32)
 mask.save(best_voxel.astype(int_type), snakemake.output.best_map, fill=-1, dtype=int_type)
