@@ -203,7 +203,7 @@ def test_fit_layer_returns_its_null_draws_paired_across_layers():
     assert s.r_null.shape == (12, 40) and s.r_null.dtype == np.float32
     # the saved draws are the ones the moments and p-values came from
     np.testing.assert_allclose(s.null_mean, s.r_null.mean(0), rtol=1e-5, atol=1e-7)
-    np.testing.assert_allclose(s.p, stats.null_p(s.r, s.r_null), rtol=1e-6)
+    np.testing.assert_allclose(s.p, stats.null_p(s.r_common, s.r_null), rtol=1e-6)
     # draw j is the same circular shift for every layer: a layer whose features are an affine
     # copy (the same after standardisation) gets the same null draws, index by index
     copy = encoding.fit_layer([3 * x + 1 for x in xs], ys, ALPHAS, n_permutations=12,
@@ -439,10 +439,157 @@ def test_inner_r2_never_sees_the_held_out_run():
     x = [ar1(rng, 40, 5, 0.3) for _ in range(4)]
     w = rng.standard_normal((5, 6))
     y = [zscore(xi @ w + ar1(rng, 40, 6, 0.5)) for xi in x]
-    base = encoding.fit_layer(x, y, ALPHAS, n_permutations=2, min_shift=5)
+    base = encoding.fit_layer(x, y, ALPHAS, n_permutations=3, min_shift=5)
     assert base.inner_r2.shape == (4, 6) and (base.inner_r2 > 0.2).all()  # real signal
     y2 = list(y)
     y2[1] = zscore(ar1(rng, 40, 6, 0.5))  # replace held-out run 1
-    moved = encoding.fit_layer(x, y2, ALPHAS, n_permutations=2, min_shift=5)
+    moved = encoding.fit_layer(x, y2, ALPHAS, n_permutations=3, min_shift=5)
     np.testing.assert_allclose(moved.inner_r2[1], base.inner_r2[1], atol=1e-6)
     assert np.abs(np.delete(moved.inner_r2 - base.inner_r2, 1, 0)).max() > 1e-3
+
+
+# --------------------------------------------------- calibration on realistic noise (slow)
+WHISPER_DIR = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "models" \
+    / "whisper-tiny.en"
+CAL_TR, CAL_RUN_S, CAL_EXCLUDE_S = 1.0, 163.0, 20.0
+
+
+def _speech_layers(audio: np.ndarray, extractor, path) -> dict[int, tuple]:
+    """{layer: (frame_times, activations)} of one stimulus, through the pipeline's own
+    extraction and storage."""
+    from brainalign import features
+
+    window, context = (20.0, 5.0) if extractor.whisper else (10.0, 5.0)
+    features.extract_features(extractor, audio, path, window, context, dtype="float32")
+    return {layer: features.read_layer(path, layer) for layer in range(extractor.n_layers)}
+
+
+@pytest.fixture(scope="module")
+def speech_runs(tmp_path_factory):
+    """Four 163 s stories of speech-like audio through a real speech model (Whisper tiny.en
+    when ../shared has it, else the tests' tiny random wav2vec2), as heard (``matched``) and
+    with each story circularly shifted by half its length (``shifted``: audio that does not
+    match the BOLD)."""
+    from bids_tree import synthetic_speech
+
+    from brainalign import features
+
+    if WHISPER_DIR.is_dir():
+        spec = features.ModelSpec("whisper", str(WHISPER_DIR))
+    else:
+        spec = features.ModelSpec("tiny", "random", "wav2vec2", 0, {
+            "initializer_range": 0.2, "hidden_size": 64, "num_hidden_layers": 4,
+            "num_attention_heads": 4, "intermediate_size": 128, "conv_dim": [64] * 7,
+            "num_conv_pos_embeddings": 32})
+    extractor = features.LayerExtractor(spec, device="cpu", precision="float32")
+    tmp = tmp_path_factory.mktemp("speech")
+    runs: dict[str, list] = {"matched": [], "shifted": []}
+    for i in range(4):
+        audio = synthetic_speech(CAL_RUN_S, seed=200 + i)
+        runs["matched"].append(_speech_layers(audio, extractor, tmp / f"m{i}.h5"))
+        runs["shifted"].append(_speech_layers(np.roll(audio, audio.size // 2), extractor,
+                                              tmp / f"s{i}.h5"))
+    return runs
+
+
+def _prepared_runs(layers_by_run, layer: int, bold_runs, center: bool, exclude_s: float):
+    """Features and BOLD of every run as the pipeline prepares them: aligned (HRF), the first
+    analysed volume on, the BOLD cleaned after trimming."""
+    from brainalign import alignment
+    from brainalign.bold import clean_signals
+
+    first = alignment.first_volume(0.0, CAL_TR, exclude_s)
+    xs = [alignment.align(*run[layer], CAL_TR, CAL_RUN_S, "hrf", center=center)[first:]
+          for run in layers_by_run]
+    ys = [clean_signals(b[first:], CAL_TR).astype(np.float32) for b in bold_runs]
+    return xs, ys
+
+
+def _null_bold(rng, n_targets: int, amplitude: np.ndarray) -> list[np.ndarray]:
+    """Four runs of slow noise (lag-1 ~0.97 after cleaning) plus each target's run-start
+    response (``amplitude`` times the real one) and a linear drift."""
+    from brainalign import alignment, simulate
+
+    n = alignment.n_volumes(CAL_RUN_S, CAL_TR)
+    start = simulate.run_start_response(n, CAL_TR)
+    return [simulate.slow_noise(rng, n, n_targets) + start[:, None] * amplitude
+            + np.linspace(-1, 1, n)[:, None] * rng.standard_normal(n_targets)
+            for _ in range(4)]
+
+
+@pytest.mark.slow
+def test_p_values_are_calibrated_on_slow_noise_with_run_start_responses(speech_runs):
+    """BOLD that never heard the stimulus: slow noise with a run-start response (mostly the
+    same sign across voxels, as measured on real data) and drift. Features centred before the
+    convolution and the onset left out (bold.exclude_onset_s): every layer's p-values are
+    nominal. Uncentred features convolved from silence and every volume kept (as before): the
+    onset ramp meets the run-start response and layer 0 passes for a predictor."""
+    rng = np.random.default_rng(1)
+    n_vox = 5000
+    bold_runs = _null_bold(rng, n_vox, 1.0 + 0.5 * rng.standard_normal(n_vox))
+    layers = sorted(speech_runs["matched"][0])
+    far = []
+    for layer in layers:
+        xs, ys = _prepared_runs(speech_runs["matched"], layer, bold_runs, True, CAL_EXCLUDE_S)
+        s = encoding.fit_layer(xs, ys, np.logspace(-1, 7, 9), n_permutations=50)
+        assert 0.04 <= (s.p < 0.05).mean() <= 0.06, (layer, (s.p < 0.05).mean())
+        # p < 0.001: 5 voxels expected per layer; within 2x nominal over the layers' 25 000
+        assert (s.p < 0.001).mean() <= 0.003, (layer, (s.p < 0.001).mean())
+        far.append((s.p < 0.001).mean())
+        assert abs(s.r.mean()) < 0.01
+    assert np.mean(far) <= 0.002, far
+    xs, ys = _prepared_runs(speech_runs["matched"], layers[0], bold_runs, False, 0.0)
+    before = encoding.fit_layer(xs, ys, np.logspace(-1, 7, 9), n_permutations=50)
+    assert before.r.mean() > 0.01 and (before.p < 0.05).mean() > 0.06  # the defect
+
+
+@pytest.mark.slow
+def test_mismatched_audio_passes_no_group_test_despite_run_start_responses(speech_runs):
+    """Twelve listeners, six ROIs (three driven by the story's layer-2 features), BOLD with a
+    run-start response: the audio circularly shifted by half its length no longer matches the
+    BOLD, and must score r ~ 0 and pass no group test; the matched audio must pass in the
+    driven ROIs. With uncentred features and no onset exclusion the mismatched audio passed."""
+    from brainalign import alignment, rois, stats
+
+    rng = np.random.default_rng(2)
+    roi_of = np.repeat(np.arange(6), 10)  # 6 ROIs x 10 voxels
+    masks = {f"roi{i}": roi_of == i for i in range(6)}
+    n = alignment.n_volumes(CAL_RUN_S, CAL_TR)
+    driven = [alignment.align(*run[2], CAL_TR, CAL_RUN_S, "hrf")
+              for run in speech_runs["matched"]]
+    weights = rng.standard_normal((driven[0].shape[1], 30)) / np.sqrt(driven[0].shape[1])
+    subjects = []
+    for _ in range(12):
+        bold_runs = _null_bold(rng, 60, np.full(60, 1.0))
+        for run, x in zip(bold_runs, driven, strict=True):
+            signal = x @ weights
+            run[:, :30] += 0.6 * signal / signal.std(0)  # ROIs 0-2: the story drives them
+        subjects.append(bold_runs)
+    layers = sorted(speech_runs["shifted"][0])
+
+    def group_cells(audio: str, center: bool, exclude_s: float):
+        tables, nulls = [], []
+        for bold_runs in subjects:
+            fits = []
+            for layer in layers:
+                xs, ys = _prepared_runs(speech_runs[audio], layer, bold_runs, center, exclude_s)
+                fits.append(encoding.fit_layer(xs, ys, np.logspace(-1, 7, 9),
+                                               n_permutations=20))
+            tables.append(rois.roi_layer_scores(np.stack([f.r for f in fits]), masks,
+                                                [str(v) for v in layers],
+                                                tested=np.stack([f.r_common for f in fits])))
+            nulls.append({"null": np.stack([rois.roi_null_draws(f.r_null, masks)
+                                            for f in fits]),
+                          "rois": np.array(list(masks)), "layers": np.array(layers)})
+        group = rois.group_roi_stats(tables, q=0.05, nulls=nulls)
+        return group, np.mean([t["mean_r"].mean() for t in tables])
+
+    assert stats.choose_group_test("auto", 12, 6, 0.05, 10_000).name == "signflip"
+    group, mean_r = group_cells("shifted", True, CAL_EXCLUDE_S)
+    assert abs(mean_r) < 0.01, mean_r
+    assert not group["significant"].any(), group[group["significant"]]
+    matched, _ = group_cells("matched", True, CAL_EXCLUDE_S)
+    hit = matched[matched["significant"]]
+    assert set(hit["roi"]) == {"roi0", "roi1", "roi2"}
+    before, before_r = group_cells("shifted", False, 0.0)
+    assert before_r > 0.01 and before["significant"].any()  # the defect

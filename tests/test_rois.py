@@ -349,7 +349,9 @@ def test_null_draws_in_float16_leave_roi_p_values_unchanged():
     half = rois.roi_null_draws(r_null.astype(np.float16), masks)
     observed = exact.mean(0) + np.linspace(0, 4, 100) * exact.std(0)  # p from 0.5 to ~1e-4
     p32, p16 = null_p(observed, exact), null_p(observed, half)
-    assert np.max(np.abs(p16 / p32 - 1)) < 1e-3
+    # the null's shape is pooled over the 100 x 50 draws: float16 moves a draw across the
+    # observed score at most now and then, a step of 1 / 5001 in p
+    assert np.max(np.abs(p16 - p32)) <= 2 / 5001
     # per voxel: half a float16 step, at most 6e-5 below |r| = 0.25, 0.12% of the null's SD
     err = np.abs(r_null.astype(np.float16).astype(np.float32) - r_null)
     assert err.max() < 0.0013 * 0.05
@@ -386,7 +388,8 @@ def test_planted_rois_get_a_reliable_best_layer_at_their_layer():
     for roi, layer in planted.items():
         row = best.loc[roi]
         assert row["reliable"] and row["best_layer"] == layer and row["note"] == ""
-        assert row["q"] < 1e-4 and str(layer) in row["significant_layers"].split(",")
+        # q at the resolution of the pooled null (203 ROIs x 5 layers x 50 draws)
+        assert row["q"] < 0.01 and str(layer) in row["significant_layers"].split(",")
         assert row["equivalent_layers"] == str(layer)  # no CKA given: every layer distinct
     noise = best.loc[best.index.str.startswith("noise")]
     assert noise["reliable"].mean() <= 0.05
@@ -438,7 +441,8 @@ def test_real_fits_noise_rois_unreliable_and_planted_rois_reliable():
             y[i][:, masks[roi]] += x[layer][i] @ w
     fits = [fit_layer(xl, y, np.logspace(-1, 5, 7), n_permutations=30, min_shift=5,
                       backend="numpy") for xl in x]
-    table = rois.roi_layer_scores(np.stack([f.r for f in fits]), masks, ["0", "1", "2"])
+    table = rois.roi_layer_scores(np.stack([f.r for f in fits]), masks, ["0", "1", "2"],
+                                  tested=np.stack([f.r_common for f in fits]))
     roi_null = np.stack([rois.roi_null_draws(f.r_null.astype(np.float16), masks)
                          for f in fits])
     table, per_roi = rois.roi_tests(table, roi_null, 0.05)

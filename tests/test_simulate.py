@@ -276,3 +276,18 @@ def test_shared_tuning_gives_subjects_a_common_signal_and_a_known_ceiling():
     assert abs(isc_shared[~planted].mean()) < 0.05
     # subject-specific tuning: no shared signal for the ISC to find
     assert abs(isc_own[planted].mean()) < 0.1
+
+
+# ------------------------------------------------------------------ null BOLD for calibration
+def test_slow_noise_is_as_autocorrelated_as_band_passed_bold():
+    y = bold.clean_signals(simulate.slow_noise(np.random.default_rng(0), 143, 300), 1.0)
+    lag1 = np.mean([np.corrcoef(y[1:, i], y[:-1, i])[0, 1] for i in range(y.shape[1])])
+    assert 0.96 < lag1 < 0.98
+    assert abs(np.corrcoef(y[:, 0], y[:, 1])[0, 1]) < 0.5  # targets independent
+
+
+def test_run_start_response_dips_then_rises_then_stops():
+    r = simulate.run_start_response(40, 2.0)
+    np.testing.assert_allclose(r[:4], -0.27, rtol=1e-6)
+    np.testing.assert_allclose(r[4:14], 0.11, rtol=1e-6)
+    assert not r[14:].any()

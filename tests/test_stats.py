@@ -172,7 +172,7 @@ def noise_layer_fits():
     w = rng.standard_normal((n_feat, n_sig)) / np.sqrt(n_feat)
     y = [np.hstack([_ar1(rng, n_t, n_noise), x[2][i] @ w + _ar1(rng, n_t, n_sig)])
          for i in range(n_runs)]
-    fits = [fit_layer(xl, y, np.logspace(-1, 6, 8), n_permutations=2, min_shift=5) for xl in x]
+    fits = [fit_layer(xl, y, np.logspace(-1, 6, 8), n_permutations=3, min_shift=5) for xl in x]
     return (np.stack([f.inner_r2 for f in fits]), np.stack([f.r_folds for f in fits]), n_noise)
 
 

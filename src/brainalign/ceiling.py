@@ -20,7 +20,7 @@ import nibabel as nib
 import numpy as np
 
 from .bold import regress_out, same_grid
-from .stats import Ceiling, fdr_bh, repeat_ceiling, story_isc_ceiling
+from .stats import Ceiling, fdr_bh, null_p, repeat_ceiling, story_isc_ceiling
 
 
 def shared_voxels(mask_paths: list[str | Path]) -> tuple[nib.Nifti1Image, list[np.ndarray]]:
@@ -66,9 +66,12 @@ MEMORY_BUDGET = 2 * 1024**3
 
 
 def _join(parts: list[Ceiling], q: float, min_ceiling: float) -> Ceiling:
-    """One Ceiling from blocks of voxels; FDR over all of them."""
+    """One Ceiling from blocks of voxels; p-values (the null's shape pooled over all voxels)
+    and FDR over all of them."""
     ceil = Ceiling(**{f: np.concatenate([getattr(c, f) for c in parts], axis=-1)
-                      for f in ("isc", "ceiling", "group_isc", "group_ceiling", "p", "usable")})
+                      for f in ("isc", "ceiling", "group_isc", "group_ceiling", "p", "usable",
+                                "null")})
+    ceil.p = null_p(ceil.group_isc, ceil.null)
     ceil.usable = fdr_bh(ceil.p, q) & (ceil.group_ceiling >= min_ceiling)
     return ceil
 

