@@ -483,10 +483,13 @@ def speech_runs(tmp_path_factory):
             "num_conv_pos_embeddings": 32})
     extractor = features.LayerExtractor(spec, device="cpu", precision="float32")
     tmp = tmp_path_factory.mktemp("speech")
-    runs: dict[str, list] = {"matched": [], "shifted": []}
+    runs: dict[str, list] = {"matched": [], "shifted": [], "loudness": []}
     for i in range(4):
         audio = synthetic_speech(CAL_RUN_S, seed=200 + i)
         runs["matched"].append(_speech_layers(audio, extractor, tmp / f"m{i}.h5"))
+        frames = audio[: audio.size // 320 * 320].reshape(-1, 320)  # 20 ms frames
+        runs["loudness"].append(((np.arange(len(frames)) + 0.5) * 0.02,
+                                 np.sqrt((frames**2).mean(1, keepdims=True))))
         runs["shifted"].append(_speech_layers(np.roll(audio, audio.size // 2), extractor,
                                               tmp / f"s{i}.h5"))
     return runs
@@ -522,22 +525,23 @@ def test_p_values_are_calibrated_on_slow_noise_with_run_start_responses(speech_r
     """BOLD that never heard the stimulus: slow noise with a run-start response (mostly the
     same sign across voxels, as measured on real data) and drift. Features centred before the
     convolution and the onset left out (bold.exclude_onset_s): every layer's p-values are
-    nominal. Uncentred features convolved from silence and every volume kept (as before): the
-    onset ramp meets the run-start response and layer 0 passes for a predictor."""
+    nominal. Every voxel shares the 50 circular shifts, so the share of one fit moves with the
+    shift set (3.9-6.4 % over seeds for Whisper's layer 0); calibration is about its mean over
+    shift sets, here three. Uncentred features convolved from silence and every volume kept (as
+    before): the onset ramp meets the run-start response and layer 0 passes for a predictor."""
     rng = np.random.default_rng(1)
-    n_vox = 5000
+    n_vox = 4000
     bold_runs = _null_bold(rng, n_vox, 1.0 + 0.5 * rng.standard_normal(n_vox))
     layers = sorted(speech_runs["matched"][0])
     far = []
     for layer in layers:
         xs, ys = _prepared_runs(speech_runs["matched"], layer, bold_runs, True, CAL_EXCLUDE_S)
-        s = encoding.fit_layer(xs, ys, np.logspace(-1, 7, 9), n_permutations=50)
-        assert 0.04 <= (s.p < 0.05).mean() <= 0.06, (layer, (s.p < 0.05).mean())
-        # p < 0.001: 5 voxels expected per layer; within 2x nominal over the layers' 25 000
-        assert (s.p < 0.001).mean() <= 0.003, (layer, (s.p < 0.001).mean())
-        far.append((s.p < 0.001).mean())
-        assert abs(s.r.mean()) < 0.01
-    assert np.mean(far) <= 0.002, far
+        p = np.stack([encoding.fit_layer(xs, ys, np.logspace(-1, 7, 9), n_permutations=50,
+                                         seed=seed).p for seed in range(3)])
+        assert 0.04 <= (p < 0.05).mean() <= 0.06, (layer, (p < 0.05).mean(1))
+        far.append((p < 0.001).mean())
+        assert far[-1] <= 0.003, (layer, far[-1])  # 12 voxels expected: within 2.5x
+    assert np.mean(far) <= 0.002, far  # over the layers: 60 expected, within 2x nominal
     xs, ys = _prepared_runs(speech_runs["matched"], layers[0], bold_runs, False, 0.0)
     before = encoding.fit_layer(xs, ys, np.logspace(-1, 7, 9), n_permutations=50)
     assert before.r.mean() > 0.01 and (before.p < 0.05).mean() > 0.06  # the defect
@@ -545,31 +549,31 @@ def test_p_values_are_calibrated_on_slow_noise_with_run_start_responses(speech_r
 
 @pytest.mark.slow
 def test_mismatched_audio_passes_no_group_test_despite_run_start_responses(speech_runs):
-    """Twelve listeners, six ROIs (three driven by the story's layer-2 features), BOLD with a
-    run-start response: the audio circularly shifted by half its length no longer matches the
-    BOLD, and must score r ~ 0 and pass no group test; the matched audio must pass in the
-    driven ROIs. With uncentred features and no onset exclusion the mismatched audio passed."""
+    """Eight listeners, six ROIs of ten voxels, BOLD with the run-start response: the audio
+    circularly shifted by half its length does not match the BOLD, and must score r ~ 0 and
+    pass no group test (on real data, with uncentred features and no onset exclusion, it passed:
+    the single-listener test above reproduces that onset defect). Eight more
+    listeners whose first three ROIs follow the story's loudness (which every layer encodes):
+    the matched audio passes there and only there. (The brains are driven by the sound, not by
+    the model's features, which also carry the windowing's own pattern, the same for any audio;
+    and the mismatched check uses the listeners without stimulus-driven signal: shared stories
+    give the shifted features one chance correlation with it, common to every listener.)"""
     from brainalign import alignment, rois, stats
 
     rng = np.random.default_rng(2)
-    roi_of = np.repeat(np.arange(6), 10)  # 6 ROIs x 10 voxels
-    masks = {f"roi{i}": roi_of == i for i in range(6)}
-    n = alignment.n_volumes(CAL_RUN_S, CAL_TR)
-    driven = [alignment.align(*run[2], CAL_TR, CAL_RUN_S, "hrf")
-              for run in speech_runs["matched"]]
-    weights = rng.standard_normal((driven[0].shape[1], 30)) / np.sqrt(driven[0].shape[1])
-    subjects = []
-    for _ in range(12):
-        bold_runs = _null_bold(rng, 60, np.full(60, 1.0))
-        for run, x in zip(bold_runs, driven, strict=True):
-            signal = x @ weights
-            run[:, :30] += 0.6 * signal / signal.std(0)  # ROIs 0-2: the story drives them
-        subjects.append(bold_runs)
-    layers = sorted(speech_runs["shifted"][0])
+    masks = {f"roi{i}": np.repeat(np.arange(6), 10) == i for i in range(6)}
+    layers = sorted(speech_runs["shifted"][0])[::2]
+    loudness = [alignment.align(*run, CAL_TR, CAL_RUN_S, "hrf")[:, 0]
+                for run in speech_runs["loudness"]]
+    listeners = {"silent": [_null_bold(rng, 60, np.ones(60)) for _ in range(8)],
+                 "driven": [_null_bold(rng, 60, np.ones(60)) for _ in range(8)]}
+    for bold_runs in listeners["driven"]:
+        for run, x in zip(bold_runs, loudness, strict=True):
+            run[:, :30] += 0.5 * (x / x.std())[:, None]  # ROIs 0-2 follow the story
 
-    def group_cells(audio: str, center: bool, exclude_s: float):
+    def group_cells(audio: str, who: str, center: bool, exclude_s: float):
         tables, nulls = [], []
-        for bold_runs in subjects:
+        for bold_runs in listeners[who]:
             fits = []
             for layer in layers:
                 xs, ys = _prepared_runs(speech_runs[audio], layer, bold_runs, center, exclude_s)
@@ -582,14 +586,11 @@ def test_mismatched_audio_passes_no_group_test_despite_run_start_responses(speec
                                             for f in fits]),
                           "rois": np.array(list(masks)), "layers": np.array(layers)})
         group = rois.group_roi_stats(tables, q=0.05, nulls=nulls)
-        return group, np.mean([t["mean_r"].mean() for t in tables])
+        return group, float(np.mean([t["mean_r"].mean() for t in tables]))
 
-    assert stats.choose_group_test("auto", 12, 6, 0.05, 10_000).name == "signflip"
-    group, mean_r = group_cells("shifted", True, CAL_EXCLUDE_S)
+    assert stats.choose_group_test("auto", 8, 6, 0.05, 10_000).name == "signflip"
+    group, mean_r = group_cells("shifted", "silent", True, CAL_EXCLUDE_S)
     assert abs(mean_r) < 0.01, mean_r
     assert not group["significant"].any(), group[group["significant"]]
-    matched, _ = group_cells("matched", True, CAL_EXCLUDE_S)
-    hit = matched[matched["significant"]]
-    assert set(hit["roi"]) == {"roi0", "roi1", "roi2"}
-    before, before_r = group_cells("shifted", False, 0.0)
-    assert before_r > 0.01 and before["significant"].any()  # the defect
+    matched, _ = group_cells("matched", "driven", True, CAL_EXCLUDE_S)
+    assert set(matched.loc[matched["significant"], "roi"]) == {"roi0", "roi1", "roi2"}

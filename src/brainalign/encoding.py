@@ -70,9 +70,9 @@ class LayerScores:
     inner_r2 : (n_folds, n_voxels) inner-CV validation R² at the chosen penalty, computed on
         each outer fold's training runs only: a score independent of the held-out run, for
         choosing between layers without double dipping (see ``stats.crossfit_best_layer``).
-    r_null : (n_permutations, n_voxels) float32 null draws of ``r_common``; draw j of every voxel (and
-        of every layer, whose shifts share the seed) is the same circular shift, so ROI means
-        of a draw keep the voxels' dependence (``rois.roi_null_draws``).
+    r_null : (n_permutations, n_voxels) float32 null draws of ``r_common``; draw j of every
+        voxel (and of every layer, whose shifts share the seed) is the same circular shift, so
+        ROI means of a draw keep the voxels' dependence (``rois.roi_null_draws``).
     """
 
     r: np.ndarray
