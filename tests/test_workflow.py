@@ -263,7 +263,8 @@ def test_failing_rule_writes_its_error_to_its_log(tmp_path: Path) -> None:
         nib.save(mask, func / f"{base}_desc-brain_mask.nii.gz")
         simulate.write_confounds(pd.DataFrame({"csf": rng.standard_normal(12)}), bold)
     cfg = _tiny_config(tmp_path, demo={"enabled": False}, subjects=["01"],
-                       bold={"confounds": {"strategy": ["global_signal"]}},
+                       bold={"confounds": {"strategy": ["global_signal"]},
+                             "exclude_onset_s": 0.0},  # 12-volume runs
                        ceiling={"method": "none"})
     proc = _snakemake(tmp_path, cfg, "--cores", "1", "results/sub-01/bold/sub-01_run-1_bold.npy")
     assert proc.returncode != 0
