@@ -24,11 +24,12 @@ demo: $(STAMP)
 	$(SNAKEMAKE) --cores 2 && \
 	python -m brainalign.summary results/group/demo_recovery.tsv --wall $$(( $$(date +%s) - start ))
 
+# two pytest-xdist workers; tests sharing a workflow run stay on one (tests/conftest.py)
 test: $(STAMP)
-	pytest -q
+	pytest -q -n 2 --dist loadgroup
 
 test-fast: $(STAMP)
-	pytest -q -m "not slow"
+	pytest -q -n 2 --dist loadgroup -m "not slow"
 
 lint: $(STAMP)
 	ruff check .

@@ -1,8 +1,15 @@
-"""Shared fixtures: a real single-node SLURM cluster on localhost (see tests/slurm_cluster.py)."""
+"""Shared fixtures: a real single-node SLURM cluster on localhost (see tests/slurm_cluster.py)
+and the tiny workflow run shared by the workflow, report and SLURM tests.
+
+`make test` runs the suite on two pytest-xdist workers (``--dist loadgroup``): tests that share
+an expensive fixture (a whole workflow run, a set of speech features) are kept on one worker, so
+that the fixture is built once, and the rest is spread over both."""
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +18,23 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from slurm_cluster import ClusterUnavailable, SlurmCluster, start_cluster  # noqa: E402
+
+# the precision-probe cache of the workflows the tests run (not the user's ~/.cache)
+os.environ.setdefault("BRAINALIGN_CACHE_DIR",
+                      str(Path(tempfile.gettempdir()) / "brainalign-test-cache"))
+
+#: fixture -> xdist group: a test using the fixture runs on the worker that builds it
+SHARED_FIXTURES = {"tiny_two_model_run": "tiny", "slurm_cluster": "tiny",
+                   "planted_features": "bids", "speech_runs": "speech"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        groups = {g for f, g in SHARED_FIXTURES.items() if f in item.fixturenames}
+        if groups:
+            item.add_marker(pytest.mark.xdist_group(name=min(groups)))
+
 
 TWO_MODELS = ("wav2vec2-random", "wav2vec2-seed1")
 TWO_MODEL_LAYERS = [0, 3, 6]

@@ -299,17 +299,17 @@ def test_confound_columns_missing_from_the_tsv_are_named(tmp_path):
     table.drop(columns=["global_signal", "trans_x_derivative1"]).to_csv(tsv, sep="\t",
                                                                         index=False)
     with pytest.raises(bold.BoldError) as err:
-        bold.load_run_confounds(path, 50, ["motion", "global_signal"])
+        bold.load_run_confounds(path, slice(0, 50), ["motion", "global_signal"], T_R)
     msg = str(err.value)
     assert msg.startswith(f"{tsv}: lacks global_signal, which `bold.confounds.strategy` "
                           "[motion (basic), global_signal (basic)] needs")
     with pytest.raises(bold.BoldError, match="lacks trans_x_derivative1, which .*motion "
                                              r"\(derivatives\)"):
-        bold.load_run_confounds(path, 50, ["motion"], motion="derivatives")
+        bold.load_run_confounds(path, slice(0, 50), ["motion"], T_R, motion="derivatives")
     with pytest.raises(bold.BoldError, match=r"lacks a_comp_cor_\*"):
-        bold.load_run_confounds(path, 50, ["high_pass", "compcor"])
+        bold.load_run_confounds(path, slice(0, 50), ["high_pass", "compcor"], T_R)
     # what the file has still loads
-    assert bold.load_run_confounds(path, 50, ["motion", "wm_csf"]).shape == (50, 8)
+    assert bold.load_run_confounds(path, slice(0, 50), ["motion", "wm_csf"], T_R).shape == (50, 8)
 
 
 def truncate(path, keep: float = 0.5) -> None:

@@ -53,11 +53,10 @@ def _snakemake(workdir: Path, config: Path, *args: str) -> subprocess.CompletedP
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory) -> Path:
-    work = tmp_path_factory.mktemp("tiny")
-    proc = _snakemake(work, _tiny_config(work), "--cores", "2")
-    assert proc.returncode == 0, proc.stdout[-5000:]
-    return work
+def tiny_run(tiny_two_model_run: Path) -> Path:
+    """The tiny configuration run to the end (conftest: two models, layers 0, 3 and 6, which
+    hold the planted ones); these tests read the first model's results."""
+    return tiny_two_model_run
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .features import ModelError, ModelSpec, layer_ids, load_model_config, n_layers
+from .models import ModelError, ModelSpec, layer_count, layer_ids
 
 if TYPE_CHECKING:
     from .bids import BidsRun
@@ -61,7 +61,7 @@ def check(config: dict[str, Any], path: str = "config/config.yaml") -> None:
         if demo["model"] not in config["models"]:
             raise ConfigError(f"{path}: demo.model '{demo['model']}' is not a key of `models`.")
         spec = model_spec(config, demo["model"])
-        n = n_layers(load_model_config(spec))
+        n = layer_count(spec)
         for roi, layer in demo["planted"].items():
             if roi not in config["rois"]["groups"]:
                 raise ConfigError(f"{path}: demo.planted names ROI '{roi}', which is not in "

