@@ -44,21 +44,10 @@ class RunSpec:
 
 
 def synthetic_speech(duration_s: float, seed: int) -> np.ndarray:
-    """Speech-like audio: harmonic 'syllables' of random pitch and length with pauses."""
-    rng = np.random.default_rng(seed)
-    out = np.zeros(int(duration_s * SR), np.float32)
-    t0 = 0
-    while t0 < out.size:
-        n = int(rng.uniform(0.08, 0.35) * SR)
-        if rng.random() < 0.8:
-            t = np.arange(n) / SR
-            f0 = rng.uniform(90, 250)
-            tone = sum(np.sin(2 * np.pi * f0 * k * t + rng.uniform(0, 6)) / k for k in range(1, 6))
-            tone += 0.3 * rng.standard_normal(n)
-            seg = tone * np.hanning(n) * rng.uniform(0.2, 1.0)
-            out[t0:t0 + n] = seg[: out.size - t0]
-        t0 += n
-    return (0.3 * out / np.abs(out).max()).astype(np.float32)
+    """Speech-like audio at 16 kHz (``brainalign.simulate.speech_like``)."""
+    from brainalign.simulate import speech_like
+
+    return speech_like(duration_s, seed, SR)
 
 
 def write_stimuli(root: Path, durations: dict[str, float]) -> dict[str, Path]:

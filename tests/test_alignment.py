@@ -247,3 +247,51 @@ def test_onset_before_the_run_is_rejected():
     times = frames(10.0)
     with pytest.raises(ValueError, match="onset_s must be >= 0"):
         alignment.align(times, np.ones((times.size, 1)), 1.5, 10.0, onset_s=-1.0)
+
+
+def test_first_volume_leaves_out_silence_onset_and_rows_without_history():
+    # HRF: the silence before the onset and exclude_onset_s after it, in whole volumes
+    assert alignment.first_volume(0.0, 1.5, 20.0) == 14  # ceil(20 / 1.5)
+    assert alignment.first_volume(3.0, 1.5, 0.0) == 2
+    assert alignment.first_volume(3.0, 1.5, 20.0, "hrf") == 16  # ceil(23 / 1.5)
+    # FIR / Lanczos: at least every delay after the onset, whatever exclude_onset_s says
+    assert alignment.first_volume(0.0, 2.0, 0.0, "fir", [1, 2, 3, 4]) == 4
+    assert alignment.first_volume(3.0, 1.5, 0.0, "lanczos", [2, 6]) == 2 + 6
+    assert alignment.first_volume(0.0, 2.0, 20.0, "fir", [1, 2, 3, 4]) == 10
+    with pytest.raises(ValueError, match="must be >= 0"):
+        alignment.first_volume(0.0, 2.0, -1.0)
+
+
+@pytest.mark.parametrize("method", ["fir", "lanczos"])
+def test_kept_fir_rows_have_every_delayed_copy_from_the_stimulus(method):
+    """Features with a large mean (as real activations have): before the fix, the first rows'
+    delayed copies were zeros standing in for the missing history, marking every run's start.
+    From first_volume on, every delayed copy comes from inside the stimulus."""
+    t_r, duration, onset, delays = 1.5, 30.0, 3.0, [1, 2, 3, 4]
+    times = frames(duration)
+    values = 5.0 + np.random.default_rng(0).standard_normal((times.size, 2))
+    raw = alignment.align(times, values, t_r, duration, method=method, delays=delays,
+                          onset_s=onset, center=False)
+    first = alignment.first_volume(onset, t_r, 0.0, method, delays)
+    assert (raw[:first] == 0).any()  # what the left-out rows would have carried
+    assert (np.abs(raw[first:]) > 1.0).all()  # every copy is stimulus: mean 5, never zero
+    centred = alignment.align(times, values, t_r, duration, method=method, delays=delays,
+                              onset_s=onset)
+    assert abs(centred[first:].mean()) < 0.5  # and, centred, no offset marks the run
+
+
+def test_align_centres_so_an_onset_ramp_cannot_mark_the_run_start():
+    """Uncentred activations convolved from silence: the first 20 volumes hold a large share of
+    the feature variance (a ramp up to the features' mean, the same in every run); centred on
+    the stimulus mean, they hold about their share of the time."""
+    t_r, duration = 1.0, 160.0
+    times = frames(duration)
+    values = 3.0 + np.random.default_rng(1).standard_normal((times.size, 4))
+    n = alignment.n_volumes(duration, t_r)
+
+    def onset_share(x):
+        x = x - x.mean(0)
+        return float((x[:20] ** 2).sum() / (x**2).sum())
+
+    assert onset_share(alignment.align(times, values, t_r, duration, center=False)) > 0.5
+    assert onset_share(alignment.align(times, values, t_r, duration)) < 3 * 20 / n

@@ -83,6 +83,26 @@ def synthesize_audiobook(text: str, out_paths: list[str | Path], max_words: int 
     return durations
 
 
+def speech_like(duration_s: float, seed: int, sr: int = TARGET_SR) -> np.ndarray:
+    """Speech-like audio without a voice (n_samples,) float32, peak 0.3: harmonic "syllables"
+    of random pitch, loudness and length (80-350 ms) with pauses. Fast (no TTS) and seeded,
+    for tests and benchmarks that need hours of stimulus-like input."""
+    rng = np.random.default_rng(seed)
+    out = np.zeros(int(duration_s * sr), np.float32)
+    t0 = 0
+    while t0 < out.size:
+        n = int(rng.uniform(0.08, 0.35) * sr)
+        if rng.random() < 0.8:
+            t = np.arange(n) / sr
+            f0 = rng.uniform(90, 250)
+            tone = sum(np.sin(2 * np.pi * f0 * k * t + rng.uniform(0, 6)) / k for k in range(1, 6))
+            tone += 0.3 * rng.standard_normal(n)
+            seg = tone * np.hanning(n) * rng.uniform(0.2, 1.0)
+            out[t0:t0 + n] = seg[: out.size - t0]
+        t0 += n
+    return (0.3 * out / np.abs(out).max()).astype(np.float32)
+
+
 # --------------------------------------------------------------------------------- BOLD
 def template_mask(resolution_mm: float) -> nib.Nifti1Image:
     """nilearn's packaged MNI152 brain mask at ``resolution_mm`` (no download)."""
