@@ -378,3 +378,31 @@ def test_run_cut_after_acquisition_is_not_taken_for_a_scan_that_stopped_early(tm
     raw.write_bytes(b"not fetched")  # an unreadable raw run is no evidence
     bold.check_acquired_volumes([path], 58, T_R, raw=raw)
     assert bold.n_volumes_in(tmp_path / "x.txt") is None
+
+
+def test_blocks_cover_the_run_with_gaps_at_inner_borders_only():
+    assert bold.blocks_per_run(1, 5) == [5]
+    assert bold.blocks_per_run(2, 5) == [3, 2]
+    assert bold.blocks_per_run(4, 3) == [1, 1, 1, 1]  # never less than a block a run
+    blocks = bold.block_slices(100, 4, 3)
+    assert [(b.start, b.stop) for b in blocks] == [(0, 22), (28, 47), (53, 72), (78, 100)]
+    assert bold.block_slices(50, 1, 5) == [slice(0, 50)]  # a whole run keeps every volume
+    with pytest.raises(bold.BoldError, match="encoding.cv.n_folds"):
+        bold.block_slices(60, 5, 4)  # blocks of 12 - 8 = 4 volumes
+
+
+def test_blocks_are_cleaned_on_their_own_volumes():
+    """A block's cleaned values depend on that block alone (no detrending across borders)."""
+    rng = np.random.default_rng(0)
+    data = rng.standard_normal((90, 3)).cumsum(0)
+    blocks = bold.block_slices(90, 3, 2)
+    cleaned = bold.clean_blocks(data, 2.0, blocks)
+    changed = data.copy()
+    changed[blocks[2]] += 100 * rng.standard_normal((len(range(90)[blocks[2]]), 3))
+    again = bold.clean_blocks(changed, 2.0, blocks)
+    for a, b in zip(cleaned[:2], again[:2], strict=True):
+        np.testing.assert_array_equal(a, b)
+    for block, c in zip(blocks, cleaned, strict=True):
+        np.testing.assert_allclose(c, bold.clean_signals(data[block], 2.0), rtol=1e-5,
+                                   atol=1e-5)
+        np.testing.assert_allclose(c.mean(0), 0, atol=1e-5)

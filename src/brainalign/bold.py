@@ -219,6 +219,74 @@ def clean_series(data: np.ndarray, path: str | Path, n_vols: int, t_r: float,
     return clean_signals(data, t_r, detrend, standardize).astype(np.float32)
 
 
+#: seconds after which nilearn's Glover HRF stays below 1 % of its peak (21.7 s; 99 % of its
+#: absolute area lies within 19.5 s): a feature row carries the audio of about that much time
+#: before it, so training and test volumes that far apart share no audio through the HRF
+HRF_LENGTH_S = 22.0
+
+
+def blocks_per_run(n_runs: int, n_folds: int) -> list[int]:
+    """How many contiguous blocks each of a subject's runs is cut into for block
+    cross-validation: ``n_folds`` blocks in all, spread as evenly as the runs allow (run
+    borders are block borders: no block spans two acquisitions), at least one a run.
+
+    >>> blocks_per_run(1, 5), blocks_per_run(2, 5), blocks_per_run(4, 3)
+    ([5], [3, 2], [1, 1, 1, 1])
+    """
+    if n_runs < 1 or n_folds < 1:
+        raise ValueError(f"need at least one run and one fold, got {n_runs} and {n_folds}.")
+    base, extra = divmod(max(n_folds, n_runs), n_runs)
+    return [base + (i < extra) for i in range(n_runs)]
+
+
+def block_slices(n_volumes: int, n_blocks: int, gap: int) -> list[slice]:
+    """Contiguous blocks of one run's analysed volumes, as equal as possible, with ``gap``
+    volumes dropped on each side of every border between two blocks (so a block's volumes are
+    at least ``2 * gap + 1`` volumes from the next block's). The run's own start and end need
+    no gap: nothing is acquired beyond them.
+
+    Parameters
+    ----------
+    n_volumes : the run's analysed volumes
+    n_blocks : blocks to cut it into (1: the whole run)
+    gap : volumes dropped on each side of each inner border
+
+    Returns
+    -------
+    blocks : list of n_blocks slices into the run's volumes
+    """
+    edges = np.linspace(0, n_volumes, n_blocks + 1).round().astype(int)
+    blocks = [slice(int(a) + (gap if i else 0), int(b) - (gap if i < n_blocks - 1 else 0))
+              for i, (a, b) in enumerate(zip(edges[:-1], edges[1:], strict=True))]
+    shortest = min(b.stop - b.start for b in blocks)
+    if shortest < MIN_VOLUMES:
+        raise BoldError(
+            f"a run of {n_volumes} analysed volumes cut into {n_blocks} blocks with {gap} "
+            f"volumes dropped on each side of every border leaves blocks of {shortest} volumes "
+            f"(at least {MIN_VOLUMES} needed); lower `encoding.cv.n_folds` or "
+            "`encoding.cv.gap_s`.")
+    return blocks
+
+
+def clean_blocks(data: np.ndarray, t_r: float, blocks: Sequence[slice], detrend: bool = True,
+                 standardize: bool = True) -> list[np.ndarray]:
+    """Each block of one run cleaned on its own volumes only (:func:`clean_signals`): with
+    folds that cut a run, no detrending or z-scoring may span a train/test border (the
+    held-out block's values would reach the training data and the reverse).
+
+    Parameters
+    ----------
+    data : array of shape (n_volumes, n_targets), the run's analysed volumes, not yet cleaned
+    blocks : from :func:`block_slices`
+
+    Returns
+    -------
+    list of arrays of shape (n_block_volumes, n_targets), float32
+    """
+    return [clean_signals(data[b], t_r, detrend, standardize).astype(np.float32)
+            for b in blocks]
+
+
 def regress_out(data: np.ndarray, confounds: np.ndarray) -> np.ndarray:
     """``data`` (n_volumes, n_targets) minus its least-squares fit on ``confounds``
     (n_volumes, n_confounds), within one run; unchanged when there are no confounds. For
