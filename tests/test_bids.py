@@ -271,13 +271,30 @@ def test_stimulus_table_instead_of_events(tree):
         C.dataset(cfg)
 
 
-def test_subject_with_too_few_runs(tree):
+def runs_scheme(cfg: dict) -> dict:
+    """``cfg`` with nested leave-one-run-out for every subject (encoding.cv.scheme: runs)."""
+    cfg["encoding"]["cv"] = {"scheme": "runs"}
+    return cfg
+
+
+def test_subject_with_too_few_runs(tree, caplog):
     for f in (tree / "derivatives/fmriprep/sub-02/func").glob("*task-lpp_run-[12]*"):
         f.unlink()
-    with pytest.raises(C.ConfigError, match=r"sub-02 has 2 run\(s\) \(lpp-3, pieman\).*at least "
-                                            "3.*exclude_subjects"):
-        C.dataset(bids_config(tree))
-    assert C.dataset(bids_config(tree, exclude_subjects=["02"])).subjects == ["01"]
+    with pytest.raises(C.ConfigError, match=r"sub-02 has 2 run\(s\) \(lpp-3, pieman\).*"
+                                            r"scheme: runs.*at least 3.*scheme: auto"):
+        C.dataset(runs_scheme(bids_config(tree)))
+    assert C.dataset(runs_scheme(bids_config(tree, exclude_subjects=["02"]))).subjects == ["01"]
+    # by default (auto) the two-run subject is cut into contiguous blocks, and the log says so
+    with caplog.at_level("INFO", logger="brainalign.config"):
+        cfg = bids_config(tree)
+        ds = C.dataset(cfg)
+    assert ds.subjects == ["01", "02"]
+    assert C.cv_scheme(cfg, len(ds.subject_runs("01"))) == "runs"
+    assert C.cv_scheme(cfg, len(ds.subject_runs("02"))) == "blocks"
+    assert "block cross-validation" in caplog.text and "1 of 2 subject(s): 02" in caplog.text
+    cfg["tr"] = 1.5
+    assert [C.run_blocks(cfg, 2, i) for i in (0, 1)] == [(3, 8), (2, 8)]  # 22 s: 8 x 1.5 s
+    assert C.run_blocks(cfg, 4, 0) == (1, 0)
 
 
 def test_one_stimulus_with_two_onsets_is_refused(tmp_path):
@@ -359,8 +376,10 @@ def test_discovery_is_fast_on_a_large_tree(tmp_path):
 def test_subjects_with_few_runs_can_be_dropped(tree):
     for f in (tree / "derivatives/fmriprep/sub-02/func").glob("*task-lpp_run-[12]*"):
         f.unlink()
-    ds = C.dataset(bids_config(tree, drop_subjects_with_few_runs=True))
+    ds = C.dataset(runs_scheme(bids_config(tree, drop_subjects_with_few_runs=True)))
     assert ds.subjects == ["01"] and len(ds.runs) == 4
+    # with blocks for few-run subjects (auto, the default) nobody needs dropping
+    assert C.dataset(bids_config(tree, drop_subjects_with_few_runs=True)).subjects == ["01", "02"]
 
 
 def test_no_subject_with_enough_runs_says_what_they_have(tmp_path):
@@ -370,7 +389,9 @@ def test_no_subject_with_enough_runs_says_what_they_have(tmp_path):
     write_events(tree, "03", LAYOUT[1], 3.0)
     write_volume_run(tree, "03", LAYOUT[1], img, mask, t_r=1.0)  # sub-03: two runs
     with pytest.raises(C.ConfigError) as err:
-        C.dataset(bids_config(tree, drop_subjects_with_few_runs=True))
+        C.dataset(runs_scheme(bids_config(tree, drop_subjects_with_few_runs=True)))
     msg = str(err.value)
     assert "(2 subject(s) with 1 run(s); 1 subject(s) with 2 run(s))" in msg
-    assert "needs at least 3 runs per subject" in msg and "does not split runs" in msg
+    assert "needs at least 3 runs per subject" in msg and "`encoding.cv.scheme: auto`" in msg
+    # the one-scan-per-listener design is analysed with blocks by default
+    assert C.dataset(bids_config(tree)).subjects == ["01", "02", "03"]

@@ -415,7 +415,7 @@ def _tiny_model(cfg: dict) -> dict:
 
 def test_narratives_preset_dry_run(tmp_path: Path) -> None:
     """Narratives layout: derivatives/fmriprep, events per run with stim_file, stimuli/*.wav;
-    subjects with fewer than 3 stories are dropped."""
+    a subject with one story is analysed too, its run cut into contiguous blocks."""
     root = tmp_path / "narratives"
     stories = {"001": ["pieman", "tunnel", "lucy"], "002": ["pieman", "tunnel", "lucy",
                                                            "prettymouth"], "003": ["pieman"]}
@@ -436,7 +436,7 @@ def test_narratives_preset_dry_run(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout[-3000:]
     out = proc.stdout
     assert "sub-001_run-lucy-1_bold.npy" in out and "sub-002_run-prettymouth-1_bold.npy" in out
-    assert "sub-003" not in out  # one story only: dropped
+    assert "sub-003_run-pieman-1_blocks.npy" in out  # one story only: block CV
     for t in ("pieman", "tunnel", "lucy", "prettymouth"):
         assert f"results/features/{MODEL}/{t}_audio.h5" in out
 

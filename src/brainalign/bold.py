@@ -287,6 +287,29 @@ def clean_blocks(data: np.ndarray, t_r: float, blocks: Sequence[slice], detrend:
             for b in blocks]
 
 
+def clean_run_in_blocks(data: np.ndarray, confounds: np.ndarray, t_r: float, n_blocks: int,
+                        gap: int, detrend: bool = True, standardize: bool = True
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A run's analysed volumes and confounds, not yet cleaned, cut into ``n_blocks``
+    contiguous blocks (:func:`block_slices`, ``gap`` volumes dropped each side of an inner
+    border) and cleaned block by block: the BOLD detrended and z-scored, the confounds only
+    detrended (:func:`load_run_confounds` says why), each on its block's volumes.
+
+    Returns
+    -------
+    bold : (n_kept, n_targets) float32, the cleaned blocks one after the other
+    confounds : (n_kept, n_confounds) float32, likewise
+    bounds : (n_blocks, 2) int, each block's [start, stop) in the run's analysed volumes
+    """
+    blocks = block_slices(len(data), n_blocks, gap)
+    bold = np.concatenate(clean_blocks(data, t_r, blocks, detrend, standardize))
+    if confounds.shape[1]:
+        conf = np.concatenate(clean_blocks(confounds, t_r, blocks, detrend, False))
+    else:
+        conf = np.zeros((len(bold), 0), np.float32)
+    return bold, conf, np.array([[b.start, b.stop] for b in blocks], dtype=np.int64)
+
+
 def regress_out(data: np.ndarray, confounds: np.ndarray) -> np.ndarray:
     """``data`` (n_volumes, n_targets) minus its least-squares fit on ``confounds``
     (n_volumes, n_confounds), within one run; unchanged when there are no confounds. For

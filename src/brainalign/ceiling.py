@@ -61,6 +61,52 @@ def repeat_pairs(run_stimuli: list[str]) -> list[tuple[int, int]]:
     return pairs
 
 
+def common_volumes(runs: list[list[np.ndarray]], confounds: list[list[np.ndarray]],
+                   bounds: list[list[np.ndarray]], stimuli: list[list[str]]
+                   ) -> tuple[list[list[np.ndarray]], list[list[np.ndarray]]]:
+    """Every run cut to the analysed volumes that all runs of its stimulus kept, so that the
+    runs compared (across subjects, or the two hearings of a repeated stimulus) are in sync:
+    with block cross-validation (``encoding.cv``) a run keeps its blocks only, without the
+    volumes around their borders, and subjects cut differently (one run cut in five blocks,
+    another whole) keep different volumes.
+
+    Parameters
+    ----------
+    runs, confounds : per subject, per run, (n_kept, n_voxels) / (n_kept, n_confounds)
+    bounds : per subject, per run, (n_blocks, 2) [start, stop) of its blocks in the run's
+        analysed volumes (one block [0, n_kept) for a whole run)
+    stimuli : per subject, per run, the stimulus it heard
+
+    Returns
+    -------
+    runs, confounds : the same, each cut to its stimulus's common volumes
+    """
+    def kept(b: np.ndarray) -> np.ndarray:
+        return np.concatenate([np.arange(a, z) for a, z in np.asarray(b).reshape(-1, 2)])
+
+    common: dict[str, np.ndarray] = {}
+    for sub_bounds, sub_stims in zip(bounds, stimuli, strict=True):
+        for b, stim in zip(sub_bounds, sub_stims, strict=True):
+            k = kept(b)
+            common[stim] = k if stim not in common else np.intersect1d(common[stim], k)
+    out_runs, out_conf = [], []
+    for sub_runs, sub_conf, sub_bounds, sub_stims in zip(runs, confounds, bounds, stimuli,
+                                                         strict=True):
+        r_list, c_list = [], []
+        for y, c, b, stim in zip(sub_runs, sub_conf, sub_bounds, sub_stims, strict=True):
+            k = kept(b)
+            if len(k) == len(common[stim]) and len(k) == len(y):
+                r_list.append(y)
+                c_list.append(c)
+                continue
+            rows = np.searchsorted(k, common[stim])
+            r_list.append(np.asarray(y)[rows])
+            c_list.append(np.asarray(c)[rows])
+        out_runs.append(r_list)
+        out_conf.append(c_list)
+    return out_runs, out_conf
+
+
 #: bytes of working memory the ceiling may use per block of voxels (float64, ~4 copies)
 MEMORY_BUDGET = 2 * 1024**3
 

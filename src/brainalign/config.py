@@ -198,6 +198,39 @@ class Dataset:
         return next((r.onset for r in self.runs if r.stimulus == stimulus), 0.0)
 
 
+#: runs nested leave-one-run-out needs: one held out, two for choosing the ridge penalty
+MIN_RUNS = 3
+
+
+def cv_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """``encoding.cv`` with its defaults (scheme auto, 5 folds, 22 s gap)."""
+    cv = (config.get("encoding") or {}).get("cv") or {}
+    return {"scheme": cv.get("scheme", "auto"), "n_folds": int(cv.get("n_folds", 5)),
+            "gap_s": float(cv.get("gap_s", 22.0))}
+
+
+def cv_scheme(config: dict[str, Any], n_runs: int) -> str:
+    """The folds of a subject with ``n_runs`` runs: "runs" (leave-one-run-out) or "blocks"
+    (contiguous blocks of its runs); ``auto`` takes runs from MIN_RUNS runs on."""
+    scheme = cv_settings(config)["scheme"]
+    if scheme == "auto":
+        return "runs" if n_runs >= MIN_RUNS else "blocks"
+    return scheme
+
+
+def run_blocks(config: dict[str, Any], n_runs: int, index: int) -> tuple[int, int]:
+    """For run ``index`` of a subject with ``n_runs`` runs: how many contiguous blocks it is
+    cut into (1 under the runs scheme) and the volumes dropped on each side of every border
+    between two of its blocks (half of ``encoding.cv.gap_s``, rounded up)."""
+    from .bold import blocks_per_run
+
+    if cv_scheme(config, n_runs) == "runs":
+        return 1, 0
+    cv = cv_settings(config)
+    gap = int(np.ceil(cv["gap_s"] / 2 / float(config["tr"]) - 1e-9))
+    return blocks_per_run(n_runs, cv["n_folds"])[index], gap
+
+
 def dataset(config: dict[str, Any], path: str = "config/config.yaml") -> Dataset:
     """The runs of the configured dataset, discovered (``bids``) or listed; raises ConfigError
     (or BidsError) naming the file or key and the fix."""
@@ -207,7 +240,7 @@ def dataset(config: dict[str, Any], path: str = "config/config.yaml") -> Dataset
         ds = _bids_dataset(config, path) if config.get("bids") else _listed_dataset(config, path)
     except BidsError as err:
         raise ConfigError(f"{path}: {err}") from err
-    min_runs = 3  # outer leave-one-run-out, and inner leave-one-run-out on >= 2 runs
+    min_runs = MIN_RUNS if cv_settings(config)["scheme"] == "runs" else 1
     if (config.get("bids") or {}).get("drop_subjects_with_few_runs", False):
         few = [s for s in ds.subjects if len(ds.subject_runs(s)) < min_runs]
         if few:
@@ -223,16 +256,24 @@ def dataset(config: dict[str, Any], path: str = "config/config.yaml") -> Dataset
                 "runs per subject (one held out, two for choosing the ridge penalty). If the "
                 "subjects have more runs than were "
                 "found (other tasks, sessions or runs), widen `bids.tasks` / `bids.sessions` / "
-                "`bids.runs`; brainalign does not split runs, so a dataset with one or two long "
-                f"runs per subject must be cut into {min_runs} or more runs (BOLD, confounds and "
-                "events) before it can be used.")
+                "`bids.runs`; otherwise set `encoding.cv.scheme: auto` (or `blocks`), which "
+                "cuts one- and two-run subjects into contiguous blocks.")
         ds.runs = [r for r in ds.runs if r.subject not in few]
     for subject in ds.subjects:
         keys = [r.key for r in ds.subject_runs(subject)]
         if len(keys) < min_runs:
             raise ConfigError(f"{path}: sub-{subject} has {len(keys)} run(s) ({', '.join(keys)});"
-                              f" nested leave-one-run-out needs at least {min_runs}. Add it to "
-                              "`bids.exclude_subjects` or widen the task/run filters.")
+                              f" nested leave-one-run-out (`encoding.cv.scheme: runs`) needs at "
+                              f"least {min_runs}. Set `encoding.cv.scheme: auto` to cut one- and "
+                              "two-run subjects into contiguous blocks, or add it to "
+                              "`bids.exclude_subjects`.")
+    blocked = [s for s in ds.subjects if cv_scheme(config, len(ds.subject_runs(s))) == "blocks"]
+    if blocked:
+        cv = cv_settings(config)
+        logging.getLogger("brainalign.config").info(
+            "block cross-validation (encoding.cv.scheme: %s; %d contiguous blocks, %g s left out "
+            "between blocks) for %d of %d subject(s): %s", cv["scheme"], cv["n_folds"],
+            cv["gap_s"], len(blocked), len(ds.subjects), ", ".join(blocked))
     _share_onsets(ds, config, path)
     return ds
 

@@ -422,6 +422,42 @@ def circular_shifts(lengths: list[int], n_permutations: int, min_shift: int = 0,
                                   size=n_permutations) for n in lengths], axis=1)
 
 
+def split_blocks(x_runs: list[np.ndarray], y_runs: list[np.ndarray],
+                 c_runs: list[np.ndarray], bounds: list[np.ndarray]
+                 ) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+    """The cross-validation folds of a subject: each run's blocks as separate series (one
+    block a run under leave-one-run-out).
+
+    Parameters
+    ----------
+    x_runs : per run, (>= last block's stop, n_features), feature rows from the run's first
+        analysed volume on
+    y_runs, c_runs : per run, (n_kept, n_targets) / (n_kept, n_confounds), the run's cleaned
+        blocks one after the other (``bold.clean_run_in_blocks``)
+    bounds : per run, (n_blocks, 2) [start, stop) of each block in the analysed volumes
+
+    Returns
+    -------
+    xs, ys, cs : per block, the features, BOLD and confounds
+    """
+    xs, ys, cs = [], [], []
+    for i, (x, y, c, b) in enumerate(zip(x_runs, y_runs, c_runs, bounds, strict=True)):
+        b = np.asarray(b, dtype=int).reshape(-1, 2)
+        lengths = b[:, 1] - b[:, 0]
+        if lengths.sum() != len(y) or len(c) != len(y):
+            raise ValueError(f"run {i}: {len(y)} BOLD rows and {len(c)} confound rows, but its "
+                             f"blocks hold {lengths.sum()} volumes; rerun prepare_bold.")
+        if b[-1, 1] > len(x):
+            raise ValueError(f"run {i}: blocks reach volume {b[-1, 1]} but the features have "
+                             f"{len(x)} rows.")
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        for (start, stop), a, z in zip(b, offsets[:-1], offsets[1:], strict=True):
+            xs.append(x[start:stop])
+            ys.append(y[a:z])
+            cs.append(c[a:z])
+    return xs, ys, cs
+
+
 def fit_layer(x_runs: list[np.ndarray], y_runs: list[np.ndarray], alphas: np.ndarray,
               n_permutations: int = 50, min_shift: int = 0, batch_voxels: int = 10_000,
               seed: int = 0, confounds: list[np.ndarray] | None = None,

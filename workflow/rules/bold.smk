@@ -33,6 +33,8 @@ rule prepare_bold:
     output:
         bold="results/sub-{subject}/bold/sub-{subject}_run-{run}_bold.npy",
         confounds="results/sub-{subject}/bold/sub-{subject}_run-{run}_confounds.npy",
+        # [start, stop) of each cross-validation block in the run's analysed volumes
+        blocks="results/sub-{subject}/bold/sub-{subject}_run-{run}_blocks.npy",
     log:
         "logs/bold/sub-{subject}_run-{run}.log",
     conda:
@@ -45,6 +47,8 @@ rule prepare_bold:
         first_volume=lambda wc: first_volume(wc.subject, wc.run),
         # the raw BIDS run, if found: its volume count is what was acquired
         raw=lambda wc: DATASET.run(wc.subject, wc.run).raw,
+        # (blocks, gap volumes each side): (1, 0) under leave-one-run-out
+        blocks=lambda wc: run_blocks(wc.subject, wc.run),
     resources:
         mem_mb=4000,
     script:

@@ -14,6 +14,8 @@ rule noise_ceiling:
         bold=ceiling_bold(),
         # each run's confounds, cleaned like its BOLD, regressed out before the ISC
         confounds=ceiling_bold("confounds"),
+        # each run's cross-validation blocks: runs are compared on the volumes all kept
+        blocks=ceiling_bold("blocks"),
     output:
         subjects=expand(
             "results/group/ceiling/sub-{subject}_desc-ceiling.npz", subject=SUBJECTS
@@ -30,6 +32,7 @@ rule noise_ceiling:
         ceiling=CEILING,
         stories=ceiling_stories(),
         run_stimuli=run_stimuli(),
+        stimuli=[[r.stimulus for r in subject_runs(s)] for s in SUBJECTS],
     threads: 2
     resources:
         mem_mb=8000,

@@ -113,6 +113,13 @@ def first_volume(subject, run):
     )
 
 
+def run_blocks(subject, run):
+    """(blocks, gap volumes each side) of a run: 1 and 0 under leave-one-run-out, else the
+    contiguous blocks it is cut into for block cross-validation (encoding.cv)."""
+    keys = [r.key for r in subject_runs(subject)]
+    return bacfg.run_blocks(config, len(keys), keys.index(run))
+
+
 def layer_scores(wildcards):
     return expand(
         "results/sub-{subject}/encoding/{model}/sub-{subject}_layer-{layer}_scores.npz",

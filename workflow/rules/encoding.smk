@@ -1,4 +1,5 @@
-# Encoding: per subject x model x layer, nested leave-one-run-out ridge, held-out r per voxel.
+# Encoding: per subject x model x layer, nested leave-one-run-out (or leave-one-block-out) ridge,
+# held-out r per voxel.
 
 
 rule fit_layer:
@@ -14,6 +15,11 @@ rule fit_layer:
         ],
         confounds=lambda wc: [
             f"results/sub-{wc.subject}/bold/sub-{wc.subject}_run-{r.key}_confounds.npy"
+            for r in subject_runs(wc.subject)
+        ],
+        # the folds: each run whole (leave-one-run-out) or its contiguous blocks (encoding.cv)
+        blocks=lambda wc: [
+            f"results/sub-{wc.subject}/bold/sub-{wc.subject}_run-{r.key}_blocks.npy"
             for r in subject_runs(wc.subject)
         ],
     output:

@@ -7,7 +7,7 @@ import time
 import numpy as np
 
 from brainalign.config import alphas
-from brainalign.encoding import Backend, fit_layer
+from brainalign.encoding import Backend, fit_layer, split_blocks
 from brainalign.io import load_layer_h5, save_npz, setup_logging
 from brainalign.targets import load_mask
 
@@ -15,13 +15,20 @@ setup_logging(snakemake.log[0])
 logger = logging.getLogger("fit_layer")
 t_r, enc = snakemake.params.tr, snakemake.params.encoding
 layer = snakemake.wildcards.layer
-y_runs = [np.load(f) for f in snakemake.input.bold]
+# per run: its cleaned blocks (the whole run under leave-one-run-out), and their volumes
+bounds = [np.load(f) for f in snakemake.input.blocks]
 # the features' rows of the analysed volumes: from the run's first analysed volume (after the
-# silence and the onset transient), as long as the BOLD (a run that stopped early is shorter)
-x_runs = [load_layer_h5(f, layer)[first:first + len(y)]
-          for f, y, first in zip(snakemake.input.features, y_runs,
+# silence and the onset transient) to its last analysed one (a run that stopped early is shorter)
+x_runs = [load_layer_h5(f, layer)[first:first + int(b[-1, 1])]
+          for f, b, first in zip(snakemake.input.features, bounds,
                                  snakemake.params.first_volumes, strict=True)]
-confounds = [np.load(f) for f in snakemake.input.confounds]
+x_runs, y_runs, confounds = split_blocks(
+    x_runs, [np.load(f) for f in snakemake.input.bold],
+    [np.load(f) for f in snakemake.input.confounds], bounds)
+if len(y_runs) > len(bounds):
+    logger.info("block cross-validation: %d run(s) cut into %d contiguous blocks of %s "
+                "volumes (encoding.cv), each a fold", len(bounds), len(y_runs),
+                "/".join(str(len(y)) for y in y_runs))
 if not any(c.shape[1] for c in confounds):
     confounds = None
 backend = Backend(enc.get("backend", "auto"))

@@ -5,7 +5,7 @@ import logging
 
 import numpy as np
 
-from brainalign.ceiling import repeat_pairs, shared_voxels, subject_ceilings
+from brainalign.ceiling import common_volumes, repeat_pairs, shared_voxels, subject_ceilings
 from brainalign.io import save_img, save_npz, setup_logging, unmask
 
 setup_logging(snakemake.log[0])
@@ -15,6 +15,10 @@ paths = iter(snakemake.input.bold)  # subject-major, as stories
 runs = [[np.load(next(paths), mmap_mode="r") for _ in names] for names in stories]
 paths = iter(snakemake.input.confounds)
 confounds = [[np.load(next(paths)) for _ in names] for names in stories]
+paths = iter(snakemake.input.blocks)
+bounds = [[np.load(next(paths)) for _ in names] for names in stories]
+# runs of one stimulus compared on the volumes they all kept (block CV drops border volumes)
+runs, confounds = common_volumes(runs, confounds, bounds, snakemake.params.stimuli)
 ceil, per_subject = subject_ceilings(
     runs, index, n_permutations=ccfg["n_permutations"],
     min_shift=max(1, round(ccfg["min_shift_s"] / snakemake.params.tr)),

@@ -2,10 +2,19 @@
 cleaned (n_volumes, n_targets) array over the analysed volumes, and its fMRIPrep confounds
 trimmed and cleaned alike (regressed out later, inside the encoding folds)."""
 
+import logging
+
+import numpy as np
+
 from brainalign import parcels, surface
 from brainalign.alignment import n_volumes
 from brainalign.audio import audio_duration
-from brainalign.bold import check_acquired_volumes, load_run, load_run_confounds
+from brainalign.bold import (
+    check_acquired_volumes,
+    clean_run_in_blocks,
+    load_run,
+    load_run_confounds,
+)
 from brainalign.io import save_npy, setup_logging
 from brainalign.targets import load_mask
 
@@ -14,9 +23,12 @@ t_r, bcfg = snakemake.params.tr, snakemake.params.bold
 # the run covers the silence before stimulus onset, then the stimulus
 n_vols = n_volumes(audio_duration(snakemake.input.audio) + snakemake.params.onset, t_r)
 first = snakemake.params.first_volume  # silence + onset transient, left out before cleaning
+n_blocks, gap = snakemake.params.blocks  # (1, 0): the whole run, for leave-one-run-out
+# with blocks, every cleaning step waits until the run is cut (no step may span a border)
+whole = n_blocks == 1
 clean = dict(start_volume=bcfg["start_volume"], max_extra_volumes=bcfg["max_extra_volumes"],
-             max_missing_volumes=bcfg["max_missing_volumes"], detrend=bcfg["detrend"],
-             standardize=bcfg["standardize"], first_volume=first)
+             max_missing_volumes=bcfg["max_missing_volumes"], detrend=bcfg["detrend"] and whole,
+             standardize=bcfg["standardize"] and whole, first_volume=first)
 # a run cut after acquisition (fewer volumes than its raw run or confounds rows) may have lost
 # its first volumes, which would misalign the stimulus
 check_acquired_volumes(snakemake.input.bold, n_vols, t_r, clean["start_volume"],
@@ -36,5 +48,14 @@ confounds = load_run_confounds(list(snakemake.input.bold), slice(start, start + 
                                ccfg["strategy"], t_r, detrend=clean["detrend"],
                                motion=ccfg["motion"],
                                wm_csf=ccfg["wm_csf"], global_signal=ccfg["global_signal"])
+if whole:
+    blocks = np.array([[0, len(data)]])
+else:
+    data, confounds, blocks = clean_run_in_blocks(data, confounds, t_r, n_blocks, gap,
+                                                  bcfg["detrend"], bcfg["standardize"])
+    logging.getLogger("prepare_bold").info(
+        "block cross-validation: %d blocks of volumes %s (gap %d volumes each side), each "
+        "cleaned on its own", n_blocks, ", ".join(f"{a}-{b - 1}" for a, b in blocks), gap)
 save_npy(data, snakemake.output.bold)
 save_npy(confounds, snakemake.output.confounds)
+save_npy(blocks, snakemake.output.blocks)
