@@ -457,6 +457,28 @@ def test_narratives_preset_dry_run(tmp_path: Path) -> None:
     assert out.count("1 run(s) of 1 subject(s) left out, task(s) 'schema'") == 1
 
 
+def test_parcel_runs_read_their_confounds_dry_run(tmp_path: Path) -> None:
+    """Parcel time series with a confound strategy: each run's prepare_bold reads the fMRIPrep
+    confounds TSV beside it, found by the run's entities (here the older
+    desc-confounds_regressors name)."""
+    root = tmp_path / "ds"
+    for spec in LAYOUT[:3]:
+        write_events(root, "01", spec, 60.0)
+        base = root / f"derivatives/fmriprep/sub-01/func/{spec.entities('01')}"
+        for suffix in ("_desc-hcp_timeseries.tsv", "_desc-confounds_regressors.tsv"):
+            _touch(base.with_name(base.name + suffix))
+        _touch(root / "stimuli" / f"{spec.story}.wav")
+    cfg = base_config()
+    cfg["bids"] = {"root": str(root / "derivatives" / "fmriprep"), "raw": str(root),
+                   "target": "parcels", "space": "fsLR", "desc": "hcp"}
+    cfg["rois"] = {"atlas": "parcels", "groups": {"A1": ["A1_L"]}}
+    cfg["bold"]["confounds"] = {"strategy": ["motion", "high_pass"]}
+    proc = _snakemake(tmp_path, cfg, "-n", "--cores", "2")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    for spec in LAYOUT[:3]:
+        assert f"{spec.entities('01')}_desc-confounds_regressors.tsv" in proc.stdout
+
+
 def test_lpp_preset_dry_run(tmp_path: Path) -> None:
     """Le Petit Prince layout: derivatives/sub-<lang><n>/func, nine runs per language task,
     stimuli mapped by the preset's table."""
