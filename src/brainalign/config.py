@@ -361,7 +361,8 @@ def _log_several_stimuli(several: list[BidsRun], found: list[BidsRun], raw: Path
     from .bids import BidsError
 
     tasks = list(dict.fromkeys(r.task for r in several))
-    whole = [t for t in tasks if all(r.task != t or r in several for r in found)]
+    out = {(r.subject, r.key) for r in several}
+    whole = [t for t in tasks if all(r.task != t or (r.subject, r.key) in out for r in found)]
     msg = (f"{len(several)} run(s) of {len({r.subject for r in several})} subject(s) left out, "
            f"task(s) {', '.join(repr(t) for t in tasks)}: their events.tsv (under {raw}) name "
            "several audio files in one run (e.g. several stories, or a movie), and brainalign "
