@@ -243,10 +243,47 @@ def test_onset_shifts_the_response_by_whole_volumes(method):
     assert late[:, 0].argmax() == base[:, 0].argmax() + 2
 
 
-def test_onset_before_the_run_is_rejected():
+@pytest.mark.parametrize("method", ["hrf", "fir", "lanczos"])
+@pytest.mark.parametrize(("onset", "dropped"), [(3.0, 4), (0.0, 5), (2.3, 2), (0.4, 1)])
+def test_stimulus_begun_before_the_first_kept_volume_is_cropped_from_the_full_run(
+        method, onset, dropped):
+    """Known answer: a run whose first ``dropped`` volumes were removed after the audio
+    started (a negative onset) gets exactly the rows of the full run's features from volume
+    ``dropped`` on, HRF and delay history included; and the same first analysed volume, counted
+    from the true onset (volumes within exclude_onset_s of it stay out, later ones stay in)."""
+    t_r, duration, delays = 1.5, 40.0, [1, 2, 3, 4]
+    times = frames(duration)
+    values = 2.0 + np.random.default_rng(0).standard_normal((times.size, 3))
+    kw = {"method": method, "delays": delays}
+    full = alignment.align(times, values, t_r, duration, onset_s=onset, **kw)
+    cut_onset = onset - dropped * t_r
+    cut = alignment.align(times, values, t_r, duration, onset_s=cut_onset, **kw)
+    assert cut_onset < 0 and cut.shape == (full.shape[0] - dropped, full.shape[1])
+    assert cut.shape[0] == alignment.n_volumes(duration + cut_onset, t_r)
+    scale = np.abs(full).max()
+    np.testing.assert_allclose(cut, full[dropped:], rtol=1e-5, atol=1e-5 * scale)
+    for exclude in (0.0, 5.0, 20.0):
+        f_full = alignment.first_volume(onset, t_r, exclude, method, delays)
+        f_cut = alignment.first_volume(cut_onset, t_r, exclude, method, delays)
+        assert f_cut == max(0, f_full - dropped), (exclude, f_full, f_cut)
+        # the analysed rows are the full run's analysed rows (those after the cut)
+        np.testing.assert_allclose(cut[f_cut:], full[max(f_full, dropped):], rtol=1e-5,
+                                   atol=1e-5 * scale)
+
+
+def test_first_volume_counts_the_onset_transient_from_the_true_onset():
+    # stimulus began 6 s before the first kept volume (TR 1.5): 20 s transient -> 14 s left,
+    # ceil(14 / 1.5) = 10 volumes out; a run starting 30 s in keeps every volume
+    assert alignment.first_volume(-6.0, 1.5, 20.0) == 10
+    assert alignment.first_volume(-30.0, 1.5, 20.0) == 0
+    assert alignment.first_volume(-3.0, 1.5, 0.0, "fir", [1, 2, 3, 4]) == 2
+    assert alignment.first_volume(-9.0, 1.5, 0.0, "fir", [1, 2, 3, 4]) == 0
+
+
+def test_stimulus_ended_before_the_run_is_rejected():
     times = frames(10.0)
-    with pytest.raises(ValueError, match="onset_s must be >= 0"):
-        alignment.align(times, np.ones((times.size, 1)), 1.5, 10.0, onset_s=-1.0)
+    with pytest.raises(ValueError, match="ends before the run's first kept volume"):
+        alignment.align(times, np.ones((times.size, 1)), 1.5, 10.0, onset_s=-10.0)
 
 
 def test_first_volume_leaves_out_silence_onset_and_rows_without_history():

@@ -187,14 +187,104 @@ def test_raw_runs_are_found_for_their_volume_count(tree):
     assert ds.run("01", "lpp-1").raw is None and ds.run("02", "lpp-2").raw is None
 
 
-def test_leading_volumes_dropped_shift_the_onset(tree):
+def test_leading_volumes_dropped_shift_the_onset(tree, caplog):
     cfg = bids_config(tree, tasks=["lpp"])  # pieman starts at 0 s
     cfg["bold"]["start_volume"] = 1  # TR 1.5 s in the default config
     assert C.dataset(cfg).stimulus_onset("section1") == pytest.approx(0.5)
+    # past the onset: the stimulus began before the first kept volume; aligned (its features
+    # cropped to the kept volumes), not refused
     cfg["bold"]["start_volume"] = 2
-    with pytest.raises(C.ConfigError, match="stimulus starts at 2.0 s, before the first kept "
-                                            "volume.*lower bold.start_volume"):
-        C.dataset(cfg)
+    with caplog.at_level("INFO", logger="brainalign.config"):
+        ds = C.dataset(cfg)
+    assert ds.stimulus_onset("section1") == pytest.approx(-1.0)
+    assert all(r.onset == pytest.approx(-1.0) for r in ds.runs)
+    assert any("6 run(s) start after their stimulus began" in r.getMessage()
+               for r in caplog.records)
+
+
+def test_negative_onset_in_events_is_kept(tmp_path):
+    # released data: the audio started 4.5 s before the first volume of the run
+    tree = build_tree(tmp_path / "ds", layout=[RunSpec("lpp", "1", "section1", -4.5),
+                                               *LAYOUT[1:]])
+    ds = C.dataset(bids_config(tree))
+    assert ds.stimulus_onset("section1") == pytest.approx(-4.5)
+    assert ds.stimulus_onset("section2") == pytest.approx(2.0)
+
+
+def write_rows(path: Path, rows: list[tuple[float, float, str, str]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("onset\tduration\ttrial_type\tstim_file\n"
+                    + "".join(f"{o}\t{d}\t{t}\t{f}\n" for o, d, t, f in rows))
+
+
+def test_narratives_events_rows_of_one_audio_file_are_one_stimulus(tmp_path):
+    """Narratives' pieman: a music row then a story row, both naming pieman_audio.wav; the
+    audio starts at the first row's onset (whatever the rows' order in the file)."""
+    tree = build_tree(tmp_path / "ds")
+    write_stimuli(tree, {"pieman_audio": 3.0})
+    write_rows(tree / "task-pieman_events.tsv", [(15.0, 422.0, "story", "pieman_audio.wav"),
+                                                 (2.0, 13.0, "music", "pieman_audio.wav")])
+    ds = C.dataset(bids_config(tree))
+    assert {r.stimulus for r in ds.runs if r.key == "pieman"} == {"pieman_audio"}
+    assert ds.stimulus_onset("pieman_audio") == 2.0
+    assert ds.stimuli["pieman_audio"] == str(tree / "stimuli" / "pieman_audio.wav")
+    # slumlordreach: music, story, music, story on one file, with n/a rows between
+    write_rows(tree / "task-pieman_events.tsv", [(0.0, 3.0, "silence", "n/a"),
+                                                 (3.0, 5.0, "music", "pieman_audio.wav"),
+                                                 (8.0, 9.0, "story", "pieman_audio.wav"),
+                                                 (17.0, 5.0, "music", "pieman_audio.wav"),
+                                                 (22.0, 50.0, "story", "pieman_audio.wav")])
+    bids.events_stimulus.cache_clear()
+    assert C.dataset(bids_config(tree)).stimulus_onset("pieman_audio") == 3.0
+
+
+def test_runs_with_several_stories_are_left_out_once_by_task(tmp_path, caplog):
+    """Narratives' schema runs: several stories and movie rows (stim_file n/a) in one run;
+    left out with one warning naming the task, the other runs kept."""
+    tree = build_tree(tmp_path / "ds")
+    img, mask = tiny_volume()
+    for s in ("01", "02"):
+        write_rows(tree / f"sub-{s}/func/sub-{s}_task-schema_run-1_events.tsv",
+                   [(0.0, 3.0, "story", "section1.wav"), (3.0, 3.0, "movie", "n/a"),
+                    (6.0, 3.0, "story", "section2.wav")])
+        write_volume_run(tree, s, RunSpec("schema", "1", ""), img, mask, t_r=1.0)
+    with caplog.at_level("WARNING", logger="brainalign.config"):
+        ds = C.dataset(bids_config(tree))
+    assert len(ds.runs) == 8 and "schema-1" not in {r.key for r in ds.runs}
+    (rec,) = [r for r in caplog.records if r.name == "brainalign.config"]
+    msg = rec.getMessage()
+    assert msg.startswith("2 run(s) of 2 subject(s) left out, task(s) 'schema'")
+    assert "several audio files in one run" in msg and "leaving out schema" in msg
+    # only such runs: an error, not an empty dataset
+    with pytest.raises(C.ConfigError, match="several audio files.*No run is left"):
+        C.dataset(bids_config(tree, tasks=["schema"]))
+
+
+def test_released_fmriprep_names_are_discovered(tmp_path):
+    """Narratives' derivatives as released: res-native volumes (bids.res null or 'native')
+    and fsaverage6 surfaces named ..._space-fsaverage6_hemi-L.func.gii (no _bold)."""
+    deriv = tmp_path / "derivatives" / "fmriprep"
+    func = deriv / "sub-001" / "func"
+    func.mkdir(parents=True)
+    img, mask = tiny_volume()
+    for t in ("pieman", "tunnel"):
+        base = f"sub-001_task-{t}_run-1_space-MNI152NLin2009cAsym_res-native"
+        nib.save(img, func / f"{base}_desc-preproc_bold.nii.gz")
+        nib.save(mask, func / f"{base}_desc-brain_mask.nii.gz")
+        for hemi in ("L", "R"):
+            (func / f"sub-001_task-{t}_run-1_space-fsaverage6_hemi-{hemi}.func.gii").touch()
+        (func / f"sub-001_task-{t}_run-1_desc-confounds_regressors.tsv").touch()
+    for res in (None, "native"):
+        runs = bids.discover_runs(deriv, res=res)
+        assert [r.key for r in runs] == ["pieman-1", "tunnel-1"]
+        assert runs[0].mask.endswith("pieman_run-1_space-MNI152NLin2009cAsym_res-native_"
+                                     "desc-brain_mask.nii.gz")
+    with pytest.raises(bids.BidsError, match=r"MNI152NLin2009cAsym \(res-native\)"):
+        bids.discover_runs(deriv, res="2")
+    runs = bids.discover_runs(deriv, kind="surface", space="fsaverage6")
+    assert [Path(t).name for t in runs[1].targets] == [
+        "sub-001_task-tunnel_run-1_space-fsaverage6_hemi-L.func.gii",
+        "sub-001_task-tunnel_run-1_space-fsaverage6_hemi-R.func.gii"]
 
 
 def test_events_naming_a_missing_stimulus(tree):
@@ -211,10 +301,16 @@ def test_events_without_stim_file_or_with_two(tree):
     events.write_text("onset\tduration\ttrial_type\n0\t3\tstory\n")
     with pytest.raises(C.ConfigError, match="run-1_events.tsv: needs `onset` and `stim_file`"):
         C.dataset(bids_config(tree))
+    events.write_text("onset\tduration\tstim_file\n0\t3\tn/a\n")
+    bids.events_stimulus.cache_clear()
+    with pytest.raises(C.ConfigError, match="no row names a stim_file.*bids.tasks"):
+        C.dataset(bids_config(tree))
     events.write_text("onset\tduration\tstim_file\n0\t3\tsection1.wav\n3\t3\tsection2.wav\n")
     bids.events_stimulus.cache_clear()
-    with pytest.raises(C.ConfigError, match="2 different stim_file values"):
-        C.dataset(bids_config(tree))
+    with pytest.raises(bids.SeveralStimuliError, match="2 different stim_file values"):
+        bids.events_stimulus(events, tree / "stimuli")
+    # in a dataset: that run is left out (see test_runs_with_several_stories_...)
+    assert "lpp-1" not in {r.key for r in C.dataset(bids_config(tree)).subject_runs("01")}
 
 
 def test_missing_events_are_named(tree):

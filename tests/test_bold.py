@@ -202,6 +202,82 @@ def test_confounds_path_follows_fmriprep_names(tmp_path):
         bold.confounds_path(tmp_path / "bold.nii.gz")
 
 
+def test_confounds_path_takes_the_older_fmriprep_names_too(tmp_path):
+    """Released derivatives (fMRIPrep < 20.2, e.g. Narratives) name the confounds
+    desc-confounds_regressors.tsv; surfaces of fMRIPrep < 21 have no _bold suffix; parcel
+    time series find their run's confounds by the run's entities."""
+    run = "sub-001_task-pieman_run-1"
+    old = tmp_path / f"{run}_desc-confounds_regressors.tsv"
+    new = tmp_path / f"{run}_desc-confounds_timeseries.tsv"
+    names = [f"{run}_space-MNI152NLin2009cAsym_res-native_desc-preproc_bold.nii.gz",
+             f"{run}_space-fsaverage6_hemi-L.func.gii", f"{run}_hemi-R_space-fsaverage6_bold"
+             ".func.gii", f"{run}_space-MNI152NLin2009cAsym_desc-schaefer400_timeseries.tsv",
+             f"{run}_desc-schaefer400_timeseries.tsv"]
+    for name in names:  # nothing there yet: the current name (what an error names)
+        assert bold.confounds_path(tmp_path / name) == new
+    old.touch()
+    for name in names:
+        assert bold.confounds_path(tmp_path / name) == old
+    new.touch()  # both: the current one
+    assert bold.confounds_path(tmp_path / names[0]) == new
+    with pytest.raises(bold.BoldError, match="not an fMRIPrep BOLD file name"):
+        bold.confounds_path(tmp_path / f"{run}_desc-preproc_T1w.nii.gz")
+
+
+def test_confounds_of_older_names_surfaces_and_parcels_load_alike(tmp_path):
+    """The same confounds table under the older name, beside a res-native volume, an older
+    fMRIPrep surface pair (which nilearn's own name check refuses) and a parcel TSV, loads to
+    the same regressors as the current name beside a current volume."""
+    path, _ = write_fmriprep_run(tmp_path, 60)
+    want = bold.load_run_confounds(path, slice(4, 54), ["motion", "wm_csf", "high_pass"], T_R)
+    table = bold.confounds_path(path)
+    run = "sub-001_task-pieman_run-1"
+    other = tmp_path / "released"
+    other.mkdir()
+    (other / f"{run}_desc-confounds_regressors.tsv").write_bytes(table.read_bytes())
+    vol = write_run(other / f"{run}_space-MNI152NLin2009cAsym_res-native_desc-preproc_bold"
+                    ".nii.gz", synthetic_run(60), t_r=T_R)
+    gifti = []
+    for hemi in ("L", "R"):
+        img = nib.GiftiImage(darrays=[nib.gifti.GiftiDataArray(
+            np.zeros(5, np.float32), intent="NIFTI_INTENT_TIME_SERIES") for _ in range(60)])
+        gifti.append(other / f"{run}_space-fsaverage6_hemi-{hemi}.func.gii")
+        nib.save(img, gifti[-1])
+    parcels = other / f"{run}_desc-schaefer_timeseries.tsv"
+    pd.DataFrame(np.random.default_rng(0).standard_normal((60, 3)),
+                 columns=["a", "b", "c"]).to_csv(parcels, sep="\t", index=False)
+    for run_files in (vol, [str(p) for p in gifti], str(parcels)):
+        got = bold.load_run_confounds(run_files, slice(4, 54), ["motion", "wm_csf", "high_pass"],
+                                      T_R)
+        np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+def test_parcel_confounds_span_a_motion_artefact_in_the_parcels(tmp_path):
+    """A parcel run whose time series are a drifting motion artefact: its confounds (found by
+    the run's entities beside the TSV), trimmed and cleaned by the same functions as a volume
+    run's, span the cleaned parcels exactly."""
+    from brainalign import parcels
+
+    path, motion = write_fmriprep_run(tmp_path, 60)
+    rng = np.random.default_rng(3)
+    moved = motion + np.linspace(0, 3, 60)[:, None] * rng.standard_normal(6)
+    tsv = bold.confounds_path(path)
+    table = pd.read_csv(tsv, sep="\t")
+    table[["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z"]] = moved
+    table.to_csv(tsv, sep="\t", index=False, na_rep="n/a")
+    run = tmp_path / "sub-01_task-story_run-1_desc-schaefer_timeseries.tsv"
+    pd.DataFrame(100 + moved @ rng.standard_normal((6, 8)),
+                 columns=[f"p{i}" for i in range(8)]).to_csv(run, sep="\t", index=False)
+    y = parcels.load_run(run, np.ones(8, bool), 50, T_R, start_volume=4, first_volume=0,
+                         max_extra_volumes=6)
+    confounds = bold.load_run_confounds(str(run), slice(4, 54), ["motion"], T_R)
+    assert y.shape == (50, 8) and confounds.shape == (50, 6)
+    left = bold.regress_out(y, confounds)
+    assert (left**2).sum() / (y**2).sum() < 1e-6
+    # without the confounds the artefact is all of the signal
+    assert (bold.regress_out(y, confounds[:, :0])**2).sum() / (y**2).sum() > 0.99
+
+
 def write_fmriprep_run(tmp_path, n_t: int, n_rows: int | None = None) -> tuple[str, np.ndarray]:
     """A BOLD run with fMRIPrep's name and a confounds TSV of ``n_rows`` rows beside it."""
     from brainalign import simulate
@@ -406,3 +482,30 @@ def test_blocks_are_cleaned_on_their_own_volumes():
         np.testing.assert_allclose(c, bold.clean_signals(data[block], 2.0), rtol=1e-5,
                                    atol=1e-5)
         np.testing.assert_allclose(c.mean(0), 0, atol=1e-5)
+
+
+def test_run_cut_after_the_audio_started_is_prepared_as_the_full_run(tmp_path):
+    """Known answer for a stimulus that began before the first kept volume: a run whose first
+    4 volumes were dropped (onset 3 s -> 3 - 4 * TR = -5 s) gives, as prepare_bold and
+    fit_layer cut them, the same BOLD and the same feature rows as the full run, with the
+    onset transient (exclude_onset_s) counted from the true onset."""
+    from brainalign import alignment
+
+    duration, onset, dropped, exclude = 60.0, 3.0, 4, 20.0
+    times = np.arange(int(duration / 0.02)) * 0.02 + 0.01
+    values = np.random.default_rng(1).standard_normal((times.size, 3))
+    n_full = alignment.n_volumes(duration + onset, T_R)
+    data = synthetic_run(n_full + 2, drift=30.0)
+    full_path = write_run(tmp_path / "full.nii.gz", data, t_r=T_R)
+    cut_path = write_run(tmp_path / "cut.nii.gz", data[..., dropped:], t_r=T_R)
+    prepared = {}
+    for name, path, o in (("full", full_path, onset), ("cut", cut_path, onset - dropped * T_R)):
+        first = alignment.first_volume(o, T_R, exclude)  # common.smk's first_volume
+        n_vols = alignment.n_volumes(duration + o, T_R)  # prepare_bold's
+        y = bold.load_run(path, make_mask(), n_vols, T_R, first_volume=first)
+        x = alignment.align(times, values, T_R, duration, onset_s=o)[first:first + len(y)]
+        prepared[name] = (first, y, x)
+    assert prepared["full"][0] == 12 and prepared["cut"][0] == 12 - dropped
+    np.testing.assert_allclose(prepared["cut"][1], prepared["full"][1], atol=1e-5)
+    np.testing.assert_allclose(prepared["cut"][2], prepared["full"][2], rtol=1e-5, atol=1e-7)
+    assert len(prepared["cut"][1]) == n_full - 12

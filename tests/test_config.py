@@ -135,11 +135,11 @@ def test_schema_rejects_bad_alignment_and_onsets(base_config):
     for bad in ({"alignment": {"method": "sinc"}},
                 {"alignment": {"method": "lanczos", "lanczos_window": 0}},
                 {"alignment": {"method": "lanczos", "lanczos_window": 2.5}},
-                {"onsets": {"1": -2.0}},
                 {"onsets": {"1": "10 s"}}):
         cfg = {**copy.deepcopy(base_config), **bad}
         assert list(v.iter_errors(cfg)), bad
-    cfg = {**copy.deepcopy(base_config), "onsets": {"1": 4.5, "2": 0}}
+    # negative: the stimulus began before the run's first kept volume (aligned, cropped)
+    cfg = {**copy.deepcopy(base_config), "onsets": {"1": 4.5, "2": 0, "3": -2.0}}
     cfg["alignment"] = {"method": "lanczos", "lanczos_window": 4}
     assert not list(v.iter_errors(cfg))
 

@@ -414,11 +414,15 @@ def _tiny_model(cfg: dict) -> dict:
 
 
 def test_narratives_preset_dry_run(tmp_path: Path) -> None:
-    """Narratives layout: derivatives/fmriprep, events per run with stim_file, stimuli/*.wav;
-    a subject with one story is analysed too, its run cut into contiguous blocks."""
+    """Narratives as released: derivatives/fmriprep with res-native volumes, older-fMRIPrep
+    surface and confounds names (desc-confounds_regressors.tsv, read for the confound
+    strategy), events per run with stim_file (pieman: a music row then a story row on one
+    audio file), a schema run (several stories and a movie) left out with one warning; a
+    subject with one story is analysed too, its run cut into contiguous blocks."""
     root = tmp_path / "narratives"
     stories = {"001": ["pieman", "tunnel", "lucy"], "002": ["pieman", "tunnel", "lucy",
-                                                           "prettymouth"], "003": ["pieman"]}
+                                                           "prettymouth", "schema"],
+               "003": ["pieman"]}
     func = "derivatives/fmriprep/sub-{s}/func/sub-{s}_task-{t}_run-1"
     for s, tasks in stories.items():
         for t in tasks:
@@ -428,10 +432,19 @@ def test_narratives_preset_dry_run(tmp_path: Path) -> None:
                            "_space-fsaverage6_hemi-L.func.gii", "_space-fsaverage6_hemi-R.func.gii",
                            "_desc-confounds_regressors.tsv"):
                 _touch(base.with_name(base.name + suffix))
-            write_events(root, s, RunSpec(t, "1", f"{t}_audio", 3.0), 60.0)
+            events = root / f"sub-{s}/func/sub-{s}_task-{t}_run-1_events.tsv"
+            rows = {"pieman": ["0.0\t13.0\tmusic\tpieman_audio.wav",
+                               "15.0\t422.0\tstory\tpieman_audio.wav"],
+                    "schema": ["0.0\t90.0\tstory\tschema_a.wav", "95.0\t90.0\tmovie\tn/a",
+                               "190.0\t90.0\tstory\tschema_b.wav"]
+                    }.get(t, [f"3.0\t60.0\tstory\t{t}_audio.wav"])
+            events.parent.mkdir(parents=True, exist_ok=True)
+            events.write_text("onset\tduration\ttrial_type\tstim_file\n" + "\n".join(rows)
+                              + "\n")
             _touch(root / "stimuli" / f"{t}_audio.wav")
     cfg = _tiny_model(yaml.safe_load((REPO / "config/examples/narratives.yaml").read_text()))
     cfg["bids"].update(root=str(root / "derivatives" / "fmriprep"), raw=str(root))
+    cfg["bold"]["confounds"] = {"strategy": ["motion", "wm_csf"]}
     proc = _snakemake(tmp_path, cfg, "-n", "--cores", "2")
     assert proc.returncode == 0, proc.stdout[-3000:]
     out = proc.stdout
@@ -439,6 +452,31 @@ def test_narratives_preset_dry_run(tmp_path: Path) -> None:
     assert "sub-003_run-pieman-1_blocks.npy" in out  # one story only: block CV
     for t in ("pieman", "tunnel", "lucy", "prettymouth"):
         assert f"results/features/{MODEL}/{t}_audio.h5" in out
+    assert "sub-002_task-lucy_run-1_desc-confounds_regressors.tsv" in out  # prepare_bold input
+    assert "schema" not in out.replace("'schema'", "").replace("leaving out schema", "")
+    assert out.count("1 run(s) of 1 subject(s) left out, task(s) 'schema'") == 1
+
+
+def test_parcel_runs_read_their_confounds_dry_run(tmp_path: Path) -> None:
+    """Parcel time series with a confound strategy: each run's prepare_bold reads the fMRIPrep
+    confounds TSV beside it, found by the run's entities (here the older
+    desc-confounds_regressors name)."""
+    root = tmp_path / "ds"
+    for spec in LAYOUT[:3]:
+        write_events(root, "01", spec, 60.0)
+        base = root / f"derivatives/fmriprep/sub-01/func/{spec.entities('01')}"
+        for suffix in ("_desc-hcp_timeseries.tsv", "_desc-confounds_regressors.tsv"):
+            _touch(base.with_name(base.name + suffix))
+        _touch(root / "stimuli" / f"{spec.story}.wav")
+    cfg = base_config()
+    cfg["bids"] = {"root": str(root / "derivatives" / "fmriprep"), "raw": str(root),
+                   "target": "parcels", "space": "fsLR", "desc": "hcp"}
+    cfg["rois"] = {"atlas": "parcels", "groups": {"A1": ["A1_L"]}}
+    cfg["bold"]["confounds"] = {"strategy": ["motion", "high_pass"]}
+    proc = _snakemake(tmp_path, cfg, "-n", "--cores", "2")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    for spec in LAYOUT[:3]:
+        assert f"{spec.entities('01')}_desc-confounds_regressors.tsv" in proc.stdout
 
 
 def test_lpp_preset_dry_run(tmp_path: Path) -> None:

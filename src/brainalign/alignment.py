@@ -13,7 +13,9 @@ onset (fMRIPrep's slice-timing reference, 0.5 by default). Three response models
 
 Features are computed per stimulus with t=0 at stimulus onset. A run whose stimulus starts
 ``onset_s`` seconds after its first kept volume gets ``ceil((onset_s + duration_s) / t_r)`` rows:
-volume k samples the stimulus at ``(k + slice_time_ref) * t_r - onset_s``.
+volume k samples the stimulus at ``(k + slice_time_ref) * t_r - onset_s``. The onset may be
+negative (the stimulus began before the first kept volume): the features are then those of the
+full run, cropped to the kept volumes.
 
 Every run starts from silence, and every brain answers a sound's onset. Two things keep that
 onset out of the scores:
@@ -45,7 +47,9 @@ def bin_mean(frame_times: np.ndarray, values: np.ndarray, bin_s: float, n_bins: 
              ) -> np.ndarray:
     """Mean of ``values`` (n_frames, n_features) in bins [i*bin_s, (i+1)*bin_s); empty bins
     take the previous bin's value (zero before the first frame)."""
-    idx = np.floor(frame_times / bin_s).astype(int)
+    # a frame on a bin edge belongs to the later bin whatever the rounding of
+    # ``frame_times / bin_s`` (frames shifted by whole TRs must fall in the same bins)
+    idx = np.floor(np.round(np.asarray(frame_times) / bin_s, 6)).astype(int)
     ok = (idx >= 0) & (idx < n_bins)
     sums = np.zeros((n_bins, values.shape[1]), dtype=np.float64)
     np.add.at(sums, idx[ok], values[ok])
@@ -159,15 +163,17 @@ def first_volume(onset_s: float, t_r: float, exclude_onset_s: float = 0.0,
 
     Left out: the volumes before the stimulus onset and those within ``exclude_onset_s`` seconds
     after it (the onset transient); with ``fir`` and ``lanczos`` also every row whose delayed
-    copies would reach before the onset, so no zero row stands in for missing history.
+    copies would reach before the onset, so no zero row stands in for missing history. A
+    negative ``onset_s`` (the stimulus began before the first kept volume) counts all of this
+    from the true onset: a run whose first kept volume is N volumes later than in the full run
+    gets ``max(0, first_volume(onset_s + N * t_r) - N)``.
     """
-    if onset_s < 0 or exclude_onset_s < 0:
-        raise ValueError(f"onset_s and exclude_onset_s must be >= 0, got {onset_s} and "
-                         f"{exclude_onset_s}.")
+    if exclude_onset_s < 0:
+        raise ValueError(f"exclude_onset_s must be >= 0, got {exclude_onset_s}.")
     first = n_volumes(onset_s + exclude_onset_s, t_r)
     if method in ("fir", "lanczos"):
         first = max(first, n_volumes(onset_s, t_r) + max(delays or [1, 2, 3, 4]))
-    return first
+    return max(first, 0)
 
 
 def align(frame_times: np.ndarray, values: np.ndarray, t_r: float, duration_s: float,
@@ -178,22 +184,35 @@ def align(frame_times: np.ndarray, values: np.ndarray, t_r: float, duration_s: f
     ``onset_s`` seconds after the run's first (kept) volume: ``n_volumes(onset_s + duration_s,
     t_r)`` rows; ``frame_times`` are relative to the stimulus onset.
 
+    A negative ``onset_s``: the stimulus began before the first kept volume (released data
+    often drop the first volumes after the audio started). The features are then computed on
+    the volume grid extended back to the onset (whole TRs, so every volume keeps its sampling
+    time) and cropped to the kept volumes: rows equal to those of the full run, with the
+    HRF's and the delays' history from the stimulus's start.
+
     ``center``: subtract each feature's mean over the stimulus's frames first (see the module
     docstring); the rows before the onset are then the features' mean (zero), not silence
     standing for "no activation"."""
-    if onset_s < 0:
-        raise ValueError(f"onset_s must be >= 0, got {onset_s}.")
+    if onset_s <= -duration_s:
+        raise ValueError(f"the stimulus ({duration_s:g} s) ends before the run's first kept "
+                         f"volume (onset {onset_s:g} s): check the onset in events.tsv or "
+                         "`onsets`, and `bold.start_volume`.")
+    n_before = n_volumes(-onset_s, t_r) if onset_s < 0 else 0  # volumes missing from the run
+    onset_s += n_before * t_r
     n_vols = n_volumes(duration_s + onset_s, t_r)
-    run_times = np.asarray(frame_times, dtype=np.float64) + onset_s  # t=0: first kept volume
+    run_times = np.asarray(frame_times, dtype=np.float64) + onset_s  # t=0: first grid volume
     if center and len(values):
         values = np.asarray(values, dtype=np.float64)
         values = values - values.mean(0)
     if method == "hrf":
-        return hrf_features(run_times, values, t_r, n_vols, hrf_model,
-                            slice_time_ref=slice_time_ref)
-    if method == "fir":
-        return fir_features(run_times, values, t_r, n_vols, delays or [1, 2, 3, 4])
-    if method == "lanczos":
-        return lanczos_features(run_times, values, t_r, n_vols, delays or [1, 2, 3, 4],
-                                lanczos_window, slice_time_ref, start_s=onset_s)
-    raise ValueError(f"unknown alignment method '{method}' (use 'hrf', 'fir' or 'lanczos').")
+        out = hrf_features(run_times, values, t_r, n_vols, hrf_model,
+                           slice_time_ref=slice_time_ref)
+    elif method == "fir":
+        out = fir_features(run_times, values, t_r, n_vols, delays or [1, 2, 3, 4])
+    elif method == "lanczos":
+        out = lanczos_features(run_times, values, t_r, n_vols, delays or [1, 2, 3, 4],
+                               lanczos_window, slice_time_ref, start_s=onset_s)
+    else:
+        raise ValueError(f"unknown alignment method '{method}' (use 'hrf', 'fir' or "
+                         "'lanczos').")
+    return out[n_before:]

@@ -12,9 +12,10 @@ Targets are found per run as
   ``*_space-<space>_hemi-L.func.gii`` without a suffix, also accepted);
 - parcels: ``*[_space-<space>]_desc-<desc>_timeseries.tsv`` (one column per ROI).
 
-The stimulus of a run comes from the raw dataset's ``events.tsv`` (the row with a ``stim_file``,
-looked up next to the run or inherited from the dataset root, ``stim_file`` relative to
-``stimuli/``) or from a table in the config.
+The stimulus of a run comes from the raw dataset's ``events.tsv`` (the rows with a ``stim_file``,
+all naming one audio file, which starts at the earliest of their onsets; looked up next to the
+run or inherited from the dataset root, ``stim_file`` relative to ``stimuli/``) or from a table
+in the config. Runs whose events name several audio files are left out (one log line).
 """
 
 from __future__ import annotations
@@ -280,13 +281,22 @@ def raw_bold(raw: str | Path, run: BidsRun) -> Path | None:
                 None)
 
 
+class SeveralStimuliError(BidsError):
+    """A run whose events name several audio files (e.g. Narratives' ``schema`` runs: several
+    stories and movies in one run); such runs are left out of discovery with one log line."""
+
+
 @lru_cache(maxsize=4096)
 def events_stimulus(events_path: str | Path, stimuli_dir: str | Path
                     ) -> tuple[str, str, float]:
-    """(stimulus name, audio path, onset s) of the one story a run heard, from its events file.
+    """(stimulus name, audio path, onset s) of the one audio file a run heard, from its events.
 
-    The stimulus is the row with a non-empty ``stim_file`` (relative to ``stimuli_dir``, the
-    raw dataset's ``stimuli/``); its name is the file name without extension.
+    The stimulus is the file named in the non-empty ``stim_file`` rows (relative to
+    ``stimuli_dir``, the raw dataset's ``stimuli/``); its name is the file name without
+    extension. Several rows may name that one file (Narratives' pieman: a ``music`` row at 0 s
+    then a ``story`` row at 15 s, both ``pieman_audio.wav``): the audio starts at the earliest
+    of their onsets. The onset may be negative (the audio started before the run's first
+    volume). Raises :class:`SeveralStimuliError` when the rows name several files.
     """
     events_path = Path(events_path)
     table = pd.read_csv(events_path, sep="\t", dtype={"stim_file": str}, na_values=["n/a", ""])
@@ -297,13 +307,22 @@ def events_stimulus(events_path: str | Path, stimuli_dir: str | Path
                         "e.g. rest, is left out by listing the other tasks in `bids.tasks`).")
     rows = table.dropna(subset=["stim_file"])
     files = list(dict.fromkeys(rows["stim_file"]))
-    if len(files) != 1:
-        raise BidsError(f"{events_path}: {len(files)} different stim_file values ({files}); "
-                        "each run must hear exactly one audio file (split longer runs, or map "
-                        "runs in `bids.stimulus_table`).")
+    if len(files) > 1:
+        raise SeveralStimuliError(
+            f"{events_path}: {len(files)} different stim_file values ({files}); each run must "
+            "hear exactly one audio file (split longer runs, or map runs in "
+            "`bids.stimulus_table`).")
+    if not files:
+        raise BidsError(f"{events_path}: no row names a stim_file; each run must hear exactly "
+                        "one audio file (a run that heard none, e.g. rest, is left out by "
+                        "listing the other tasks in `bids.tasks`; or map runs in "
+                        "`bids.stimulus_table`).")
     audio = Path(stimuli_dir) / files[0]
     if not audio.is_file():
         raise BidsError(f"{events_path}: stim_file '{files[0]}' does not exist ({audio}); put "
                         "the audio under the dataset's stimuli/ folder or set `bids.stimuli_dir`.")
-    onset = float(rows["onset"].iloc[0])
-    return _safe_name(Path(files[0]).name.split(".")[0]), str(audio), onset
+    onset = pd.to_numeric(rows["onset"], errors="coerce")
+    if onset.isna().any():
+        raise BidsError(f"{events_path}: a row naming '{files[0]}' has no numeric onset; fix "
+                        "the onset column.")
+    return _safe_name(Path(files[0]).name.split(".")[0]), str(audio), float(onset.min())

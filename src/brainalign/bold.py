@@ -20,6 +20,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pandas as pd
 
 #: nilearn ``load_confounds`` strategies brainalign supports (no scrubbing: censored volumes
 #: would break the run-wise circular-shift null)
@@ -324,21 +325,40 @@ def regress_out(data: np.ndarray, confounds: np.ndarray) -> np.ndarray:
     return (y - c @ beta).astype(np.float32)
 
 
-def confounds_path(bold_path: str | Path) -> Path:
-    """fMRIPrep's confounds TSV of a BOLD run, volume or surface:
-    ``sub-X_..._run-R_space-S_desc-preproc_bold.nii.gz`` or
-    ``sub-X_..._run-R_hemi-L_space-fsaverage6_bold.func.gii`` ->
-    ``sub-X_..._run-R_desc-confounds_timeseries.tsv`` in the same folder."""
-    bold_path = Path(bold_path)
-    name = bold_path.name
-    m = re.match(r"^(sub-.+?)_(?:hemi|space|cohort|res|den|desc)-.*"
-                 r"(?:_bold\.nii(?:\.gz)?|_bold\.func\.gii|\.func\.gii)$", name)
-    if m is None:
-        raise BoldError(f"{bold_path}: not an fMRIPrep BOLD file name (..._desc-preproc_bold"
-                        ".nii.gz or ..._hemi-L_space-fsaverage6_bold.func.gii), so its confounds "
-                        "TSV cannot be found; rename the run or set "
-                        "`bold.confounds.strategy: []`.")
-    return bold_path.with_name(f"{m.group(1)}_desc-confounds_timeseries.tsv")
+#: fMRIPrep's names of a run's confounds TSV, preferred first: ``desc-confounds_timeseries``
+#: (fMRIPrep >= 20.2) and ``desc-confounds_regressors`` (older releases, e.g. Narratives)
+CONFOUNDS_NAMES = ("desc-confounds_timeseries.tsv", "desc-confounds_regressors.tsv")
+#: entities that name a run (not a space, resolution or hemisphere of it), in BIDS order
+_RUN_ENTITIES = ("sub", "ses", "task", "acq", "ce", "dir", "rec", "run", "echo")
+_RUN_FILE = re.compile(r"(?:_bold\.nii(?:\.gz)?|_bold\.func\.gii|\.func\.gii|_timeseries\.tsv)$")
+
+
+def confounds_path(run_path: str | Path) -> Path:
+    """fMRIPrep's confounds TSV of a run, in the same folder: the run's entities (sub, ses,
+    task, run ...) + ``_desc-confounds_timeseries.tsv``, or the older
+    ``_desc-confounds_regressors.tsv`` when only that exists.
+
+    ``run_path``: a volume (``..._space-S[_res-R]_desc-preproc_bold.nii.gz``), a surface
+    hemisphere (``..._hemi-L_space-fsaverage6_bold.func.gii`` or fMRIPrep < 21's
+    ``..._space-fsaverage6_hemi-L.func.gii``) or a parcel time series
+    (``...[_space-S]_desc-D_timeseries.tsv``). Without either file, the current name.
+    """
+    run_path = Path(run_path)
+    name = run_path.name
+    parts = name.split(".")[0].split("_")
+    head = []
+    for part in parts:
+        if part.partition("-")[0] not in _RUN_ENTITIES or "-" not in part:
+            break
+        head.append(part)
+    if not head or not head[0].startswith("sub-") or len(head) == len(parts) \
+            or _RUN_FILE.search(name) is None:
+        raise BoldError(f"{run_path}: not an fMRIPrep BOLD file name (..._desc-preproc_bold"
+                        ".nii.gz, ..._hemi-L_space-fsaverage6_bold.func.gii or a parcel "
+                        "..._desc-<atlas>_timeseries.tsv), so its confounds TSV cannot be found; "
+                        "rename the run or set `bold.confounds.strategy: []`.")
+    candidates = [run_path.with_name(f"{'_'.join(head)}_{c}") for c in CONFOUNDS_NAMES]
+    return next((c for c in candidates if c.is_file()), candidates[0])
 
 
 def load_run_confounds(bold_path: str | Path | Sequence[str | Path], volumes: slice,
@@ -347,7 +367,8 @@ def load_run_confounds(bold_path: str | Path | Sequence[str | Path], volumes: sl
                        global_signal: str = "basic") -> np.ndarray:
     """Confound regressors of one run, trimmed and filtered exactly like its BOLD.
 
-    Read from fMRIPrep's ``desc-confounds_timeseries.tsv`` beside the run with nilearn's
+    Read from fMRIPrep's confounds TSV beside the run (:func:`confounds_path`: volume, surface
+    or parcel runs; current or older names) with nilearn's
     ``load_confounds`` and the given strategies, cut to the run's analysed ``volumes`` (the
     slice :func:`kept_volumes` gave its BOLD) and detrended by :func:`clean_signals` as the
     BOLD was (``detrend``). They are NOT regressed out here: the encoding stage regresses them
@@ -372,18 +393,16 @@ def load_run_confounds(bold_path: str | Path | Sequence[str | Path], volumes: sl
     if bad:
         raise BoldError(f"unknown confound strategies {bad}; `bold.confounds.strategy` takes "
                         f"{list(CONFOUND_STRATEGIES)}.")
-    from nilearn.interfaces.fmriprep import load_confounds
-
     paths = ([Path(bold_path)] if isinstance(bold_path, str | Path)
-             else [Path(p) for p in bold_path])  # a volume, or a surface run's GIFTI pair
+             else [Path(p) for p in bold_path])  # a volume, a surface run's GIFTI pair, a TSV
     bold_path = paths[0]
     tsv = confounds_path(bold_path)
     if not tsv.exists():
-        raise BoldError(f"{tsv}: fMRIPrep confounds file not found for {bold_path.name}; copy "
-                        "it from the fMRIPrep derivatives next to the BOLD run, or set "
+        raise BoldError(f"{tsv}: fMRIPrep confounds file not found for {bold_path.name} (looked "
+                        f"for {' and '.join(CONFOUNDS_NAMES)} beside it); copy it from the "
+                        "fMRIPrep derivatives next to the run, or set "
                         "`bold.confounds.strategy: []` to fit without confounds.")
-    img = nib.load(str(bold_path))
-    n_total = len(img.darrays) if isinstance(img, nib.GiftiImage) else img.shape[3]
+    n_total = n_volumes_in(bold_path)
     n_rows = sum(1 for _ in tsv.open()) - 1
     if n_rows != n_total:
         raise BoldError(f"{tsv}: has {n_rows} rows but {bold_path.name} has {n_total} volumes; "
@@ -391,12 +410,33 @@ def load_run_confounds(bold_path: str | Path | Sequence[str | Path], volumes: sl
                         "not of another run or a truncated copy.")
     check_confound_columns(tsv, strategy, motion=motion, wm_csf=wm_csf,
                            global_signal=global_signal)
-    files = str(bold_path) if len(paths) == 1 else [str(p) for p in paths]
-    table, sample_mask = load_confounds(files, strategy=tuple(strategy), motion=motion,
-                                        wm_csf=wm_csf, global_signal=global_signal,
-                                        demean=True)
+    table = _nilearn_confounds(tsv, strategy, motion=motion, wm_csf=wm_csf,
+                               global_signal=global_signal)
     data = np.nan_to_num(table.to_numpy(np.float64))[volumes]
     return clean_signals(data, t_r, detrend, standardize=False).astype(np.float32)
+
+
+def _nilearn_confounds(tsv: Path, strategy: list[str], **variants: str) -> pd.DataFrame:
+    """nilearn's ``load_confounds`` on one confounds TSV (demeaned over the whole run).
+
+    nilearn finds the TSV from an image's name and accepts only fMRIPrep's current image names
+    (not ``.nii`` volumes, parcel TSVs or fMRIPrep < 21's ``..._hemi-L.func.gii``), so it is
+    given a stand-in image name (never opened) in a temporary folder holding the chosen TSV
+    (and its JSON sidecar, which compcor reads) under the current confounds name."""
+    import shutil
+    import tempfile
+
+    from nilearn.interfaces.fmriprep import load_confounds
+
+    stem = tsv.name[: -len(next(c for c in CONFOUNDS_NAMES if tsv.name.endswith(c)))]
+    with tempfile.TemporaryDirectory(prefix="brainalign-confounds-") as tmp:
+        shutil.copyfile(tsv, Path(tmp) / f"{stem}{CONFOUNDS_NAMES[0]}")
+        if tsv.with_suffix(".json").is_file():
+            shutil.copyfile(tsv.with_suffix(".json"),
+                            (Path(tmp) / f"{stem}{CONFOUNDS_NAMES[0]}").with_suffix(".json"))
+        table, _ = load_confounds(str(Path(tmp) / f"{stem}desc-preproc_bold.nii.gz"),
+                                  strategy=tuple(strategy), demean=True, **variants)
+    return table
 
 
 #: fMRIPrep columns behind each column-named strategy, and the suffixes of each variant (as
@@ -416,8 +456,6 @@ def check_confound_columns(tsv: str | Path, strategy: list[str], **variants: str
     global_signal: basic, derivatives, power2 or full); compcor needs ``a_comp_cor_*`` columns
     and the TSV's JSON sidecar; high_pass needs nothing (nilearn adds no cosine when absent).
     """
-    import pandas as pd
-
     tsv = Path(tsv)
     columns = set(pd.read_csv(tsv, sep="\t", nrows=0).columns)
     missing = [base + suffix for comp in strategy if comp in _CONFOUND_COLUMNS

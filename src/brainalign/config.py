@@ -329,7 +329,14 @@ def _listed_dataset(config: dict[str, Any], path: str) -> Dataset:
 
 
 def _bids_dataset(config: dict[str, Any], path: str) -> Dataset:
-    from .bids import BidsError, discover_runs, events_stimulus, find_events, raw_bold
+    from .bids import (
+        BidsError,
+        SeveralStimuliError,
+        discover_runs,
+        events_stimulus,
+        find_events,
+        raw_bold,
+    )
 
     b = config["bids"]
     found = discover_runs(b["root"], b.get("target", "volume"), b["space"],
@@ -344,7 +351,7 @@ def _bids_dataset(config: dict[str, Any], path: str) -> Dataset:
     onsets = {str(k): float(v) for k, v in (config.get("onsets") or {}).items()}
     raw = Path(b.get("raw") or b["root"])
     stim_dir = Path(b.get("stimuli_dir") or raw / "stimuli")
-    runs, no_events = [], []
+    runs, no_events, several = [], [], []
     for fr in found:
         if b.get("stimuli_from", "events") == "table":
             stim = table.get(fr.key, table.get(fr.task))
@@ -361,22 +368,53 @@ def _bids_dataset(config: dict[str, Any], path: str) -> Dataset:
             if events is None:
                 no_events.append(fr)
                 continue
-            stim, audio, onset = events_stimulus(str(events), str(stim_dir))
+            try:
+                stim, audio, onset = events_stimulus(str(events), str(stim_dir))
+            except SeveralStimuliError:
+                several.append(fr)
+                continue
             if stimuli.setdefault(stim, audio) != audio:
                 raise BidsError(f"{events}: stimulus name '{stim}' stands for both "
                                 f"{stimuli[stim]} and {audio}; rename one of the files.")
+            # may be negative: the audio started before the first kept volume (cropped)
             onset -= skip_s
-            if onset < 0:
-                raise BidsError(f"{events}: stimulus starts at {onset + skip_s} s, before the "
-                                f"first kept volume (bold.start_volume = "
-                                f"{config['bold']['start_volume']}); lower bold.start_volume.")
         found_raw = raw_bold(raw, fr)
         runs.append(Run(fr.subject, fr.key, fr.targets, fr.mask, stim, onset,
                         None if found_raw is None else str(found_raw)))
     if no_events:
         raise BidsError(_no_events_message(no_events, found, raw))
+    if several:
+        _log_several_stimuli(several, found, raw, bool(runs))
+    early = [r for r in runs if r.onset < 0]
+    if early:
+        logging.getLogger("brainalign.config").info(
+            "%d run(s) start after their stimulus began (e.g. run %s of sub-%s, %.3g s after "
+            "the audio's start): their features are those of the whole stimulus, cropped to "
+            "the kept volumes", len(early), early[0].key, early[0].subject, -early[0].onset)
     heard = dict.fromkeys(r.stimulus for r in runs)  # only these are extracted
     return Dataset(b.get("target", "volume"), runs, {s: stimuli[s] for s in heard})
+
+
+def _log_several_stimuli(several: list[BidsRun], found: list[BidsRun], raw: Path,
+                         any_left: bool) -> None:
+    """One warning for the runs left out because their events name several audio files (by
+    task; e.g. Narratives' schema runs), or an error when no run is left."""
+    from .bids import BidsError
+
+    tasks = list(dict.fromkeys(r.task for r in several))
+    out = {(r.subject, r.key) for r in several}
+    whole = [t for t in tasks if all(r.task != t or (r.subject, r.key) in out for r in found)]
+    msg = (f"{len(several)} run(s) of {len({r.subject for r in several})} subject(s) left out, "
+           f"task(s) {', '.join(repr(t) for t in tasks)}: their events.tsv (under {raw}) name "
+           "several audio files in one run (e.g. several stories, or a movie), and brainalign "
+           "maps each run to one stimulus. ")
+    if not any_left:
+        raise BidsError(msg + "No run is left: map the runs in `bids.stimulus_table` "
+                        "(`bids.stimuli_from: table`) or split them into one run per story.")
+    logging.getLogger("brainalign.config").warning(
+        "%s%s", msg, f"List the other tasks in `bids.tasks` to silence this (leaving out "
+        f"{', '.join(whole)})." if whole else "Split those runs into one run per story to "
+        "analyse them.")
 
 
 def _no_events_message(no_events: list[BidsRun], found: list[BidsRun], raw: Path) -> str:
