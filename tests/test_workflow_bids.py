@@ -439,6 +439,12 @@ def test_narratives_preset_dry_run(tmp_path: Path) -> None:
     assert "sub-003" not in out  # one story only: dropped
     for t in ("pieman", "tunnel", "lucy", "prettymouth"):
         assert f"results/features/{MODEL}/{t}_audio.h5" in out
+    # the fsaverage6 runs with a packaged surface atlas, by name (its README comment)
+    cfg["bids"].update(target="surface", space="fsaverage6")
+    cfg["rois"]["atlas"] = "schaefer-400-7"
+    proc = _snakemake(tmp_path, cfg, "-n", "--cores", "2")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "sub-001_atlas-schaefer_400_7_dseg.npz" in proc.stdout
 
 
 def test_lpp_preset_dry_run(tmp_path: Path) -> None:
