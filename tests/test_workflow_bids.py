@@ -456,6 +456,13 @@ def test_narratives_preset_dry_run(tmp_path: Path) -> None:
     assert "schema" not in out.replace("'schema'", "").replace("leaving out schema", "")
     assert out.count("1 run(s) of 1 subject(s) left out, task(s) 'schema'") == 1
 
+    # the fsaverage6 runs with a packaged surface atlas, by name (its README comment)
+    cfg["bids"].update(target="surface", space="fsaverage6")
+    cfg["rois"]["atlas"] = "schaefer-400-7"
+    proc = _snakemake(tmp_path, cfg, "-n", "--cores", "2")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "sub-001_atlas-schaefer_400_7_dseg.npz" in proc.stdout
+
 
 def test_parcel_runs_read_their_confounds_dry_run(tmp_path: Path) -> None:
     """Parcel time series with a confound strategy: each run's prepare_bold reads the fMRIPrep

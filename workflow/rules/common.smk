@@ -2,6 +2,7 @@
 import brainalign.alignment as align_lib
 import brainalign.bold as bold_lib
 import brainalign.config as bacfg
+import brainalign.rois as rois_lib
 
 bacfg.check(config)
 
@@ -129,13 +130,14 @@ def layer_scores(wildcards):
     )
 
 
-# packaged atlases keep their name in file names; a user's atlas file is "custom"
-ATLAS_NAME = (
-    config["rois"]["atlas"]
-    if config["rois"]["atlas"]
-    in ("harvard_oxford", "destrieux", "desikan_killiany", "destrieux_surface")
-    else "custom"
-)
+# packaged atlases keep their canonical name in file names (schaefer-400-7 -> schaefer_400_7);
+# a user's atlas file is "custom". A name that does not suit the input is refused here.
+try:
+    ATLAS_NAME = rois_lib.check_atlas(
+        config["rois"]["atlas"], KIND, (config.get("bids") or {}).get("space")
+    )
+except ValueError as err:
+    raise bacfg.ConfigError(f"{(workflow.configfiles or ['config'])[-1]}: {err}") from err
 # label image on the subject's grid (volume), or labels + names over the vertices (surface)
 ATLAS_FILE = (
     "results/sub-{subject}/rois/sub-{subject}_atlas-{atlas}_dseg.nii.gz"
