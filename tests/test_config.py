@@ -231,3 +231,16 @@ def test_schema_accepts_new_feature_and_model_keys(cfg):
         broken["models"]["wav2vec2-random"]["layers"] = bad
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(broken, schema)
+
+
+def test_cv_scheme_per_subject_and_its_description():
+    cfg = {"tr": 1.5, "encoding": {}}
+    assert C.cv_scheme(cfg, 3) == "runs" and C.cv_scheme(cfg, 2) == "blocks"
+    assert C.run_blocks(cfg, 1, 0) == (5, 8)  # 22 s between blocks: 8 volumes each side
+    assert C.cv_description(cfg, 4) == "nested leave-one-run-out cross-validation (4 runs)"
+    text = C.cv_description(cfg, 2)
+    assert text.startswith("block cross-validation (encoding.cv.scheme auto: 2 runs cut into "
+                           "5 contiguous blocks") and "24 s left out" in text
+    cfg["encoding"]["cv"] = {"scheme": "blocks", "n_folds": 3, "gap_s": 0}
+    assert C.cv_scheme(cfg, 6) == "blocks" and C.run_blocks(cfg, 6, 5) == (1, 0)
+    assert C.run_blocks(cfg, 1, 0) == (3, 0)

@@ -11,6 +11,7 @@ onsets, and recover the planted layers; noise voxels must score r ~ 0.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -64,16 +65,16 @@ def base_config() -> dict:
     return cfg
 
 
-def aligned_layers(cfg: dict, audio: dict[str, Path], layers: set[int]
-                   ) -> dict[int, dict[str, np.ndarray]]:
+def aligned_layers(cfg: dict, audio: dict[str, Path], layers: set[int],
+                   onsets: dict[str, float] | None = None) -> dict[int, dict[str, np.ndarray]]:
     """{layer: {story: HRF-aligned features}} of the tiny model, computed by the library as the
-    workflow computes them (onsets of LAYOUT)."""
+    workflow computes them (onsets of LAYOUT unless given)."""
     from brainalign.alignment import align
     from brainalign.audio import audio_duration, load_audio
     from brainalign.features import LayerExtractor, ModelSpec, extract_features, read_layer
 
     extractor = LayerExtractor(ModelSpec.from_config(MODEL, cfg["models"][MODEL]))
-    onsets = {spec.story: spec.onset for spec in LAYOUT}
+    onsets = onsets or {spec.story: spec.onset for spec in LAYOUT}
     out: dict[int, dict[str, np.ndarray]] = {layer: {} for layer in layers}
     for story, path in audio.items():
         h5 = path.with_suffix(".h5")
@@ -244,6 +245,76 @@ def test_bids_best_layer_map_projected_to_fsaverage(volume_run: Path) -> None:
     # map covers a few ROIs, so most of the cortex is -1
     assert set(np.unique(surf)) <= set(np.unique(vol))
     assert (surf == -1).mean() > 0.5
+
+
+# ----------------------------------------------- one scan per listener: block cross-validation
+ONE_RUN = RunSpec("chapter", "", "chapter", 2.0)
+ONE_RUN_S = 200.0
+
+
+@pytest.fixture(scope="module")
+def one_run_dataset(tmp_path_factory) -> tuple[Path, dict]:
+    """Two listeners, one 200 s chapter each (the one-scan audiobook design), planted layers as
+    above; encoding.cv.scheme auto must cut each run into contiguous blocks."""
+    from brainalign import rois, simulate
+
+    root = tmp_path_factory.mktemp("one_run") / "ds"
+    cfg = base_config()
+    audio = write_stimuli(root, {ONE_RUN.story: ONE_RUN_S})
+    features = aligned_layers(cfg, audio, set(PLANTED.values()), {ONE_RUN.story: ONE_RUN.onset})
+    mask, labels, names = cropped_mask()
+    roi_voxels = rois.roi_masks(labels, names, GROUPS)
+    for i, subject in enumerate(("01", "02")):
+        by_layer = {layer: [f[ONE_RUN.story]] for layer, f in features.items()}
+        runs, signal_layer, _ = simulate.simulate_subject(
+            by_layer, mask, roi_voxels, PLANTED, snr=1.0, seed=20 + i, extra_volumes=3,
+            tuning_seed=7)
+        write_events(root, subject, ONE_RUN, ONE_RUN_S)
+        write_volume_run(root, subject, ONE_RUN, runs[0], mask, t_r=cfg["tr"])
+        np.save(root / f"truth_sub-{subject}.npy", signal_layer)
+    cfg["bids"] = {"root": str(root / "derivatives" / "fmriprep"), "raw": str(root),
+                   "space": "MNI152NLin2009cAsym", "res": "2"}
+    cfg["bold"]["exclude_onset_s"] = 6.0
+    cfg["encoding"]["cv"] = {"n_folds": 4}  # blocks of ~50 volumes at TR 1 s
+    cfg["rois"]["groups"] = GROUPS
+    return root, cfg
+
+
+@pytest.mark.slow
+def test_one_run_listeners_are_analysed_with_blocks_and_planted_layers_recovered(
+        one_run_dataset, tmp_path_factory) -> None:
+    """One run per listener: prepare_bold cuts it into 4 blocks (22 s left out around each
+    border, each block cleaned alone), fit_layer's folds are the blocks, the planted layers
+    are the group's best layers, noise voxels score r ~ 0, and the noise ceiling compares the
+    listeners on the volumes both kept."""
+    root, cfg = one_run_dataset
+    work = _run_workflow(cfg, tmp_path_factory, "one_run_work")
+    bounds = np.load(work / "results/sub-01/bold/sub-01_run-chapter_blocks.npy")
+    # 200 s + 2 s of silence at TR 1: 200 volumes from the onset, 6 s onset transient out
+    # -> 194 analysed volumes, 4 blocks, 11 volumes dropped on each side of the 3 borders
+    assert bounds.shape == (4, 2) and bounds[0, 0] == 0 and bounds[-1, 1] == 194
+    assert (bounds[1:, 0] - bounds[:-1, 1] == 22).all()
+    y = np.load(work / "results/sub-01/bold/sub-01_run-chapter_bold.npy")
+    assert len(y) == (bounds[:, 1] - bounds[:, 0]).sum()
+    log = (work / f"logs/encoding/sub-01_{MODEL}_layer-01.log").read_text()
+    assert "1 run(s) cut into 4 contiguous blocks" in log
+    page = (work / f"results/sub-01/report/sub-01_model-{MODEL}.html").read_text()
+    assert "block cross-validation (encoding.cv.scheme auto: 1 run cut into 4" in page
+    best = pd.read_csv(work / f"results/group/{MODEL}/group_best-layer.tsv", sep="\t")
+    got = dict(zip(best["roi"], best["best_layer"], strict=True))
+    assert {roi: got[roi] for roi in PLANTED} == PLANTED, best
+    for subject in ("01", "02"):
+        truth = np.load(root / f"truth_sub-{subject}.npy")
+        mask = nib.load(work / f"results/sub-{subject}/bold/sub-{subject}_desc-brain_mask.nii.gz")
+        for layer in PLANTED.values():
+            r = np.asarray(nib.load(work / f"results/sub-{subject}/encoding/{MODEL}/"
+                                    f"sub-{subject}_layer-{layer:02d}_stat-r.nii.gz").dataobj)
+            r = r[np.asarray(mask.dataobj) > 0]
+            assert abs(r[truth == -1].mean()) < 0.04, (subject, layer, r[truth == -1].mean())
+            assert r[truth == layer].mean() > 0.2, (subject, layer)
+    ceil = np.load(work / "results/group/ceiling/sub-01_desc-ceiling.npz")
+    truth = np.load(root / "truth_sub-01.npy")
+    assert np.nanmedian(ceil["ceiling"][truth >= 0]) > np.nanmedian(ceil["ceiling"][truth == -1])
 
 
 # ------------------------------------------------------------------ surface (fsaverage5 GIFTI)
@@ -513,3 +584,50 @@ def test_lpp_preset_dry_run(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert "sub-FR001_run-lppFR-1_bold.npy" in proc.stdout and "/fr9.h5" in proc.stdout
     assert "sub-EN057/" not in proc.stdout
+
+
+NARRATIVES_RUNS = REPO.parent / "shared" / "data" / "narratives" / "runs.tsv"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not NARRATIVES_RUNS.exists(), reason=f"{NARRATIVES_RUNS} not found")
+def test_narratives_full_size_replica_keeps_every_listener(tmp_path: Path) -> None:
+    """An empty-file replica of the released Narratives tree (every functional run of the 345
+    subjects in ../shared/data/narratives/runs.tsv, with the released file names) dry-runs
+    with the preset: every subject with an audiobook run is analysed (one- and two-run
+    subjects through block cross-validation), the schema runs are left out with one warning,
+    and the DAG is built in under a minute."""
+    import time
+
+    listing = pd.read_csv(NARRATIVES_RUNS, sep="\t", dtype=str, keep_default_na=False)
+    root = tmp_path / "narratives"
+    for row in listing.itertuples():
+        run = f"_run-{row.run}" if row.run else ""
+        stem = f"{row.subject}_task-{row.task}{run}"
+        func = root / "derivatives/fmriprep" / row.subject / "func"
+        for suffix in ("_space-MNI152NLin2009cAsym_res-native_desc-preproc_bold.nii.gz",
+                       "_space-MNI152NLin2009cAsym_res-native_desc-brain_mask.nii.gz",
+                       "_desc-confounds_regressors.tsv"):
+            _touch(func / f"{stem}{suffix}")
+        rows = (["0.0\t90.0\tstory\tschema_a.wav", "95.0\t90.0\tmovie\tn/a",
+                 "190.0\t90.0\tstory\tschema_b.wav"] if row.task == "schema"
+                else [f"3.0\t60.0\tstory\t{row.task}_audio.wav"])
+        events = root / row.subject / "func" / f"{stem}_events.tsv"
+        events.parent.mkdir(parents=True, exist_ok=True)
+        events.write_text("onset\tduration\ttrial_type\tstim_file\n" + "\n".join(rows) + "\n")
+        _touch(root / "stimuli" / f"{row.task}_audio.wav")
+    audiobook = listing[listing.task != "schema"]
+    cfg = _tiny_model(yaml.safe_load((REPO / "config/examples/narratives.yaml").read_text()))
+    cfg["bids"].update(root=str(root / "derivatives" / "fmriprep"), raw=str(root))
+    t0 = time.perf_counter()
+    proc = _snakemake(tmp_path, cfg, "-n", "--cores", "2", "--quiet", "rules")
+    elapsed = time.perf_counter() - t0
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    fits = proc.stdout
+    n_subjects = audiobook.subject.nunique()
+    jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", fits, flags=re.M))
+    print(f"\nNarratives replica: {n_subjects} subjects with audiobook runs, {len(audiobook)} runs;"
+          f" DAG in {elapsed:.0f} s; jobs per rule: {jobs}")
+    assert int(jobs["prepare_bold"]) == len(audiobook)  # every audiobook run is analysed
+    assert int(jobs["subject_rois"]) >= 0.95 * n_subjects
+    assert elapsed < 60, elapsed

@@ -289,9 +289,10 @@ def clean_blocks(data: np.ndarray, t_r: float, blocks: Sequence[slice], detrend:
 
 
 def clean_run_in_blocks(data: np.ndarray, confounds: np.ndarray, t_r: float, n_blocks: int,
-                        gap: int, detrend: bool = True, standardize: bool = True
-                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A run's analysed volumes and confounds, not yet cleaned, cut into ``n_blocks``
+                        gap: int, detrend: bool = True, standardize: bool = True,
+                        path: str | Path = "run") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A run's analysed volumes and confounds (``path``, named in errors), not yet cleaned, cut
+    into ``n_blocks``
     contiguous blocks (:func:`block_slices`, ``gap`` volumes dropped each side of an inner
     border) and cleaned block by block: the BOLD detrended and z-scored, the confounds only
     detrended (:func:`load_run_confounds` says why), each on its block's volumes.
@@ -302,7 +303,10 @@ def clean_run_in_blocks(data: np.ndarray, confounds: np.ndarray, t_r: float, n_b
     confounds : (n_kept, n_confounds) float32, likewise
     bounds : (n_blocks, 2) int, each block's [start, stop) in the run's analysed volumes
     """
-    blocks = block_slices(len(data), n_blocks, gap)
+    try:
+        blocks = block_slices(len(data), n_blocks, gap)
+    except BoldError as err:
+        raise BoldError(f"{path}: {err}") from None
     bold = np.concatenate(clean_blocks(data, t_r, blocks, detrend, standardize))
     if confounds.shape[1]:
         conf = np.concatenate(clean_blocks(confounds, t_r, blocks, detrend, False))

@@ -231,6 +231,20 @@ def run_blocks(config: dict[str, Any], n_runs: int, index: int) -> tuple[int, in
     return blocks_per_run(n_runs, cv["n_folds"])[index], gap
 
 
+def cv_description(config: dict[str, Any], n_runs: int) -> str:
+    """One phrase saying how a subject's folds are made (for its report)."""
+    scheme = cv_settings(config)["scheme"]
+    if cv_scheme(config, n_runs) == "runs":
+        return f"nested leave-one-run-out cross-validation ({n_runs} runs)"
+    n_blocks = sum(run_blocks(config, n_runs, i)[0] for i in range(n_runs))
+    gap = run_blocks(config, n_runs, 0)[1]
+    return (f"block cross-validation (encoding.cv.scheme {scheme}: {n_runs} "
+            f"run{'s' if n_runs > 1 else ''} cut into {n_blocks} contiguous blocks, each cleaned "
+            f"on its own, {2 * gap * float(config['tr']):g} s left out around each border "
+            "between blocks; folds held out one at a time, the penalty chosen by "
+            "leave-one-block-out inside the training blocks)")
+
+
 def dataset(config: dict[str, Any], path: str = "config/config.yaml") -> Dataset:
     """The runs of the configured dataset, discovered (``bids``) or listed; raises ConfigError
     (or BidsError) naming the file or key and the fix."""

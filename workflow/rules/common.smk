@@ -121,6 +121,11 @@ def run_blocks(subject, run):
     return bacfg.run_blocks(config, len(keys), keys.index(run))
 
 
+def cv_description(subject):
+    """How the subject's folds were made, for its report."""
+    return bacfg.cv_description(config, len(subject_runs(subject)))
+
+
 def layer_scores(wildcards):
     return expand(
         "results/sub-{subject}/encoding/{model}/sub-{subject}_layer-{layer}_scores.npz",

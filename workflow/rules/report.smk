@@ -27,6 +27,8 @@ rule subject_report:
         layers=lambda wc: LAYERS[wc.model],
         alphas=config["encoding"]["alphas"],
         fdr_q=config["encoding"].get("fdr_q", 0.05),
+        # the subject's folds, as encoding.cv chose them
+        cv=lambda wc: cv_description(wc.subject),
     script:
         "../scripts/subject_report.py"
 

@@ -52,7 +52,8 @@ if whole:
     blocks = np.array([[0, len(data)]])
 else:
     data, confounds, blocks = clean_run_in_blocks(data, confounds, t_r, n_blocks, gap,
-                                                  bcfg["detrend"], bcfg["standardize"])
+                                                  bcfg["detrend"], bcfg["standardize"],
+                                                  path=snakemake.input.bold[0])
     logging.getLogger("prepare_bold").info(
         "block cross-validation: %d blocks of volumes %s (gap %d volumes each side), each "
         "cleaned on its own", n_blocks, ", ".join(f"{a}-{b - 1}" for a, b in blocks), gap)

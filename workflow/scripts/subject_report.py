@@ -67,7 +67,7 @@ if mask.img is not None:  # volume: interactive views of the peak r
 sections = [
     f"<p>Model <b>{html.escape(model)}</b>, {len(layers)} layers, "
     f"{mask.n_targets} {mask.noun}, "
-    f"held-out scores from leave-one-run-out cross-validation.</p>",
+    f"held-out scores from {html.escape(snakemake.params.cv)}.</p>",
     "<h2>Best layer per ROI</h2>" + flat_html + report.table_html(report.best_layer_display(
         best, ["roi", "best_layer", "reliable", "p", "q", "significant_layers",
                "equivalent_layers", "stability", "fold_layers", "independent_r", "naive_layer",
