@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from scipy.signal import resample_poly
 
 TARGET_SR = 16_000
 
@@ -32,6 +31,8 @@ def resample(audio: np.ndarray, sr_in: int, sr_out: int = TARGET_SR) -> np.ndarr
     """Polyphase resampling (anti-aliased) of a mono signal from ``sr_in`` to ``sr_out`` Hz."""
     if sr_in == sr_out:
         return audio.astype(np.float32, copy=False)
+    from scipy.signal import resample_poly  # here: scipy.signal costs ~1 s to import
+
     ratio = Fraction(sr_out, sr_in).limit_denominator(10_000)
     out = resample_poly(audio.astype(np.float64), ratio.numerator, ratio.denominator)
     return out.astype(np.float32)

@@ -47,6 +47,7 @@ import torch
 
 from .audio import TARGET_SR
 from .cpu_kernels import optimise_for_cpu, restore_as_loaded
+from .io import read_layer  # noqa: F401  (re-exported: the extraction API names it)
 from .models import (  # noqa: F401  (re-exported: the extraction API names them)
     RANDOM_ARCHITECTURES,
     FrameGeometry,
@@ -649,16 +650,6 @@ def _write_layers(path: Path, batches, extractor: LayerExtractor, audio: np.ndar
                          duration, done / max(elapsed, 1e-9))
                 next_report += duration / 10
         bar.close()
-
-
-def read_layer(path: str | Path, layer: str | int) -> tuple[np.ndarray, np.ndarray]:
-    """(frame_times (n_frames,), activations (n_frames, n_features) float32) of one layer."""
-    name = f"layer-{int(layer):02d}"
-    with h5py.File(path, "r") as h5:
-        if name not in h5:
-            have = sorted(k for k in h5 if k != "frame_times")
-            raise KeyError(f"{path}: no dataset '{name}' (has {have}).")
-        return h5["frame_times"][:], h5[name][:].astype(np.float32)
 
 
 def linear_cka(x: np.ndarray, y: np.ndarray) -> float:

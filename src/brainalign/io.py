@@ -102,6 +102,16 @@ def save_layers_h5(path: str | Path, layers: dict[str, np.ndarray], **attrs: Any
     os.replace(tmp, path)
 
 
+def read_layer(path: str | Path, layer: str | int) -> tuple[np.ndarray, np.ndarray]:
+    """(frame_times (n_frames,), activations (n_frames, n_features) float32) of one layer."""
+    name = f"layer-{int(layer):02d}"
+    with h5py.File(path, "r") as h5:
+        if name not in h5:
+            have = sorted(k for k in h5 if k != "frame_times")
+            raise KeyError(f"{path}: no dataset '{name}' (has {have}).")
+        return h5["frame_times"][:], h5[name][:].astype(np.float32)
+
+
 def load_layer_h5(path: str | Path, layer: str | int) -> np.ndarray:
     with h5py.File(path, "r") as h5:
         return h5[f"layer-{int(layer):02d}"][:].astype(np.float32)

@@ -4,8 +4,7 @@ import h5py
 
 from brainalign.alignment import align
 from brainalign.audio import audio_duration
-from brainalign.features import read_layer
-from brainalign.io import save_layers_h5, setup_logging
+from brainalign.io import read_layer, save_layers_h5, setup_logging
 
 setup_logging(snakemake.log[0])
 cfg = snakemake.params.alignment
