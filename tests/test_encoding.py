@@ -678,3 +678,27 @@ def test_block_cv_recovers_the_planted_layer_with_one_run():
     assert mean_sig[1] > 0.3 and max(mean_sig[0], mean_sig[2]) < 0.05, mean_sig
     assert (fits[1].p[:n_sig] < 0.05).mean() > 0.9
     assert (fits[1].p[n_sig:] < 0.05).mean() < 0.1
+
+
+def test_split_blocks_of_whole_runs_gives_leave_one_run_out_unchanged():
+    """Under encoding.cv.scheme runs each run is one block [0, n): the folds and the fit are
+    exactly leave-one-run-out's."""
+    xs, ys = _runs(4, n=40, p=5, vox=6, seed=2)
+    cs = [np.zeros((len(y), 0), np.float32) for y in ys]
+    bounds = [np.array([[0, len(y)]]) for y in ys]
+    x_b, y_b, _ = encoding.split_blocks(xs, ys, cs, bounds)
+    for a, b in zip(x_b + y_b, xs + ys, strict=True):
+        np.testing.assert_array_equal(a, b)
+    before = encoding.fit_layer(xs, ys, ALPHAS, n_permutations=5)
+    after = encoding.fit_layer(x_b, y_b, ALPHAS, n_permutations=5)
+    np.testing.assert_array_equal(before.r, after.r)
+    np.testing.assert_array_equal(before.p, after.p)
+    # blocks: rows of the features cut at the bounds, BOLD split in order
+    x_b, y_b, _ = encoding.split_blocks(xs[:1], [ys[0][:30]], [cs[0][:30]],
+                                        [np.array([[0, 10], [15, 25], [30, 40]])])
+    assert [len(x) for x in x_b] == [10, 10, 10]
+    np.testing.assert_array_equal(x_b[1], xs[0][15:25])
+    np.testing.assert_array_equal(y_b[2], ys[0][20:30])
+    with pytest.raises(ValueError, match="rerun prepare_bold"):
+        encoding.split_blocks(xs[:1], [ys[0][:29]], [cs[0][:29]],
+                              [np.array([[0, 10], [15, 25], [30, 40]])])

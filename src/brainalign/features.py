@@ -359,7 +359,8 @@ class LayerExtractor:
 
     def __init__(self, spec: ModelSpec, device: str | None = None,
                  precision: str = "auto", cpu_kernels: bool = True):
-        from transformers import AutoFeatureExtractor, AutoModel, WhisperModel
+        # WhisperModel only for Whisper: importing its module costs ~4 s on every job
+        from transformers import AutoFeatureExtractor, AutoModel
 
         self.spec = spec
         self.config = load_model_config(spec)
@@ -372,6 +373,8 @@ class LayerExtractor:
         self.precision = resolve_precision(precision, self.device_type)
         self.probe: PrecisionProbe | None = None
         self.whisper = is_whisper(self.config)
+        if self.whisper:
+            from transformers import WhisperModel
         if spec.source == "random":
             torch.manual_seed(spec.seed)
             model = (WhisperModel(self.config) if self.whisper
@@ -427,10 +430,12 @@ class LayerExtractor:
         return probe
 
     def _default_feature_extractor(self):
-        from transformers import Wav2Vec2FeatureExtractor, WhisperFeatureExtractor
-
         if self.whisper:
+            from transformers import WhisperFeatureExtractor
+
             return WhisperFeatureExtractor(feature_size=self.config.num_mel_bins)
+        from transformers import Wav2Vec2FeatureExtractor
+
         return Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=False)
 
     def _autocast(self, precision: str | None = None):
