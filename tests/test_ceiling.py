@@ -186,3 +186,32 @@ def test_ceiling_regresses_the_configured_confounds_out_first():
     threaded, _ = ceiling.subject_ceilings(runs, index, confounds=confounds, n_threads=2, **kw)
     np.testing.assert_allclose(threaded.group_ceiling, clean.group_ceiling, rtol=1e-12)
     np.testing.assert_allclose(threaded.p, clean.p, rtol=1e-10)
+
+
+def test_shared_targets_of_surface_and_parcel_masks(tmp_path):
+    """Vertices (or parcels) every subject kept, and each subject's columns of them; masks of
+    another surface are refused naming the file."""
+    from brainalign.ceiling import shared_targets
+
+    keep_a = np.zeros(20, bool)
+    keep_a[[1, 2, 3, 5, 8, 13]] = True
+    keep_b = np.zeros(20, bool)
+    keep_b[[2, 3, 5, 7, 13, 19]] = True
+    paths = []
+    for name, keep in (("a", keep_a), ("b", keep_b)):
+        paths.append(tmp_path / f"{name}.npz")
+        np.savez(paths[-1], keep=keep, n_left=10)
+    shared, index = shared_targets(paths)
+    assert shared.is_surface and shared.n_left == 10
+    np.testing.assert_array_equal(np.flatnonzero(shared.keep), [2, 3, 5, 13])
+    np.testing.assert_array_equal(index[0], [1, 2, 3, 5])  # columns of a's BOLD
+    np.testing.assert_array_equal(index[1], [0, 1, 2, 4])
+    np.savez(tmp_path / "other.npz", keep=np.ones(30, bool), n_left=15)
+    with pytest.raises(ValueError, match="other.npz.*one, or set `ceiling.method: none`"):
+        shared_targets([paths[0], tmp_path / "other.npz"])
+    names = ["A", "B", "C"]
+    for name, keep in (("p", [True, False, True]), ("q", [True, True, True])):
+        np.savez(tmp_path / f"{name}.npz", keep=np.array(keep), names=np.array(names))
+    shared, index = shared_targets([tmp_path / "p.npz", tmp_path / "q.npz"])
+    assert shared.is_parcels and shared.names == names
+    np.testing.assert_array_equal(index[1], [0, 2])

@@ -348,8 +348,10 @@ def surface_dataset(tmp_path_factory, planted_features) -> tuple[Path, dict]:
                 for f in features[1].values()]
         for layer in set(SURFACE_PLANTED.values()):
             cols = np.flatnonzero(truth == layer)
+            # the vertices' tuning shared by the subjects (their noise is their own): the
+            # noise ceiling has a known answer
             sigs = simulate.planted_signals([features[layer][spec.story] for spec in LAYOUT],
-                                            cols.size, sub_rng)
+                                            cols.size, np.random.default_rng(70 + layer))
             for run, sig in zip(runs, sigs, strict=True):
                 run[: sig.shape[0], cols] = sig
         for spec, run in zip(LAYOUT, runs, strict=True):
@@ -413,6 +415,28 @@ def test_surface_planted_layers_recovered_per_roi(surface_run: Path) -> None:
     assert {roi: got[roi] for roi in SURFACE_PLANTED} == SURFACE_PLANTED, best
 
 
+@pytest.mark.slow
+def test_surface_noise_ceiling_on_the_vertices_both_subjects_kept(surface_dataset,
+                                                                 surface_run: Path) -> None:
+    """The ISC noise ceiling on fsaverage5 vertices: a GIFTI pair of group maps, higher at the
+    planted vertices (tuning shared by the subjects) than at noise vertices, which are not
+    usable beyond the FDR rate."""
+    root, _ = surface_dataset
+    truth = np.load(root / "truth.npy")
+    keep = truth >= -1
+    ceil = np.load(surface_run / "results/group/ceiling/sub-01_desc-ceiling.npz")
+    sub_truth = truth[keep]
+    assert ceil["ceiling"].shape == sub_truth.shape
+    planted, noise = ceil["ceiling"][sub_truth >= 0], ceil["ceiling"][sub_truth == -1]
+    assert np.nanmedian(planted) > np.nanmedian(noise) + 0.1
+    assert ceil["usable"][sub_truth == -1].mean() < 0.05
+    group = np.concatenate([nib.load(surface_run / "results/group/ceiling/"
+                                     f"group_desc-ceiling_hemi-{h}_stat-r.func.gii")
+                            .darrays[0].data for h in "LR"])
+    assert group.shape == (20484,) and np.isnan(group[~keep]).all()
+    assert np.nanmedian(group[truth >= 0]) > np.nanmedian(group[truth == -1]) + 0.1
+
+
 # ------------------------------------------------------------------ parcels (one TSV per run)
 # three parcels per ROI and hemisphere, each with its own tuning (a random projection of the
 # layer), so that the ROI mean reflects the layer rather than one projection
@@ -436,9 +460,10 @@ def parcel_run(tmp_path_factory, planted_features, volume_run) -> Path:
         lengths = [features[1][spec.story].shape[0] + 3 for spec in LAYOUT]
         runs = [pd.DataFrame(rng.standard_normal((n, len(NOISE_PARCELS))), columns=NOISE_PARCELS)
                 for n in lengths]
+        tuning = np.random.default_rng(30)  # the parcels' tuning shared by the subjects
         for parcel, layer in PARCEL_PLANTED.items():
             sigs = simulate.planted_signals([features[layer][spec.story] for spec in LAYOUT], 1,
-                                            rng)
+                                            tuning)
             for run, sig in zip(runs, sigs, strict=True):
                 run[parcel] = rng.standard_normal(len(run))
                 run.loc[: len(sig) - 1, parcel] += 2.0 * sig[:, 0]
@@ -469,6 +494,12 @@ def test_parcels_per_parcel_scores_and_best_layers(parcel_run: Path) -> None:
     best = pd.read_csv(parcel_run / f"results/group/{MODEL}/group_best-layer.tsv", sep="\t")
     got = dict(zip(best["roi"], best["best_layer"], strict=True))
     assert got["A1"] == 1 and got["STG"] == 4, best
+    # the ISC noise ceiling per parcel (tuning shared by the subjects): a parcel TSV of the
+    # group ceiling, planted parcels above the noise parcels, the constant one dropped
+    group = pd.read_csv(parcel_run / "results/group/ceiling/group_desc-ceiling_stat-r.tsv",
+                        sep="\t").set_index("parcel")["value"]
+    assert np.isnan(group["constant"])
+    assert group[list(PARCEL_PLANTED)].median() > group[NOISE_PARCELS].median() + 0.2
 
 
 # ------------------------------------------------------------------ presets: dry runs on fake trees

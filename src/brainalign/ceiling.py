@@ -21,6 +21,7 @@ import numpy as np
 
 from .bold import regress_out, same_grid
 from .stats import Ceiling, fdr_bh, null_p, repeat_ceiling, story_isc_ceiling
+from .targets import TargetMask, load_mask
 
 
 def shared_voxels(mask_paths: list[str | Path]) -> tuple[nib.Nifti1Image, list[np.ndarray]]:
@@ -47,6 +48,34 @@ def shared_voxels(mask_paths: list[str | Path]) -> tuple[nib.Nifti1Image, list[n
                          "`ceiling.method: none` or check the masks' space.")
     index = [np.flatnonzero(shared[m]) for m in masks]
     return nib.Nifti1Image(shared.astype(np.uint8), ref.affine), index
+
+
+def shared_targets(mask_paths: list[str | Path]) -> tuple[TargetMask, list[np.ndarray]]:
+    """Targets every subject kept: voxels of one template grid (:func:`shared_voxels`), or
+    vertices of one surface, or parcels of one parcellation.
+
+    Returns
+    -------
+    shared : the intersection, as a target mask (maps are written through it)
+    index : per subject, (n_shared,) indices of the shared targets among that subject's
+        targets (the column order of its BOLD arrays)
+    """
+    masks = [load_mask(p) for p in mask_paths]
+    if masks[0].img is not None:
+        img, index = shared_voxels(mask_paths)
+        return TargetMask(np.asarray(img.dataobj).ravel() > 0, img), index
+    ref = masks[0]
+    for p, m in zip(mask_paths, masks, strict=True):
+        if m.keep.size != ref.keep.size or m.n_left != ref.n_left or m.names != ref.names:
+            raise ValueError(f"{p}: its {m.noun} are not those of {mask_paths[0]} (another "
+                             "surface or parcellation); the inter-subject-correlation ceiling "
+                             "needs every subject on one, or set `ceiling.method: none`.")
+    shared = np.logical_and.reduce([m.keep for m in masks])
+    if not shared.any():
+        raise ValueError(f"{mask_paths[0]}: the subjects share no {ref.noun}; set "
+                         "`ceiling.method: none` or check the inputs.")
+    index = [np.flatnonzero(shared[m.keep]) for m in masks]
+    return TargetMask(shared, None, ref.n_left, ref.names), index
 
 
 def repeat_pairs(run_stimuli: list[str]) -> list[tuple[int, int]]:

@@ -7,7 +7,7 @@
 rule noise_ceiling:
     input:
         masks=expand(
-            "results/sub-{subject}/bold/sub-{subject}_desc-brain_mask.nii.gz",
+            MASK,
             subject=SUBJECTS,
         ),
         # subject-major: all runs of the first subject, then the next subject's
@@ -20,9 +20,10 @@ rule noise_ceiling:
         subjects=expand(
             "results/group/ceiling/sub-{subject}_desc-ceiling.npz", subject=SUBJECTS
         ),
-        isc="results/group/ceiling/group_desc-isc_stat-r.nii.gz",
-        ceiling="results/group/ceiling/group_desc-ceiling_stat-r.nii.gz",
-        usable="results/group/ceiling/group_desc-ceiling_mask.nii.gz",
+        # NIfTI maps, a GIFTI pair per map on surfaces, or parcel TSVs
+        isc=stat_maps("results/group/ceiling/group_desc-isc_stat-r"),
+        ceiling=stat_maps("results/group/ceiling/group_desc-ceiling_stat-r"),
+        usable=stat_maps("results/group/ceiling/group_desc-ceiling_mask"),
     log:
         "logs/ceiling/noise_ceiling.log",
     conda:

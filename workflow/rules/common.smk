@@ -165,11 +165,11 @@ def demo_targets():
 
 # The noise ceiling (rules in ceiling.smk); off with `ceiling.method: none`. Volume data in one
 # template space: the ISC ceiling from the subjects who heard each story (explicit run lists or
-# BIDS-discovered runs); the repeated-stimulus ceiling needs an explicit run list. Surfaces and
-# parcels: skipped for now.
+# BIDS-discovered runs); the repeated-stimulus ceiling needs an explicit run list. Surfaces
+# (one fsaverage mesh) and parcels (one parcellation) alike, on the targets all subjects kept.
 CEILING = config.get("ceiling", {})
-CEILING_ON = KIND == "volume" and (
-    CEILING.get("method", "isc") == "isc" or (CEILING.get("method") == "repeat" and bool(RUNS))
+CEILING_ON = CEILING.get("method", "isc") == "isc" or (
+    CEILING.get("method") == "repeat" and bool(RUNS)
 )
 
 
@@ -200,7 +200,7 @@ def subject_ceiling(wildcards):
 def group_ceiling_map():
     """The group noise-ceiling map and its usable-voxel mask, or nothing when the ceiling is
     switched off."""
-    if not CEILING_ON:
+    if not CEILING_ON or KIND != "volume":  # the group report draws volume maps
         return []
     return [
         "results/group/ceiling/group_desc-ceiling_stat-r.nii.gz",

@@ -5,12 +5,12 @@ import logging
 
 import numpy as np
 
-from brainalign.ceiling import common_volumes, repeat_pairs, shared_voxels, subject_ceilings
-from brainalign.io import save_img, save_npz, setup_logging, unmask
+from brainalign.ceiling import common_volumes, repeat_pairs, shared_targets, subject_ceilings
+from brainalign.io import save_npz, setup_logging
 
 setup_logging(snakemake.log[0])
 ccfg, stories = snakemake.params.ceiling, snakemake.params.stories
-shared_img, index = shared_voxels(list(snakemake.input.masks))
+shared, index = shared_targets(list(snakemake.input.masks))
 paths = iter(snakemake.input.bold)  # subject-major, as stories
 runs = [[np.load(next(paths), mmap_mode="r") for _ in names] for names in stories]
 paths = iter(snakemake.input.confounds)
@@ -26,11 +26,11 @@ ceil, per_subject = subject_ceilings(
     method=ccfg["method"], pairs=repeat_pairs(snakemake.params.run_stimuli),
     stimuli=stories, confounds=confounds, n_threads=snakemake.threads)
 logging.getLogger("noise_ceiling").info(
-    "%d subjects, %d shared voxels: median ceiling %.3f, %d usable voxels", len(runs),
-    ceil.group_isc.size, np.nanmedian(ceil.group_ceiling), ceil.usable.sum())
+    "%d subjects, %d shared %s: median ceiling %.3f, %d usable", len(runs),
+    ceil.group_isc.size, shared.noun, np.nanmedian(ceil.group_ceiling), ceil.usable.sum())
 for out, arrays in zip(snakemake.output.subjects, per_subject, strict=True):
     save_npz(out, **arrays)
-save_img(unmask(ceil.group_isc, shared_img, fill=np.nan), snakemake.output.isc)
-save_img(unmask(ceil.group_ceiling, shared_img, fill=np.nan), snakemake.output.ceiling)
-save_img(unmask(ceil.usable.astype(np.uint8), shared_img, dtype=np.uint8),
-         snakemake.output.usable)
+# maps over the shared targets: NIfTI, a GIFTI pair or a parcel TSV, as the inputs
+shared.save(ceil.group_isc, snakemake.output.isc, fill=np.nan)
+shared.save(ceil.group_ceiling, snakemake.output.ceiling, fill=np.nan)
+shared.save(ceil.usable.astype(np.uint8), snakemake.output.usable, dtype=np.uint8)
