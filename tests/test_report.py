@@ -1,6 +1,7 @@
 """Report figures and pages: real plots of real images, embedded so the page stands alone."""
 
 import base64
+import io
 import os
 from pathlib import Path
 
@@ -209,3 +210,28 @@ def test_profile_star_sits_on_the_tables_reliable_best_layer():
                                        "no reliable best layer: no significant layer "
                                        "(q = 0.6 > 0.05)"]
     assert shown["best_layer"].tolist() == ["1", "(1)"]  # an estimate only
+
+
+def test_surface_best_layer_map_on_the_inflated_cortex():
+    """fsaverage5 maps are drawn as they are; an fsaverage6 map is drawn on its first 10242
+    vertices (fsaverage5's): the same picture as the fsaverage5 map it extends; other meshes
+    are refused."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    n5, n6 = 10242, 40962
+    left, right = (np.where(rng.random(n5) < 0.3, rng.integers(0, 7, n5), -1)
+                   for _ in range(2))
+    b64 = report.surface_best_layer_png(left, right, 7)
+    assert _is_png(b64)
+    img = Image.open(io.BytesIO(base64.b64decode(b64)))
+    assert img.size[0] > 600 and img.size[1] > 150
+    # coloured, not just the grey cortex: some pixels are far from grey
+    rgb = np.asarray(img.convert("RGB"), dtype=float)
+    assert (rgb.max(-1) - rgb.min(-1) > 80).mean() > 0.01
+    dense = [np.concatenate([h, rng.integers(-1, 7, n6 - n5)]) for h in (left, right)]
+    assert report.surface_best_layer_png(*dense, 7) == b64
+    assert "fsaverage6" in report.surface_drawable(n6)
+    assert report.surface_drawable(32492) is None
+    with pytest.raises(ValueError, match="32492 vertices"):
+        report.surface_best_layer_png(np.zeros(32492), np.zeros(32492), 7)

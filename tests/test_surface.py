@@ -289,3 +289,55 @@ def test_packaged_fsaverage_atlas_refusals():
     with pytest.raises(ValueError, match=r"'schaefer-450-7' is not a packaged atlas.*"
                                          r"N = 100, 200, \.\.\., 1000"):
         surface.load_atlas("schaefer-450-7", N5, N5)
+
+
+def test_group_best_layer_per_vertex_is_the_planted_layer(tmp_path):
+    """Four subjects on fsaverage5: planted vertices (layer 3 on the left, 6 on the right) get
+    their layer in the group map where most subjects found them significant; noise vertices,
+    vertices significant in only half of the subjects and vertices one subject did not keep get
+    none. The GIFTI files hold the same maps."""
+    from brainalign.compare import group_vertex_maps
+
+    rng = np.random.default_rng(3)
+    layers = ["0", "3", "6"]
+    n_sub, n_v = 4, 2 * N5
+    truth = np.full(n_v, -1)
+    truth[100:300] = 3
+    truth[N5 + 500:N5 + 700] = 6
+    depth = np.array([int(v) for v in layers])
+    r = rng.normal(0, 0.02, (n_sub, len(layers), n_v))
+    for layer in (3, 6):
+        at = truth == layer
+        # a profile peaking at the planted layer, 0.1 above its neighbours
+        r[:, :, at] += (0.3 - 0.1 * np.abs(depth - layer) / 3)[None, :, None]
+    significant = rng.random((n_sub, n_v)) < 0.05  # noise: about 5% of vertices per subject
+    significant[:, truth >= 0] = True
+    significant[rng.integers(n_sub), truth >= 0] = False  # one subject misses them: 3 of 4
+    half = np.flatnonzero(truth == 3)[:20]
+    significant[:2, half] = False  # significant in 2 of 4 only: not more than half
+    keep = np.ones((n_sub, n_v), bool)
+    keep[:, :50] = False  # the medial wall, in every subject
+    dropped = np.flatnonzero(truth == 6)[:10]
+    keep[1, dropped] = False  # outside one subject's field of view
+    r[~np.broadcast_to(keep[:, None], r.shape)] = 0.0  # as the subjects' GIFTI maps are filled
+
+    mean_r, best, share, common = group_vertex_maps(r, keep, significant, layers)
+    most = (share > 0.5) & common
+    planted = (truth >= 0) & most
+    assert planted.sum() == 400 - 20 - 10
+    np.testing.assert_array_equal(best[planted], truth[planted])
+    assert (best[~most] == -1).all() and (best[half] == -1).all()
+    # noise vertices significant in 3 of 4 subjects by chance (5% each): a handful at most
+    assert ((truth == -1) & most).sum() < 40
+    assert (best[dropped] == -1).all() and (mean_r[:, ~common] == 0).all()
+    np.testing.assert_allclose(mean_r[:, common], r[:, :, common].mean(0))
+
+    paths = {k: [tmp_path / f"group_{k}_hemi-{h}.func.gii" for h in "LR"]
+             for k in ("best", "mean_r")}
+    everywhere = np.ones(n_v, bool)
+    surface.save_maps(best.astype(np.int32), everywhere, N5, paths["best"], dtype=np.int32)
+    surface.save_layer_maps(mean_r, N5, [f"layer-{v}" for v in layers], paths["mean_r"])
+    np.testing.assert_array_equal(surface.read_maps(paths["best"]), best)
+    np.testing.assert_allclose(surface.read_maps(paths["mean_r"]), mean_r, atol=1e-6)
+    names = [d.meta["Name"] for d in nib.load(paths["mean_r"][0]).darrays]
+    assert names == ["layer-0", "layer-3", "layer-6"]

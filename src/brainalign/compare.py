@@ -46,6 +46,38 @@ def group_layer_maps(layer_r: np.ndarray, significant: np.ndarray, layers: list[
     return mean_r, best, share
 
 
+def group_vertex_maps(layer_r: np.ndarray, keep: np.ndarray, significant: np.ndarray,
+                      layers: list[str], min_share: float = 0.5
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`group_layer_maps` on one surface (e.g. fsaverage5) whose subjects kept different
+    vertices (the medial wall and vertices outside a subject's field of view drop out): the
+    group maps cover the vertices every subject kept.
+
+    Parameters
+    ----------
+    layer_r : array of shape (n_subjects, n_layers, n_vertices), held-out r over all vertices
+    keep : bool array of shape (n_subjects, n_vertices), each subject's analysed vertices
+    significant : bool array of shape (n_subjects, n_vertices), each subject's significance mask
+
+    Returns
+    -------
+    mean_r : (n_layers, n_vertices) mean over subjects, 0 off the common vertices
+    best : (n_vertices,) group best layer, -1 off the common vertices or where the vertex is
+        significant in at most ``min_share`` of the subjects
+    share : (n_vertices,) share of subjects in which the vertex is significant
+    common : (n_vertices,) bool, the vertices every subject kept
+    """
+    keep = np.asarray(keep, dtype=bool)
+    significant = np.asarray(significant, dtype=bool) & keep
+    common = keep.all(0)
+    mean_r = np.zeros(np.shape(layer_r)[1:], np.float64)
+    best = np.full(common.size, -1, np.int16)
+    if common.any():
+        mean_r[:, common], best[common], _ = group_layer_maps(
+            np.asarray(layer_r)[:, :, common], significant[:, common], layers, min_share)
+    return mean_r, best, significant.mean(0), common
+
+
 def roi_peak_r(tables: dict[tuple[str, str], pd.DataFrame]) -> pd.DataFrame:
     """Each subject's peak r over layers per ROI and model.
 

@@ -56,25 +56,136 @@ def layer_map_pngs(r_imgs: list[tuple[str, nib.Nifti1Image]], vmax: float) -> li
     return out
 
 
+def layer_colors(n_layers: int) -> np.ndarray:
+    """One colour per layer, (n_layers, 4) RGBA: a categorical cut of ``turbo`` (neighbouring
+    colours are neighbouring layers), shared by the volume and surface best-layer maps."""
+    return plt.get_cmap("turbo", n_layers)(np.arange(n_layers))
+
+
+def _layer_colorbar(fig, rect: list[float], n_layers: int) -> None:
+    from matplotlib.colors import BoundaryNorm, ListedColormap
+
+    ax = fig.add_axes(rect)
+    norm = BoundaryNorm(np.arange(n_layers + 1) - 0.5, n_layers)
+    cb = fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=ListedColormap(layer_colors(
+        n_layers))), cax=ax, ticks=np.arange(n_layers))
+    cb.set_label("best layer")
+
+
 def best_layer_png(best_img: nib.Nifti1Image, n_layers: int) -> str:
     """Best layer per significant voxel with a categorical colour per layer."""
-    from matplotlib.colors import BoundaryNorm, ListedColormap
+    from matplotlib.colors import ListedColormap
     from nilearn import plotting
 
-    colors = plt.get_cmap("turbo", n_layers)(np.arange(n_layers))
-    cmap = ListedColormap(colors)
+    cmap = ListedColormap(layer_colors(n_layers))
     data = np.asarray(best_img.dataobj).astype(float)
     shown = nib.Nifti1Image(np.where(data >= 0, data + 1, 0), best_img.affine)  # 0 = none
     fig = plt.figure(figsize=(9, 3))
     plotting.plot_glass_brain(shown, figure=fig, axes=(0, 0, 0.88, 1), cmap=cmap, vmin=0.5,
                               vmax=n_layers + 0.5, colorbar=False, plot_abs=False,
                               threshold=0.5, display_mode="lzry")
-    ax = fig.add_axes([0.9, 0.1, 0.015, 0.8])
-    norm = BoundaryNorm(np.arange(n_layers + 1) - 0.5, n_layers)
-    cb = fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), cax=ax,
-                      ticks=np.arange(n_layers))
-    cb.set_label("best layer")
+    _layer_colorbar(fig, [0.9, 0.1, 0.015, 0.8], n_layers)
     return fig_to_b64(fig)
+
+
+#: vertices per hemisphere of fsaverage5, the one fsaverage mesh nilearn ships (no download)
+FSAVERAGE5_VERTICES = 10242
+#: the surface views drawn, left to right: (hemisphere, view)
+SURFACE_VIEWS = (("left", "lateral"), ("left", "medial"), ("right", "medial"),
+                 ("right", "lateral"))
+
+
+def surface_drawable(n_vertices: int) -> str | None:
+    """How a map with ``n_vertices`` per hemisphere is drawn on fsaverage5's inflated mesh, for
+    captions: "" on fsaverage5 itself, a sentence on the denser fsaverage meshes (their first
+    10242 vertices are fsaverage5's: FreeSurfer's icosahedral meshes are nested), None on any
+    other surface (not drawable: only fsaverage5 is packaged)."""
+    from .surface import DENSITIES
+
+    if n_vertices == FSAVERAGE5_VERTICES:
+        return ""
+    if n_vertices in DENSITIES:
+        return (f"The data are on {DENSITIES[n_vertices]} ({n_vertices} vertices per "
+                f"hemisphere); drawn are its first {FSAVERAGE5_VERTICES}, which are fsaverage5's "
+                "vertices (FreeSurfer's icosahedral meshes are nested), on fsaverage5's mesh: "
+                "every value shown is a value of the map, the vertices between them are not "
+                "shown.")
+    return None
+
+
+def _face_label(values: np.ndarray) -> float:
+    """A face's colour from its vertices' labels (0 = none): the most frequent label among the
+    labelled vertices, so that a lone labelled vertex still shows (the median of nilearn's
+    default would hide it)."""
+    labelled = values[values > 0]
+    if not labelled.size:
+        return 0.0
+    found, counts = np.unique(labelled, return_counts=True)
+    return float(found[counts.argmax()])
+
+
+def surface_best_layer_png(left: np.ndarray, right: np.ndarray, n_layers: int,
+                           title: str | None = None) -> str:
+    """Best layer per vertex on fsaverage5's inflated cortex: left lateral, left medial, right
+    medial and right lateral views, sulcal depth in grey where no layer is shown, the layer
+    colours of :func:`best_layer_png`.
+
+    Parameters
+    ----------
+    left, right : int arrays of shape (n_vertices,), the layer of each vertex, -1 where none;
+        on fsaverage5 or a denser fsaverage mesh, whose first 10242 vertices are drawn
+        (:func:`surface_drawable`)
+    n_layers : layers 0 .. n_layers - 1 get a colour each
+    """
+    import warnings
+
+    from matplotlib.colors import ListedColormap
+    from nilearn import plotting
+    from nilearn.datasets import load_fsaverage, load_fsaverage_data
+
+    values = {}
+    for side, arr in (("left", left), ("right", right)):
+        arr = np.asarray(arr)
+        if surface_drawable(arr.size) is None:
+            raise ValueError(f"{side} hemisphere: {arr.size} vertices is not an fsaverage mesh "
+                             "(fsaverage5, fsaverage6 or fsaverage); only those can be drawn.")
+        # layer k -> k + 1, so that 0 (no layer) falls below the threshold and shows the cortex
+        values[side] = np.where(arr[:FSAVERAGE5_VERTICES] >= 0,
+                                arr[:FSAVERAGE5_VERTICES] + 1, 0).astype(float)
+    mesh = load_fsaverage("fsaverage5")["inflated"]
+    sulcal = load_fsaverage_data(mesh="fsaverage5", data_type="sulcal", mesh_type="inflated")
+    cmap = ListedColormap(layer_colors(n_layers))
+    fig = plt.figure(figsize=(12, 3.2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # nilearn's notes on meshes and colour maps
+        for i, (side, view) in enumerate(SURFACE_VIEWS):
+            ax = fig.add_axes([0.22 * i, 0.0, 0.22, 0.9], projection="3d")
+            plotting.plot_surf_roi(mesh.parts[side], roi_map=values[side],
+                                   bg_map=sulcal.data.parts[side], hemi=side, view=view,
+                                   cmap=cmap, vmin=0.5, vmax=n_layers + 0.5, threshold=0.5,
+                                   avg_method=_face_label, colorbar=False, axes=ax,
+                                   figure=fig)
+            ax.set_title(f"{side} {view}", fontsize=10)
+    _layer_colorbar(fig, [0.9, 0.12, 0.012, 0.7], n_layers)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return fig_to_b64(fig)
+
+
+def surface_best_layer_figure(paths: list[str | Path], n_layers: int, caption: str) -> str:
+    """A best-layer GIFTI pair (left, right; -1 where no layer) drawn on the inflated cortex
+    (:func:`surface_best_layer_png`) with ``caption`` and how the surface was drawn; on a
+    surface other than fsaverage, a paragraph saying why it is not drawn."""
+    left, right = (np.asarray(nib.load(str(p)).darrays[0].data) for p in paths)
+    how = surface_drawable(left.size)
+    if how is None:
+        return (f"<p>Not drawn on the cortex: {left.size} vertices per hemisphere is not an "
+                "fsaverage mesh, and fsaverage5's is the only one packaged; the GIFTI files hold "
+                "the map.</p>")
+    n_shown = int((left[:FSAVERAGE5_VERTICES] >= 0).sum()
+                  + (right[:FSAVERAGE5_VERTICES] >= 0).sum())
+    return figure(surface_best_layer_png(left, right, n_layers),
+                  f"{caption} {n_shown} vertices coloured. {how}".strip())
 
 
 def profile_stars(scores: pd.DataFrame, best: pd.DataFrame | None) -> dict[str, tuple[int, float]]:

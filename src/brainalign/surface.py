@@ -146,6 +146,47 @@ def save_maps(values: np.ndarray, keep: np.ndarray, n_left: int, paths: list[str
         tmp.replace(path)
 
 
+def read_maps(paths: list[str | Path]) -> np.ndarray:
+    """A left/right GIFTI pair (as :func:`save_maps` writes) -> the values over all vertices,
+    left then right: shape (n_vertices,) for one data array per file, (n_arrays, n_vertices)
+    for several (e.g. one per layer)."""
+    parts = []
+    for path in paths:
+        with readable(Path(path), "surface map"):
+            arrays = [np.asarray(d.data) for d in nib.load(str(path)).darrays]
+        parts.append(np.stack(arrays) if len(arrays) > 1 else arrays[0])
+    return np.concatenate(parts, axis=-1)
+
+
+def save_layer_maps(values: np.ndarray, n_left: int, names: list[str],
+                    paths: list[str | Path]) -> None:
+    """Several maps over all vertices (left then right), e.g. one per layer -> one GIFTI per
+    hemisphere holding one float32 data array per map, each named in its metadata (``Name``).
+
+    Parameters
+    ----------
+    values : array of shape (n_maps, n_vertices)
+    names : n_maps names, e.g. ``layer-03``
+    """
+    from .io import _tmp
+
+    values = np.asarray(values, dtype=np.float32)
+    for hemi, data, path in zip(HEMIS, (values[:, :n_left], values[:, n_left:]), paths,
+                                strict=True):
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        darrays = [nib.gifti.GiftiDataArray(row, intent="NIFTI_INTENT_ESTIMATE",
+                                            datatype="NIFTI_TYPE_FLOAT32",
+                                            meta=nib.gifti.GiftiMetaData({"Name": name}))
+                   for row, name in zip(data, names, strict=True)]
+        img = nib.GiftiImage(darrays=darrays)
+        img.meta = nib.gifti.GiftiMetaData({"AnatomicalStructurePrimary":
+                                           "CortexLeft" if hemi == "L" else "CortexRight"})
+        tmp = _tmp(path)
+        nib.save(img, str(tmp))
+        tmp.replace(path)
+
+
 def _read_hemi_labels(path: Path) -> tuple[np.ndarray, dict[int, str]]:
     if path.name.endswith(".annot"):
         labels, _, names = nib.freesurfer.read_annot(str(path))

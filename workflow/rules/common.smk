@@ -46,6 +46,41 @@ def projection_targets():
     )
 
 
+def subject_projection(wildcards):
+    """The subject's best-layer map sampled on fsaverage5 (project_to_fsaverage), or nothing."""
+    if KIND != "volume" or not config.get("project_to_fsaverage", False):
+        return []
+    return expand(
+        "results/sub-{subject}/rois/{model}/sub-{subject}_space-fsaverage5_desc-bestlayer_hemi-{hemi}_map.func.gii",
+        subject=wildcards.subject,
+        model=wildcards.model,
+        hemi=["L", "R"],
+    )
+
+
+# group maps on the subjects' fsaverage surface (surface inputs; rule group_surface_maps)
+GROUP_SURFACE = {
+    key: expand(
+        "results/group/{{model}}/group_desc-{desc}_hemi-{hemi}_{suffix}.func.gii",
+        desc=desc,
+        suffix=suffix,
+        hemi=["L", "R"],
+    )
+    for key, desc, suffix in (
+        ("mean_r", "layers", "stat-r"),
+        ("best", "bestlayer", "map"),
+        ("share", "significantshare", "map"),
+    )
+}
+
+
+def group_surface_maps(wildcards):
+    """The group best-layer GIFTI pair (surface inputs), or nothing."""
+    if KIND != "surface":
+        return []
+    return [p.format(model=wildcards.model) for p in GROUP_SURFACE["best"]]
+
+
 # --- end dataset ---
 MODELS = list(config["models"])
 LAYERS = bacfg.model_layers(config)

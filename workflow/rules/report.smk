@@ -13,6 +13,8 @@ rule subject_report:
             "results/sub-{subject}/rois/{model}/sub-{subject}_desc-significant_mask"
         ),
         cka="results/features/{model}/layer_cka.tsv",
+        # volumes with project_to_fsaverage: the best-layer map on fsaverage5, drawn inflated
+        projected=subject_projection,
     output:
         report(
             "results/sub-{subject}/report/sub-{subject}_model-{model}.html",
@@ -40,7 +42,7 @@ rule group_report:
         cka="results/features/{model}/layer_cka.tsv",
         recovery=demo_targets(),
         ceiling=group_ceiling_map(),
-        # volume data only: group maps (surfaces and parcels have tables and profiles)
+        # volume data: group maps (surfaces: group_surface_maps; parcels: tables, profiles)
         masks=expand(
             "results/sub-{subject}/bold/sub-{subject}_desc-brain_mask.nii.gz",
             subject=SUBJECTS if KIND == "volume" else [],
@@ -49,6 +51,8 @@ rule group_report:
             "results/sub-{subject}/rois/{{model}}/sub-{subject}_desc-significant_mask.nii.gz",
             subject=SUBJECTS if KIND == "volume" else [],
         ),
+        # surface data: the group best-layer map on the subjects' surface, drawn inflated
+        surface_best=group_surface_maps,
         # subject-major, layers in order
         r_maps=lambda wc: [
             f"results/sub-{s}/encoding/{wc.model}/sub-{s}_layer-{layer}_stat-r.nii.gz"
@@ -70,6 +74,8 @@ rule group_report:
         group=config.get("group", {}),
         layers=lambda wc: LAYERS[wc.model],
         fdr_q=config["encoding"].get("fdr_q", 0.05),
+        # volumes: the group best-layer map also sampled on fsaverage5 and drawn inflated
+        project=KIND == "volume" and bool(config.get("project_to_fsaverage", False)),
     script:
         "../scripts/group_report.py"
 

@@ -86,6 +86,41 @@ rule group_rois:
         "../scripts/group_rois.py"
 
 
+# Surface inputs: group maps on the subjects' common fsaverage surface.
+rule group_surface_maps:
+    input:
+        masks=expand(MASK, subject=SUBJECTS),
+        # subject-major, L then R
+        significant=lambda wc: [
+            path
+            for s in SUBJECTS
+            for path in stat_maps(
+                f"results/sub-{s}/rois/{wc.model}/sub-{s}_desc-significant_mask"
+            )
+        ],
+        # subject-major, layers in order, L then R
+        r_maps=lambda wc: [
+            path
+            for s in SUBJECTS
+            for layer in LAYERS[wc.model]
+            for path in stat_maps(
+                f"results/sub-{s}/encoding/{wc.model}/sub-{s}_layer-{layer}_stat-r"
+            )
+        ],
+    output:
+        mean_r=GROUP_SURFACE["mean_r"],
+        best=GROUP_SURFACE["best"],
+        share=GROUP_SURFACE["share"],
+    log:
+        "logs/rois/group_{model}_surface.log",
+    conda:
+        "../envs/brainalign.yaml"
+    params:
+        layers=lambda wc: LAYERS[wc.model],
+    script:
+        "../scripts/group_surface_maps.py"
+
+
 # Volume results on fsaverage5 for display (project_to_fsaverage; MNI-space data only).
 rule project_best_layer:
     input:

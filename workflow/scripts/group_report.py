@@ -8,7 +8,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from brainalign import report, rois, stats
+from brainalign import report, rois, stats, surface
 from brainalign.bold import same_grid
 from brainalign.compare import group_layer_maps
 from brainalign.io import setup_logging
@@ -52,7 +52,16 @@ def group_maps_section(layers: list[str]) -> str:
             f"Layer with the highest subject-averaged held-out r, at the {int(consistent.sum())}"
             f" voxels called significant (Simes over layers, FDR q &le; {enc_q:g} within each "
             f"subject) in more than half of the {n_subj} subjects; {int(common.sum())} voxels "
-            "inside every subject's brain mask."))
+            "inside every subject's brain mask.")
+        + (report.figure(report.surface_best_layer_png(
+            *(v.astype(int) for v in surface.project_volume(
+                volume(best, -1, np.int16), "fsaverage5",
+                interpolation="nearest_most_frequent")), int(layers[-1]) + 1),
+            "The group best-layer map sampled on fsaverage5 (<code>project_to_fsaverage</code>: "
+            "the most frequent label between the white and pial surfaces, nilearn "
+            "<code>vol_to_surf</code>; meaningful for MNI-space data only), on the inflated "
+            "cortex (lateral and medial views); grey: sulcal depth, where no layer is shown.")
+           if snakemake.params.project else ""))
     return (
         map_html
         + "<h2>Group r maps per layer</h2><div class='grid'>" + maps + "</div>"
@@ -66,6 +75,25 @@ def group_maps_section(layers: list[str]) -> str:
         + where + (", only r above 0.05 coloured" if not consistent.any() else "")
         + "; slices on MNI152 (top) and the volume sampled between the white and pial "
         "surfaces of fsaverage5, shown inflated (bottom).</p>")
+
+
+def surface_maps_section(layers: list[int]) -> str:
+    """The group best-layer map of surface data (rule group_surface_maps) on the inflated
+    cortex."""
+    if flat:
+        return "<h2>Group best-layer map</h2>" + flat_html
+    return "<h2>Group best-layer map</h2>" + report.surface_best_layer_figure(
+        snakemake.input.surface_best, int(layers[-1]) + 1,
+        "Layer with the highest subject-averaged held-out r per vertex, at the vertices called "
+        f"significant (Simes over layers, FDR q &le; {enc_q:g} within each subject) in more "
+        f"than half of the {n_sub} subjects and analysed in all of them, on the inflated cortex "
+        "(fsaverage5; left and right hemispheres, lateral and medial views). Colours: one per "
+        "layer, as in the subject maps; grey: sulcal depth, where no layer is shown. On the "
+        "subjects' surface: <code>group_desc-bestlayer_hemi-L_map.func.gii</code> (and "
+        "<code>hemi-R</code>; -1 where none), the subject-mean r of every layer "
+        "<code>group_desc-layers_hemi-L_stat-r.func.gii</code> (one data array per layer) and "
+        "the share of subjects in which each vertex is significant "
+        "<code>group_desc-significantshare_hemi-L_map.func.gii</code>.")
 
 
 setup_logging(snakemake.log[0])
@@ -178,8 +206,9 @@ sections = [
     "(<code>p_t</code>, <code>p_signflip</code>, <code>p_fixed</code>), the test "
     "<code>q</code> uses (<code>test</code>), the t-intervals and the ceiling-normalised means "
     "are in <code>group_roi-scores.tsv</code>.</p>",
-    # group maps of volume data (surfaces and parcels: the tables and profiles above)
-    group_maps_section(snakemake.params.layers) if snakemake.input.masks else "",
+    # group maps of volume and surface data (parcels: the tables and profiles above)
+    group_maps_section(snakemake.params.layers) if snakemake.input.masks else
+    surface_maps_section(layers) if snakemake.input.surface_best else "",
 ]
 if snakemake.input.ceiling:
     ceiling_img, usable_img = (nib.load(p) for p in snakemake.input.ceiling)

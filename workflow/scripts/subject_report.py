@@ -52,6 +52,30 @@ else:
 maps = "" if mask.img is None else "".join(
     report.img_tag(b, f"layer {layer}") for layer, b in
     zip(layers, report.layer_map_pngs(r_imgs, vmax), strict=True))
+# the best-layer map on the inflated cortex: surface inputs, and volumes sampled on fsaverage5
+n_colours = int(layers[-1]) + 1  # the colours of the volume maps: one per layer number
+drawn_on = ("Colours: one per layer, as in the volume maps; grey: sulcal depth, where no "
+            "layer is significant or the vertex is not analysed (medial wall).")
+cortex_html = ""
+if flat:
+    pass  # no best layer is claimed anywhere: nothing to draw
+elif mask.is_surface:
+    cortex_html = report.surface_best_layer_figure(
+        snakemake.input.best_map, n_colours,
+        "Best layer per vertex on the inflated cortex (fsaverage5; left and right hemispheres, "
+        "lateral and medial views), at the vertices predicted above chance by some layer "
+        "(circular-shift permutation null refitted per shift, Simes over layers, FDR q &le; "
+        f"{fdr_q:g} over vertices): the layer chosen most often over the outer folds, each fold "
+        f"choosing on inner-CV scores of its training data. {drawn_on}")
+elif snakemake.input.projected:
+    cortex_html = "<h2>Best-layer map on the cortex</h2>" + report.surface_best_layer_figure(
+        snakemake.input.projected, n_colours,
+        "The best-layer map above sampled on fsaverage5 (<code>project_to_fsaverage</code>: the "
+        "most frequent label between the white and pial surfaces, nilearn "
+        "<code>vol_to_surf</code>; meaningful for MNI-space data only) and drawn on the "
+        f"inflated cortex (lateral and medial views). {drawn_on} The GIFTI files are "
+        "<code>rois/*_space-fsaverage5_desc-bestlayer_hemi-L_map.func.gii</code> (and "
+        "<code>hemi-R</code>).")
 grid = alphas(snakemake.params.alphas)
 alpha_by_layer = [s["alpha"] for s in scores]
 if mask.img is not None:  # volume: interactive views of the peak r
@@ -104,6 +128,7 @@ sections = [
     *(["<h2>Best-layer map</h2>" + flat_html + (
         f"<p>{n_sig} vertices predicted above chance; best-layer and r maps are GIFTI files "
         "on the input surface (<code>*_hemi-L_*.func.gii</code>, <code>*_hemi-R_*</code>).</p>"
+        + cortex_html
         if mask.is_surface else
         f"<p>{n_sig} parcels predicted above chance; per-parcel r and best layer are in "
         "<code>*_stat-r.tsv</code> and <code>*_desc-bestlayer_map.tsv</code>.</p>")]
@@ -117,7 +142,7 @@ sections = [
         "choosing on inner-CV scores of its training runs. The share of folds that agree and "
         "the chosen layers' held-out r are the NIfTI maps "
         "<code>rois/*_desc-bestlayerstability_map.nii.gz</code> and "
-        "<code>rois/*_desc-bestlayer_stat-r.nii.gz</code>."),
+        "<code>rois/*_desc-bestlayer_stat-r.nii.gz</code>.") + cortex_html,
         "<h2>Best layer's independent held-out r</h2>" + report.figure(
         report.stat_map_png(nib.load(snakemake.input.best_r[0]), "independent r of best layer"),
         "Held-out r of each fold's chosen layer on that fold's held-out run, averaged over "
