@@ -42,4 +42,4 @@ rule all:
         expand("results/group/{model}/group_report.html", model=MODELS),
         demo_targets(),
         projection_targets(),
-        comparison_targets(),  # issue 6: model comparison page when >= 2 models
+        comparison_targets(),  # model comparison page when >= 2 models

@@ -6,7 +6,7 @@ import brainalign.rois as rois_lib
 
 bacfg.check(config)
 
-# --- dataset (issue 5): runs per subject, listed in the config or discovered in a BIDS tree ---
+# --- dataset: runs per subject, listed in the config or discovered in a BIDS tree ---
 DATASET = bacfg.dataset(
     config, str(workflow.configfiles[-1]) if workflow.configfiles else "config"
 )
@@ -243,7 +243,7 @@ def group_ceiling_map():
     ]
 
 
-# ---- Model comparison (issue 6): a page comparing models, when two or more are configured ----
+# ---- Model comparison: a page comparing models, when two or more are configured ----
 def comparison_targets():
     if len(MODELS) < 2:
         return []

@@ -80,7 +80,7 @@ rule group_report:
         "../scripts/group_report.py"
 
 
-# ---- Model comparison (issue 6): only when two or more models are configured ----
+# ---- Model comparison: only when two or more models are configured ----
 
 
 rule compare_models:
