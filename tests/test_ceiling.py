@@ -215,3 +215,19 @@ def test_shared_targets_of_surface_and_parcel_masks(tmp_path):
     shared, index = shared_targets([tmp_path / "p.npz", tmp_path / "q.npz"])
     assert shared.is_parcels and shared.names == names
     np.testing.assert_array_equal(index[1], [0, 2])
+
+
+def test_common_volumes_keep_the_runs_of_a_stimulus_in_sync():
+    """One subject's run whole, another's cut into two blocks (volumes 4-5 dropped): both are
+    compared on volumes 0-3 and 6-9, row for row."""
+    from brainalign.ceiling import common_volumes
+
+    whole = np.arange(10, dtype=float)[:, None]
+    blocked = np.concatenate([whole[:4], whole[6:]])  # rows of volumes 0-3, 6-9
+    runs, conf = common_volumes(
+        [[whole], [blocked]], [[whole * 2], [blocked * 2]],
+        [[np.array([[0, 10]])], [np.array([[0, 4], [6, 10]])]], [["story"], ["story"]])
+    for sub in (0, 1):
+        np.testing.assert_array_equal(runs[sub][0][:, 0], [0, 1, 2, 3, 6, 7, 8, 9])
+        np.testing.assert_array_equal(conf[sub][0][:, 0], [0, 2, 4, 6, 12, 14, 16, 18])
+    assert runs[1][0] is blocked  # already in sync: not copied

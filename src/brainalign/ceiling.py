@@ -60,10 +60,10 @@ def shared_targets(mask_paths: list[str | Path]) -> tuple[TargetMask, list[np.nd
     index : per subject, (n_shared,) indices of the shared targets among that subject's
         targets (the column order of its BOLD arrays)
     """
-    masks = [load_mask(p) for p in mask_paths]
-    if masks[0].img is not None:
+    if not str(mask_paths[0]).endswith(".npz"):  # NIfTI brain masks (load_mask's rule)
         img, index = shared_voxels(mask_paths)
         return TargetMask(np.asarray(img.dataobj).ravel() > 0, img), index
+    masks = [load_mask(p) for p in mask_paths]
     ref = masks[0]
     for p, m in zip(mask_paths, masks, strict=True):
         if m.keep.size != ref.keep.size or m.n_left != ref.n_left or m.names != ref.names:
@@ -113,17 +113,16 @@ def common_volumes(runs: list[list[np.ndarray]], confounds: list[list[np.ndarray
     def kept(b: np.ndarray) -> np.ndarray:
         return np.concatenate([np.arange(a, z) for a, z in np.asarray(b).reshape(-1, 2)])
 
+    kept_volumes = [[kept(b) for b in sub_bounds] for sub_bounds in bounds]
     common: dict[str, np.ndarray] = {}
-    for sub_bounds, sub_stims in zip(bounds, stimuli, strict=True):
-        for b, stim in zip(sub_bounds, sub_stims, strict=True):
-            k = kept(b)
+    for sub_kept, sub_stims in zip(kept_volumes, stimuli, strict=True):
+        for k, stim in zip(sub_kept, sub_stims, strict=True):
             common[stim] = k if stim not in common else np.intersect1d(common[stim], k)
     out_runs, out_conf = [], []
-    for sub_runs, sub_conf, sub_bounds, sub_stims in zip(runs, confounds, bounds, stimuli,
-                                                         strict=True):
+    for sub_runs, sub_conf, sub_kept, sub_stims in zip(runs, confounds, kept_volumes, stimuli,
+                                                       strict=True):
         r_list, c_list = [], []
-        for y, c, b, stim in zip(sub_runs, sub_conf, sub_bounds, sub_stims, strict=True):
-            k = kept(b)
+        for y, c, k, stim in zip(sub_runs, sub_conf, sub_kept, sub_stims, strict=True):
             if len(k) == len(common[stim]) and len(k) == len(y):
                 r_list.append(y)
                 c_list.append(c)
