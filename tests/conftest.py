@@ -38,6 +38,13 @@ def pytest_collection_modifyitems(config, items) -> None:
 
 TWO_MODELS = ("wav2vec2-random", "wav2vec2-seed1")
 TWO_MODEL_LAYERS = [0, 3, 6]
+#: what the two-model run builds: everything of the first model (subject and group pages, the
+#: demo's recovery check) and the comparison page, which needs both models' fits and ROI tables;
+#: the second model's own pages would only repeat the first's
+TWO_MODEL_TARGETS = [
+    *(f"results/sub-{s}/report/sub-{s}_model-{TWO_MODELS[0]}.html" for s in ("01", "02")),
+    f"results/group/{TWO_MODELS[0]}/group_report.html", "results/group/demo_recovery.tsv",
+    "results/group/model_comparison.html"]
 
 
 @pytest.fixture(scope="session")
@@ -54,8 +61,8 @@ def slurm_cluster(tmp_path_factory) -> Iterator[SlurmCluster]:
 
 @pytest.fixture(scope="session")
 def tiny_two_model_run(tmp_path_factory) -> Path:
-    """The real workflow, run locally to the end (``rule all``) on the tiny config with two
-    models (two random initialisations; layers 0, 3 and 6), then ``snakemake --report``.
+    """The real workflow, run locally on the tiny config with two models (two random
+    initialisations; layers 0, 3 and 6) to TWO_MODEL_TARGETS, then ``snakemake --report``.
     Shared by the report tests and as the reference of the SLURM tests."""
     import yaml
     from test_workflow import _snakemake, _tiny_config
@@ -66,8 +73,8 @@ def tiny_two_model_run(tmp_path_factory) -> Path:
     first = dict(cfg["models"][TWO_MODELS[0]], layers=TWO_MODEL_LAYERS)
     cfg["models"] = {TWO_MODELS[0]: first, TWO_MODELS[1]: dict(first, seed=1)}
     path.write_text(yaml.safe_dump(cfg))
-    proc = _snakemake(work, path, "--cores", "2")
+    proc = _snakemake(work, path, "--cores", "2", *TWO_MODEL_TARGETS)
     assert proc.returncode == 0, proc.stdout[-5000:]
-    proc = _snakemake(work, path, "--report", "report.html")
+    proc = _snakemake(work, path, "--report", "report.html", *TWO_MODEL_TARGETS)
     assert proc.returncode == 0, proc.stdout[-5000:]
     return work

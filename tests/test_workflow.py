@@ -22,6 +22,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 import yaml
+from conftest import TWO_MODEL_TARGETS
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
@@ -54,8 +55,8 @@ def _snakemake(workdir: Path, config: Path, *args: str) -> subprocess.CompletedP
 
 @pytest.fixture(scope="module")
 def tiny_run(tiny_two_model_run: Path) -> Path:
-    """The tiny configuration run to the end (conftest: two models, layers 0, 3 and 6, which
-    hold the planted ones); these tests read the first model's results."""
+    """The tiny configuration run (conftest: two models, layers 0, 3 and 6, which hold the
+    planted ones, to TWO_MODEL_TARGETS); these tests read the first model's results."""
     return tiny_two_model_run
 
 
@@ -90,7 +91,8 @@ def test_outputs_reports_and_rerun_is_noop(tiny_run: Path) -> None:
         assert (tiny_run / path).stat().st_size > 0, path
     html = (tiny_run / "results/group/wav2vec2-random/group_report.html").read_text()
     assert html.count("data:image/png;base64,") >= 2
-    proc = _snakemake(tiny_run, tiny_run / "config.yaml", "-n", "--cores", "2")
+    proc = _snakemake(tiny_run, tiny_run / "config.yaml", "-n", "--cores", "2",
+                      *TWO_MODEL_TARGETS)
     assert proc.returncode == 0
     assert "Nothing to be done" in proc.stdout
 

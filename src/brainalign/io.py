@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import sys
@@ -16,7 +17,9 @@ import pandas as pd
 
 def setup_logging(log_path: str | Path | None) -> None:
     """Send log records, warnings and the uncaught error (with its traceback) of a rule script
-    to its Snakemake log file as well as to stderr."""
+    to its Snakemake log file as well as to stderr. The objects alive by then (the script's
+    imports) are frozen out of garbage collection: nilearn calls ``gc.collect()`` on every image
+    read, and rescanning them each time is slow."""
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_path:
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
@@ -25,6 +28,7 @@ def setup_logging(log_path: str | Path | None) -> None:
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     logging.captureWarnings(True)
     sys.excepthook = _log_uncaught
+    gc.freeze()
 
 
 def _log_uncaught(exc_type: type[BaseException], exc: BaseException, tb: Any) -> None:
