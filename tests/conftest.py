@@ -28,12 +28,26 @@ SHARED_FIXTURES = {"tiny_two_model_run": "tiny", "slurm_cluster": "tiny",
                    "planted_features": "bids", "speech_runs": "speech"}
 
 
+#: the shared runs, longest first (the order they are handed to the workers)
+GROUP_ORDER = ("tiny", "bids", "speech")
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(config, items) -> None:
+    """Tests sharing an expensive fixture go to one worker (xdist group), and the longest work
+    is handed out first: the shared runs, then the other slow tests, then the fast ones. In
+    file order, a slow workflow test collected last started when one worker had nothing left
+    to do, and the suite waited for it alone."""
+    rank = {}
     for item in items:
         groups = {g for f, g in SHARED_FIXTURES.items() if f in item.fixturenames}
         if groups:
-            item.add_marker(pytest.mark.xdist_group(name=min(groups)))
+            group = min(groups)
+            item.add_marker(pytest.mark.xdist_group(name=group))
+            rank[item.nodeid] = GROUP_ORDER.index(group)
+        else:
+            rank[item.nodeid] = len(GROUP_ORDER) + (item.get_closest_marker("slow") is None)
+    items.sort(key=lambda item: rank[item.nodeid])  # stable: file order within a rank
 
 
 TWO_MODELS = ("wav2vec2-random", "wav2vec2-seed1")
