@@ -360,7 +360,8 @@ def confounds_path(run_path: str | Path) -> Path:
     if not head or not head[0].startswith("sub-") or len(head) == len(parts) \
             or _RUN_FILE.search(name) is None:
         raise BoldError(f"{run_path}: not an fMRIPrep BOLD file name (..._desc-preproc_bold"
-                        ".nii.gz, ..._hemi-L_space-fsaverage6_bold.func.gii or a parcel "
+                        ".nii.gz, ..._hemi-L_space-fsaverage6_bold.func.gii, "
+                        "..._space-fsLR_den-91k_bold.dtseries.nii or a parcel "
                         "..._desc-<atlas>_timeseries.tsv), so its confounds TSV cannot be found; "
                         "rename the run or set `bold.confounds.strategy: []`.")
     candidates = [run_path.with_name(f"{'_'.join(head)}_{c}") for c in CONFOUNDS_NAMES]
