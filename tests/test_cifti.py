@@ -35,8 +35,12 @@ def hcp_data(name: str) -> Path:
 
 @cache
 def hcp_cortex_axis() -> nib.cifti2.BrainModelAxis:
-    """The grayordinates of HCP's own cortex-only dscalar shipped in the wheel (59412)."""
-    return nib.load(hcp_data("S1200.sulc_MSMAll.32k_fs_LR.dscalar.nii")).header.get_axis(1)
+    """The grayordinates of HCP's own cortex-only dscalar shipped in the wheel (59412), read by
+    nibabel's CIFTI parser (without building and copying a whole Cifti2Image)."""
+    with hcp_data("S1200.sulc_MSMAll.32k_fs_LR.dscalar.nii").open("rb") as f:
+        extensions = nib.Nifti2Header.from_fileobj(f, check=False).extensions
+    (xml,) = [ext for ext in extensions if ext.get_code() == cifti.CIFTI_EXTENSION]
+    return xml.get_object().get_axis(1)
 
 
 def noise_run(tmp_path: Path, n_vols: int = 30, t_r: float = 2.0, seed: int = 0,
@@ -110,6 +114,10 @@ def test_bad_files_are_named(tmp_path):
     with pytest.raises(BoldError, match="truncated or corrupt") as exc:
         cifti.read_series(truncated)
     assert str(truncated) in str(exc.value)
+    broken = tmp_path / "xml_bold.dtseries.nii"  # the CIFTI XML is not well-formed
+    broken.write_bytes(path.read_bytes().replace(b"<Matrix>", b"<Matrix!", 1))
+    with pytest.raises(BoldError, match="truncated or corrupt"):
+        cifti.read_series(broken)
     volume = tmp_path / "vol_bold.nii"
     nib.save(nib.Nifti1Image(np.zeros((2, 2, 2, 3), np.float32), np.eye(4)), volume)
     with pytest.raises(BoldError, match="not a CIFTI-2 file"):

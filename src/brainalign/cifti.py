@@ -272,7 +272,7 @@ def _brain_model_map(axis: cifti2_axes.BrainModelAxis) -> ElementTree.Element:
             model.set("BrainStructure", name)
             model.set("SurfaceNumberOfVertices", str(axis.nvertices[name]))
             ElementTree.SubElement(model, "VertexIndices").text = " ".join(
-                map(str, axis.vertex[start:stop].tolist()))
+                axis.vertex[start:stop].astype(str).tolist())
         else:
             model.set("ModelType", "CIFTI_MODEL_TYPE_VOXELS")
             model.set("BrainStructure", name)
@@ -283,7 +283,7 @@ def _brain_model_map(axis: cifti2_axes.BrainModelAxis) -> ElementTree.Element:
                     volume, "TransformationMatrixVoxelIndicesIJKtoXYZ", MeterExponent="-3"
                 ).text = "\n".join(" ".join(map("{:.10f}".format, row)) for row in axis.affine)
             ElementTree.SubElement(model, "VoxelIndicesIJK").text = "\n".join(
-                " ".join(map(str, row)) for row in axis.voxel[start:stop].tolist())
+                map(" ".join, axis.voxel[start:stop].astype(str).tolist()))
         mapping.append(model)
     return mapping
 
