@@ -55,15 +55,13 @@ ALIASES = {"hcp_mmp1": "glasser", "hcpmmp1": "glasser", "mmp1": "glasser"}
 RIGHT_OFFSET = 10000
 #: NIfTI extension code of the CIFTI-2 XML
 CIFTI_EXTENSION = 32
-
-
 #: nibabel's axis class for each CIFTI index-map type (named in the error messages)
 AXIS_TYPES = {"CIFTI_INDEX_TYPE_BRAIN_MODELS": "BrainModelAxis",
               "CIFTI_INDEX_TYPE_SCALARS": "ScalarAxis", "CIFTI_INDEX_TYPE_LABELS": "LabelAxis",
               "CIFTI_INDEX_TYPE_SERIES": "SeriesAxis", "CIFTI_INDEX_TYPE_PARCELS": "ParcelsAxis"}
 
 
-class Cifti(NamedTuple):
+class CiftiFile(NamedTuple):
     """A CIFTI-2 file's NIfTI-2 header and its CIFTI XML, parsed once (no nibabel axes)."""
 
     path: Path
@@ -85,38 +83,38 @@ class Cifti(NamedTuple):
         return data.reshape(data.shape[4:])
 
 
-def _structures(models: list[ElementTree.Element]) -> list[tuple[str, int]]:
-    """(structure, grayordinates) of consecutive brain models, same structures merged."""
-    found: list[tuple[str, int]] = []
-    for model in models:
-        name, count = model.get("BrainStructure", ""), int(model.get("IndexCount", 0))
-        if found and found[-1][0] == name:
-            count += found.pop()[1]
-        found.append((name, count))
-    return found
-
-
-def check_layout(cifti: Cifti) -> ElementTree.Element:
-    """Refuse a grayordinate axis other than HCP's den-91k (structures, order and sizes);
-    returns the file's BrainModel index map."""
-    path = cifti.path
-    if cifti.axis_type(1) != "BrainModelAxis":
-        raise BoldError(f"{path}: its grayordinate axis is a {cifti.axis_type(1)}, not a "
-                        "BrainModelAxis; use fMRIPrep's *_space-fsLR_den-91k_bold.dtseries.nii.")
-    mapping = cifti.maps[1]
-    models = mapping.findall("BrainModel")
-    found = _structures(models)
+def _check_structures(path: str | Path, found: list[tuple[str, int]], nvertices: list[int]
+                      ) -> None:
+    """Refuse grayordinates other than HCP's den-91k: ``found`` (structure, grayordinates) in
+    file order, ``nvertices`` the cortical meshes' sizes."""
     if found != list(STRUCTURES):
         have = f"{sum(n for _, n in found)} grayordinates in {len(found)} structures"
         raise BoldError(f"{path}: {have}, not HCP's den-91k ({N_GRAYORDINATES} grayordinates: "
                         f"cortex {N_LEFT} + {N_RIGHT} vertices, {N_GRAYORDINATES - N_CORTEX} "
                         "subcortical voxels, in the standard order); use the den-91k runs "
                         "(fMRIPrep --cifti-output 91k).")
-    nvertices = {m.get("BrainStructure"): int(m.get("SurfaceNumberOfVertices", -1))
-                 for m in models if m.get("ModelType") == "CIFTI_MODEL_TYPE_SURFACE"}
-    if any(n != MESH_VERTICES for n in nvertices.values()):
-        raise BoldError(f"{path}: cortex on meshes of {sorted(nvertices.values())} "
+    if any(n != MESH_VERTICES for n in nvertices):
+        raise BoldError(f"{path}: cortex on meshes of {sorted(nvertices)} "
                         f"vertices, not the 32k fs_LR mesh ({MESH_VERTICES}).")
+
+
+def check_layout(cfile: CiftiFile) -> ElementTree.Element:
+    """Refuse a file whose grayordinates are not HCP's den-91k (structures, order and sizes),
+    from its XML; returns its BrainModel index map."""
+    if cfile.axis_type(1) != "BrainModelAxis":
+        raise BoldError(f"{cfile.path}: its grayordinate axis is a {cfile.axis_type(1)}, not a "
+                        "BrainModelAxis; use fMRIPrep's *_space-fsLR_den-91k_bold.dtseries.nii.")
+    mapping = cfile.maps[1]
+    found: list[tuple[str, int]] = []  # consecutive brain models of one structure merged
+    nvertices = {}
+    for model in mapping.iter("BrainModel"):
+        name, count = model.get("BrainStructure", ""), int(model.get("IndexCount", 0))
+        if found and found[-1][0] == name:
+            count += found.pop()[1]
+        found.append((name, count))
+        if model.get("ModelType") == "CIFTI_MODEL_TYPE_SURFACE":
+            nvertices[name] = int(model.get("SurfaceNumberOfVertices", -1))
+    _check_structures(cfile.path, found, list(nvertices.values()))
     return mapping
 
 
@@ -129,19 +127,11 @@ def check_brain_models(axis: cifti2_axes.Axis, path: str | Path) -> cifti2_axes.
     starts = np.flatnonzero(np.r_[True, names[1:] != names[:-1]])
     found = [(str(names[i]), int(n)) for i, n in zip(starts, np.diff(np.r_[starts, names.size]),
                                                      strict=True)]
-    if found != list(STRUCTURES):
-        have = f"{len(axis)} grayordinates in {len(found)} structures"
-        raise BoldError(f"{path}: {have}, not HCP's den-91k ({N_GRAYORDINATES} grayordinates: "
-                        f"cortex {N_LEFT} + {N_RIGHT} vertices, {N_GRAYORDINATES - N_CORTEX} "
-                        "subcortical voxels, in the standard order); use the den-91k runs "
-                        "(fMRIPrep --cifti-output 91k).")
-    if any(n != MESH_VERTICES for n in axis.nvertices.values()):
-        raise BoldError(f"{path}: cortex on meshes of {sorted(axis.nvertices.values())} "
-                        f"vertices, not the 32k fs_LR mesh ({MESH_VERTICES}).")
+    _check_structures(path, found, list(axis.nvertices.values()))
     return axis
 
 
-def _load(path: Path, what: str) -> Cifti:
+def _load(path: Path, what: str) -> CiftiFile:
     """Read a CIFTI-2 file's headers: the NIfTI-2 header and the CIFTI extension's XML,
     parsed with ElementTree (nibabel's Cifti2Image would copy its whole parsed header)."""
     if not path.exists():
@@ -161,7 +151,7 @@ def _load(path: Path, what: str) -> Cifti:
         root = ElementTree.fromstring(xml[0])
     maps = {int(dim): mim for mim in root.iter("MatrixIndicesMap")
             for dim in mim.get("AppliesToMatrixDimension", "").split(",") if dim.strip()}
-    return Cifti(path, nifti, maps)
+    return CiftiFile(path, nifti, maps)
 
 
 @lru_cache(maxsize=4)
@@ -193,8 +183,9 @@ def _brain_model_axis(xml: bytes) -> cifti2_axes.BrainModelAxis:
                                       nvertices)
 
 
-def _axis(cifti: Cifti) -> cifti2_axes.BrainModelAxis:
-    return _brain_model_axis(ElementTree.tostring(check_layout(cifti)))
+def _axis(cfile: CiftiFile) -> cifti2_axes.BrainModelAxis:
+    """The checked BrainModelAxis of a file (shared by files of the same grayordinates)."""
+    return _brain_model_axis(ElementTree.tostring(check_layout(cfile)))
 
 
 def brain_models(path: str | Path) -> cifti2_axes.BrainModelAxis:
@@ -208,17 +199,17 @@ def read_series(path: str | Path, t_r: float | None = None) -> np.ndarray:
     """A dtseries run's BOLD, shape (n_volumes, 91282), float32; with ``t_r`` (s), the
     SeriesAxis step must match it."""
     path = Path(path)
-    cifti = _load(path, "CIFTI BOLD run")
-    if cifti.axis_type(0) != "SeriesAxis":
-        raise BoldError(f"{path}: its first axis is a {cifti.axis_type(0)}, not a time "
+    cfile = _load(path, "CIFTI BOLD run")
+    if cfile.axis_type(0) != "SeriesAxis":
+        raise BoldError(f"{path}: its first axis is a {cfile.axis_type(0)}, not a time "
                         "series (SeriesAxis); is this a dscalar / dlabel map rather than a "
                         "*_bold.dtseries.nii run?")
-    check_layout(cifti)
-    series = cifti.maps[0]
+    check_layout(cfile)
+    series = cfile.maps[0]
     if t_r is not None and series.get("SeriesUnit", "").upper() == "SECOND":
         step = float(series.get("SeriesStep")) * 10 ** int(series.get("SeriesExponent"))
         check_tr(path, float(step), t_r, "its CIFTI SeriesAxis step")
-    return cifti.data("CIFTI BOLD run")
+    return cfile.data("CIFTI BOLD run")
 
 
 def grayordinate_mask(paths: list[str | Path]) -> np.ndarray:
@@ -356,10 +347,10 @@ def read_map(path: str | Path) -> np.ndarray:
     """A map :func:`save_dscalar` or :func:`save_dlabel` wrote -> values over all 91282
     grayordinates: float32 (91282,) for one scalar map, (n_maps, 91282) for several; for a label
     map the int32 layer per grayordinate (-1: none)."""
-    cifti = _load(Path(path), "CIFTI map")
-    check_layout(cifti)
-    data = cifti.data("CIFTI map")
-    if cifti.axis_type(0) == "LabelAxis":
+    cfile = _load(Path(path), "CIFTI map")
+    check_layout(cfile)
+    data = cfile.data("CIFTI map")
+    if cfile.axis_type(0) == "LabelAxis":
         return np.rint(data[0]).astype(np.int32) - 1
     return data[0] if data.shape[0] == 1 else data
 
@@ -367,11 +358,11 @@ def read_map(path: str | Path) -> np.ndarray:
 def label_table(path: str | Path) -> dict[int, tuple[str, tuple[float, ...]]]:
     """A label map's table: {layer (-1: none): (name, RGBA)}."""
     path = Path(path)
-    cifti = _load(path, "CIFTI label map")
-    if cifti.axis_type(0) != "LabelAxis":
+    cfile = _load(path, "CIFTI label map")
+    if cfile.axis_type(0) != "LabelAxis":
         raise BoldError(f"{path}: not a CIFTI label map (its first axis is a "
-                        f"{cifti.axis_type(0)}).")
-    table = cifti.maps[0].find("NamedMap/LabelTable")
+                        f"{cfile.axis_type(0)}).")
+    table = cfile.maps[0].find("NamedMap/LabelTable")
     return {int(label.get("Key")) - 1: ((label.text or "").strip(), tuple(
         float(label.get(c)) for c in ("Red", "Green", "Blue", "Alpha")))
         for label in table.iter("Label")}
@@ -386,9 +377,9 @@ def save_mask(keep: np.ndarray, axis: cifti2_axes.BrainModelAxis, path: str | Pa
 def load_mask(path: str | Path) -> tuple[np.ndarray, cifti2_axes.BrainModelAxis]:
     """(keep, BrainModelAxis) from a :func:`save_mask` file (the axis is shared, see
     :func:`brain_models`)."""
-    cifti = _load(Path(path), "CIFTI grayordinate mask")
-    axis = _axis(cifti)
-    return cifti.data("CIFTI grayordinate mask", dtype=None)[0] > 0, axis
+    cfile = _load(Path(path), "CIFTI grayordinate mask")
+    axis = _axis(cfile)
+    return cfile.data("CIFTI grayordinate mask", dtype=None)[0] > 0, axis
 
 
 def atlas_name(atlas: str) -> str | None:
