@@ -75,8 +75,9 @@ def main() -> None:
         for layer in sorted(runs[0]):
             xs = [alignment.align(*run[layer], T_R, RUN_S, "hrf", center=center)[first:]
                   for run in runs]
-            fits = [encoding.fit_layer(xs, ys, np.logspace(-1, 7, 9), n_permutations=50,
-                                       seed=seed) for seed in range(n_sets)]
+            fits = [encoding.fit_layer(xs, ys, np.logspace(-1, 7, 9),
+                                       encoding.FitOptions(n_permutations=50, seed=seed))
+                    for seed in range(n_sets)]
             p = np.stack([f.p for f in fits])
             r = np.mean([f.r.mean() for f in fits])
             print(f"{name:8s} {layer:5d}  {(p < .05).mean():6.3f}  {(p < .01).mean():6.4f}  "

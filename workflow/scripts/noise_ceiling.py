@@ -5,6 +5,7 @@ import logging
 
 import numpy as np
 
+from brainalign.alignment import seconds_to_volumes
 from brainalign.ceiling import common_volumes, repeat_pairs, shared_targets, subject_ceilings
 from brainalign.io import save_npz, setup_logging
 
@@ -21,7 +22,7 @@ bounds = [[np.load(next(paths)) for _ in names] for names in stories]
 runs, confounds = common_volumes(runs, confounds, bounds, snakemake.params.stimuli)
 ceil, per_subject = subject_ceilings(
     runs, index, n_permutations=ccfg["n_permutations"],
-    min_shift=max(1, round(ccfg["min_shift_s"] / snakemake.params.tr)),
+    min_shift=max(1, seconds_to_volumes(ccfg["min_shift_s"], snakemake.params.tr)),
     q=ccfg["fdr_q"], min_ceiling=ccfg["min_ceiling"],
     method=ccfg["method"], pairs=repeat_pairs(snakemake.params.run_stimuli),
     stimuli=stories, confounds=confounds, n_threads=snakemake.threads)
