@@ -452,11 +452,12 @@ CAL_TR, CAL_RUN_S, CAL_EXCLUDE_S = 1.0, 163.0, 20.0
 def _speech_layers(audio: np.ndarray, extractor, path) -> dict[int, tuple]:
     """{layer: (frame_times, activations)} of one stimulus, through the pipeline's own
     extraction and storage."""
-    from brainalign import features
+    from brainalign import features, io
 
     window, context = (20.0, 5.0) if extractor.whisper else (10.0, 5.0)
     features.extract_features(extractor, audio, path, window, context, dtype="float32")
-    return {layer: features.read_layer(path, layer) for layer in range(extractor.n_layers)}
+    times = io.read_frame_times(path)
+    return {layer: (times, io.read_layer(path, layer)) for layer in range(extractor.n_layers)}
 
 
 @pytest.fixture(scope="module")
@@ -468,11 +469,12 @@ def speech_runs(tmp_path_factory):
     from bids_tree import synthetic_speech
 
     from brainalign import features
+    from brainalign.models import ModelSpec
 
     if WHISPER_DIR.is_dir():
-        spec = features.ModelSpec("whisper", str(WHISPER_DIR))
+        spec = ModelSpec("whisper", str(WHISPER_DIR))
     else:
-        spec = features.ModelSpec("tiny", "random", "wav2vec2", 0, {
+        spec = ModelSpec("tiny", "random", "wav2vec2", 0, {
             "initializer_range": 0.2, "hidden_size": 64, "num_hidden_layers": 4,
             "num_attention_heads": 4, "intermediate_size": 128, "conv_dim": [64] * 7,
             "num_conv_pos_embeddings": 32})

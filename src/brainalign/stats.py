@@ -136,7 +136,7 @@ def crossfit_best_layer(selection: np.ndarray, heldout: np.ndarray,
 
 # ------------------------------------------------ layers that cannot be told apart
 #: Consecutive-layer linear CKA at or above which two layers count as indistinguishable.
-#: Measured with ``features.layer_similarity`` on 152 s of the demo's TTS speech (4 stories,
+#: Measured with ``similarity.layer_similarity`` on 152 s of the demo's TTS speech (4 stories,
 #: 10 s windows + 5 s context, float32), at TR 1 / 1.5 / 2 s: real Whisper tiny.en at most
 #: 0.959 / 0.979 / 0.983; the demo's random wav2vec2-base (``initializer_range`` 0.2) at most
 #: 0.971 / 0.972 / 0.971 (it recovers planted layers 3 apart); a random wav2vec2-base at
