@@ -448,7 +448,8 @@ def fit_layer(x_runs: list[np.ndarray], y_runs: list[np.ndarray], alphas: np.nda
     Parameters
     ----------
     x_runs : per run, array of shape (n_volumes_run, n_features)
-    y_runs : per run, array of shape (n_volumes_run, n_voxels), cleaned within the run
+    y_runs : per run, array of shape (n_volumes_run, n_voxels), cleaned within the run (runs
+        of equal length may come as one array of shape (n_runs, n_volumes, n_voxels))
     alphas : array of shape (n_alphas,), penalties to choose from (per voxel)
     options : permutations, null shifts, batch size, seed and backend (:class:`FitOptions`;
         default: the schema's defaults)

@@ -78,10 +78,11 @@ class LayerExtractor:
     runs it under ``torch.autocast`` in that type (matmuls and convolutions in it,
     normalisations and softmax in float32); ``"auto"`` (the default) picks bfloat16 on CUDA GPUs
     that have it and float16 on older ones, bfloat16 on CPUs with native bfloat16 arithmetic
-    (see :func:`cpu_has_native_bf16`), float32 elsewhere. A reduced precision is used only once
-    :func:`probe_precision` has verified it for this model on this device (decision cached per
-    model, device, torch and transformers version: :func:`probe_key`); otherwise the model runs
-    in float32, with one warning. ``requested_precision`` is what was asked, ``precision`` what
+    (see :func:`brainalign.precision.cpu_has_native_bf16`), float32 elsewhere. A reduced
+    precision is used only once :func:`brainalign.precision.probe_precision` has verified it
+    for this model on this device (decision cached per model, device, torch and transformers
+    version: :func:`brainalign.precision.probe_key`); otherwise the model runs in float32,
+    with one warning. ``requested_precision`` is what was asked, ``precision`` what
     runs, ``probe`` the probe's outcome (None when float32 was asked for or resolved).
     Activations are returned as float32 either way.
 
@@ -164,7 +165,7 @@ class LayerExtractor:
     @torch.inference_mode()
     def run(self, chunks: list[np.ndarray], precision: str) -> list[np.ndarray]:
         """As ``self(chunks)``, computed in ``precision`` (float32, bfloat16, float16), whatever
-        was verified: what :func:`probe_precision` compares."""
+        was verified: what :func:`brainalign.precision.probe_precision` compares."""
         # the front end (waveform normalisation, Whisper's log-mel) stays in float32
         fe = self.feature_extractor(chunks, sampling_rate=TARGET_SR, return_tensors="pt")
         with self._autocast(precision):
@@ -238,7 +239,8 @@ def extract_features(extractor: LayerExtractor, audio: np.ndarray, out_path: str
                      mode: str = "windowed") -> None:
     """Write every layer of ``audio`` to an HDF5 file, one dataset per layer.
 
-    ``mode`` and ``right_context_s``: see the module docstring and :func:`plan_windows`.
+    ``mode`` and ``right_context_s``: see the module docstring and
+    :func:`brainalign.windows.plan_windows`.
 
     The file holds ``frame_times`` (n_frames,) and ``layer-XX`` (n_frames, n_features) datasets,
     so a single layer can be read without loading the others. Written to a temporary name and
