@@ -2,7 +2,7 @@
 region's fMRI response to audiobooks.
 
 One module per pipeline stage (audio, features, alignment, bold, encoding, ceiling, stats, rois,
-compare, simulate, report, bids, surface, parcels, targets, io, config; the feature stage's
+compare, simulate, report, bids, surface, cifti, parcels, targets, io, config; the feature stage's
 helpers in models, precision, windows and similarity); the Snakemake rules in
 ``workflow/rules`` wire files to their functions.
 
