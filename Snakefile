@@ -40,6 +40,6 @@ rule all:
             model=MODELS,
         ),
         expand("results/group/{model}/group_report.html", model=MODELS),
-        demo_targets(),
+        demo_outputs(),
         projection_targets(),
         comparison_targets(),  # model comparison page when >= 2 models

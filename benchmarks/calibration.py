@@ -22,8 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from brainalign import alignment, encoding, features, simulate
+from brainalign import alignment, encoding, features, io, simulate
 from brainalign.bold import clean_signals
+from brainalign.models import ModelSpec
 
 WHISPER = Path(__file__).resolve().parents[2] / "shared" / "models" / "whisper-tiny.en"
 T_R, RUN_S, N_RUNS = 1.0, 163.0, 4
@@ -32,9 +33,9 @@ T_R, RUN_S, N_RUNS = 1.0, 163.0, 4
 def speech_layers(tmp: Path) -> tuple[str, list[dict[int, tuple]]]:
     """The model's name and, per story, {layer: (frame_times, activations)}."""
     if WHISPER.is_dir():
-        spec, window = features.ModelSpec("whisper-tiny.en", str(WHISPER)), (20.0, 5.0)
+        spec, window = ModelSpec("whisper-tiny.en", str(WHISPER)), (20.0, 5.0)
     else:
-        spec = features.ModelSpec("tiny-random-wav2vec2", "random", "wav2vec2", 0, {
+        spec = ModelSpec("tiny-random-wav2vec2", "random", "wav2vec2", 0, {
             "initializer_range": 0.2, "hidden_size": 64, "num_hidden_layers": 4,
             "num_attention_heads": 4, "intermediate_size": 128, "conv_dim": [64] * 7,
             "num_conv_pos_embeddings": 32})
@@ -45,7 +46,8 @@ def speech_layers(tmp: Path) -> tuple[str, list[dict[int, tuple]]]:
         path = tmp / f"story{i}.h5"
         features.extract_features(extractor, simulate.speech_like(RUN_S, seed=200 + i), path,
                                   *window, dtype="float32")
-        runs.append({k: features.read_layer(path, k) for k in range(extractor.n_layers)})
+        times = io.read_frame_times(path)
+        runs.append({k: (times, io.read_layer(path, k)) for k in range(extractor.n_layers)})
     return spec.name, runs
 
 
@@ -75,8 +77,9 @@ def main() -> None:
         for layer in sorted(runs[0]):
             xs = [alignment.align(*run[layer], T_R, RUN_S, "hrf", center=center)[first:]
                   for run in runs]
-            fits = [encoding.fit_layer(xs, ys, np.logspace(-1, 7, 9), n_permutations=50,
-                                       seed=seed) for seed in range(n_sets)]
+            fits = [encoding.fit_layer(xs, ys, np.logspace(-1, 7, 9),
+                                       encoding.FitOptions(n_permutations=50, seed=seed))
+                    for seed in range(n_sets)]
             p = np.stack([f.p for f in fits])
             r = np.mean([f.r.mean() for f in fits])
             print(f"{name:8s} {layer:5d}  {(p < .05).mean():6.3f}  {(p < .01).mean():6.4f}  "

@@ -21,14 +21,10 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from brainalign.audio import TARGET_SR
-from brainalign.features import (
-    LayerExtractor,
-    ModelSpec,
-    cpu_has_native_bf16,
-    extract_features,
-    iter_layer_batches,
-    plan_windows,
-)
+from brainalign.features import LayerExtractor, extract_features, iter_layer_batches
+from brainalign.models import ModelSpec
+from brainalign.precision import cpu_has_native_bf16
+from brainalign.windows import plan_windows
 
 SR = TARGET_SR
 WINDOW_S = 5.0  # Millet et al. preset

@@ -99,10 +99,10 @@ def run_brainalign(x_runs, y_runs, alphas, backend: str, batch: int):
 
 def run_fit_layer(x_runs, y_runs, alphas, backend: str, batch: int):
     """The pipeline's whole per-layer computation: nested CV plus the 50-permutation null."""
-    from brainalign.encoding import fit_layer
+    from brainalign.encoding import FitOptions, fit_layer
 
-    s = fit_layer(x_runs, y_runs, alphas, n_permutations=50, min_shift=10, batch_voxels=batch,
-                  backend=backend)
+    s = fit_layer(x_runs, y_runs, alphas, FitOptions(n_permutations=50, min_shift=10,
+                                                     batch_voxels=batch, backend=backend))
     return s.alpha, s.r_folds
 
 

@@ -332,3 +332,22 @@ def test_align_centres_so_an_onset_ramp_cannot_mark_the_run_start():
 
     assert onset_share(alignment.align(times, values, t_r, duration, center=False)) > 0.5
     assert onset_share(alignment.align(times, values, t_r, duration)) < 3 * 20 / n
+
+
+def test_seconds_to_volumes_rounds_to_the_nearest_volume():
+    assert alignment.seconds_to_volumes(15.0, 2.0) == 8  # 7.5 volumes: round half to even
+    assert alignment.seconds_to_volumes(14.0, 1.5) == 9
+    assert alignment.seconds_to_volumes(0.0, 2.0) == 0
+
+
+def test_analysed_rows_keeps_the_analysed_volumes_of_a_run():
+    # row k of aligned features is volume k of the stimulus grid; the rows kept are those of
+    # the BOLD volumes analysed (from `first` on), so row j matches analysed volume j
+    features = np.arange(40, dtype=np.float32).reshape(20, 2)
+    kept = alignment.analysed_rows(features, first=3, n_analysed=12)
+    np.testing.assert_array_equal(kept[:, 0], np.arange(3, 15) * 2)
+    assert kept.shape == (12, 2)
+    # a run that stopped early: fewer rows than asked, left for split_blocks to report
+    assert len(alignment.analysed_rows(features, first=15, n_analysed=12)) == 5
+    with pytest.raises(ValueError, match="must be >= 0"):
+        alignment.analysed_rows(features, first=-1, n_analysed=3)

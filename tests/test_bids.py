@@ -78,10 +78,10 @@ def test_discovers_subjects_tasks_runs_and_masks(tree):
     assert [(r.subject, r.key) for r in runs] == [
         (s, k) for s in ("01", "02") for k in ("lpp-1", "lpp-2", "lpp-3", "pieman")]
     first = runs[0]
-    assert first.targets[0].endswith("sub-01_task-lpp_run-1_space-MNI152NLin2009cAsym_res-2_"
+    assert first.files[0].endswith("sub-01_task-lpp_run-1_space-MNI152NLin2009cAsym_res-2_"
                                      "desc-preproc_bold.nii.gz")
     assert first.mask.endswith("_res-2_desc-brain_mask.nii.gz")
-    assert Path(first.targets[0]).is_file() and Path(first.mask).is_file()
+    assert Path(first.files[0]).is_file() and Path(first.mask).is_file()
 
 
 def test_filters(tree):
@@ -159,7 +159,7 @@ def test_surface_runs_pair_hemispheres(tmp_path):
     left, right = write_surface_run(tmp_path, "01", spec, data, t_r=1.0)
     (run,) = bids.discover_runs(tmp_path / "derivatives" / "fmriprep", kind="surface",
                                 space="fsaverage5")
-    assert run.targets == (str(left), str(right)) and run.mask is None
+    assert run.files == (str(left), str(right)) and run.mask is None
     right.unlink()
     with pytest.raises(bids.BidsError, match="one left and one right hemisphere"):
         bids.discover_runs(tmp_path / "derivatives" / "fmriprep", kind="surface",
@@ -178,7 +178,7 @@ def test_cifti_runs_are_found_and_other_densities_skipped(tmp_path, caplog):
                                                   "R": np.zeros((10, 4))}, t_r=1.0)
     with caplog.at_level("WARNING", logger="brainalign.bids"):
         found = bids.discover_runs(deriv, kind="cifti", space="fsLR")
-    assert [(r.subject, r.key, r.targets, r.mask) for r in found] == [
+    assert [(r.subject, r.key, r.files, r.mask) for r in found] == [
         ("01", key, (str(path),), None) for key, path in runs.items()]
     (rec,) = [r for r in caplog.records if r.name == "brainalign.bids"]
     msg = rec.getMessage()
@@ -313,7 +313,7 @@ def test_released_fmriprep_names_are_discovered(tmp_path):
     with pytest.raises(bids.BidsError, match=r"MNI152NLin2009cAsym \(res-native\)"):
         bids.discover_runs(deriv, res="2")
     runs = bids.discover_runs(deriv, kind="surface", space="fsaverage6")
-    assert [Path(t).name for t in runs[1].targets] == [
+    assert [Path(t).name for t in runs[1].files] == [
         "sub-001_task-tunnel_run-1_space-fsaverage6_hemi-L.func.gii",
         "sub-001_task-tunnel_run-1_space-fsaverage6_hemi-R.func.gii"]
 
@@ -456,7 +456,7 @@ def test_listed_dataset_matches_the_old_behaviour():
     ds = C.dataset(cfg)
     assert ds.subjects == ["01", "02", "03"]
     assert [r.key for r in ds.subject_runs("02")] == ["1", "2", "3", "4"]
-    assert ds.run("02", "3").targets[0].endswith("sub-02_task-audiobook_run-3_space-"
+    assert ds.run("02", "3").files[0].endswith("sub-02_task-audiobook_run-3_space-"
                                                  "MNI152NLin2009cAsym_desc-preproc_bold.nii.gz")
     bad = copy.deepcopy(cfg)
     bad["subjects"] = ["01", "02", "01"]

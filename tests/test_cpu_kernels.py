@@ -11,6 +11,7 @@ from torch import nn
 
 from brainalign import cpu_kernels as K
 from brainalign import features as F
+from brainalign import models as M
 from brainalign.audio import TARGET_SR
 
 TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
@@ -131,7 +132,7 @@ def test_substituted_models_compute_the_same_layers(arch):
     architecture (group-norm and layer-norm feature encoders, Whisper's convolutions; WavLM
     keeps its own attention)."""
     whisper = arch == "whisper"
-    spec = F.ModelSpec("t", "random", arch, 0, TINY_WHISPER if whisper else dict(TINY))
+    spec = M.ModelSpec("t", "random", arch, 0, TINY_WHISPER if whisper else dict(TINY))
     plain = F.LayerExtractor(spec, device="cpu", precision="float32")
     fast = F.LayerExtractor(spec, device="cpu", precision="float32")
     changed = K.optimise_for_cpu(fast.model, "bfloat16")
@@ -154,7 +155,7 @@ def test_substituted_models_compute_the_same_layers(arch):
 
 
 def test_extractor_uses_the_kernels_only_in_bfloat16():
-    spec = F.ModelSpec("t", "random", "wav2vec2", 0, dict(TINY))
+    spec = M.ModelSpec("t", "random", "wav2vec2", 0, dict(TINY))
     plain = F.LayerExtractor(spec, device="cpu", precision="float32")
     assert plain.model.config._attn_implementation != K.ATTENTION
     assert not any("forward" in vars(m) for m in plain.model.modules())
@@ -179,8 +180,8 @@ def test_kernels_route_around_a_broken_narrow_group_convolution(monkeypatch):
     float32. A model whose groups are wide enough to stay bfloat16 gets the garbage, so the
     probe falls back to float32 and the model is restored exactly as loaded."""
     audio = speech_like(2.0, seed=9)
-    narrow = F.ModelSpec("narrow", "random", "wav2vec2", 0, dict(TINY))  # 4 channels a group
-    wide = F.ModelSpec("wide", "random", "wav2vec2", 0,
+    narrow = M.ModelSpec("narrow", "random", "wav2vec2", 0, dict(TINY))  # 4 channels a group
+    wide = M.ModelSpec("wide", "random", "wav2vec2", 0,
                        dict(TINY, hidden_size=64, num_conv_pos_embedding_groups=2))  # 32
     refs = {s.name: F.LayerExtractor(s, device="cpu", precision="float32")([audio])
             for s in (narrow, wide)}
@@ -202,7 +203,7 @@ def test_pretrained_whisper_in_bfloat16_with_the_kernels_matches_float32():
     bfloat16 rounding of the float32 model as loaded, in every layer."""
     if not WHISPER_DIR.is_dir():
         pytest.skip(f"{WHISPER_DIR} not present")
-    spec = F.ModelSpec("whisper", str(WHISPER_DIR))
+    spec = M.ModelSpec("whisper", str(WHISPER_DIR))
     audio = speech_like(8.0, seed=2)
     ref = F.LayerExtractor(spec, device="cpu", precision="float32", cpu_kernels=False)([audio])
     fast = F.LayerExtractor(spec, device="cpu", precision="bfloat16")

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+import yaml
 
 from brainalign import encoding, stats
+from brainalign.encoding import FitOptions
+
+ROOT = Path(__file__).resolve().parents[1]
 
 ALPHAS = np.logspace(-1, 5, 7)
 
@@ -86,11 +92,11 @@ def reference_nested_cv(xs, ys, alphas, confounds=None):
         for val in train:
             for k, a in enumerate(alphas):
                 pred, y_val = fit_predict([i for i in train if i != val], val, a, ys)
-                score[k] += encoding.r2_score(y_val, pred)
+                score[k] += stats.r2_score(y_val, pred)
         alpha_ref[test] = alphas[score.argmax(0)]
         for v in range(ys[0].shape[1]):
             pred, y_te = fit_predict(train, test, alpha_ref[test, v], [y[:, [v]] for y in ys])
-            r_ref[test, v] = encoding.pearson_r(y_te, pred)[0]
+            r_ref[test, v] = stats.pearson_r(y_te, pred)[0]
     return alpha_ref, r_ref
 
 
@@ -148,29 +154,17 @@ def test_closed_form_ridge_limits():
     np.testing.assert_allclose(big, x.T @ y / 1e8, rtol=1e-4)
 
 
-def test_pearson_r_and_r2_score():
-    rng = np.random.default_rng(2)
-    y = rng.standard_normal((100, 3))
-    pred = np.column_stack([2 * y[:, 0] + 5, -y[:, 1], np.full(100, 0.3)])
-    np.testing.assert_allclose(encoding.pearson_r(y, pred), [1.0, -1.0, 0.0], atol=1e-12)
-    r2 = encoding.r2_score(y, np.column_stack([y[:, 0], np.full(100, y[:, 1].mean()),
-                                               y[:, 2] + 1.0]))
-    assert r2[0] == pytest.approx(1.0)
-    assert r2[1] == pytest.approx(0.0, abs=1e-12)  # the mean predictor explains nothing
-    assert r2[2] < 0  # a biased prediction is worse than the mean
-    # stacked predictions (n_alphas, n_samples, n_voxels) broadcast against y
-    assert encoding.r2_score(y, np.stack([y, 0 * y])).shape == (2, 3)
-
-
-def test_circular_shifts_range_and_seed():
-    s = encoding.circular_shifts([60, 45, 80], n_permutations=500, min_shift=10, seed=3)
-    assert s.shape == (500, 3)
-    for j, n in enumerate([60, 45, 80]):
-        assert s[:, j].min() >= 10 and s[:, j].max() <= n - 10
-    np.testing.assert_array_equal(s, encoding.circular_shifts([60, 45, 80], 500, 10, seed=3))
-    assert not np.array_equal(s, encoding.circular_shifts([60, 45, 80], 500, 10, seed=4))
-    with pytest.raises(ValueError, match="too short"):
-        encoding.circular_shifts([60, 19], 10, min_shift=10)
+def test_fit_options_from_config_follow_the_schema():
+    opts = FitOptions.from_config({"alphas": {}, "min_shift_s": 15.0, "n_permutations": 100}, 1.5)
+    assert opts == FitOptions(n_permutations=100, min_shift=10, batch_voxels=20_000)
+    # the library's defaults are the schema's
+    schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
+    enc = schema["properties"]["encoding"]["properties"]
+    assert FitOptions() == FitOptions(n_permutations=enc["n_permutations"]["default"],
+                                      batch_voxels=enc["batch_voxels"]["default"],
+                                      backend=enc["backend"]["default"],
+                                      min_shift=round(enc["min_shift_s"]["default"]))
+    assert FitOptions.from_config({}, 2.0) == FitOptions()
 
 
 # ------------------------------------------------------------------------- fit_layer science
@@ -179,7 +173,7 @@ def test_fit_layer_pure_noise_is_calibrated():
     lengths = [60, 60, 55, 65, 60]
     xs = [rng.standard_normal((n, 20)) for n in lengths]
     ys = [zscore(ar1(rng, n, 300, 0.5)) for n in lengths]
-    s = encoding.fit_layer(xs, ys, ALPHAS, n_permutations=20, min_shift=10)
+    s = encoding.fit_layer(xs, ys, ALPHAS, FitOptions(n_permutations=20, min_shift=10))
     assert s.r.shape == s.r2.shape == s.p.shape == (300,)
     assert s.r_folds.shape == s.alpha.shape == (5, 300)
     np.testing.assert_allclose(s.r, s.r_folds.mean(0), rtol=1e-5, atol=1e-7)
@@ -199,15 +193,15 @@ def test_fit_layer_returns_its_null_draws_paired_across_layers():
     lengths = [50, 55, 60]
     xs = [rng.standard_normal((n, 6)) for n in lengths]
     ys = [zscore(ar1(rng, n, 40, 0.5)) for n in lengths]
-    s = encoding.fit_layer(xs, ys, ALPHAS, n_permutations=12, min_shift=5, backend="numpy")
+    numpy12 = FitOptions(n_permutations=12, min_shift=5, backend="numpy")
+    s = encoding.fit_layer(xs, ys, ALPHAS, numpy12)
     assert s.r_null.shape == (12, 40) and s.r_null.dtype == np.float32
     # the saved draws are the ones the moments and p-values came from
     np.testing.assert_allclose(s.null_mean, s.r_null.mean(0), rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(s.p, stats.null_p(s.r_common, s.r_null), rtol=1e-6)
     # draw j is the same circular shift for every layer: a layer whose features are an affine
     # copy (the same after standardisation) gets the same null draws, index by index
-    copy = encoding.fit_layer([3 * x + 1 for x in xs], ys, ALPHAS, n_permutations=12,
-                              min_shift=5, backend="numpy")
+    copy = encoding.fit_layer([3 * x + 1 for x in xs], ys, ALPHAS, numpy12)
     np.testing.assert_allclose(copy.r_null, s.r_null, atol=1e-4)
 
 
@@ -219,7 +213,7 @@ def test_fit_layer_recovers_planted_signal():
     w = rng.standard_normal((20, n_vox)) / np.sqrt(20)
     w[:, n_sig:] = 0.0  # voxels n_sig.. are noise only
     ys = [zscore(x @ w + ar1(rng, x.shape[0], n_vox, 0.5)) for x in xs]  # SNR 1
-    s = encoding.fit_layer(xs, ys, ALPHAS, n_permutations=20, min_shift=10)
+    s = encoding.fit_layer(xs, ys, ALPHAS, FitOptions(n_permutations=20, min_shift=10))
     sig, noise = slice(0, n_sig), slice(n_sig, n_vox)
     # noiseless r would be sqrt(SNR / (1 + SNR)) ~ 0.71
     assert s.r[sig].mean() > 0.5
@@ -245,7 +239,7 @@ def test_fit_layer_no_leakage_with_autocorrelated_features_and_bold():
     rng = np.random.default_rng(2)
     xs = [ar1(rng, 60, 20, 0.9) for _ in range(5)]
     ys = [zscore(ar1(rng, 60, 600, 0.9)) for _ in range(5)]
-    s = encoding.fit_layer(xs, ys, ALPHAS, n_permutations=20, min_shift=10)
+    s = encoding.fit_layer(xs, ys, ALPHAS, FitOptions(n_permutations=20, min_shift=10))
     assert abs(s.r.mean()) < 0.04
     assert (s.p < 0.05).mean() <= 0.08
 
@@ -258,7 +252,7 @@ def test_fit_layer_no_leakage_with_autocorrelated_features_and_bold():
         keep = np.arange(len(x)) != t
         xs_tr, xs_te = standardise_like_split(x[keep], x[[t]])
         pred[t] = xs_te @ encoding.closed_form_ridge(xs_tr, y[keep], 1.0)
-    r_loto = encoding.pearson_r(y, pred)
+    r_loto = stats.pearson_r(y, pred)
     assert r_loto.mean() > 0.3
     assert r_loto.mean() > 10 * abs(s.r[:100].mean())
 
@@ -269,13 +263,13 @@ def test_fit_layer_is_invariant_to_voxel_batching():
     w = rng.standard_normal((6, 25))
     ys = [zscore(x @ w + 2 * rng.standard_normal((40, 25))) for x in xs]
     kw = {"n_permutations": 5, "min_shift": 5, "seed": 7}
-    a = encoding.fit_layer(xs, ys, ALPHAS, batch_voxels=1000, **kw)
-    b = encoding.fit_layer(xs, ys, ALPHAS, batch_voxels=7, **kw)
+    a = encoding.fit_layer(xs, ys, ALPHAS, FitOptions(batch_voxels=1000, **kw))
+    b = encoding.fit_layer(xs, ys, ALPHAS, FitOptions(batch_voxels=7, **kw))
     np.testing.assert_allclose(a.r, b.r, atol=1e-6)
     np.testing.assert_allclose(a.p, b.p, rtol=1e-4, atol=1e-10)
     np.testing.assert_array_equal(a.alpha, b.alpha)
     # a voxel's scores depend on that voxel only: refitting a subset gives the same r
-    c = encoding.fit_layer(xs, [y[:, 10:15] for y in ys], ALPHAS, **kw)
+    c = encoding.fit_layer(xs, [y[:, 10:15] for y in ys], ALPHAS, FitOptions(**kw))
     np.testing.assert_allclose(c.r, a.r[10:15], atol=1e-6)
 
 
@@ -336,11 +330,12 @@ def test_confound_regression_never_sees_held_out_bold():
 
 def test_fit_layer_with_confounds_runs_the_null_on_cleaned_bold():
     xs, ys, confs = confounded_runs(seed=10)
-    s = encoding.fit_layer(xs, ys, ALPHAS, n_permutations=20, min_shift=10, confounds=confs)
+    s = encoding.fit_layer(xs, ys, ALPHAS, FitOptions(n_permutations=20, min_shift=10),
+                           confounds=confs)
     assert np.median(s.p[:100]) > 0.1  # the artefact is not significant once regressed out
     assert np.all(s.p[100:] < 1e-3)
     with pytest.raises(ValueError, match="run 1: 59 confound rows but 60 volumes"):
-        encoding.fit_layer(xs, ys, ALPHAS, n_permutations=5, min_shift=5,
+        encoding.fit_layer(xs, ys, ALPHAS, FitOptions(n_permutations=5, min_shift=5),
                            confounds=[confs[0], confs[1][:-1], *confs[2:]])
 
 
@@ -412,24 +407,24 @@ def _runs(n_runs, n=30, p=4, vox=3, seed=0):
 def test_fit_layer_needs_three_runs():
     xs, ys = _runs(2)
     with pytest.raises(ValueError, match="at least 3 runs"):
-        encoding.fit_layer(xs, ys, ALPHAS, n_permutations=5, min_shift=5)
+        encoding.fit_layer(xs, ys, ALPHAS, FitOptions(n_permutations=5, min_shift=5))
 
 
 def test_fit_layer_rejects_mismatched_run_lengths():
     xs, ys = _runs(3)
     ys[1] = ys[1][:-2]
     with pytest.raises(ValueError, match="run 1: 30 feature rows but 28 volumes"):
-        encoding.fit_layer(xs, ys, ALPHAS, n_permutations=5, min_shift=5)
+        encoding.fit_layer(xs, ys, ALPHAS, FitOptions(n_permutations=5, min_shift=5))
 
 
 def test_fit_layer_rejects_other_bad_input():
     xs, ys = _runs(4)
     with pytest.raises(ValueError, match="one entry per run"):
-        encoding.fit_layer(xs, ys[:3], ALPHAS, n_permutations=5, min_shift=5)
+        encoding.fit_layer(xs, ys[:3], ALPHAS, FitOptions(n_permutations=5, min_shift=5))
     with pytest.raises(ValueError, match="n_permutations"):
-        encoding.fit_layer(xs, ys, ALPHAS, n_permutations=1, min_shift=5)
+        encoding.fit_layer(xs, ys, ALPHAS, FitOptions(n_permutations=1, min_shift=5))
     with pytest.raises(ValueError, match="too short for circular shifts"):
-        encoding.fit_layer(xs, ys, ALPHAS, n_permutations=5, min_shift=15)
+        encoding.fit_layer(xs, ys, ALPHAS, FitOptions(n_permutations=5, min_shift=15))
 
 
 def test_inner_r2_never_sees_the_held_out_run():
@@ -439,11 +434,11 @@ def test_inner_r2_never_sees_the_held_out_run():
     x = [ar1(rng, 40, 5, 0.3) for _ in range(4)]
     w = rng.standard_normal((5, 6))
     y = [zscore(xi @ w + ar1(rng, 40, 6, 0.5)) for xi in x]
-    base = encoding.fit_layer(x, y, ALPHAS, n_permutations=3, min_shift=5)
+    base = encoding.fit_layer(x, y, ALPHAS, FitOptions(n_permutations=3, min_shift=5))
     assert base.inner_r2.shape == (4, 6) and (base.inner_r2 > 0.2).all()  # real signal
     y2 = list(y)
     y2[1] = zscore(ar1(rng, 40, 6, 0.5))  # replace held-out run 1
-    moved = encoding.fit_layer(x, y2, ALPHAS, n_permutations=3, min_shift=5)
+    moved = encoding.fit_layer(x, y2, ALPHAS, FitOptions(n_permutations=3, min_shift=5))
     np.testing.assert_allclose(moved.inner_r2[1], base.inner_r2[1], atol=1e-6)
     assert np.abs(np.delete(moved.inner_r2 - base.inner_r2, 1, 0)).max() > 1e-3
 
@@ -457,11 +452,12 @@ CAL_TR, CAL_RUN_S, CAL_EXCLUDE_S = 1.0, 163.0, 20.0
 def _speech_layers(audio: np.ndarray, extractor, path) -> dict[int, tuple]:
     """{layer: (frame_times, activations)} of one stimulus, through the pipeline's own
     extraction and storage."""
-    from brainalign import features
+    from brainalign import features, io
 
     window, context = (20.0, 5.0) if extractor.whisper else (10.0, 5.0)
     features.extract_features(extractor, audio, path, window, context, dtype="float32")
-    return {layer: features.read_layer(path, layer) for layer in range(extractor.n_layers)}
+    times = io.read_frame_times(path)
+    return {layer: (times, io.read_layer(path, layer)) for layer in range(extractor.n_layers)}
 
 
 @pytest.fixture(scope="module")
@@ -473,11 +469,12 @@ def speech_runs(tmp_path_factory):
     from bids_tree import synthetic_speech
 
     from brainalign import features
+    from brainalign.models import ModelSpec
 
     if WHISPER_DIR.is_dir():
-        spec = features.ModelSpec("whisper", str(WHISPER_DIR))
+        spec = ModelSpec("whisper", str(WHISPER_DIR))
     else:
-        spec = features.ModelSpec("tiny", "random", "wav2vec2", 0, {
+        spec = ModelSpec("tiny", "random", "wav2vec2", 0, {
             "initializer_range": 0.2, "hidden_size": 64, "num_hidden_layers": 4,
             "num_attention_heads": 4, "intermediate_size": 128, "conv_dim": [64] * 7,
             "num_conv_pos_embeddings": 32})
@@ -536,14 +533,15 @@ def test_p_values_are_calibrated_on_slow_noise_with_run_start_responses(speech_r
     far = []
     for layer in layers:
         xs, ys = _prepared_runs(speech_runs["matched"], layer, bold_runs, True, CAL_EXCLUDE_S)
-        p = np.stack([encoding.fit_layer(xs, ys, np.logspace(-1, 7, 9), n_permutations=50,
-                                         seed=seed).p for seed in range(3)])
+        p = np.stack([encoding.fit_layer(xs, ys, np.logspace(-1, 7, 9),
+                                         FitOptions(n_permutations=50, seed=seed)).p
+                      for seed in range(3)])
         assert 0.04 <= (p < 0.05).mean() <= 0.06, (layer, (p < 0.05).mean(1))
         far.append((p < 0.001).mean())
         assert far[-1] <= 0.003, (layer, far[-1])  # 12 voxels expected: within 2.5x
     assert np.mean(far) <= 0.002, far  # over the layers: 60 expected, within 2x nominal
     xs, ys = _prepared_runs(speech_runs["matched"], layers[0], bold_runs, False, 0.0)
-    before = encoding.fit_layer(xs, ys, np.logspace(-1, 7, 9), n_permutations=50)
+    before = encoding.fit_layer(xs, ys, np.logspace(-1, 7, 9), FitOptions(n_permutations=50))
     assert before.r.mean() > 0.01 and (before.p < 0.05).mean() > 0.06  # the defect
 
 
@@ -578,7 +576,7 @@ def test_mismatched_audio_passes_no_group_test_despite_run_start_responses(speec
             for layer in layers:
                 xs, ys = _prepared_runs(speech_runs[audio], layer, bold_runs, center, exclude_s)
                 fits.append(encoding.fit_layer(xs, ys, np.logspace(-1, 7, 9),
-                                               n_permutations=20))
+                                               FitOptions(n_permutations=20)))
             tables.append(rois.roi_layer_scores(np.stack([f.r for f in fits]), masks,
                                                 [str(v) for v in layers],
                                                 tested=np.stack([f.r_common for f in fits])))
@@ -647,11 +645,11 @@ def test_block_cv_scores_noise_features_zero_where_whole_run_cleaning_does_not(r
     gap = int(np.ceil(bold.HRF_LENGTH_S / 2 / BLOCK_TR))
     x_b, y_b = _block_runs(xs, ys, 5, gap, per_block=True)
     assert len(x_b) == 5
-    fit = encoding.fit_layer(x_b, y_b, np.logspace(-1, 7, 9), n_permutations=50)
+    fit = encoding.fit_layer(x_b, y_b, np.logspace(-1, 7, 9), FitOptions(n_permutations=50))
     assert abs(fit.r.mean()) < 0.02, fit.r.mean()
     assert 0.025 <= (fit.p < 0.05).mean() <= 0.075, (fit.p < 0.05).mean()
     x_l, y_l = _block_runs(xs, ys, 5, 0, per_block=False)
-    leaky = encoding.fit_layer(x_l, y_l, np.logspace(-1, 7, 9), n_permutations=10)
+    leaky = encoding.fit_layer(x_l, y_l, np.logspace(-1, 7, 9), FitOptions(n_permutations=10))
     assert leaky.r.mean() < -0.04, leaky.r.mean()  # the test can fail
 
 
@@ -672,7 +670,8 @@ def test_block_cv_recovers_the_planted_layer_with_one_run():
     fits = []
     for x in layers:
         x_b, y_b = _block_runs([x], [y], 5, gap, per_block=True)
-        fits.append(encoding.fit_layer(x_b, y_b, np.logspace(-1, 7, 9), n_permutations=20))
+        fits.append(encoding.fit_layer(x_b, y_b, np.logspace(-1, 7, 9),
+                                       FitOptions(n_permutations=20)))
     mean_sig = [f.r[:n_sig].mean() for f in fits]
     assert int(np.argmax(mean_sig)) == 1, mean_sig
     assert mean_sig[1] > 0.3 and max(mean_sig[0], mean_sig[2]) < 0.05, mean_sig
@@ -689,8 +688,8 @@ def test_split_blocks_of_whole_runs_gives_leave_one_run_out_unchanged():
     x_b, y_b, _ = encoding.split_blocks(xs, ys, cs, bounds)
     for a, b in zip(x_b + y_b, xs + ys, strict=True):
         np.testing.assert_array_equal(a, b)
-    before = encoding.fit_layer(xs, ys, ALPHAS, n_permutations=5)
-    after = encoding.fit_layer(x_b, y_b, ALPHAS, n_permutations=5)
+    before = encoding.fit_layer(xs, ys, ALPHAS, FitOptions(n_permutations=5))
+    after = encoding.fit_layer(x_b, y_b, ALPHAS, FitOptions(n_permutations=5))
     np.testing.assert_array_equal(before.r, after.r)
     np.testing.assert_array_equal(before.p, after.p)
     # blocks: rows of the features cut at the bounds, BOLD split in order

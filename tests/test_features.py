@@ -1,4 +1,5 @@
-"""Tests of brainalign.features: speech-model layers, windowed extraction, HDF5 storage, CKA."""
+"""Tests of the feature stage (brainalign.features, .precision, .windows, .similarity): speech-model
+layers, windowed extraction, precision probe, HDF5 storage, CKA."""
 
 from __future__ import annotations
 
@@ -13,12 +14,17 @@ import pytest
 import torch
 
 from brainalign import features as F
+from brainalign import io
+from brainalign import models as M
+from brainalign import precision as P
+from brainalign import similarity as S
+from brainalign import windows as W
 from brainalign.audio import TARGET_SR
 
 TINY = {"hidden_size": 32, "num_hidden_layers": 3, "num_attention_heads": 2,
         "intermediate_size": 64, "conv_dim": (32,) * 7}
 WHISPER_DIR = Path(__file__).resolve().parents[2] / "shared" / "models" / "whisper-tiny.en"
-W2V_GEOM = F.FrameGeometry(stride=320, offset=200.0, margin=80)  # wav2vec2 defaults
+W2V_GEOM = M.FrameGeometry(stride=320, offset=200.0, margin=80)  # wav2vec2 defaults
 
 
 @pytest.fixture(autouse=True)
@@ -28,8 +34,8 @@ def probe_cache(tmp_path, monkeypatch) -> Path:
     return tmp_path / "cache"
 
 
-def tiny_spec(**extra) -> F.ModelSpec:
-    return F.ModelSpec("tiny", "random", "wav2vec2", 0, {**TINY, **extra})
+def tiny_spec(**extra) -> M.ModelSpec:
+    return M.ModelSpec("tiny", "random", "wav2vec2", 0, {**TINY, **extra})
 
 
 def speech_like(seconds: float, seed: int = 0) -> np.ndarray:
@@ -62,8 +68,8 @@ def test_frame_geometry_of_wav2vec2_matches_its_output_length(tiny_extractor):
     assert geom == W2V_GEOM  # receptive field 400 samples (25 ms), hop 320 (20 ms)
     for n in (400, 719, 720, 1039, 4321):
         out = tiny_extractor([speech_like(n / TARGET_SR)[:n]])
-        assert out[0].shape[1] == F.n_frames_total(n, geom), n
-    assert F.n_frames_total(399, geom) == 0
+        assert out[0].shape[1] == W.n_frames_total(n, geom), n
+    assert W.n_frames_total(399, geom) == 0
 
 
 @pytest.mark.parametrize(("geom", "n_samples", "window_s", "context_s"), [
@@ -72,20 +78,20 @@ def test_frame_geometry_of_wav2vec2_matches_its_output_length(tiny_extractor):
     (W2V_GEOM, 81_234, 2.0, 0.0),     # no context; ragged end
     (W2V_GEOM, 160_000, 0.3, 3.0),    # context longer than the window
     (W2V_GEOM, 1_000, 1.0, 0.5),      # a couple of frames only
-    (F.FrameGeometry(320, 0.0, 360, 480_000), 64_000, 2.0, 1.0),  # Whisper
-    (F.FrameGeometry(320, 0.0, 360, 480_000), 1_000_000, 20.0, 8.0),
+    (M.FrameGeometry(320, 0.0, 360, 480_000), 64_000, 2.0, 1.0),  # Whisper
+    (M.FrameGeometry(320, 0.0, 360, 480_000), 1_000_000, 20.0, 8.0),
 ])
 def test_plan_windows_covers_every_frame_once_without_wraparound(geom, n_samples, window_s,
                                                                  context_s):
-    windows = F.plan_windows(n_samples, geom, window_s, context_s)
-    total = F.n_frames_total(n_samples, geom)
+    windows = W.plan_windows(n_samples, geom, window_s, context_s)
+    total = W.n_frames_total(n_samples, geom)
     covered = np.zeros(total, int)
     for w in windows:
         covered[w.first_frame:w.first_frame + w.n_keep] += 1
         # no wrap-around: chunks lie inside the audio, in order
         assert 0 <= w.start < w.stop <= n_samples
         # the kept frames are the chunk's own frames, each with its full receptive field
-        assert F.n_frames_total(w.stop - w.start, geom) >= w.keep_from + w.n_keep
+        assert W.n_frames_total(w.stop - w.start, geom) >= w.keep_from + w.n_keep
         assert w.start + w.keep_from * geom.stride == w.first_frame * geom.stride
         # left context as configured, or all the audio there is
         ctx = round(context_s * TARGET_SR / geom.stride) * geom.stride
@@ -97,23 +103,23 @@ def test_plan_windows_covers_every_frame_once_without_wraparound(geom, n_samples
 
 
 def test_plan_windows_refuses_windows_beyond_whisper_input():
-    geom = F.FrameGeometry(320, 0.0, 360, 480_000)
-    with pytest.raises(F.ModelError, match="fixed input is 30 s"):
-        F.plan_windows(1_000_000, geom, window_s=25.0, context_s=10.0)
+    geom = M.FrameGeometry(320, 0.0, 360, 480_000)
+    with pytest.raises(M.ModelError, match="fixed input is 30 s"):
+        W.plan_windows(1_000_000, geom, window_s=25.0, context_s=10.0)
     # exactly 30 s fails on the receptive-field margin, which the message must state
-    with pytest.raises(F.ModelError) as err:
-        F.plan_windows(1_000_000, geom, window_s=10.0, context_s=12.0, right_context_s=8.0)
+    with pytest.raises(M.ModelError) as err:
+        W.plan_windows(1_000_000, geom, window_s=10.0, context_s=12.0, right_context_s=8.0)
     msg = str(err.value)
     assert "window_s + context_s + right_context_s = 30.00 s" in msg
     assert "at most 29.96 s" in msg and "0.0225 s past the window" in msg
     # and the stated limit is the real one: 29.96 s passes, 29.98 s does not
-    F.plan_windows(1_000_000, geom, window_s=10.0, context_s=12.0, right_context_s=7.96)
-    with pytest.raises(F.ModelError, match="at most 29.96 s"):
-        F.plan_windows(1_000_000, geom, window_s=10.0, context_s=12.0, right_context_s=7.98)
+    W.plan_windows(1_000_000, geom, window_s=10.0, context_s=12.0, right_context_s=7.96)
+    with pytest.raises(M.ModelError, match="at most 29.96 s"):
+        W.plan_windows(1_000_000, geom, window_s=10.0, context_s=12.0, right_context_s=7.98)
 
 
 def test_frame_times_are_20ms_apart_and_centred():
-    t = F.frame_times(5, W2V_GEOM)
+    t = W.frame_times(5, W2V_GEOM)
     np.testing.assert_allclose(np.diff(t), 0.02)
     assert t[0] == pytest.approx(200 / TARGET_SR)  # centre of the first 25 ms receptive field
 
@@ -121,13 +127,13 @@ def test_frame_times_are_20ms_apart_and_centred():
 # -------------------------------------------------------------------- windowed extraction
 def test_extract_features_file_layout(tiny_h5, tiny_extractor):
     path, audio = tiny_h5
-    total = F.n_frames_total(len(audio), tiny_extractor.geometry)
+    total = W.n_frames_total(len(audio), tiny_extractor.geometry)
     with h5py.File(path, "r") as h5:
         assert sorted(h5) == ["frame_times", "layer-00", "layer-01", "layer-02", "layer-03"]
         assert h5.attrs["n_layers"] == 4 and h5.attrs["model"] == "tiny"
         assert h5.attrs["duration_s"] == pytest.approx(3.0)
         assert h5["layer-02"].shape == (total, 32)
-    times, values = F.read_layer(path, "01")
+    times, values = io.read_frame_times(path), io.read_layer(path, "01")
     assert values.dtype == np.float32 and values.shape == (total, 32)
     np.testing.assert_allclose(np.diff(times), 0.020, atol=1e-9)
     assert np.isfinite(values).all()
@@ -137,20 +143,20 @@ def test_extract_features_file_layout(tiny_h5, tiny_extractor):
 
 def test_first_window_equals_single_pass_over_its_chunk(tiny_h5, tiny_extractor):
     path, audio = tiny_h5
-    w = F.plan_windows(len(audio), tiny_extractor.geometry, 1.0, 0.5)[0]
+    w = W.plan_windows(len(audio), tiny_extractor.geometry, 1.0, 0.5)[0]
     single = tiny_extractor([audio[w.start:w.stop]])
     for layer in range(4):
-        _, values = F.read_layer(path, layer)
+        values = io.read_layer(path, layer)
         np.testing.assert_allclose(values[:w.n_keep], single[layer][0, :w.n_keep],
                                    rtol=1e-4, atol=1e-5)
 
 
 def test_later_windows_use_left_context(tiny_h5, tiny_extractor):
     path, audio = tiny_h5
-    w = F.plan_windows(len(audio), tiny_extractor.geometry, 1.0, 0.5)[1]
+    w = W.plan_windows(len(audio), tiny_extractor.geometry, 1.0, 0.5)[1]
     assert w.keep_from > 0
     with_context = tiny_extractor([audio[w.start:w.stop]])
-    _, values = F.read_layer(path, 3)
+    values = io.read_layer(path, 3)
     kept = values[w.first_frame:w.first_frame + w.n_keep]
     np.testing.assert_allclose(kept, with_context[3][0, w.keep_from:w.keep_from + w.n_keep],
                                rtol=1e-4, atol=1e-5)
@@ -183,19 +189,19 @@ def test_float16_storage_and_short_stimulus(tiny_extractor, tmp_path):
     F.extract_features(tiny_extractor, audio, path, window_s=0.5, context_s=0.2)
     with h5py.File(path, "r") as h5:
         assert h5["layer-00"].dtype == np.float16
-    _, values = F.read_layer(path, 0)
+    values = io.read_layer(path, 0)
     assert values.dtype == np.float32
-    ref = tiny_extractor([audio[:F.plan_windows(len(audio), tiny_extractor.geometry, 0.5,
+    ref = tiny_extractor([audio[:W.plan_windows(len(audio), tiny_extractor.geometry, 0.5,
                                                 0.2)[0].stop]])[0][0]
     np.testing.assert_allclose(values[:25], ref[:25], rtol=1e-2, atol=1e-2)
-    with pytest.raises(F.ModelError, match="too short"):
+    with pytest.raises(M.ModelError, match="too short"):
         F.extract_features(tiny_extractor, audio[:300], tmp_path / "short.h5", 0.5, 0.2)
 
 
 def test_read_layer_missing_layer_raises_keyerror(tiny_h5):
     path, _ = tiny_h5
     with pytest.raises(KeyError) as exc:
-        F.read_layer(path, 7)
+        io.read_layer(path, 7)
     assert "layer-07" in str(exc.value) and str(path) in str(exc.value)
 
 
@@ -204,12 +210,12 @@ def test_read_layer_missing_layer_raises_keyerror(tiny_h5):
     "wavlm", "data2vec-audio", "hubert", "wav2vec2",
 ])
 def test_random_architectures_give_every_layer(arch):
-    ex = F.LayerExtractor(F.ModelSpec("t", "random", arch, 0, dict(TINY)), device="cpu",
+    ex = F.LayerExtractor(M.ModelSpec("t", "random", arch, 0, dict(TINY)), device="cpu",
                           precision="float32")
     ex.feature_extractor.do_normalize = False
     audio = speech_like(0.5)
     out = ex([audio, audio[::-1].copy()])
-    n = F.n_frames_total(len(audio), ex.geometry)
+    n = W.n_frames_total(len(audio), ex.geometry)
     assert len(out) == ex.n_layers == 4
     assert [o.shape for o in out] == [(2, n, 32)] * 4
     assert not np.allclose(out[1][0], out[1][1])  # the two chunks are different audio
@@ -220,10 +226,10 @@ def test_random_whisper_encoder_layers(precision):
     overrides = {"d_model": 32, "encoder_layers": 2, "encoder_attention_heads": 2,
                  "encoder_ffn_dim": 64, "decoder_layers": 1, "decoder_attention_heads": 2,
                  "decoder_ffn_dim": 64}
-    spec = F.ModelSpec("w", "random", "whisper", 0, overrides)
-    assert F.layer_ids(spec) == ["00", "01", "02"]
+    spec = M.ModelSpec("w", "random", "whisper", 0, overrides)
+    assert M.layer_ids(spec) == ["00", "01", "02"]
     ex = F.LayerExtractor(spec, device="cpu", precision=precision)
-    assert ex.geometry == F.FrameGeometry(320, 0.0, 360, 480_000)
+    assert ex.geometry == M.FrameGeometry(320, 0.0, 360, 480_000)
     out = ex([speech_like(1.0)])  # the log-mel front end stays float32 under bfloat16
     # the encoder always sees 30 s (padded): 1500 frames of 20 ms, cropped by the windows
     assert [o.shape for o in out] == [(1, 1500, 32)] * 3
@@ -231,21 +237,21 @@ def test_random_whisper_encoder_layers(precision):
 
 
 def test_layer_ids_of_tiny_spec():
-    assert F.layer_ids(tiny_spec()) == ["00", "01", "02", "03"]
+    assert M.layer_ids(tiny_spec()) == ["00", "01", "02", "03"]
 
 
 def test_model_spec_from_config():
-    spec = F.ModelSpec.from_config("m", {"source": "random", "architecture": "hubert",
+    spec = M.ModelSpec.from_config("m", {"source": "random", "architecture": "hubert",
                                          "config_overrides": None})
-    assert spec == F.ModelSpec("m", "random", "hubert", 0, {})
-    assert F.n_layers(F.load_model_config(spec)) == 13  # hubert-base: 12 layers + input
+    assert spec == M.ModelSpec("m", "random", "hubert", 0, {})
+    assert M.n_layers(M.load_model_config(spec)) == 13  # hubert-base: 12 layers + input
 
 
 def test_random_model_config_errors():
-    with pytest.raises(F.ModelError, match="needs `architecture`"):
-        F.load_model_config(F.ModelSpec("m", "random"))
-    with pytest.raises(F.ModelError, match="unknown architecture 'conformer'"):
-        F.load_model_config(F.ModelSpec("m", "random", "conformer"))
+    with pytest.raises(M.ModelError, match="needs `architecture`"):
+        M.load_model_config(M.ModelSpec("m", "random"))
+    with pytest.raises(M.ModelError, match="unknown architecture 'conformer'"):
+        M.load_model_config(M.ModelSpec("m", "random", "conformer"))
 
 
 def test_unknown_hub_id_raises_model_error_offline(monkeypatch):
@@ -253,15 +259,15 @@ def test_unknown_hub_id_raises_model_error_offline(monkeypatch):
     import huggingface_hub.constants as hf_constants
 
     monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True, raising=False)
-    with pytest.raises(F.ModelError) as exc:
-        F.load_model_config(F.ModelSpec("ghost", "no-such-org/no-such-model"))
+    with pytest.raises(M.ModelError) as exc:
+        M.load_model_config(M.ModelSpec("ghost", "no-such-org/no-such-model"))
     assert "no-such-org/no-such-model" in str(exc.value)
     assert "model 'ghost'" in str(exc.value)
 
 
 def test_local_directory_without_config_raises_model_error(tmp_path):
-    with pytest.raises(F.ModelError, match="no usable config.json"):
-        F.load_model_config(F.ModelSpec("empty", str(tmp_path)))
+    with pytest.raises(M.ModelError, match="no usable config.json"):
+        M.load_model_config(M.ModelSpec("empty", str(tmp_path)))
 
 
 # ---------------------------------------------------------------------------------- CKA
@@ -269,18 +275,18 @@ def test_linear_cka_invariances():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((500, 10)) @ rng.standard_normal((10, 10))
     q, _ = np.linalg.qr(rng.standard_normal((10, 10)))
-    assert F.linear_cka(x, x) == pytest.approx(1.0)
+    assert S.linear_cka(x, x) == pytest.approx(1.0)
     # orthogonal rotation, isotropic scaling and translation leave CKA at 1
-    assert F.linear_cka(x, 3.7 * x @ q + 5.0) == pytest.approx(1.0, abs=1e-6)
+    assert S.linear_cka(x, 3.7 * x @ q + 5.0) == pytest.approx(1.0, abs=1e-6)
     # a wider copy (rotated into more dimensions) too
     q2, _ = np.linalg.qr(rng.standard_normal((16, 16)))
-    assert F.linear_cka(x, x @ q2[:10]) == pytest.approx(1.0, abs=1e-6)
+    assert S.linear_cka(x, x @ q2[:10]) == pytest.approx(1.0, abs=1e-6)
     # independent representations: near 0
     y = rng.standard_normal((500, 10))
-    assert F.linear_cka(x, y) < 0.1
-    assert F.linear_cka(x, y) == pytest.approx(F.linear_cka(y, x))
+    assert S.linear_cka(x, y) < 0.1
+    assert S.linear_cka(x, y) == pytest.approx(S.linear_cka(y, x))
     # a noisy copy sits in between
-    mid = F.linear_cka(x, x + 2 * rng.standard_normal(x.shape) * x.std())
+    mid = S.linear_cka(x, x + 2 * rng.standard_normal(x.shape) * x.std())
     assert 0.1 < mid < 0.95
 
 
@@ -295,12 +301,12 @@ def test_layer_similarity_on_handmade_files(tmp_path):
         layers = [base, 2 * base @ rotation, rng.standard_normal((n, 6))]
         path = tmp_path / f"s{s}.h5"
         with h5py.File(path, "w") as h5:
-            h5.create_dataset("frame_times", data=F.frame_times(n, W2V_GEOM))
+            h5.create_dataset("frame_times", data=W.frame_times(n, W2V_GEOM))
             for i, arr in enumerate(layers):
                 h5.create_dataset(f"layer-{i:02d}", data=arr.astype(np.float16))
             h5.attrs["n_layers"] = 3
         paths.append(path)
-    sim = F.layer_similarity(paths, t_r=0.5)
+    sim = S.layer_similarity(paths, t_r=0.5)
     assert sim[["layer_a", "layer_b"]].values.tolist() == [[0, 1], [1, 2]]
     assert sim["linear_cka"].iloc[0] == pytest.approx(1.0, abs=1e-3)
     assert sim["linear_cka"].iloc[1] < 0.3
@@ -310,28 +316,28 @@ def test_layer_similarity_on_handmade_files(tmp_path):
 def test_pretrained_whisper_tiny_en_layers(tmp_path):
     if not WHISPER_DIR.is_dir():
         pytest.skip(f"{WHISPER_DIR} not present")
-    spec = F.ModelSpec("whisper", str(WHISPER_DIR))
-    assert F.layer_ids(spec) == ["00", "01", "02", "03", "04"]
+    spec = M.ModelSpec("whisper", str(WHISPER_DIR))
+    assert M.layer_ids(spec) == ["00", "01", "02", "03", "04"]
     ex = F.LayerExtractor(spec, device="cpu", precision="float32")
     assert ex.n_layers == 5
     assert ex.geometry.stride == 320 and ex.geometry.max_input == 30 * TARGET_SR
     audio = speech_like(4.0, seed=2)
     path = tmp_path / "whisper.h5"
     F.extract_features(ex, audio, path, window_s=2.0, context_s=1.0, dtype="float32")
-    total = F.n_frames_total(len(audio), ex.geometry)
+    total = W.n_frames_total(len(audio), ex.geometry)
     assert 195 <= total <= 200  # ~4 s of 20 ms frames
-    outs = [F.read_layer(path, layer) for layer in range(5)]
-    for times, values in outs:
+    outs = [io.read_layer(path, layer) for layer in range(5)]
+    for values in outs:
         assert values.shape == (total, 384) and np.isfinite(values).all()
-        np.testing.assert_allclose(np.diff(times), 0.020, atol=1e-9)
+    np.testing.assert_allclose(np.diff(io.read_frame_times(path)), 0.020, atol=1e-9)
     # the first window's frames are those of a single pass over its chunk (padded to 30 s)
-    w = F.plan_windows(len(audio), ex.geometry, 2.0, 1.0)[0]
+    w = W.plan_windows(len(audio), ex.geometry, 2.0, 1.0)[0]
     single = ex([audio[w.start:w.stop]])
     for layer in (0, 4):
-        np.testing.assert_allclose(outs[layer][1][:w.n_keep], single[layer][0, :w.n_keep],
+        np.testing.assert_allclose(outs[layer][:w.n_keep], single[layer][0, :w.n_keep],
                                    rtol=1e-3, atol=1e-3)
     # the pretrained layers are distinct representations, not copies
-    assert F.linear_cka(outs[0][1], outs[4][1]) < 0.99
+    assert S.linear_cka(outs[0], outs[4]) < 0.99
     # real weights under bfloat16: every channel still correlates > 0.998 with float32
     bf16 = F.LayerExtractor(spec, device="cpu", precision="bfloat16")([audio])
     full = ex([audio])
@@ -368,8 +374,8 @@ def stitch(extractor, audio, **kwargs) -> list[np.ndarray]:
 ])
 def test_plan_windows_right_context(n_samples, window_s, context_s, right_s):
     geom = W2V_GEOM
-    windows = F.plan_windows(n_samples, geom, window_s, context_s, right_context_s=right_s)
-    total = F.n_frames_total(n_samples, geom)
+    windows = W.plan_windows(n_samples, geom, window_s, context_s, right_context_s=right_s)
+    total = W.n_frames_total(n_samples, geom)
     covered = np.zeros(total, int)
     rctx = round(right_s * TARGET_SR / geom.stride) * geom.stride
     for w in windows:
@@ -378,11 +384,11 @@ def test_plan_windows_right_context(n_samples, window_s, context_s, right_s):
         end_of_kept = (w.first_frame + w.n_keep) * geom.stride + geom.margin
         # right context as configured, clipped at the end of the audio
         assert w.stop == min(n_samples, end_of_kept + rctx)
-        assert F.n_frames_total(w.stop - w.start, geom) >= w.keep_from + w.n_keep
+        assert W.n_frames_total(w.stop - w.start, geom) >= w.keep_from + w.n_keep
     np.testing.assert_array_equal(covered, 1)
     # without right context the plan is the old one, exactly
-    assert F.plan_windows(n_samples, geom, window_s, context_s, right_context_s=0.0) == \
-        F.plan_windows(n_samples, geom, window_s, context_s)
+    assert W.plan_windows(n_samples, geom, window_s, context_s, right_context_s=0.0) == \
+        W.plan_windows(n_samples, geom, window_s, context_s)
 
 
 def test_full_left_and_right_context_equals_single_pass_for_every_layer(local_extractor,
@@ -393,7 +399,7 @@ def test_full_left_and_right_context_equals_single_pass_for_every_layer(local_ex
     F.extract_features(local_extractor, audio, path, window_s=0.4, context_s=3.0, batch_size=3,
                        dtype="float32", right_context_s=3.0)
     for layer in range(local_extractor.n_layers):
-        _, values = F.read_layer(path, layer)
+        values = io.read_layer(path, layer)
         assert values.shape == whole[layer][0].shape
         np.testing.assert_allclose(values, whole[layer][0], rtol=1e-4, atol=1e-4)
     with h5py.File(path, "r") as h5:
@@ -405,7 +411,7 @@ def test_right_context_is_fed_but_not_kept(local_extractor):
     kwargs = dict(window_s=0.5, context_s=0.2, batch_size=2)
     with_right = stitch(local_extractor, audio, right_context_s=0.5, **kwargs)
     without = stitch(local_extractor, audio, **kwargs)
-    w = F.plan_windows(len(audio), local_extractor.geometry, 0.5, 0.2, right_context_s=0.5)[1]
+    w = W.plan_windows(len(audio), local_extractor.geometry, 0.5, 0.2, right_context_s=0.5)[1]
     single = local_extractor([audio[w.start:w.stop]])
     sl = slice(w.first_frame, w.first_frame + w.n_keep)
     np.testing.assert_allclose(with_right[3][sl], single[3][0, w.keep_from:w.keep_from + w.n_keep],
@@ -422,7 +428,7 @@ def test_causal_mode_frames_do_not_see_beyond_window(tiny_extractor):
     changed[cut:] = speech_like(1.0, seed=6)
     kw = dict(window_s=0.1, context_s=0.5, batch_size=8)
     geom = tiny_extractor.geometry
-    times = F.frame_times(F.n_frames_total(len(audio), geom), geom)
+    times = W.frame_times(W.n_frames_total(len(audio), geom), geom)
     # a frame at t sees audio up to t + window_s (+ its 25 ms receptive field) only
     past = times < cut / TARGET_SR - 0.1 - 0.025
     causal = [stitch(tiny_extractor, x, mode="causal", **kw)[3] for x in (audio, changed)]
@@ -432,37 +438,37 @@ def test_causal_mode_frames_do_not_see_beyond_window(tiny_extractor):
     ahead = [stitch(tiny_extractor, x, right_context_s=1.0, **kw)[3] for x in (audio, changed)]
     assert not np.allclose(ahead[0][past], ahead[1][past])
     with pytest.raises(ValueError, match="causal.*right_context_s = 0"):
-        F.plan_windows(len(audio), geom, 0.1, 0.5, right_context_s=0.5, mode="causal")
+        W.plan_windows(len(audio), geom, 0.1, 0.5, right_context_s=0.5, mode="causal")
     with pytest.raises(ValueError, match="not one of windowed, causal, whole"):
-        F.plan_windows(len(audio), geom, 0.1, 0.5, mode="streaming")
+        W.plan_windows(len(audio), geom, 0.1, 0.5, mode="streaming")
 
 
 def test_whole_mode_is_one_pass(tiny_extractor, tmp_path):
     audio = speech_like(1.5, seed=7)
-    (w,) = F.plan_windows(len(audio), tiny_extractor.geometry, 0.2, 0.1, mode="whole")
+    (w,) = W.plan_windows(len(audio), tiny_extractor.geometry, 0.2, 0.1, mode="whole")
     assert (w.start, w.stop, w.keep_from, w.first_frame) == (0, len(audio), 0, 0)
     path = tmp_path / "whole.h5"
     F.extract_features(tiny_extractor, audio, path, 0.2, 0.1, dtype="float32", mode="whole")
     whole = tiny_extractor([audio])
     for layer in (0, 3):
-        _, values = F.read_layer(path, layer)
+        values = io.read_layer(path, layer)
         np.testing.assert_allclose(values, whole[layer][0], rtol=1e-5, atol=1e-6)
 
 
 def test_whole_mode_refuses_long_stimulus_for_whisper(tmp_path):
     from types import SimpleNamespace
 
-    geom = F.FrameGeometry(320, 0.0, 360, 480_000)
-    assert len(F.plan_windows(480_000, geom, 1.0, 0.0, mode="whole")) == 1
-    fake = SimpleNamespace(geometry=geom, spec=F.ModelSpec("whisper-x", "x"))
-    with pytest.raises(F.ModelError) as exc:
+    geom = M.FrameGeometry(320, 0.0, 360, 480_000)
+    assert len(W.plan_windows(480_000, geom, 1.0, 0.0, mode="whole")) == 1
+    fake = SimpleNamespace(geometry=geom, spec=M.ModelSpec("whisper-x", "x"))
+    with pytest.raises(M.ModelError) as exc:
         next(F.iter_layer_batches(fake, np.zeros(40 * TARGET_SR, np.float32), 1.0, 0.0,
                                   mode="whole"))
     msg = str(exc.value)
     assert "model 'whisper-x'" in msg and "40.0 s" in msg and "fixed input length of 30 s" in msg
     assert "features.mode: windowed" in msg
-    with pytest.raises(F.ModelError, match="right_context_s = 31.00 s .* must be at most 29.96 s"):
-        F.plan_windows(1_000_000, geom, 20.0, 5.0, right_context_s=6.0)
+    with pytest.raises(M.ModelError, match="right_context_s = 31.00 s .* must be at most 29.96 s"):
+        W.plan_windows(1_000_000, geom, 20.0, 5.0, right_context_s=6.0)
 
 
 # ------------------------------------------------------------------------- frame times
@@ -473,7 +479,7 @@ def test_frame_times_locate_clicks(local_extractor, tmp_path):
     path = tmp_path / "clicks.h5"
     F.extract_features(local_extractor, audio, path, window_s=0.4, context_s=0.2,
                        dtype="float32")
-    times, values = F.read_layer(path, 0)
+    times, values = io.read_frame_times(path), io.read_layer(path, 0)
     energy = (values ** 2).sum(1)
     change = np.abs(energy - np.median(energy))
     for c in clicks:
@@ -484,31 +490,31 @@ def test_frame_times_locate_clicks(local_extractor, tmp_path):
 
 # ---------------------------------------------------------------------- layer selection
 def test_layer_selection():
-    assert F.layer_ids(F.ModelSpec("t", "random", "wav2vec2", 0, dict(TINY), [3, 0])) == \
+    assert M.layer_ids(M.ModelSpec("t", "random", "wav2vec2", 0, dict(TINY), [3, 0])) == \
         ["00", "03"]
-    spec = F.ModelSpec.from_config("m", {"source": "random", "architecture": "hubert",
+    spec = M.ModelSpec.from_config("m", {"source": "random", "architecture": "hubert",
                                          "layers": [12, 6]})
-    assert spec.layers == [12, 6] and F.layer_ids(spec) == ["06", "12"]
-    with pytest.raises(F.ModelError, match=r"model 'm': `layers` \[13\] out of range.*0\.\.12"):
-        F.layer_ids(F.ModelSpec("m", "random", "hubert", layers=[0, 13]))
-    with pytest.raises(F.ModelError, match="`layers` is empty"):
-        F.layer_ids(F.ModelSpec("m", "random", "hubert", layers=[]))
+    assert spec.layers == [12, 6] and M.layer_ids(spec) == ["06", "12"]
+    with pytest.raises(M.ModelError, match=r"model 'm': `layers` \[13\] out of range.*0\.\.12"):
+        M.layer_ids(M.ModelSpec("m", "random", "hubert", layers=[0, 13]))
+    with pytest.raises(M.ModelError, match="`layers` is empty"):
+        M.layer_ids(M.ModelSpec("m", "random", "hubert", layers=[]))
 
 
 # ---------------------------------------------------------------------------- precision
 def test_precision_auto_picks_bfloat16_only_where_it_is_native(monkeypatch, tiny_extractor):
     assert tiny_extractor.precision == "float32" and tiny_extractor.probe is None
     assert isinstance(tiny_extractor._autocast(), contextlib.nullcontext)
-    with pytest.raises(F.ModelError, match="precision 'float8'"):
+    with pytest.raises(M.ModelError, match="precision 'float8'"):
         F.LayerExtractor(tiny_spec(), device="cpu", precision="float8")
     for has_bf16, expected in ((True, "bfloat16"), (False, "float16")):  # V100, T4: float16
-        monkeypatch.setattr(F, "cuda_has_bf16", lambda has_bf16=has_bf16: has_bf16)
-        assert F.resolve_precision("auto", "cuda") == expected
-    assert F.resolve_precision("float32", "cuda") == "float32"
+        monkeypatch.setattr(P, "cuda_has_bf16", lambda has_bf16=has_bf16: has_bf16)
+        assert P.resolve_precision("auto", "cuda") == expected
+    assert P.resolve_precision("float32", "cuda") == "float32"
     for native in (False, True):
-        monkeypatch.setattr(F, "cpu_has_native_bf16", lambda native=native: native)
+        monkeypatch.setattr(P, "cpu_has_native_bf16", lambda native=native: native)
         expected = "bfloat16" if native else "float32"
-        assert F.resolve_precision("auto", "cpu") == expected
+        assert P.resolve_precision("auto", "cpu") == expected
         ex = F.LayerExtractor(tiny_spec(), device="cpu")
         assert ex.requested_precision == "auto"
         # bfloat16 is probed first, and kept only if the probe accepts it
@@ -548,7 +554,7 @@ def extract_to(tmp_path: Path, extractor: F.LayerExtractor, audio: np.ndarray, n
     F.extract_features(extractor, audio, path, window_s=1.0, context_s=1.0, dtype="float32")
     with h5py.File(path) as h5:
         attrs = dict(h5.attrs)
-    return [F.read_layer(path, i)[1] for i in range(extractor.n_layers)], attrs
+    return [io.read_layer(path, i) for i in range(extractor.n_layers)], attrs
 
 
 def test_bfloat16_features_match_float32(tmp_path):
@@ -570,7 +576,7 @@ def test_bfloat16_features_match_float32(tmp_path):
     q01 = attrs["precision_probe_q01_r"]
     assert q01.shape == attrs["precision_probe_min_r"].shape == (ex.n_layers,)
     assert (attrs["precision_probe_min_r"] <= q01).all()
-    accepted = bool((q01 >= F.PROBE_MIN_R).all())
+    accepted = bool((q01 >= P.PROBE_MIN_R).all())
     assert attrs["precision_probe"] == f"bfloat16 {'accepted' if accepted else 'rejected'}"
     assert effective == ("bfloat16" if accepted else "float32")
     for a, b in zip(ref, out, strict=True):
@@ -579,9 +585,9 @@ def test_bfloat16_features_match_float32(tmp_path):
 
 
 def test_probe_audio_is_deterministic_speech_like():
-    a = F.probe_audio()
-    np.testing.assert_array_equal(a, F.probe_audio())
-    assert a.dtype == np.float32 and a.size == F.PROBE_SECONDS * TARGET_SR
+    a = P.probe_audio()
+    np.testing.assert_array_equal(a, P.probe_audio())
+    assert a.dtype == np.float32 and a.size == P.PROBE_SECONDS * TARGET_SR
     assert np.abs(a).max() == pytest.approx(0.5)
     # syllables and pauses: 20 ms frames of near-silence and of voice both present
     rms = np.sqrt((a[: a.size // 320 * 320].reshape(-1, 320) ** 2).mean(1))
@@ -596,7 +602,7 @@ def test_channel_correlations_ignore_constant_channels_and_flag_broken_ones():
     test[:, 1] = rng.standard_normal(200)  # unrelated
     test[:, 2] = 1.0  # constant where the reference varies
     test[5, 3] = np.nan  # not finite
-    r = F.channel_correlations(ref, test)
+    r = P.channel_correlations(ref, test)
     assert r.shape == (4,)
     assert r[0] > 0.999 and abs(r[1]) < 0.25 and r[2] == 0 and r[3] == 0
 
@@ -622,7 +628,7 @@ def broken_grouped_conv(monkeypatch) -> None:
 
 def warnings_of(caplog) -> list[str]:
     return [r.getMessage() for r in caplog.records
-            if r.name == F.log.name and r.levelno >= logging.WARNING]
+            if r.name == P.log.name and r.levelno >= logging.WARNING]
 
 
 @pytest.mark.parametrize("requested", ["auto", "bfloat16"])
@@ -630,12 +636,12 @@ def test_broken_bfloat16_kernel_falls_back_to_float32(monkeypatch, tmp_path, cap
     """The broken case for real: torch's own bfloat16 grouped convolution (the positional
     convolution) returns garbage; the probe sees it in the transformer layers and the model runs
     in float32, with one warning, recorded in the file, giving float32's features exactly."""
-    monkeypatch.setattr(F, "cpu_has_native_bf16", lambda: True)  # auto means bfloat16
+    monkeypatch.setattr(P, "cpu_has_native_bf16", lambda: True)  # auto means bfloat16
     audio = speech_like(2.0, seed=8)
     ref, _ = extract_to(tmp_path, F.LayerExtractor(tiny_spec(), device="cpu",
                                                    precision="float32"), audio, "f32")
     broken_grouped_conv(monkeypatch)
-    caplog.set_level(logging.INFO, logger=F.log.name)
+    caplog.set_level(logging.INFO, logger=P.log.name)
     ex = F.LayerExtractor(tiny_spec(), device="cpu", precision=requested, cpu_kernels=False)
     assert ex.precision == "float32" and ex.probe.precision == "bfloat16"
     assert not ex.probe.accepted and not ex.probe.cached
@@ -650,7 +656,7 @@ def test_broken_bfloat16_kernel_falls_back_to_float32(monkeypatch, tmp_path, cap
     assert attrs["precision"] == attrs["precision_effective"] == "float32"
     assert attrs["precision_requested"] == requested
     assert attrs["precision_probe"] == "bfloat16 rejected"
-    assert (attrs["precision_probe_q01_r"][1:] < F.PROBE_MIN_R).all()
+    assert (attrs["precision_probe_q01_r"][1:] < P.PROBE_MIN_R).all()
     for a, b in zip(ref, out, strict=True):
         np.testing.assert_array_equal(a, b)
     # the cached rejection: no probe, the same single warning
@@ -663,13 +669,13 @@ def test_broken_bfloat16_kernel_falls_back_to_float32(monkeypatch, tmp_path, cap
 def test_probe_decision_is_cached_per_model_device_and_torch_version(monkeypatch, probe_cache,
                                                                      tmp_path):
     calls: list[str] = []
-    real = F.probe_precision
+    real = P.probe_precision
 
     def counting(extractor, precision, **kwargs):
         calls.append(extractor.spec.name)
         return real(extractor, precision, **kwargs)
 
-    monkeypatch.setattr(F, "probe_precision", counting)
+    monkeypatch.setattr(P, "probe_precision", counting)
 
     def make(**extra) -> F.LayerExtractor:
         return F.LayerExtractor(tiny_spec(**extra), device="cpu", precision="bfloat16")
@@ -690,7 +696,7 @@ def test_probe_decision_is_cached_per_model_device_and_torch_version(monkeypatch
     monkeypatch.setattr(torch, "__version__", "9.9.9")
     make()
     assert len(calls) == 3
-    monkeypatch.setattr(F, "_cpu_model_name", lambda: "Intel(R) Xeon(R) Platinum 8480+")
+    monkeypatch.setattr(P, "_cpu_model_name", lambda: "Intel(R) Xeon(R) Platinum 8480+")
     make()
     assert len(calls) == 4
     F.LayerExtractor(tiny_spec(), device="cpu", precision="bfloat16", cpu_kernels=False)
@@ -733,9 +739,9 @@ def test_pretrained_config_is_read_once_and_handed_out_as_copies(monkeypatch, tm
         return Wav2Vec2Config(num_hidden_layers=3)
 
     monkeypatch.setattr(AutoConfig, "from_pretrained", fake)
-    spec = F.ModelSpec("m", str(tmp_path / "model"))
-    first = F.load_model_config(spec)
+    spec = M.ModelSpec("m", str(tmp_path / "model"))
+    first = M.load_model_config(spec)
     first._attn_implementation = "eager"  # what building a model may do to its config
-    assert F.layer_ids(spec) == ["00", "01", "02", "03"]
-    assert F.load_model_config(spec)._attn_implementation != "eager"
+    assert M.layer_ids(spec) == ["00", "01", "02", "03"]
+    assert M.load_model_config(spec)._attn_implementation != "eager"
     assert calls == [str(tmp_path / "model")]

@@ -6,6 +6,7 @@ import sys
 import nibabel as nib
 import numpy as np
 import pandas as pd
+import pytest
 
 from brainalign import io
 
@@ -30,8 +31,35 @@ def test_unmask_places_values_and_layers_h5(tmp_path):
     io.save_img(img, tmp_path / "x.nii.gz")
     assert np.allclose(nib.load(tmp_path / "x.nii.gz").get_fdata()[1, 1], [1, 2, 3])
     io.save_layers_h5(tmp_path / "f.h5", {0: np.ones((4, 2)), 12: np.zeros((4, 5))}, t_r=1.5)
-    assert io.load_layer_h5(tmp_path / "f.h5", "12").shape == (4, 5)
-    assert io.load_layer_h5(tmp_path / "f.h5", 0).dtype == np.float32
+    assert io.read_layer(tmp_path / "f.h5", "12").shape == (4, 5)
+    back = io.read_layer(tmp_path / "f.h5", 0)
+    assert back.dtype == np.float32 and (back == 1).all()
+    with pytest.raises(KeyError, match="layer-03.*layer-00', 'layer-12"):
+        io.read_layer(tmp_path / "f.h5", 3)
+
+
+def test_atomic_path_leaves_only_the_target(tmp_path):
+    target = tmp_path / "out" / "scores.nii.gz"
+    with io.atomic_path(target) as tmp:
+        assert tmp.parent == target.parent and tmp.name.endswith(".nii.gz") and tmp != target
+        tmp.write_text("done")
+    assert target.read_text() == "done"
+    assert [p.name for p in target.parent.iterdir()] == ["scores.nii.gz"]
+
+
+def test_atomic_path_failed_writer_leaves_nothing(tmp_path):
+    target = tmp_path / "scores.npz"
+    with pytest.raises(RuntimeError, match="writer failed"), io.atomic_path(target) as tmp:
+        tmp.write_bytes(b"half a file")
+        raise RuntimeError("writer failed")
+    assert list(tmp_path.iterdir()) == []
+    # a failed rewrite keeps the previous complete file
+    io.save_npz(target, r=np.arange(3.0))
+    with pytest.raises(RuntimeError), io.atomic_path(target) as tmp:
+        tmp.write_bytes(b"half a file")
+        raise RuntimeError("writer failed")
+    np.testing.assert_array_equal(io.load_npz(target)["r"], [0, 1, 2])
+    assert [p.name for p in tmp_path.iterdir()] == ["scores.npz"]
 
 
 def test_uncaught_error_of_a_rule_script_reaches_its_log(tmp_path):

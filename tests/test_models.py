@@ -4,15 +4,18 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from brainalign import models
 
-WHISPER_DIR = Path(__file__).resolve().parents[2] / "shared" / "models" / "whisper-tiny.en"
+ROOT = Path(__file__).resolve().parents[1]
+WHISPER_DIR = ROOT.parent / "shared" / "models" / "whisper-tiny.en"
 
 
 @pytest.mark.parametrize("arch", models.RANDOM_ARCHITECTURES)
@@ -46,3 +49,25 @@ def test_the_layer_count_does_not_import_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.split()
     assert out == ["13", "False"]
+
+
+def test_building_the_dag_imports_neither_torch_nor_transformers():
+    # what the Snakefile and its rule files import (the `import brainalign...` lines of every
+    # .smk file) and call on a config at parse time, plus the torch-free rule modules: parsing
+    # the workflow and the CKA rule must not pay for torch or transformers
+    smk = [ROOT / "Snakefile", *sorted((ROOT / "workflow" / "rules").glob("*.smk"))]
+    imports = sorted({line.strip() for path in smk for line in path.read_text().splitlines()
+                      if re.match(r"\s*(import|from) brainalign", line)})
+    assert any("brainalign.config" in line for line in imports)
+    config = {**yaml.safe_load((ROOT / "config" / "config.yaml").read_text()),
+              **yaml.safe_load((ROOT / "tests" / "data" / "config_tiny.yaml").read_text())}
+    code = "\n".join([
+        "import json, sys", *imports,
+        "import brainalign.config, brainalign.similarity, brainalign.windows",
+        f"config = json.loads({json.dumps(json.dumps(config))})",
+        "print(brainalign.config.model_layers(config))",
+        "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"])
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=ROOT).stdout.splitlines()
+    assert out[-1] == "[]"
+    assert "'wav2vec2-random': ['00', '01', '02', '03', '04', '05', '06']" in out[0]

@@ -423,7 +423,7 @@ def test_indistinguishable_layers_give_no_reliable_best_layer():
 def test_real_fits_noise_rois_unreliable_and_planted_rois_reliable():
     """fit_layer on AR(1) noise BOLD with two ROIs driven by layers 1 and 2: the ROI tests on
     its saved null draws claim the planted layers and (almost) nothing else."""
-    from brainalign.encoding import fit_layer
+    from brainalign.encoding import FitOptions, fit_layer
 
     rng = np.random.default_rng(12)
     n_runs, n_t, n_feat, n_vox = 4, 80, 12, 15
@@ -442,8 +442,8 @@ def test_real_fits_noise_rois_unreliable_and_planted_rois_reliable():
         w = rng.standard_normal((n_feat, n_vox)) / np.sqrt(n_feat)
         for i in range(n_runs):
             y[i][:, masks[roi]] += x[layer][i] @ w
-    fits = [fit_layer(xl, y, np.logspace(-1, 5, 7), n_permutations=30, min_shift=5,
-                      backend="numpy") for xl in x]
+    options = FitOptions(n_permutations=30, min_shift=5, backend="numpy")
+    fits = [fit_layer(xl, y, np.logspace(-1, 5, 7), options) for xl in x]
     table = rois.roi_layer_scores(np.stack([f.r for f in fits]), masks, ["0", "1", "2"],
                                   tested=np.stack([f.r_common for f in fits]))
     roi_null = np.stack([rois.roi_null_draws(f.r_null.astype(np.float16), masks)

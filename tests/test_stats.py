@@ -164,7 +164,7 @@ def _ar1(rng, n, v, phi=0.5):
 def noise_layer_fits():
     """Real leave-one-run-out fits of 5 unrelated 'layers' to pure AR(1) noise BOLD, plus 200
     voxels driven by layer 2."""
-    from brainalign.encoding import fit_layer
+    from brainalign.encoding import FitOptions, fit_layer
 
     rng = np.random.default_rng(0)
     n_runs, n_t, n_noise, n_sig, n_feat = 4, 100, 1500, 200, 16
@@ -172,7 +172,8 @@ def noise_layer_fits():
     w = rng.standard_normal((n_feat, n_sig)) / np.sqrt(n_feat)
     y = [np.hstack([_ar1(rng, n_t, n_noise), x[2][i] @ w + _ar1(rng, n_t, n_sig)])
          for i in range(n_runs)]
-    fits = [fit_layer(xl, y, np.logspace(-1, 6, 8), n_permutations=3, min_shift=5) for xl in x]
+    options = FitOptions(n_permutations=3, min_shift=5)
+    fits = [fit_layer(xl, y, np.logspace(-1, 6, 8), options) for xl in x]
     return (np.stack([f.inner_r2 for f in fits]), np.stack([f.r_folds for f in fits]), n_noise)
 
 
@@ -437,3 +438,32 @@ def test_fixed_effects_p_is_calibrated_on_noise_and_powered_on_signal():
     assert 0.04 < (p_b < 0.05).mean() < 0.06
     with pytest.raises(ValueError, match="n_permutations"):
         stats.fixed_effects_p(observed, nulls[:2])
+
+
+def test_pearson_r_and_r2_score():
+    rng = np.random.default_rng(2)
+    y = rng.standard_normal((100, 3))
+    pred = np.column_stack([2 * y[:, 0] + 5, -y[:, 1], np.full(100, 0.3)])
+    np.testing.assert_allclose(stats.pearson_r(y, pred), [1.0, -1.0, 0.0], atol=1e-12)
+    r2 = stats.r2_score(y, np.column_stack([y[:, 0], np.full(100, y[:, 1].mean()),
+                                               y[:, 2] + 1.0]))
+    assert r2[0] == pytest.approx(1.0)
+    assert r2[1] == pytest.approx(0.0, abs=1e-12)  # the mean predictor explains nothing
+    assert r2[2] < 0  # a biased prediction is worse than the mean
+    # stacked predictions (n_alphas, n_samples, n_voxels) broadcast against y
+    assert stats.r2_score(y, np.stack([y, 0 * y])).shape == (2, 3)
+    # the same function on torch tensors (the ridge's torch backend), same values
+    torch = pytest.importorskip("torch")
+    np.testing.assert_allclose(stats.pearson_r(torch.as_tensor(y), torch.as_tensor(pred)),
+                               stats.pearson_r(y, pred), atol=1e-12)
+
+
+def test_circular_shifts_range_and_seed():
+    s = stats.circular_shifts([60, 45, 80], n_permutations=500, min_shift=10, seed=3)
+    assert s.shape == (500, 3)
+    for j, n in enumerate([60, 45, 80]):
+        assert s[:, j].min() >= 10 and s[:, j].max() <= n - 10
+    np.testing.assert_array_equal(s, stats.circular_shifts([60, 45, 80], 500, 10, seed=3))
+    assert not np.array_equal(s, stats.circular_shifts([60, 45, 80], 500, 10, seed=4))
+    with pytest.raises(ValueError, match="too short"):
+        stats.circular_shifts([60, 19], 10, min_shift=10)

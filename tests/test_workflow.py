@@ -243,7 +243,7 @@ def test_confound_strategy_wires_the_fmriprep_tsvs(tmp_path: Path) -> None:
     with_conf = _tiny_config(tmp_path, bold={"confounds": {"strategy": ["motion", "wm_csf"]}})
     proc = _snakemake(tmp_path, with_conf, "-n", "--cores", "2", target)
     assert proc.returncode == 0, proc.stdout[-3000:]
-    # prepare_bold now reads each run's confounds TSV, which the demo writes beside the BOLD
+    # prepare_bold reads each run's confounds TSV, which the demo writes beside the BOLD
     assert "sub-01_task-audiobook_run-1_desc-confounds_timeseries.tsv" in proc.stdout
     bad = _tiny_config(tmp_path, bold={"confounds": {"strategy": ["scrub"]}})
     proc = _snakemake(tmp_path, bad, "-n")

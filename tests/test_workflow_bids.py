@@ -71,7 +71,9 @@ def aligned_layers(cfg: dict, audio: dict[str, Path], layers: set[int],
     workflow computes them (onsets of LAYOUT unless given)."""
     from brainalign.alignment import align
     from brainalign.audio import audio_duration, load_audio
-    from brainalign.features import LayerExtractor, ModelSpec, extract_features, read_layer
+    from brainalign.features import LayerExtractor, extract_features
+    from brainalign.io import read_frame_times, read_layer
+    from brainalign.models import ModelSpec
 
     extractor = LayerExtractor(ModelSpec.from_config(MODEL, cfg["models"][MODEL]))
     onsets = onsets or {spec.story: spec.onset for spec in LAYOUT}
@@ -81,7 +83,7 @@ def aligned_layers(cfg: dict, audio: dict[str, Path], layers: set[int],
         extract_features(extractor, load_audio(path), h5, cfg["features"]["window_s"],
                          cfg["features"]["context_s"])
         for layer in layers:
-            times, values = read_layer(h5, layer)
+            times, values = read_frame_times(h5), read_layer(h5, layer)
             out[layer][story] = align(times, values, cfg["tr"], audio_duration(path), "hrf",
                                       onset_s=onsets[story])
         h5.unlink()

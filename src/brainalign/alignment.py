@@ -43,6 +43,22 @@ def n_volumes(duration_s: float, t_r: float) -> int:
     return int(np.ceil(duration_s / t_r - 1e-9))
 
 
+def seconds_to_volumes(seconds: float, t_r: float) -> int:
+    """A duration in seconds as the nearest whole number of volumes of ``t_r`` seconds."""
+    return round(seconds / t_r)
+
+
+def analysed_rows(features: np.ndarray, first: int, n_analysed: int) -> np.ndarray:
+    """The rows of a run's volume-rate features (one per volume of the stimulus grid,
+    :func:`align`) that match its analysed volumes: up to ``n_analysed`` rows from volume
+    ``first`` on (:func:`first_volume`: after the silence and the onset transient). Fewer rows
+    come back when the features end sooner; ``encoding.split_blocks`` reports that mismatch
+    with the BOLD."""
+    if first < 0 or n_analysed < 0:
+        raise ValueError(f"first ({first}) and n_analysed ({n_analysed}) must be >= 0.")
+    return features[first:first + n_analysed]
+
+
 def bin_mean(frame_times: np.ndarray, values: np.ndarray, bin_s: float, n_bins: int
              ) -> np.ndarray:
     """Mean of ``values`` (n_frames, n_features) in bins [i*bin_s, (i+1)*bin_s); empty bins

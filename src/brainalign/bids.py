@@ -65,7 +65,7 @@ def parse_entities(name: str) -> dict[str, str]:
 class BidsRun:
     """One functional run found in the derivatives.
 
-    ``targets`` holds one file (volume: the BOLD NIfTI; parcels: the TSV; cifti: the
+    ``files`` holds one file (volume: the BOLD NIfTI; parcels: the TSV; cifti: the
     dtseries) or two (surface: the left and right hemisphere GIFTI); ``mask`` is the brain mask
     (volume only).
     """
@@ -74,7 +74,7 @@ class BidsRun:
     session: str
     task: str
     run: str
-    targets: tuple[str, ...]
+    files: tuple[str, ...]
     mask: str | None = None
     entities: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
 
@@ -242,7 +242,7 @@ def _make_run(subject: str, rid: tuple[str, ...], members: list[tuple[Path, dict
         if len(members) != 2 or set(hemis) != {"L", "R"}:
             raise BidsError(f"{members[0][0].parent}: expected one left and one right "
                             f"hemisphere file for this run, found: {names}.")
-        targets = (str(hemis["L"]), str(hemis["R"]))
+        files = (str(hemis["L"]), str(hemis["R"]))
         mask = None
     else:
         if len(members) != 1:
@@ -251,7 +251,7 @@ def _make_run(subject: str, rid: tuple[str, ...], members: list[tuple[Path, dict
             raise BidsError(f"{members[0][0].parent}: several files match one run ({names}); "
                             f"{hint}.")
         path, e = members[0]
-        targets = (str(path),)
+        files = (str(path),)
         mask = None
         if kind == "volume":
             m = masks.get((rid, e.get("res")))
@@ -259,7 +259,7 @@ def _make_run(subject: str, rid: tuple[str, ...], members: list[tuple[Path, dict
                 raise BidsError(f"{path}: no brain mask next to it (expected the same name with "
                                 "desc-brain_mask); fMRIPrep writes one per run.")
             mask = str(m)
-    return BidsRun(subject, ent["ses"], ent["task"], ent["run"], targets, mask, ent)
+    return BidsRun(subject, ent["ses"], ent["task"], ent["run"], files, mask, ent)
 
 
 def _safe_name(stem: str) -> str:

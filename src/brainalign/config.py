@@ -160,7 +160,7 @@ def model_layers(config: dict[str, Any]) -> dict[str, list[str]]:
 class Run:
     """One run of one subject.
 
-    ``key`` labels the run in result file names; ``targets`` is the BOLD NIfTI (volume), the
+    ``key`` labels the run in result file names; ``files`` are its BOLD: the NIfTI (volume), the
     left and right GIFTI (surface) or the parcel TSV (parcels); ``onset`` is the stimulus onset
     in seconds after the run's first kept volume; ``raw`` is the raw BIDS run, when found (its
     volume count is what was acquired).
@@ -168,7 +168,7 @@ class Run:
 
     subject: str
     key: str
-    targets: tuple[str, ...]
+    files: tuple[str, ...]
     mask: str | None
     stimulus: str
     onset: float
@@ -372,7 +372,7 @@ def _bids_dataset(config: dict[str, Any], path: str) -> Dataset:
             if stim is None:
                 raise ConfigError(f"{path}: bids.stimulus_table has no entry for run "
                                   f"'{fr.key}' (task '{fr.task}') of sub-{fr.subject} "
-                                  f"({fr.targets[0]}); add one (keys: run key or task label).")
+                                  f"({fr.files[0]}); add one (keys: run key or task label).")
             if stim not in stimuli:
                 raise ConfigError(f"{path}: bids.stimulus_table maps '{fr.key}' to stimulus "
                                   f"'{stim}', which is not a key of `stimuli`.")
@@ -393,7 +393,7 @@ def _bids_dataset(config: dict[str, Any], path: str) -> Dataset:
             # may be negative: the audio started before the first kept volume (cropped)
             onset -= skip_s
         found_raw = raw_bold(raw, fr)
-        runs.append(Run(fr.subject, fr.key, fr.targets, fr.mask, stim, onset,
+        runs.append(Run(fr.subject, fr.key, fr.files, fr.mask, stim, onset,
                         None if found_raw is None else str(found_raw)))
     if no_events:
         raise BidsError(_no_events_message(no_events, found, raw))
@@ -438,7 +438,7 @@ def _no_events_message(no_events: list[BidsRun], found: list[BidsRun], raw: Path
     ok = sorted({r.task for r in found} - set(missing))
     n_subjects = len({r.subject for r in no_events})
     tasks = ", ".join(f"'{t}'" for t in missing)
-    msg = (f"{no_events[0].targets[0]}: no events.tsv for {len(no_events)} run(s) of "
+    msg = (f"{no_events[0].files[0]}: no events.tsv for {len(no_events)} run(s) of "
            f"{n_subjects} subject(s), task(s) {tasks}, under {raw} (looked next to each raw "
            "run and at the dataset root). ")
     if ok:

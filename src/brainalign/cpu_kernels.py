@@ -41,7 +41,7 @@ SCORE_BLOCK = 2**21
 #: convolution) and ungrouped ones are right to rounding. 32 keeps wav2vec2-base-sized models
 #: in bfloat16 (their speed unchanged) and puts the known-bad widths, with margin, in float32;
 #: such narrow convolutions are cheap (their work scales with the channels per group).
-#: Reduced-precision failures elsewhere are caught by brainalign.features.probe_precision.
+#: Reduced-precision failures elsewhere are caught by brainalign.precision.probe_precision.
 MIN_REDUCED_GROUP_WIDTH = 32
 
 

@@ -38,10 +38,13 @@ import numpy as np
 from scipy.linalg import eigh
 from threadpoolctl import ThreadpoolController
 
-from .stats import null_p, zscore_time
+from .alignment import seconds_to_volumes
+from .stats import circular_shifts, null_p, pearson_r, r2_score, total_ss, zscore_time
 
 log = logging.getLogger(__name__)
 _THREADPOOLS: list[ThreadpoolController] = []
+#: voxels per matrix product unless configured (``encoding.batch_voxels`` in the schema)
+BATCH_VOXELS = 20_000
 
 
 def _one_thread() -> Any:
@@ -261,27 +264,9 @@ def _split(x_runs: list[np.ndarray], test: int, train: list[int],
                       confounds[test], dtype=dtype)
 
 
-def _r2(y: Any, pred: Any) -> Any:
-    """R² per column; y (n, v), pred (..., n, v); works for numpy and torch arrays."""
-    yc = y - y.mean(0)
-    ss_tot = (yc * yc).sum(0)
-    ss_tot = ss_tot * (ss_tot > 1e-12) + 1e-12 * (ss_tot <= 1e-12)
-    d = pred - y
-    return 1.0 - (d * d).sum(-2) / ss_tot
-
-
-def _pearson(y: Any, pred: Any) -> Any:
-    """Pearson r per column (n, v); 0 where either is constant; numpy and torch arrays."""
-    yc = y - y.mean(0)
-    pc = pred - pred.mean(0)
-    num = (yc * pc).sum(0)
-    den = ((yc * yc).sum(0) * (pc * pc).sum(0)) ** 0.5
-    ok = den > 1e-12
-    return num * ok / (den + (~ok) * 1.0)
-
-
 def cross_validate(x_runs: list[np.ndarray], y_runs: list[np.ndarray], alphas: np.ndarray,
-                   confounds: list[np.ndarray] | None = None, batch_voxels: int = 10_000,
+                   confounds: list[np.ndarray] | None = None,
+                   batch_voxels: int = BATCH_VOXELS,
                    backend: str | Backend = "auto",
                    progress: Callable[[str], None] | None = None,
                    _outer: list[_Split] | None = None) -> CVScores:
@@ -334,10 +319,8 @@ def cross_validate(x_runs: list[np.ndarray], y_runs: list[np.ndarray], alphas: n
                 resid = out[: len(alphas) * n_val].reshape(len(alphas), n_val, -1)
                 resid -= y_val
                 resid *= resid
-                yc = y_val - y_val.mean(0)
-                ss_tot = (yc * yc).sum(0)
-                ss_tot = ss_tot * (ss_tot > 1e-12) + 1e-12 * (ss_tot <= 1e-12)
-                score[:, cols] += be.get(1.0 - resid.sum(1) / ss_tot).astype(np.float64)
+                score[:, cols] += be.get(1.0 - resid.sum(1) / total_ss(y_val)
+                                         ).astype(np.float64)
                 del out, resid
         best = np.argmax(score, axis=0)
         alpha_folds[test] = alphas[best]
@@ -363,9 +346,9 @@ def cross_validate(x_runs: list[np.ndarray], y_runs: list[np.ndarray], alphas: n
                 if sel.size:
                     idx = be.index(sel)
                     pred[:, idx] = hats_be[j] @ y_tr[:, idx]
-            r_folds[test, cols] = be.get(_pearson(y_te, pred))
-            r2_folds[test, cols] = be.get(_r2(y_te, pred))
-            r_common[test, cols] = be.get(_pearson(y_te, hat_common @ y_tr))
+            r_folds[test, cols] = be.get(pearson_r(y_te, pred))
+            r2_folds[test, cols] = be.get(r2_score(y_te, pred))
+            r_common[test, cols] = be.get(pearson_r(y_te, hat_common @ y_tr))
         if progress is not None:
             progress(f"outer fold {test + 1}/{n_runs} done ({n_vox} voxels, "
                      f"{len(batches)} batches, backend {be})")
@@ -387,39 +370,6 @@ def _shifted_hats(hat: np.ndarray, train_lengths: list[int], train_shifts: np.nd
             out[j, :, a:b] = np.roll(hat[:, a:b], -ks[r], axis=1)
         out[j] = np.roll(out[j], -kt, axis=0)
     return out
-
-
-def r2_score(y: np.ndarray, pred: np.ndarray) -> np.ndarray:
-    """Per-column coefficient of determination, y and pred (..., n_samples, n_voxels)."""
-    ss_res = ((y - pred) ** 2).sum(-2)
-    ss_tot = ((y - y.mean(-2, keepdims=True)) ** 2).sum(-2)
-    return 1.0 - ss_res / np.maximum(ss_tot, 1e-12)
-
-
-def pearson_r(y: np.ndarray, pred: np.ndarray) -> np.ndarray:
-    """Per-column Pearson correlation of y and pred (n_samples, n_voxels); 0 for constants."""
-    return (zscore_time(y) * zscore_time(pred)).mean(0)
-
-
-def circular_shifts(lengths: list[int], n_permutations: int, min_shift: int = 0,
-                    seed: int = 0) -> np.ndarray:
-    """Random circular shifts (n_permutations, n_runs): each run's shift uniform over all its
-    shifts (``min_shift`` 0, the default), or over [min_shift, n_run - min_shift].
-
-    Uniform over the whole circle, the shifts form a group, and the observed data are one more
-    draw from it: under a stationary null the test is exact. Leaving out the shifts near 0
-    makes the observed configuration the only one without near neighbours among the draws,
-    and the null's tail thinner than the observed statistic's (p < 0.001 at 1.5-2.6 x nominal
-    on smooth noise with min_shift 10, against 0.9-1.0 x without). Seeded, so every layer of a
-    subject is tested against the same permutations."""
-    rng = np.random.default_rng(seed)
-    for n in lengths:
-        if n - 2 * min_shift < 1:
-            raise ValueError(f"run of {n} volumes is too short for circular shifts of at least "
-                             f"{min_shift} volumes; lower `encoding.min_shift_s` or use longer "
-                             "runs.")
-    return np.stack([rng.integers(min_shift, n - min_shift + 1 if min_shift else n,
-                                  size=n_permutations) for n in lengths], axis=1)
 
 
 def split_blocks(x_runs: list[np.ndarray], y_runs: list[np.ndarray],
@@ -458,10 +408,39 @@ def split_blocks(x_runs: list[np.ndarray], y_runs: list[np.ndarray],
     return xs, ys, cs
 
 
+@dataclass(frozen=True)
+class FitOptions:
+    """Settings of :func:`fit_layer`; the defaults are the config schema's (``encoding``).
+
+    Attributes
+    ----------
+    n_permutations : refits on circularly shifted BOLD for the null (at least 3)
+    min_shift : smallest circular shift (volumes) used for the null (0: all shifts; see
+        ``stats.circular_shifts``)
+    batch_voxels : voxels fitted at once (bounds memory)
+    seed : seed of the circular shifts (every layer of a subject uses the same ones)
+    backend : see :func:`cross_validate`
+    """
+
+    n_permutations: int = 50
+    min_shift: int = 0
+    batch_voxels: int = BATCH_VOXELS
+    seed: int = 0
+    backend: str | Backend = "auto"
+
+    @classmethod
+    def from_config(cls, encoding: dict[str, Any], t_r: float) -> FitOptions:
+        """The options of a config's ``encoding`` section (``min_shift_s`` in seconds, turned
+        into volumes of ``t_r`` seconds)."""
+        return cls(n_permutations=encoding.get("n_permutations", 50),
+                   min_shift=seconds_to_volumes(encoding.get("min_shift_s", 0.0), t_r),
+                   batch_voxels=encoding.get("batch_voxels", BATCH_VOXELS),
+                   backend=encoding.get("backend", "auto"))
+
+
 def fit_layer(x_runs: list[np.ndarray], y_runs: list[np.ndarray], alphas: np.ndarray,
-              n_permutations: int = 50, min_shift: int = 0, batch_voxels: int = 10_000,
-              seed: int = 0, confounds: list[np.ndarray] | None = None,
-              backend: str | Backend = "auto",
+              options: FitOptions | None = None, *,
+              confounds: list[np.ndarray] | None = None,
               progress: Callable[[str], None] | None = None) -> LayerScores:
     """Leave-one-run-out ridge encoding of every voxel from one layer's features, with the
     circular-shift null.
@@ -469,17 +448,17 @@ def fit_layer(x_runs: list[np.ndarray], y_runs: list[np.ndarray], alphas: np.nda
     Parameters
     ----------
     x_runs : per run, array of shape (n_volumes_run, n_features)
-    y_runs : per run, array of shape (n_volumes_run, n_voxels), cleaned within the run
+    y_runs : per run, array of shape (n_volumes_run, n_voxels), cleaned within the run (runs
+        of equal length may come as one array of shape (n_runs, n_volumes, n_voxels))
     alphas : array of shape (n_alphas,), penalties to choose from (per voxel)
-    n_permutations : refits on circularly shifted BOLD for the null
-    min_shift : smallest circular shift (volumes) used for the null (0: all shifts; see
-        :func:`circular_shifts`)
-    batch_voxels : voxels fitted at once (bounds memory)
+    options : permutations, null shifts, batch size, seed and backend (:class:`FitOptions`;
+        default: the schema's defaults)
     confounds : optional, per run, (n_volumes_run, n_confounds) regressed out of the BOLD
         inside every split (fitted on the training runs only)
-    backend : see :func:`cross_validate`
     progress : called with short progress messages
     """
+    opts = options or FitOptions()
+    n_permutations, batch_voxels = opts.n_permutations, opts.batch_voxels
     n_runs = len(x_runs)
     if n_runs < 3:
         raise ValueError(f"need at least 3 runs for nested leave-one-run-out CV, got {n_runs}.")
@@ -500,13 +479,13 @@ def fit_layer(x_runs: list[np.ndarray], y_runs: list[np.ndarray], alphas: np.nda
     alphas = np.asarray(alphas, dtype=np.float32)
     n_vox = y_runs[0].shape[1]
     lengths = [y.shape[0] for y in y_runs]
-    be = backend if isinstance(backend, Backend) else Backend(backend)
+    be = opts.backend if isinstance(opts.backend, Backend) else Backend(opts.backend)
     outer = [_split(x_runs, test, [i for i in range(n_runs) if i != test], confounds, be.dtype)
              for test in range(n_runs)]
     cv = cross_validate(x_runs, y_runs, alphas, confounds, batch_voxels, be, progress,
                         _outer=outer)
 
-    shifts = circular_shifts(lengths, n_permutations, min_shift, seed)
+    shifts = circular_shifts(lengths, n_permutations, opts.min_shift, opts.seed)
     r_null = np.zeros((n_permutations, n_vox), np.float32)
     hats = [outer[test].hat(float(cv.alpha_common[test]), np.float32) for test in range(n_runs)]
     for start in range(0, n_vox, batch_voxels):

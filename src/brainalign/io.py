@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,48 +43,54 @@ def _log_uncaught(exc_type: type[BaseException], exc: BaseException, tb: Any) ->
                                           exc_info=(exc_type, exc, tb))
 
 
-def _tmp(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp{os.getpid()}{''.join(path.suffixes)}")
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary path to write ``path`` to, renamed to ``path`` when the block succeeds.
+
+    The temporary file sits in the same directory (so the rename is atomic) and keeps the
+    target's suffixes (writers that pick a format by extension still work); the directory is
+    created. When the block raises, the temporary file is removed and ``path`` is left as it
+    was: a crash or an interrupted job never leaves a half-written file under the real name.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{''.join(path.suffixes)}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def save_npz(path: str | Path, **arrays: Any) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp(path)
-    with open(tmp, "wb") as f:
+    """Named arrays in one ``.npz`` file, written atomically."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, **arrays)
-    os.replace(tmp, path)
 
 
 def save_npy(array: np.ndarray, path: str | Path) -> None:
     """One array, written atomically (a crash leaves no half-written file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp(path)
-    with open(tmp, "wb") as f:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.save(f, array)
-    os.replace(tmp, path)
 
 
 def load_npz(path: str | Path) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` file, loaded into memory."""
     with np.load(path) as data:
         return {k: data[k] for k in data.files}
 
 
 def save_img(img: nib.Nifti1Image, path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp(path)
-    nib.save(img, str(tmp))
-    os.replace(tmp, path)
+    """A NIfTI image, written atomically."""
+    with atomic_path(path) as tmp:
+        nib.save(img, str(tmp))
 
 
 def save_tsv(df: pd.DataFrame, path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp(path)
-    df.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
-    os.replace(tmp, path)
+    """A table as tab-separated text (6 significant digits), written atomically."""
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
 
 
 def unmask(values: np.ndarray, mask_img: nib.Nifti1Image, fill: float = 0.0,
@@ -96,26 +104,26 @@ def unmask(values: np.ndarray, mask_img: nib.Nifti1Image, fill: float = 0.0,
 
 def save_layers_h5(path: str | Path, layers: dict[str, np.ndarray], **attrs: Any) -> None:
     """One dataset per layer (``layer-XX``), written atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp(path)
-    with h5py.File(tmp, "w") as h5:
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
         for name, arr in layers.items():
             h5.create_dataset(f"layer-{int(name):02d}", data=arr)
         h5.attrs.update(attrs)
-    os.replace(tmp, path)
 
 
-def read_layer(path: str | Path, layer: str | int) -> tuple[np.ndarray, np.ndarray]:
-    """(frame_times (n_frames,), activations (n_frames, n_features) float32) of one layer."""
+def read_layer(path: str | Path, layer: str | int) -> np.ndarray:
+    """One layer, (n_rows, n_features) float32, of a per-layer feature file: the frame-rate
+    activations of ``features.extract_features`` or the volume-rate features of
+    :func:`save_layers_h5`. Each layer is its own dataset, so the others are not read."""
     name = f"layer-{int(layer):02d}"
     with h5py.File(path, "r") as h5:
         if name not in h5:
-            have = sorted(k for k in h5 if k != "frame_times")
+            have = sorted(k for k in h5 if k.startswith("layer-"))
             raise KeyError(f"{path}: no dataset '{name}' (has {have}).")
-        return h5["frame_times"][:], h5[name][:].astype(np.float32)
+        return h5[name][:].astype(np.float32)
 
 
-def load_layer_h5(path: str | Path, layer: str | int) -> np.ndarray:
+def read_frame_times(path: str | Path) -> np.ndarray:
+    """Centre time (s) of each frame, (n_frames,), of a frame-rate feature file
+    (``features.extract_features``)."""
     with h5py.File(path, "r") as h5:
-        return h5[f"layer-{int(layer):02d}"][:].astype(np.float32)
+        return h5["frame_times"][:]

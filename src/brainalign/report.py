@@ -20,6 +20,8 @@ import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from .io import atomic_path  # noqa: E402
+
 CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
 h1{font-size:1.6em}h2{font-size:1.25em;margin-top:1.6em;border-bottom:1px solid #ddd}
 figure{margin:1em 0}figure img{max-width:100%}figcaption{font-size:.9em;color:#555;max-width:900px}
@@ -424,11 +426,9 @@ def page(title: str, sections: list[str]) -> str:
 
 
 def write_page(path: str | Path, content: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(content, encoding="utf-8")
-    tmp.replace(path)
+    """An HTML page, written atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(content, encoding="utf-8")
 
 
 def cka_section(cka: pd.DataFrame, model: str) -> str:

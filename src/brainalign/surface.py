@@ -126,13 +126,11 @@ def load_run(paths: tuple[str, str], keep: np.ndarray, n_vols: int, t_r: float,
 def save_maps(values: np.ndarray, keep: np.ndarray, n_left: int, paths: list[str | Path],
               fill: float = 0.0, dtype=np.float32) -> None:
     """Values over kept vertices -> one GIFTI per hemisphere (left, right), written atomically."""
-    from .io import _tmp
+    from .io import atomic_path
 
     full = np.full(keep.size, fill, dtype=dtype)
     full[keep] = values
     for hemi, data, path in zip(HEMIS, (full[:n_left], full[n_left:]), paths, strict=True):
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         darray = nib.gifti.GiftiDataArray(
             data, intent="NIFTI_INTENT_LABEL" if np.issubdtype(dtype, np.integer)
             else "NIFTI_INTENT_ESTIMATE",
@@ -141,9 +139,8 @@ def save_maps(values: np.ndarray, keep: np.ndarray, n_left: int, paths: list[str
         img = nib.GiftiImage(darrays=[darray])
         img.meta = nib.gifti.GiftiMetaData({"AnatomicalStructurePrimary":
                                            "CortexLeft" if hemi == "L" else "CortexRight"})
-        tmp = _tmp(path)
-        nib.save(img, str(tmp))
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            nib.save(img, str(tmp))
 
 
 def read_maps(paths: list[str | Path]) -> np.ndarray:
@@ -168,13 +165,11 @@ def save_layer_maps(values: np.ndarray, n_left: int, names: list[str],
     values : array of shape (n_maps, n_vertices)
     names : n_maps names, e.g. ``layer-03``
     """
-    from .io import _tmp
+    from .io import atomic_path
 
     values = np.asarray(values, dtype=np.float32)
     for hemi, data, path in zip(HEMIS, (values[:, :n_left], values[:, n_left:]), paths,
                                 strict=True):
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         darrays = [nib.gifti.GiftiDataArray(row, intent="NIFTI_INTENT_ESTIMATE",
                                             datatype="NIFTI_TYPE_FLOAT32",
                                             meta=nib.gifti.GiftiMetaData({"Name": name}))
@@ -182,9 +177,8 @@ def save_layer_maps(values: np.ndarray, n_left: int, names: list[str],
         img = nib.GiftiImage(darrays=darrays)
         img.meta = nib.gifti.GiftiMetaData({"AnatomicalStructurePrimary":
                                            "CortexLeft" if hemi == "L" else "CortexRight"})
-        tmp = _tmp(path)
-        nib.save(img, str(tmp))
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            nib.save(img, str(tmp))
 
 
 def _read_hemi_labels(path: Path) -> tuple[np.ndarray, dict[int, str]]:

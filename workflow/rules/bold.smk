@@ -7,7 +7,7 @@
 rule subject_mask:
     input:
         # the runs are inputs too: a missing run is reported before any job starts
-        bold=lambda wc: [t for r in subject_runs(wc.subject) for t in r.targets],
+        bold=lambda wc: [t for r in subject_runs(wc.subject) for t in r.files],
         mask=lambda wc: [r.mask for r in subject_runs(wc.subject) if r.mask],
     output:
         MASK,
@@ -19,14 +19,14 @@ rule subject_mask:
         kind=KIND,
         space=(config.get("bids") or {}).get("space"),
         # surface runs as (left, right) pairs, in run order
-        runs=lambda wc: [r.targets for r in subject_runs(wc.subject)],
+        runs=lambda wc: [r.files for r in subject_runs(wc.subject)],
     script:
         "../scripts/subject_mask.py"
 
 
 rule prepare_bold:
     input:
-        bold=lambda wc: DATASET.run(wc.subject, wc.run).targets,
+        bold=lambda wc: DATASET.run(wc.subject, wc.run).files,
         mask=MASK,
         audio=lambda wc: stimulus_file(DATASET.run(wc.subject, wc.run).stimulus),
         confounds=confound_inputs,

@@ -31,7 +31,7 @@ rule noise_ceiling:
     params:
         tr=config["tr"],
         ceiling=CEILING,
-        stories=ceiling_stories(),
+        match_labels=ceiling_match_labels(),
         run_stimuli=run_stimuli(),
         stimuli=[[r.stimulus for r in subject_runs(s)] for s in SUBJECTS],
     threads: 2

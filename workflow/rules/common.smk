@@ -118,7 +118,7 @@ def confound_inputs(wildcards):
     if not config["bold"].get("confounds", {}).get("strategy"):
         return []
     run = DATASET.run(wildcards.subject, wildcards.run)
-    return [str(bold_lib.confounds_path(run.targets[0]))]
+    return [str(bold_lib.confounds_path(run.files[0]))]
 
 
 def run_stimuli():
@@ -192,7 +192,7 @@ TRUTH = "results/demo/truth/sub-{subject}_desc-truth_rois.tsv"
 SIGNAL_LAYER = "results/demo/truth/sub-{subject}_desc-signal_layer.nii.gz"
 
 
-def demo_targets():
+def demo_outputs():
     if not DEMO["enabled"]:
         return []
     return ["results/group/demo_recovery.tsv"]
@@ -218,9 +218,9 @@ def ceiling_bold(kind="bold"):
     ]
 
 
-def ceiling_stories():
-    """Per subject, what each of its runs (the order of ceiling_bold) is matched on across
-    subjects: the run itself in an explicit run list (every subject's runs in sync), else its
+def ceiling_match_labels():
+    """Per subject, the label each of its runs (the order of ceiling_bold) is matched on across
+    subjects: the run key in an explicit run list (every subject's runs in sync), else its
     story (BIDS: subjects may have heard different stories)."""
     return [[r.key if RUNS else r.stimulus for r in subject_runs(s)] for s in SUBJECTS]
 

@@ -40,7 +40,7 @@ rule group_report:
         scores="results/group/{model}/group_roi-scores.tsv",
         best="results/group/{model}/group_best-layer.tsv",
         cka="results/features/{model}/layer_cka.tsv",
-        recovery=demo_targets(),
+        recovery=demo_outputs(),
         ceiling=group_ceiling_map(),
         # volume data: group maps (surfaces: group_surface_maps; parcels: tables, profiles)
         masks=expand(

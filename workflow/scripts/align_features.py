@@ -4,7 +4,7 @@ import h5py
 
 from brainalign.alignment import align
 from brainalign.audio import audio_duration
-from brainalign.io import read_layer, save_layers_h5, setup_logging
+from brainalign.io import read_frame_times, read_layer, save_layers_h5, setup_logging
 
 setup_logging(snakemake.log[0])
 cfg = snakemake.params.alignment
@@ -13,8 +13,9 @@ onset_s = float(snakemake.params.onset_s)
 with h5py.File(snakemake.input.features, "r") as h5:
     n_layers = int(h5.attrs["n_layers"])
 aligned = {}
+times = read_frame_times(snakemake.input.features)
 for layer in range(n_layers):
-    times, values = read_layer(snakemake.input.features, layer)
+    values = read_layer(snakemake.input.features, layer)
     aligned[layer] = align(times, values, snakemake.params.tr, duration, cfg["method"],
                            cfg.get("hrf_model", "glover"), cfg.get("fir_delays"),
                            cfg.get("slice_time_ref", 0.5), cfg.get("lanczos_window", 3),

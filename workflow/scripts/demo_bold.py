@@ -3,7 +3,7 @@
 import numpy as np
 
 from brainalign import rois, simulate
-from brainalign.io import load_layer_h5, save_img, save_tsv, setup_logging, unmask
+from brainalign.io import read_layer, save_img, save_tsv, setup_logging, unmask
 
 setup_logging(snakemake.log[0])
 demo, rcfg = snakemake.params.demo, snakemake.params.rois
@@ -16,7 +16,7 @@ mask_img = simulate.restrict_mask(mask_img, labels, names, rcfg["groups"],
 in_mask = np.asarray(mask_img.dataobj) > 0
 roi_voxels = rois.roi_masks(labels[in_mask], names, rcfg["groups"])
 planted = {roi: int(layer) for roi, layer in demo["planted"].items()}
-features = {layer: [load_layer_h5(f, layer) for f in snakemake.input.features]
+features = {layer: [read_layer(f, layer) for f in snakemake.input.features]
             for layer in set(planted.values())}
 noise = simulate.NoiseModel(ar1=demo.get("ar1", 0.5), fwhm_mm=demo.get("fwhm_mm", 6.0))
 runs, signal_layer, confounds = simulate.simulate_subject(

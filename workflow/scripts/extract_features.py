@@ -3,8 +3,9 @@
 import torch
 
 from brainalign.audio import load_audio
-from brainalign.features import LayerExtractor, ModelSpec, extract_features
+from brainalign.features import LayerExtractor, extract_features
 from brainalign.io import setup_logging
+from brainalign.models import ModelSpec
 
 setup_logging(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)

@@ -1,14 +1,16 @@
 """Rule fit_layer: one layer's features -> every voxel's held-out encoding score (one subject)."""
 
+import dataclasses
 import logging
 import resource
 import time
 
 import numpy as np
 
+from brainalign.alignment import analysed_rows
 from brainalign.config import alphas
-from brainalign.encoding import Backend, fit_layer, split_blocks
-from brainalign.io import load_layer_h5, save_npz, setup_logging
+from brainalign.encoding import Backend, FitOptions, fit_layer, split_blocks
+from brainalign.io import read_layer, save_npz, setup_logging
 from brainalign.targets import load_mask
 
 setup_logging(snakemake.log[0])
@@ -17,9 +19,8 @@ t_r, enc = snakemake.params.tr, snakemake.params.encoding
 layer = snakemake.wildcards.layer
 # per run: its cleaned blocks (the whole run under leave-one-run-out), and their volumes
 bounds = [np.load(f) for f in snakemake.input.blocks]
-# the features' rows of the analysed volumes: from the run's first analysed volume (after the
-# silence and the onset transient) to its last analysed one (a run that stopped early is shorter)
-x_runs = [load_layer_h5(f, layer)[first:first + int(b[-1, 1])]
+# the features' rows of the analysed volumes, up to the last block's end
+x_runs = [analysed_rows(read_layer(f, layer), first, int(b[-1, 1]))
           for f, b, first in zip(snakemake.input.features, bounds,
                                  snakemake.params.first_volumes, strict=True)]
 x_runs, y_runs, confounds = split_blocks(
@@ -31,7 +32,8 @@ if len(y_runs) > len(bounds):
                 "/".join(str(len(y)) for y in y_runs))
 if not any(c.shape[1] for c in confounds):
     confounds = None
-backend = Backend(enc.get("backend", "auto"))
+options = FitOptions.from_config(enc, t_r)
+backend = Backend(options.backend)
 start = time.perf_counter()
 logger.info("layer %s: %d runs, %d volumes, %d features, %d voxels, %s confounds, backend %s",
             layer, len(x_runs), sum(len(x) for x in x_runs), x_runs[0].shape[1],
@@ -44,10 +46,8 @@ def progress(message: str) -> None:
 
 
 scores = fit_layer(x_runs, y_runs, alphas(enc["alphas"]),
-                   n_permutations=enc.get("n_permutations", 50),
-                   min_shift=round(enc["min_shift_s"] / t_r),
-                   batch_voxels=enc.get("batch_voxels", 20000), confounds=confounds,
-                   backend=backend, progress=progress)
+                   dataclasses.replace(options, backend=backend), confounds=confounds,
+                   progress=progress)
 logger.info("layer %s: mean r %.4f, max r %.4f; tested at the common penalty %s: mean r %.4f",
             layer, scores.r.mean(), scores.r.max(),
             ", ".join(f"{a:g}" for a in scores.alpha_common), scores.r_common.mean())

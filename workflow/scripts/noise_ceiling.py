@@ -5,26 +5,27 @@ import logging
 
 import numpy as np
 
+from brainalign.alignment import seconds_to_volumes
 from brainalign.ceiling import common_volumes, repeat_pairs, shared_targets, subject_ceilings
 from brainalign.io import save_npz, setup_logging
 
 setup_logging(snakemake.log[0])
-ccfg, stories = snakemake.params.ceiling, snakemake.params.stories
+ccfg, match_labels = snakemake.params.ceiling, snakemake.params.match_labels
 shared, index = shared_targets(list(snakemake.input.masks))
-paths = iter(snakemake.input.bold)  # subject-major, as stories
-runs = [[np.load(next(paths), mmap_mode="r") for _ in names] for names in stories]
+paths = iter(snakemake.input.bold)  # subject-major, as match_labels
+runs = [[np.load(next(paths), mmap_mode="r") for _ in names] for names in match_labels]
 paths = iter(snakemake.input.confounds)
-confounds = [[np.load(next(paths)) for _ in names] for names in stories]
+confounds = [[np.load(next(paths)) for _ in names] for names in match_labels]
 paths = iter(snakemake.input.blocks)
-bounds = [[np.load(next(paths)) for _ in names] for names in stories]
+bounds = [[np.load(next(paths)) for _ in names] for names in match_labels]
 # runs of one stimulus compared on the volumes they all kept (block CV drops border volumes)
 runs, confounds = common_volumes(runs, confounds, bounds, snakemake.params.stimuli)
 ceil, per_subject = subject_ceilings(
     runs, index, n_permutations=ccfg["n_permutations"],
-    min_shift=max(1, round(ccfg["min_shift_s"] / snakemake.params.tr)),
+    min_shift=max(1, seconds_to_volumes(ccfg["min_shift_s"], snakemake.params.tr)),
     q=ccfg["fdr_q"], min_ceiling=ccfg["min_ceiling"],
     method=ccfg["method"], pairs=repeat_pairs(snakemake.params.run_stimuli),
-    stimuli=stories, confounds=confounds, n_threads=snakemake.threads)
+    stimuli=match_labels, confounds=confounds, n_threads=snakemake.threads)
 logging.getLogger("noise_ceiling").info(
     "%d subjects, %d shared %s: median ceiling %.3f, %d usable", len(runs),
     ceil.group_isc.size, shared.noun, np.nanmedian(ceil.group_ceiling), ceil.usable.sum())
