@@ -40,7 +40,7 @@ class ParcelTargets(Targets):
         from ..parcels import parcel_mask
 
         keep, names = parcel_mask([files[0] for files in runs])
-        logging.getLogger("subject_mask").info(
+        logging.getLogger(__name__).info(
             "%d of %d parcels kept (finite and varying in every run)", keep.sum(), keep.size)
         return cls(keep, names)
 

@@ -40,7 +40,7 @@ class SurfaceTargets(Targets):
         from ..surface import vertex_mask
 
         keep, n_left = vertex_mask([tuple(r) for r in runs], space)
-        logging.getLogger("subject_mask").info(
+        logging.getLogger(__name__).info(
             "%d of %d vertices kept (finite and varying in every run)", keep.sum(), keep.size)
         return cls(keep, n_left)
 
@@ -104,7 +104,7 @@ class SurfaceTargets(Targets):
 
         labels, names = load_atlas(rois["atlas"], self.n_left, self.keep.size - self.n_left,
                                    rois.get("labels_file"))
-        logging.getLogger("subject_atlas").info(
+        logging.getLogger(__name__).info(
             "surface atlas %s: %d labels on %d vertices", rois["atlas"], len(names), labels.size)
         save_npz(path, labels=labels, values=np.array(list(names), dtype=np.int32),
                  names=np.array(list(names.values())))

@@ -114,7 +114,7 @@ class VolumeTargets(Targets):
         atlas, _ = load_atlas(rois["atlas"], rois.get("threshold", 25), rois.get("labels_file"))
         img = self.img
         if not same_grid(atlas, img):
-            logging.getLogger("subject_atlas").info(
+            logging.getLogger(__name__).info(
                 "atlas %s (grid %s, voxel %s mm) resampled (nearest neighbour) onto the BOLD "
                 "grid %s (voxel %s mm)", rois["atlas"], atlas.shape[:3],
                 np.round(atlas.header.get_zooms()[:3], 2), img.shape[:3],
