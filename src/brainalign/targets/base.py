@@ -254,7 +254,9 @@ def group_maps(masks: list[Targets], r_maps: list[list[str]], significant: list[
     for m in masks:
         if not m.same_space(ref):
             raise ValueError(f"the subjects' {ref.noun} lie in different spaces (another "
-                             f"{ref.space_name}); group maps need data in one space.")
+                             f"{ref.space_name}); group maps need every subject in one space "
+                             "(e.g. fMRIPrep's MNI152 outputs, one fsaverage surface, one "
+                             "parcellation).")
     keep = np.stack([m.keep for m in masks])
     common = keep.all(0)
     flags = np.stack([type(ref).read_map(f) > 0 for f in significant]) & keep
