@@ -237,6 +237,6 @@ def test_registry_names_one_class_per_kind():
     assert VolumeTargets.check_atlas("harvard_oxford") == "harvard_oxford"
     with pytest.raises(ValueError, match="is a volume \\(MNI\\) atlas"):
         SurfaceTargets.check_atlas("harvard_oxford")
-    with pytest.raises(ValueError, match="unknown input kind 'cifti'; expected one of volume, "
+    with pytest.raises(ValueError, match="unknown input kind 'meg'; expected one of volume, "
                                          "surface, parcels"):
-        for_kind("cifti")
+        for_kind("meg")
