@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from brainalign import ceiling, stats
+from brainalign.targets import ParcelTargets, SurfaceTargets, VolumeTargets
 
 
 def _mask(tmp_path, name, data, affine=None):
@@ -17,26 +18,28 @@ def _mask(tmp_path, name, data, affine=None):
     return path
 
 
-def test_shared_voxels_intersects_masks_and_indexes_each_subject(tmp_path):
+def test_shared_targets_intersect_brain_masks_and_index_each_subject(tmp_path):
     a = np.zeros((3, 3, 3), bool)
     a[0] = True  # 9 voxels
     b = np.zeros((3, 3, 3), bool)
     b[0, :2] = True  # 6 voxels, all inside a
     b[2, 0, 0] = True
-    img, index = ceiling.shared_voxels([_mask(tmp_path, "a", a), _mask(tmp_path, "b", b)])
-    shared = np.asarray(img.dataobj) > 0
+    targets, index = ceiling.shared_targets(VolumeTargets, [_mask(tmp_path, "a", a),
+                                                            _mask(tmp_path, "b", b)])
+    shared = np.asarray(targets.img.dataobj) > 0
     assert shared.sum() == 6 and (shared == (a & b)).all()
     # subject a's mask voxels in C order: the first 6 of its 9 are shared
     np.testing.assert_array_equal(index[0], np.arange(6))
     np.testing.assert_array_equal(index[1], np.arange(6))  # b's 7th voxel is not shared
 
 
-def test_shared_voxels_rejects_different_grids(tmp_path):
+def test_shared_targets_reject_different_grids(tmp_path):
     a = np.ones((3, 3, 3), bool)
     moved = np.eye(4)
     moved[0, 3] = 2.0
-    with pytest.raises(ValueError, match="ceiling.method: none"):
-        ceiling.shared_voxels([_mask(tmp_path, "a", a), _mask(tmp_path, "b", a, moved)])
+    with pytest.raises(ValueError, match="b.nii.gz: its voxels.*ceiling.method: none"):
+        ceiling.shared_targets(VolumeTargets, [_mask(tmp_path, "a", a),
+                                               _mask(tmp_path, "b", a, moved)])
 
 
 def test_subject_ceilings_match_the_planted_reliability():
@@ -201,19 +204,20 @@ def test_shared_targets_of_surface_and_parcel_masks(tmp_path):
     for name, keep in (("a", keep_a), ("b", keep_b)):
         paths.append(tmp_path / f"{name}.npz")
         np.savez(paths[-1], keep=keep, n_left=10)
-    shared, index = shared_targets(paths)
-    assert shared.is_surface and shared.n_left == 10
+    shared, index = shared_targets(SurfaceTargets, paths)
+    assert shared.n_left == 10
     np.testing.assert_array_equal(np.flatnonzero(shared.keep), [2, 3, 5, 13])
     np.testing.assert_array_equal(index[0], [1, 2, 3, 5])  # columns of a's BOLD
     np.testing.assert_array_equal(index[1], [0, 1, 2, 4])
     np.savez(tmp_path / "other.npz", keep=np.ones(30, bool), n_left=15)
     with pytest.raises(ValueError, match="other.npz.*one, or set `ceiling.method: none`"):
-        shared_targets([paths[0], tmp_path / "other.npz"])
+        shared_targets(SurfaceTargets, [paths[0], tmp_path / "other.npz"])
     names = ["A", "B", "C"]
     for name, keep in (("p", [True, False, True]), ("q", [True, True, True])):
         np.savez(tmp_path / f"{name}.npz", keep=np.array(keep), names=np.array(names))
-    shared, index = shared_targets([tmp_path / "p.npz", tmp_path / "q.npz"])
-    assert shared.is_parcels and shared.names == names
+    shared, index = shared_targets(ParcelTargets, [tmp_path / "p.npz", tmp_path / "q.npz"])
+    assert shared.names == names
+    np.testing.assert_array_equal(shared.keep, [True, False, True])
     np.testing.assert_array_equal(index[1], [0, 2])
 
 

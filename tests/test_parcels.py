@@ -11,7 +11,7 @@ import pytest
 
 from brainalign import parcels
 from brainalign.bold import BoldError
-from brainalign.targets import load_mask
+from brainalign.targets import ParcelTargets
 
 
 def write(path, data: np.ndarray, names: list[str]) -> str:
@@ -63,9 +63,9 @@ def test_bad_parcel_files(tmp_path):
 def test_parcel_maps_are_tsv_tables(tmp_path):
     np.savez(tmp_path / "mask.npz", keep=np.array([True, False, True]),
              names=np.array(["A1_L", "A1_R", "V1"]))
-    mask = load_mask(tmp_path / "mask.npz")
-    assert mask.is_parcels and not mask.is_surface and mask.n_targets == 2
-    mask.save(np.array([0.5, 0.25]), [tmp_path / "r.tsv"], fill=np.nan)
+    mask = ParcelTargets.load(tmp_path / "mask.npz")
+    assert mask.names == ["A1_L", "A1_R", "V1"] and mask.n_targets == 2
+    mask.write_map(np.array([0.5, 0.25]), [tmp_path / "r.tsv"], fill=np.nan)
     table = pd.read_csv(tmp_path / "r.tsv", sep="\t")
     assert table["parcel"].tolist() == ["A1_L", "A1_R", "V1"]
     np.testing.assert_array_equal(table["value"].to_numpy(), [0.5, np.nan, 0.25])

@@ -591,7 +591,9 @@ class _Snakemake:
         self.input = SimpleNamespace(mask=mask)
         self.output = [out]
         self.log = [None]
-        self.params = SimpleNamespace(rois=rois_cfg)
+        # the input kind of the mask file: a NIfTI brain mask, or vertices of a surface
+        self.params = SimpleNamespace(rois=rois_cfg,
+                                      kind="volume" if mask.endswith(".nii.gz") else "surface")
 
 
 def _run_subject_atlas(monkeypatch, mask: str, out: str, atlas: str) -> None:

@@ -14,7 +14,7 @@ from bids_tree import RunSpec, write_surface_run
 
 from brainalign import surface
 from brainalign.bold import BoldError
-from brainalign.targets import load_mask
+from brainalign.targets import SurfaceTargets
 
 N5 = 10242  # fsaverage5 vertices per hemisphere
 
@@ -82,11 +82,11 @@ def test_gifti_maps_round_trip_through_the_mask(tmp_path):
     runs = surface_runs(tmp_path)
     keep, n_left = surface.vertex_mask(runs, "fsaverage5")
     np.savez(tmp_path / "mask.npz", keep=keep, n_left=n_left)
-    mask = load_mask(tmp_path / "mask.npz")
-    assert mask.is_surface and mask.n_targets == keep.sum()
+    mask = SurfaceTargets.load(tmp_path / "mask.npz")
+    assert mask.n_left == n_left and mask.n_targets == keep.sum()
     values = np.arange(mask.n_targets, dtype=np.float32)
     paths = [tmp_path / "out" / f"sub-01_hemi-{h}_stat-r.func.gii" for h in "LR"]
-    mask.save(values, paths)
+    mask.write_map(values, paths)
     back = np.concatenate([nib.load(p).darrays[0].data for p in paths])
     np.testing.assert_array_equal(back[keep], values)
     assert (back[~keep] == 0).all() and back.shape == (2 * N5,)

@@ -16,66 +16,32 @@ from collections.abc import Hashable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 
-from .bold import regress_out, same_grid
+from .bold import regress_out
 from .stats import Ceiling, fdr_bh, null_p, repeat_ceiling, story_isc_ceiling
-from .targets import TargetMask, load_mask
+from .targets import Targets, intersect
 
 
-def shared_voxels(mask_paths: list[str | Path]) -> tuple[nib.Nifti1Image, list[np.ndarray]]:
-    """Voxels inside every subject's brain mask.
+def shared_targets(targets: type[Targets], mask_paths: list[str | Path]
+                   ) -> tuple[Targets, list[np.ndarray]]:
+    """Targets every subject kept: voxels of one template grid, vertices of one surface, or
+    parcels of one parcellation.
 
-    Returns
-    -------
-    shared : the intersection mask image
-    index : per subject, (n_shared,) indices of the shared voxels among that subject's mask
-        voxels (the column order of its BOLD arrays)
-    """
-    imgs = [nib.load(str(p)) for p in mask_paths]
-    ref = imgs[0]
-    masks = []
-    for p, img in zip(mask_paths, imgs, strict=True):
-        if not same_grid(img, ref):
-            raise ValueError(f"{p}: brain mask grid differs from {mask_paths[0]}; the inter-"
-                             "subject-correlation ceiling needs all subjects in one template "
-                             "space (`space`), or set `ceiling.method: none`.")
-        masks.append(np.asarray(img.dataobj) > 0)
-    shared = np.logical_and.reduce(masks)
-    if not shared.any():
-        raise ValueError(f"{mask_paths[0]}: the subjects' brain masks share no voxel; set "
-                         "`ceiling.method: none` or check the masks' space.")
-    index = [np.flatnonzero(shared[m]) for m in masks]
-    return nib.Nifti1Image(shared.astype(np.uint8), ref.affine), index
-
-
-def shared_targets(mask_paths: list[str | Path]) -> tuple[TargetMask, list[np.ndarray]]:
-    """Targets every subject kept: voxels of one template grid (:func:`shared_voxels`), or
-    vertices of one surface, or parcels of one parcellation.
+    Parameters
+    ----------
+    targets : the class of the input kind (``targets.for_kind``)
+    mask_paths : the subjects' mask files
 
     Returns
     -------
-    shared : the intersection, as a target mask (maps are written through it)
+    shared : the intersection (maps are written through it)
     index : per subject, (n_shared,) indices of the shared targets among that subject's
         targets (the column order of its BOLD arrays)
     """
-    if not str(mask_paths[0]).endswith(".npz"):  # NIfTI brain masks (load_mask's rule)
-        img, index = shared_voxels(mask_paths)
-        return TargetMask(np.asarray(img.dataobj).ravel() > 0, img), index
-    masks = [load_mask(p) for p in mask_paths]
-    ref = masks[0]
-    for p, m in zip(mask_paths, masks, strict=True):
-        if m.keep.size != ref.keep.size or m.n_left != ref.n_left or m.names != ref.names:
-            raise ValueError(f"{p}: its {m.noun} are not those of {mask_paths[0]} (another "
-                             "surface or parcellation); the inter-subject-correlation ceiling "
-                             "needs every subject on one, or set `ceiling.method: none`.")
-    shared = np.logical_and.reduce([m.keep for m in masks])
-    if not shared.any():
-        raise ValueError(f"{mask_paths[0]}: the subjects share no {ref.noun}; set "
-                         "`ceiling.method: none` or check the inputs.")
-    index = [np.flatnonzero(shared[m.keep]) for m in masks]
-    return TargetMask(shared, None, ref.n_left, ref.names), index
+    return intersect([targets.load(p) for p in mask_paths], list(mask_paths),
+                     "the inter-subject-correlation ceiling needs every subject on one, or set "
+                     "`ceiling.method: none`")
 
 
 def repeat_pairs(run_stimuli: list[str]) -> list[tuple[int, int]]:

@@ -49,6 +49,7 @@ rule prepare_bold:
         raw=lambda wc: DATASET.run(wc.subject, wc.run).raw,
         # (blocks, gap volumes each side): (1, 0) under leave-one-run-out
         blocks=lambda wc: run_blocks(wc.subject, wc.run),
+        kind=KIND,
     resources:
         mem_mb=4000,
     script:

@@ -34,6 +34,7 @@ rule noise_ceiling:
         match_labels=ceiling_match_labels(),
         run_stimuli=run_stimuli(),
         stimuli=[[r.stimulus for r in subject_runs(s)] for s in SUBJECTS],
+        kind=KIND,
     threads: 2
     resources:
         mem_mb=8000,

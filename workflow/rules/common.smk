@@ -2,7 +2,7 @@
 import brainalign.alignment as align_lib
 import brainalign.bold as bold_lib
 import brainalign.config as bacfg
-import brainalign.rois as rois_lib
+from brainalign.targets import for_kind
 
 bacfg.check(config)
 
@@ -14,29 +14,24 @@ SUBJECTS = DATASET.subjects
 # the explicit run list, shared by all subjects (the demo writes one file per listed run)
 RUNS = [str(r) for r in config.get("runs") or {}] if not config.get("bids") else []
 STIMULI = list(DATASET.stimuli)
-KIND = DATASET.kind  # volume, surface or parcels
+KIND = DATASET.kind  # the name of the input kind, passed to the scripts
+# the input kind's class (brainalign.targets): its files' suffixes, how runs become targets
+TARGETS = for_kind(KIND)
 # the subject's targets: brain mask (NIfTI), or kept fsaverage vertices / parcels (npz)
-MASK = (
-    "results/sub-{subject}/bold/sub-{subject}_desc-brain_mask.nii.gz"
-    if KIND == "volume"
-    else "results/sub-{subject}/bold/sub-{subject}_desc-brain_mask.npz"
-)
+MASK = f"results/sub-{{subject}}/bold/sub-{{subject}}_desc-brain_mask{TARGETS.mask_suffix}"
+# maps sampled on fsaverage5 for display (project_to_fsaverage; MNI-space volumes)
+PROJECT = TARGETS.projectable and bool(config.get("project_to_fsaverage", False))
 
 
 def stat_maps(prefix):
     """A map's file(s): one NIfTI, a GIFTI per hemisphere on the input surface, or a TSV of
     parcels."""
-    if KIND == "volume":
-        return [f"{prefix}.nii.gz"]
-    if KIND == "parcels":
-        return [f"{prefix}.tsv"]
-    head, _, last = prefix.rpartition("_")
-    return [f"{head}_hemi-{h}_{last}.func.gii" for h in ("L", "R")]
+    return TARGETS.map_files(prefix)
 
 
 def projection_targets():
-    """Best-layer maps sampled on fsaverage5 (project_to_fsaverage, volume data only)."""
-    if KIND != "volume" or not config.get("project_to_fsaverage", False):
+    """Best-layer maps sampled on fsaverage5 (project_to_fsaverage)."""
+    if not PROJECT:
         return []
     return expand(
         "results/sub-{subject}/rois/{model}/sub-{subject}_space-fsaverage5_desc-bestlayer_hemi-{hemi}_map.func.gii",
@@ -48,7 +43,7 @@ def projection_targets():
 
 def subject_projection(wildcards):
     """The subject's best-layer map sampled on fsaverage5 (project_to_fsaverage), or nothing."""
-    if KIND != "volume" or not config.get("project_to_fsaverage", False):
+    if not PROJECT:
         return []
     return expand(
         "results/sub-{subject}/rois/{model}/sub-{subject}_space-fsaverage5_desc-bestlayer_hemi-{hemi}_map.func.gii",
@@ -58,27 +53,15 @@ def subject_projection(wildcards):
     )
 
 
-# group maps on the subjects' fsaverage surface (surface inputs; rule group_surface_maps)
-GROUP_SURFACE = {
-    key: expand(
-        "results/group/{{model}}/group_desc-{desc}_hemi-{hemi}_{suffix}.func.gii",
-        desc=desc,
-        suffix=suffix,
-        hemi=["L", "R"],
-    )
+# group maps over the targets all subjects kept (rule group_maps)
+GROUP_MAPS = {
+    key: stat_maps(f"results/group/{{model}}/group_desc-{desc}_{suffix}")
     for key, desc, suffix in (
         ("mean_r", "layers", "stat-r"),
         ("best", "bestlayer", "map"),
         ("share", "significantshare", "map"),
     )
 }
-
-
-def group_surface_maps(wildcards):
-    """The group best-layer GIFTI pair (surface inputs), or nothing."""
-    if KIND != "surface":
-        return []
-    return [p.format(model=wildcards.model) for p in GROUP_SURFACE["best"]]
 
 
 # --- end dataset ---
@@ -173,16 +156,14 @@ def layer_scores(wildcards):
 # packaged atlases keep their canonical name in file names (schaefer-400-7 -> schaefer_400_7);
 # a user's atlas file is "custom". A name that does not suit the input is refused here.
 try:
-    ATLAS_NAME = rois_lib.check_atlas(
-        config["rois"]["atlas"], KIND, (config.get("bids") or {}).get("space")
+    ATLAS_NAME = TARGETS.check_atlas(
+        config["rois"]["atlas"], (config.get("bids") or {}).get("space")
     )
 except ValueError as err:
     raise bacfg.ConfigError(f"{(workflow.configfiles or ['config'])[-1]}: {err}") from err
 # label image on the subject's grid (volume), or labels + names over the vertices (surface)
 ATLAS_FILE = (
-    "results/sub-{subject}/rois/sub-{subject}_atlas-{atlas}_dseg.nii.gz"
-    if KIND == "volume"
-    else "results/sub-{subject}/rois/sub-{subject}_atlas-{atlas}_dseg.npz"
+    f"results/sub-{{subject}}/rois/sub-{{subject}}_atlas-{{atlas}}_dseg{TARGETS.atlas_suffix}"
 )
 
 
@@ -232,15 +213,12 @@ def subject_ceiling(wildcards):
     return [f"results/group/ceiling/sub-{wildcards.subject}_desc-ceiling.npz"]
 
 
-def group_ceiling_map():
-    """The group noise-ceiling map and its usable-voxel mask, or nothing when the ceiling is
-    switched off."""
-    if not CEILING_ON or KIND != "volume":  # the group report draws volume maps
+def group_ceiling_map(name):
+    """The group noise-ceiling map (name="stat-r") or its usable-target mask (name="mask"), or
+    nothing when the ceiling is switched off."""
+    if not CEILING_ON:
         return []
-    return [
-        "results/group/ceiling/group_desc-ceiling_stat-r.nii.gz",
-        "results/group/ceiling/group_desc-ceiling_mask.nii.gz",
-    ]
+    return stat_maps(f"results/group/ceiling/group_desc-ceiling_{name}")
 
 
 # ---- Model comparison: a page comparing models, when two or more are configured ----

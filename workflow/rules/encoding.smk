@@ -37,6 +37,7 @@ rule fit_layer:
         encoding=config["encoding"],
         # per run, the first analysed volume: the features' rows are cut like the BOLD's
         first_volumes=lambda wc: [first_volume(wc.subject, r.key) for r in subject_runs(wc.subject)],
+        kind=KIND,
     resources:
         mem_mb=6000,
     script:

@@ -28,6 +28,7 @@ rule subject_report:
     params:
         layers=lambda wc: LAYERS[wc.model],
         alphas=config["encoding"]["alphas"],
+        kind=KIND,
         fdr_q=config["encoding"].get("fdr_q", 0.05),
         # the subject's folds, as encoding.cv chose them
         cv=lambda wc: cv_description(wc.subject),
@@ -41,25 +42,13 @@ rule group_report:
         best="results/group/{model}/group_best-layer.tsv",
         cka="results/features/{model}/layer_cka.tsv",
         recovery=demo_outputs(),
-        ceiling=group_ceiling_map(),
-        # volume data: group maps (surfaces: group_surface_maps; parcels: tables, profiles)
-        masks=expand(
-            "results/sub-{subject}/bold/sub-{subject}_desc-brain_mask.nii.gz",
-            subject=SUBJECTS if KIND == "volume" else [],
-        ),
-        significant=expand(
-            "results/sub-{subject}/rois/{{model}}/sub-{subject}_desc-significant_mask.nii.gz",
-            subject=SUBJECTS if KIND == "volume" else [],
-        ),
-        # surface data: the group best-layer map on the subjects' surface, drawn inflated
-        surface_best=group_surface_maps,
-        # subject-major, layers in order
-        r_maps=lambda wc: [
-            f"results/sub-{s}/encoding/{wc.model}/sub-{s}_layer-{layer}_stat-r.nii.gz"
-            for s in SUBJECTS
-            for layer in LAYERS[wc.model]
-            if KIND == "volume"
-        ],
+        ceiling=group_ceiling_map("stat-r"),
+        usable=group_ceiling_map("mask"),
+        masks=expand(MASK, subject=SUBJECTS),
+        # the group maps (rule group_maps), drawn as the input kind draws them
+        mean_r=GROUP_MAPS["mean_r"],
+        best_map=GROUP_MAPS["best"],
+        share=GROUP_MAPS["share"],
     output:
         report(
             "results/group/{model}/group_report.html",
@@ -75,7 +64,8 @@ rule group_report:
         layers=lambda wc: LAYERS[wc.model],
         fdr_q=config["encoding"].get("fdr_q", 0.05),
         # volumes: the group best-layer map also sampled on fsaverage5 and drawn inflated
-        project=KIND == "volume" and bool(config.get("project_to_fsaverage", False)),
+        project=PROJECT,
+        kind=KIND,
     script:
         "../scripts/group_report.py"
 

@@ -15,6 +15,7 @@ rule subject_atlas:
         "../envs/brainalign.yaml"
     params:
         rois=config["rois"],
+        kind=KIND,
     resources:
         mem_mb=3000,
     script:
@@ -54,6 +55,7 @@ rule subject_rois:
         fdr_q=config["encoding"].get("fdr_q", 0.05),
         layers=lambda wc: LAYERS[wc.model],
         ceiling=CEILING,
+        kind=KIND,
     script:
         "../scripts/subject_rois.py"
 
@@ -86,11 +88,11 @@ rule group_rois:
         "../scripts/group_rois.py"
 
 
-# Surface inputs: group maps on the subjects' common fsaverage surface.
-rule group_surface_maps:
+# Group maps over the targets every subject kept (one template grid, surface or parcellation).
+rule group_maps:
     input:
         masks=expand(MASK, subject=SUBJECTS),
-        # subject-major, L then R
+        # subject-major (a GIFTI pair: L then R)
         significant=lambda wc: [
             path
             for s in SUBJECTS
@@ -98,7 +100,7 @@ rule group_surface_maps:
                 f"results/sub-{s}/rois/{wc.model}/sub-{s}_desc-significant_mask"
             )
         ],
-        # subject-major, layers in order, L then R
+        # subject-major, layers in order (a GIFTI pair: L then R)
         r_maps=lambda wc: [
             path
             for s in SUBJECTS
@@ -108,20 +110,21 @@ rule group_surface_maps:
             )
         ],
     output:
-        mean_r=GROUP_SURFACE["mean_r"],
-        best=GROUP_SURFACE["best"],
-        share=GROUP_SURFACE["share"],
+        mean_r=GROUP_MAPS["mean_r"],
+        best=GROUP_MAPS["best"],
+        share=GROUP_MAPS["share"],
     log:
-        "logs/rois/group_{model}_surface.log",
+        "logs/rois/group_{model}_maps.log",
     conda:
         "../envs/brainalign.yaml"
     params:
         layers=lambda wc: LAYERS[wc.model],
+        kind=KIND,
     script:
-        "../scripts/group_surface_maps.py"
+        "../scripts/group_maps.py"
 
 
-# Volume results on fsaverage5 for display (project_to_fsaverage; MNI-space data only).
+# Best-layer maps on fsaverage5 for display (project_to_fsaverage; MNI-space volumes only).
 rule project_best_layer:
     input:
         best_map="results/sub-{subject}/rois/{model}/sub-{subject}_desc-bestlayer_map.nii.gz",

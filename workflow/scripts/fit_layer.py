@@ -11,7 +11,7 @@ from brainalign.alignment import analysed_rows
 from brainalign.config import alphas
 from brainalign.encoding import Backend, FitOptions, fit_layer, split_blocks
 from brainalign.io import read_layer, save_npz, setup_logging
-from brainalign.targets import load_mask
+from brainalign.targets import for_kind
 
 setup_logging(snakemake.log[0])
 logger = logging.getLogger("fit_layer")
@@ -55,6 +55,6 @@ progress("done")
 # the null draws as float16 (8 MB for 80 000 voxels x 50 permutations, half of float32):
 # rounding moves a draw by < 0.12 % of the null's SD (tests/test_rois.py)
 save_npz(snakemake.output.scores, **{**vars(scores), "r_null": scores.r_null.astype(np.float16)})
-mask = load_mask(snakemake.input.mask)  # NIfTI maps, or GIFTI per hemisphere on surfaces
-mask.save(scores.r, snakemake.output.r)
-mask.save(np.exp(np.log(scores.alpha).mean(0)), snakemake.output.alpha)
+mask = for_kind(snakemake.params.kind).load(snakemake.input.mask)  # maps in the input's format
+mask.write_map(scores.r, snakemake.output.r)
+mask.write_map(np.exp(np.log(scores.alpha).mean(0)), snakemake.output.alpha)

@@ -4,99 +4,14 @@ recovery -> HTML."""
 
 import html
 
-import nibabel as nib
-import numpy as np
 import pandas as pd
 
-from brainalign import report, rois, stats, surface
-from brainalign.bold import same_grid
-from brainalign.compare import group_layer_maps
+from brainalign import report, rois, stats
 from brainalign.io import setup_logging
-
-
-def group_maps_section(layers: list[str]) -> str:
-    """Mean r maps per layer over subjects, the group best-layer map and interactive views."""
-    masks = [nib.load(f) for f in snakemake.input.masks]
-    ref = masks[0]
-    if not all(same_grid(m, ref) for m in masks):
-        return ("<h2>Group maps</h2><p>Not shown: the subjects' BOLD grids differ (group maps "
-                "need data in one template space, e.g. fMRIPrep's MNI152 outputs).</p>")
-    common = np.all([np.asarray(m.dataobj) > 0 for m in masks], axis=0)
-    n_layers = len(layers)
-    r_files = snakemake.input.r_maps  # subject-major, layers in order
-    layer_r = np.stack([[np.asarray(nib.load(r_files[i * n_layers + j]).dataobj)[common]
-                         for j in range(n_layers)] for i in range(len(masks))])
-    significant = np.stack([np.asarray(nib.load(f).dataobj)[common] > 0
-                            for f in snakemake.input.significant])
-    mean_r, best, share = group_layer_maps(layer_r, significant, layers)
-
-    def volume(values, fill=0.0, dtype=np.float32):
-        vol = np.full(ref.shape, fill, dtype=dtype)
-        vol[common] = values
-        return nib.Nifti1Image(vol, ref.affine)
-
-    vmax = float(max(np.percentile(mean_r, 99.9), 1e-3))
-    consistent = share > 0.5
-    # maps show the voxels significant in most subjects; all voxels when there are none
-    shown = consistent if consistent.any() else np.ones_like(consistent)
-    where = ("at the voxels significant in most subjects" if consistent.any() else
-             "unthresholded (no voxel significant in most subjects)")
-    maps = "".join(report.img_tag(b, f"layer {layer}") for layer, b in zip(
-        layers, report.layer_map_pngs(
-            [(layer, volume(np.where(shown, mean_r[j], 0.0)))
-             for j, layer in enumerate(layers)], vmax), strict=True))
-    n_subj = len(masks)
-    map_html = ("<h2>Group best-layer map</h2>" + flat_html) if flat else (
-        "<h2>Group best-layer map</h2>" + report.figure(
-            report.best_layer_png(volume(best, -1, np.int16), int(layers[-1]) + 1),
-            f"Layer with the highest subject-averaged held-out r, at the {int(consistent.sum())}"
-            f" voxels called significant (Simes over layers, FDR q &le; {enc_q:g} within each "
-            f"subject) in more than half of the {n_subj} subjects; {int(common.sum())} voxels "
-            "inside every subject's brain mask.")
-        + (report.figure(report.surface_best_layer_png(
-            *(v.astype(int) for v in surface.project_volume(
-                volume(best, -1, np.int16), "fsaverage5",
-                interpolation="nearest_most_frequent")), int(layers[-1]) + 1),
-            "The group best-layer map sampled on fsaverage5 (<code>project_to_fsaverage</code>: "
-            "the most frequent label between the white and pial surfaces, nilearn "
-            "<code>vol_to_surf</code>; meaningful for MNI-space data only), on the inflated "
-            "cortex (lateral and medial views); grey: sulcal depth, where no layer is shown.")
-           if snakemake.params.project else ""))
-    return (
-        map_html
-        + "<h2>Group r maps per layer</h2><div class='grid'>" + maps + "</div>"
-        f"<p>Glass-brain maximum projections of the held-out Pearson r (unitless) averaged "
-        f"over {n_subj} subjects, per layer, on one colour scale (0 to {vmax:.2f}), {where}."
-        "</p>"
-        + "<h2>Interactive views</h2>" + report.interactive_views(
-            volume(np.where(shown, mean_r.max(0), 0.0)), "group peak r", vmax,
-            threshold=1e-3 if consistent.any() else 0.05)
-        + "<p>Peak over layers of the subject-averaged held-out r (unitless), "
-        + where + (", only r above 0.05 coloured" if not consistent.any() else "")
-        + "; slices on MNI152 (top) and the volume sampled between the white and pial "
-        "surfaces of fsaverage5, shown inflated (bottom).</p>")
-
-
-def surface_maps_section(layers: list[int]) -> str:
-    """The group best-layer map of surface data (rule group_surface_maps) on the inflated
-    cortex."""
-    if flat:
-        return "<h2>Group best-layer map</h2>" + flat_html
-    return "<h2>Group best-layer map</h2>" + report.surface_best_layer_figure(
-        snakemake.input.surface_best, int(layers[-1]) + 1,
-        "Layer with the highest subject-averaged held-out r per vertex, at the vertices called "
-        f"significant (Simes over layers, FDR q &le; {enc_q:g} within each subject) in more "
-        f"than half of the {n_sub} subjects and analysed in all of them, on the inflated cortex "
-        "(fsaverage5; left and right hemispheres, lateral and medial views). Colours: one per "
-        "layer, as in the subject maps; grey: sulcal depth, where no layer is shown. On the "
-        "subjects' surface: <code>group_desc-bestlayer_hemi-L_map.func.gii</code> (and "
-        "<code>hemi-R</code>; -1 where none), the subject-mean r of every layer "
-        "<code>group_desc-layers_hemi-L_stat-r.func.gii</code> (one data array per layer) and "
-        "the share of subjects in which each vertex is significant "
-        "<code>group_desc-significantshare_hemi-L_map.func.gii</code>.")
-
+from brainalign.targets import GroupPage, for_kind
 
 setup_logging(snakemake.log[0])
+targets = for_kind(snakemake.params.kind).load(snakemake.input.masks[0])
 model = snakemake.wildcards.model
 gcfg = snakemake.params.group
 enc_q, group_q = snakemake.params.fdr_q, gcfg.get("fdr_q", 0.05)
@@ -206,28 +121,15 @@ sections = [
     "(<code>p_t</code>, <code>p_signflip</code>, <code>p_fixed</code>), the test "
     "<code>q</code> uses (<code>test</code>), the t-intervals and the ceiling-normalised means "
     "are in <code>group_roi-scores.tsv</code>.</p>",
-    # group maps of volume and surface data (parcels: the tables and profiles above)
-    group_maps_section(snakemake.params.layers) if snakemake.input.masks else
-    surface_maps_section(layers) if snakemake.input.surface_best else "",
+    # the group maps as the kind draws them (parcels: the tables and profiles above)
+    *targets.group_sections(GroupPage(
+        layers=snakemake.params.layers, n_subjects=n_sub, fdr_q=enc_q, flat=flat,
+        flat_html=flat_html,
+        masks=list(snakemake.input.masks), mean_r=list(snakemake.input.mean_r),
+        best=list(snakemake.input.best_map), share=list(snakemake.input.share),
+        ceiling=list(snakemake.input.ceiling), usable=list(snakemake.input.usable),
+        project=snakemake.params.project)),
 ]
-if snakemake.input.ceiling:
-    ceiling_img, usable_img = (nib.load(p) for p in snakemake.input.ceiling)
-    usable = np.asarray(usable_img.dataobj) > 0
-    shown = nib.Nifti1Image(np.where(usable, np.asarray(ceiling_img.dataobj), 0.0),
-                            ceiling_img.affine)
-    sections.append(
-        "<h2>Noise ceiling</h2>" + report.figure(
-            report.stat_map_png(shown, f"noise ceiling ({int(usable.sum())} usable voxels)"),
-            "Highest r a stimulus model could reach per voxel, estimated from the "
-            "leave-one-subject-out inter-subject correlation of the same cleaned BOLD the "
-            "models are scored on (each run, then averaged over runs and subjects), corrected "
-            "for the noise left in the other subjects' mean (shared-signal model, Spearman-"
-            "Brown). It only counts responses shared across subjects: idiosyncratic but "
-            "stimulus-driven responses lower it (normalised scores above 1 are possible), and "
-            "so does anatomical misalignment. Shown only where it is usable: significant "
-            "(circular shifts of the subjects against each other, FDR over voxels) and at "
-            "least <code>ceiling.min_ceiling</code>; the unthresholded map is "
-            "<code>group/ceiling/group_desc-ceiling_stat-r.nii.gz</code>."))
 sections += [recovery_html,
              report.cka_section(pd.read_csv(snakemake.input.cka, sep="\t"), model)]
 report.write_page(snakemake.output[0], report.page(f"Group · {model}", sections))

@@ -8,10 +8,11 @@ import numpy as np
 from brainalign.alignment import seconds_to_volumes
 from brainalign.ceiling import common_volumes, repeat_pairs, shared_targets, subject_ceilings
 from brainalign.io import save_npz, setup_logging
+from brainalign.targets import for_kind
 
 setup_logging(snakemake.log[0])
 ccfg, match_labels = snakemake.params.ceiling, snakemake.params.match_labels
-shared, index = shared_targets(list(snakemake.input.masks))
+shared, index = shared_targets(for_kind(snakemake.params.kind), list(snakemake.input.masks))
 paths = iter(snakemake.input.bold)  # subject-major, as match_labels
 runs = [[np.load(next(paths), mmap_mode="r") for _ in names] for names in match_labels]
 paths = iter(snakemake.input.confounds)
@@ -32,6 +33,6 @@ logging.getLogger("noise_ceiling").info(
 for out, arrays in zip(snakemake.output.subjects, per_subject, strict=True):
     save_npz(out, **arrays)
 # maps over the shared targets: NIfTI, a GIFTI pair or a parcel TSV, as the inputs
-shared.save(ceil.group_isc, snakemake.output.isc, fill=np.nan)
-shared.save(ceil.group_ceiling, snakemake.output.ceiling, fill=np.nan)
-shared.save(ceil.usable.astype(np.uint8), snakemake.output.usable, dtype=np.uint8)
+shared.write_map(ceil.group_isc, snakemake.output.isc, fill=np.nan)
+shared.write_map(ceil.group_ceiling, snakemake.output.ceiling, fill=np.nan)
+shared.write_map(ceil.usable.astype(np.uint8), snakemake.output.usable, dtype=np.uint8)

@@ -6,17 +6,15 @@ import logging
 
 import numpy as np
 
-from brainalign import parcels, surface
 from brainalign.alignment import n_volumes
 from brainalign.audio import audio_duration
 from brainalign.bold import (
     check_acquired_volumes,
     clean_run_in_blocks,
-    load_run,
     load_run_confounds,
 )
 from brainalign.io import save_npy, setup_logging
-from brainalign.targets import load_mask
+from brainalign.targets import for_kind
 
 setup_logging(snakemake.log[0])
 t_r, bcfg = snakemake.params.tr, snakemake.params.bold
@@ -33,15 +31,8 @@ clean = dict(start_volume=bcfg["start_volume"], max_extra_volumes=bcfg["max_extr
 # its first volumes, which would misalign the stimulus
 check_acquired_volumes(snakemake.input.bold, n_vols, t_r, clean["start_volume"],
                        snakemake.params.raw)
-mask = load_mask(snakemake.input.mask)
-if mask.is_parcels:
-    data = parcels.load_run(snakemake.input.bold[0], mask.keep, n_vols, t_r, targets="parcels",
-                            **clean)
-elif mask.is_surface:
-    data = surface.load_run(tuple(snakemake.input.bold), mask.keep, n_vols, t_r,
-                            targets="vertices", **clean)
-else:
-    data = load_run(snakemake.input.bold[0], mask.img, n_vols, t_r, **clean)
+targets = for_kind(snakemake.params.kind).load(snakemake.input.mask)
+data = targets.transform(list(snakemake.input.bold), n_vols, t_r, **clean)
 ccfg = bcfg["confounds"]
 start = clean["start_volume"] + first
 confounds = load_run_confounds(list(snakemake.input.bold), slice(start, start + len(data)),

@@ -5,18 +5,17 @@ null draws the group test needs, and ceiling-normalised scores where a noise cei
 
 import logging
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
 
 from brainalign import rois, stats
 from brainalign.io import load_npz, save_npz, save_tsv, setup_logging
-from brainalign.targets import load_mask
+from brainalign.targets import for_kind
 
 setup_logging(snakemake.log[0])
 logger = logging.getLogger("subject_rois")
 rcfg = snakemake.params.rois
-mask = load_mask(snakemake.input.mask)  # brain-mask voxels, or kept surface vertices
+mask = for_kind(snakemake.params.kind).load(snakemake.input.mask)
 layers = snakemake.params.layers  # the order of the scores inputs
 scores = [load_npz(p) for p in snakemake.input.scores]
 for path, s in zip(snakemake.input.scores, scores, strict=True):
@@ -30,17 +29,8 @@ r_folds = np.stack([s["r_folds"] for s in scores])  # (n_layers, n_folds, n_voxe
 inner = np.stack([s["inner_r2"] for s in scores])
 significant = stats.significant_voxels(np.stack([s["p"] for s in scores]),
                                        snakemake.params.fdr_q)
-groups = dict(rcfg["groups"])
-if mask.is_parcels:  # per-parcel scores too, besides the configured groups of parcels
-    groups = {**{n: [n] for n, k in zip(mask.names, mask.keep, strict=True) if k}, **groups}
-if mask.is_surface or mask.is_parcels:
-    atlas = load_npz(snakemake.input.atlas)
-    names = dict(zip(atlas["values"].tolist(), atlas["names"].tolist(), strict=True))
-    labels = atlas["labels"][mask.keep]
-else:
-    names = rois.atlas_labels(rcfg["atlas"], rcfg.get("labels_file"))
-    labels = np.asarray(nib.load(snakemake.input.atlas).dataobj).ravel()[mask.keep]
-masks = rois.roi_masks(labels, names, groups)
+labels, names = mask.atlas(snakemake.input.atlas, rcfg)
+masks = rois.roi_masks(labels, names, mask.roi_groups(rcfg["groups"]))
 fdr_q = snakemake.params.fdr_q
 numbers = [int(v) for v in layers]
 # mean r per ROI and layer, and the statistic the permutation null is of (held-out r at the
@@ -81,10 +71,9 @@ save_tsv(best_table, snakemake.output.best)
 save_npz(snakemake.output.roi_null, null=roi_null.astype(np.float32),
          rois=np.array(list(masks)), layers=np.array(numbers))
 best_voxel = np.where(significant & ~flat, voxel.layer, -1)
-# GIFTI label-like maps hold int32; NIfTI keeps the compact types
-int_type, flag_type = (np.int16, np.uint8) if mask.img is not None else (np.int32, np.int32)
-mask.save(best_voxel.astype(int_type), snakemake.output.best_map, fill=-1, dtype=int_type)
-mask.save(voxel.stability, snakemake.output.best_stability)
-mask.save(voxel.independent_r, snakemake.output.best_r)
-mask.save(voxel_norm, snakemake.output.best_normalised, fill=np.nan)
-mask.save(significant.astype(flag_type), snakemake.output.significant, dtype=flag_type)
+int_type, flag_type = mask.label_dtype, mask.flag_dtype
+mask.write_map(best_voxel.astype(int_type), snakemake.output.best_map, fill=-1, dtype=int_type)
+mask.write_map(voxel.stability, snakemake.output.best_stability)
+mask.write_map(voxel.independent_r, snakemake.output.best_r)
+mask.write_map(voxel_norm, snakemake.output.best_normalised, fill=np.nan)
+mask.write_map(significant.astype(flag_type), snakemake.output.significant, dtype=flag_type)

@@ -1,0 +1,49 @@
+"""The kinds of input brainalign analyses, one class per kind, in the shape of nilearn's
+maskers (:class:`Targets`): ``volume`` (fMRIPrep NIfTI runs and brain masks,
+:class:`VolumeTargets`), ``surface`` (GIFTI pairs on fsaverage, :class:`SurfaceTargets`) and
+``parcels`` (TSV parcel time series, :class:`ParcelTargets`).
+
+A kind is a subclass of :class:`Targets` that sets
+
+- ``kind`` (its name in the config), ``noun`` (voxels, vertices, ...), ``space_name``;
+- ``mask_suffix``, ``map_suffix``, ``atlas_suffix``: the suffixes of the subject's mask file,
+  of a map and of the subject's atlas file (``map_files`` when a map has several files);
+- ``label_dtype`` / ``flag_dtype`` (best-layer and significance maps), ``projectable``
+  (maps can be sampled on fsaverage5), ``roi_origin`` (a sentence of the subject report);
+
+and implements
+
+- ``fit(runs, masks, space)`` -> the subject's targets; ``save(path)`` / ``load(path)``;
+  ``restrict(keep)`` and ``same_space(other)`` (subjects' targets intersected);
+- ``transform(files, n_vols, t_r, **clean)``: a run -> (volumes x targets), cleaned;
+- ``inverse_transform(values, fill)``, ``write_map(values, paths, fill, dtype)``,
+  ``write_maps(values, names, paths)`` and ``read_map(paths)``: maps in the input's format;
+- ``write_atlas(rois, path)`` and ``atlas(path, rois)``: the configured atlas over the targets;
+- ``subject_sections(page)`` / ``group_sections(page)``: the report sections that show maps.
+
+Adding a kind is a class file and its entry in :data:`KINDS`.
+"""
+
+from __future__ import annotations
+
+from .base import GroupMaps, GroupPage, SubjectPage, Targets, group_maps, intersect
+from .parcels import ParcelTargets
+from .surface import SurfaceTargets
+from .volume import VolumeTargets
+
+KINDS: dict[str, type[Targets]] = {
+    cls.kind: cls for cls in (VolumeTargets, SurfaceTargets, ParcelTargets)
+}
+
+
+def for_kind(name: str) -> type[Targets]:
+    """The class of an input kind (``config.dataset(...).kind``)."""
+    try:
+        return KINDS[name]
+    except KeyError:
+        raise ValueError(f"unknown input kind '{name}'; expected one of "
+                         f"{', '.join(KINDS)}.") from None
+
+
+__all__ = ["KINDS", "GroupMaps", "GroupPage", "ParcelTargets", "SubjectPage", "SurfaceTargets",
+           "Targets", "VolumeTargets", "for_kind", "group_maps", "intersect"]

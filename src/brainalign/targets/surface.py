@@ -1,0 +1,150 @@
+"""Surface targets: the vertices of an fsaverage surface pair (GIFTI runs, left and right)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .base import DRAWN_ON, GroupPage, SubjectPage, Targets, read_label_table
+
+
+class SurfaceTargets(Targets):
+    """Vertices finite and varying in every run, left hemisphere then right; maps are a GIFTI
+    pair (``*_hemi-L_*.func.gii``, ``*_hemi-R_*``).
+
+    Attributes
+    ----------
+    n_left : vertices of the left hemisphere
+    """
+
+    kind = "surface"
+    noun = "vertices"
+    space_name = "surface"
+    mask_suffix = ".npz"
+    map_suffix = ".func.gii"
+    atlas_suffix = ".npz"
+    roi_origin = "ROIs from the configured surface atlas, on the input surface."
+
+    def __init__(self, keep: np.ndarray, n_left: int) -> None:
+        self.keep = np.asarray(keep, dtype=bool)
+        self.n_left = int(n_left)
+
+    @classmethod
+    def fit(cls, runs: list[list[str]], masks: list[str], space: str | None = None
+            ) -> SurfaceTargets:
+        """Vertices finite and varying in every run; the vertex count must match ``space``
+        (``surface.vertex_mask``)."""
+        from ..surface import vertex_mask
+
+        keep, n_left = vertex_mask([tuple(r) for r in runs], space)
+        logging.getLogger(__name__).info(
+            "%d of %d vertices kept (finite and varying in every run)", keep.sum(), keep.size)
+        return cls(keep, n_left)
+
+    @classmethod
+    def load(cls, path: str | Path) -> SurfaceTargets:
+        with np.load(path) as f:
+            return cls(f["keep"].astype(bool), int(f["n_left"]))
+
+    def save(self, path: str | Path) -> None:
+        from ..io import save_npz
+
+        save_npz(path, keep=self.keep, n_left=self.n_left)
+
+    def restrict(self, keep: np.ndarray) -> SurfaceTargets:
+        return SurfaceTargets(keep, self.n_left)
+
+    def same_space(self, other: Targets) -> bool:
+        return (isinstance(other, SurfaceTargets) and other.keep.size == self.keep.size
+                and other.n_left == self.n_left)
+
+    def transform(self, files: list[str], n_vols: int, t_r: float, **clean: Any) -> np.ndarray:
+        from ..surface import load_run
+
+        return load_run(tuple(files), self.keep, n_vols, t_r, targets="vertices", **clean)
+
+    def inverse_transform(self, values: np.ndarray, fill: float = 0.0, dtype: type = np.float32
+                          ) -> tuple[np.ndarray, np.ndarray]:
+        """(left, right) values over all vertices of each hemisphere."""
+        full = np.full(self.keep.size, fill, dtype=dtype)
+        full[self.keep] = values
+        return full[:self.n_left], full[self.n_left:]
+
+    def write_map(self, values: np.ndarray, paths: list[str | Path], fill: float = 0.0,
+                  dtype: type = np.float32) -> None:
+        from ..surface import save_maps
+
+        save_maps(np.asarray(values), self.keep, self.n_left, paths, fill, dtype)
+
+    def write_maps(self, values: np.ndarray, names: list[str], paths: list[str | Path]) -> None:
+        """A GIFTI per hemisphere holding one named data array per map."""
+        from ..surface import save_layer_maps
+
+        save_layer_maps(values, self.n_left, names, paths)
+
+    @classmethod
+    def read_map(cls, paths: list[str | Path]) -> np.ndarray:
+        from ..surface import read_maps
+
+        return read_maps(paths)
+
+    @classmethod
+    def map_files(cls, prefix: str) -> list[str]:
+        """A GIFTI per hemisphere: ``<head>_hemi-L_<last>.func.gii``, then ``hemi-R``."""
+        head, _, last = prefix.rpartition("_")
+        return [f"{head}_hemi-{h}_{last}{cls.map_suffix}" for h in ("L", "R")]
+
+    def write_atlas(self, rois: dict, path: str | Path) -> None:
+        """The atlas's vertex labels (refused on another surface density) and their names."""
+        from ..io import save_npz
+        from ..surface import load_atlas
+
+        labels, names = load_atlas(rois["atlas"], self.n_left, self.keep.size - self.n_left,
+                                   rois.get("labels_file"))
+        logging.getLogger(__name__).info(
+            "surface atlas %s: %d labels on %d vertices", rois["atlas"], len(names), labels.size)
+        save_npz(path, labels=labels, values=np.array(list(names), dtype=np.int32),
+                 names=np.array(list(names.values())))
+
+    def atlas(self, path: str | Path, rois: dict) -> tuple[np.ndarray, dict[int, str]]:
+        return read_label_table(path, self.keep)
+
+    def subject_sections(self, page: SubjectPage) -> list[str]:
+        """The best layer per vertex on the inflated cortex."""
+        from .. import report
+
+        cortex_html = "" if page.flat else report.surface_best_layer_figure(
+            page.best_map, int(page.layers[-1]) + 1,
+            "Best layer per vertex on the inflated cortex (fsaverage5; left and right "
+            "hemispheres, lateral and medial views), at the vertices predicted above chance by "
+            "some layer (circular-shift permutation null refitted per shift, Simes over layers, "
+            f"FDR q &le; {page.fdr_q:g} over vertices): the layer chosen most often over the "
+            "outer folds, each fold choosing on inner-CV scores of its training data. "
+            f"{DRAWN_ON}")
+        return ["<h2>Best-layer map</h2>" + page.flat_html
+                + f"<p>{page.n_sig} vertices predicted above chance; best-layer and r maps are "
+                "GIFTI files on the input surface (<code>*_hemi-L_*.func.gii</code>, "
+                "<code>*_hemi-R_*</code>).</p>" + cortex_html]
+
+    def group_sections(self, page: GroupPage) -> list[str]:
+        """The group best-layer map on the inflated cortex."""
+        from .. import report
+
+        if page.flat:
+            return ["<h2>Group best-layer map</h2>" + page.flat_html]
+        return ["<h2>Group best-layer map</h2>" + report.surface_best_layer_figure(
+            page.best, int(page.layers[-1]) + 1,
+            "Layer with the highest subject-averaged held-out r per vertex, at the vertices "
+            f"called significant (Simes over layers, FDR q &le; {page.fdr_q:g} within each "
+            f"subject) in more than half of the {page.n_subjects} subjects and analysed in all "
+            "of them, on the inflated cortex (fsaverage5; left and right hemispheres, lateral "
+            "and medial views). Colours: one per layer, as in the subject maps; grey: sulcal "
+            "depth, where no layer is shown. On the subjects' surface: "
+            "<code>group_desc-bestlayer_hemi-L_map.func.gii</code> (and <code>hemi-R</code>; "
+            "-1 where none), the subject-mean r of every layer "
+            "<code>group_desc-layers_hemi-L_stat-r.func.gii</code> (one data array per layer) "
+            "and the share of subjects in which each vertex is significant "
+            "<code>group_desc-significantshare_hemi-L_map.func.gii</code>.")]
