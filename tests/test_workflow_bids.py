@@ -574,6 +574,103 @@ def test_parcels_per_parcel_scores_and_best_layers(parcel_run: Path) -> None:
     assert group[list(PARCEL_PLANTED)].median() > group[NOISE_PARCELS].median() + 0.2
 
 
+# ------------------------------------------------------- CIFTI grayordinates (fMRIPrep fs_LR 91k)
+CIFTI_GROUPS = {"A1": ["L_A1", "R_A1"], "Belt": ["L_LBelt", "R_LBelt", "L_PBelt", "R_PBelt"],
+                "V1": ["L_V1", "R_V1"]}
+CIFTI_PLANTED = {"A1": 1, "Belt": 4}
+
+
+@pytest.fixture(scope="module")
+def cifti_dataset(tmp_path_factory, planted_features) -> tuple[Path, dict]:
+    """fMRIPrep's ``--cifti-output`` runs (91 282 grayordinates): 60 grayordinates per
+    Glasser ROI and 200 noise grayordinates vary, every other one is constant and must be masked
+    out; the ROIs' tuning is shared by the subjects."""
+    from bids_tree import write_cifti_run
+
+    from brainalign import cifti, simulate
+
+    root = tmp_path_factory.mktemp("bids_cifti") / "ds"
+    cfg = base_config()
+    shutil.copytree(planted_features[0], root / "stimuli")
+    features = planted_features[1]
+    labels, names = cifti.load_atlas("glasser")
+    by_name = {n: v for v, n in names.items()}
+    rng = np.random.default_rng(0)
+    truth = np.full(labels.size, -2, np.int16)  # -2 constant, -1 noise, else planted layer
+    for roi, members in CIFTI_GROUPS.items():
+        idx = np.flatnonzero(np.isin(labels, [by_name[m] for m in members]))
+        truth[rng.choice(idx, 60, replace=False)] = CIFTI_PLANTED.get(roi, -1)
+    truth[rng.choice(np.flatnonzero(truth == -2), 200, replace=False)] = -1
+    for i, subject in enumerate(("01", "02")):
+        sub_rng = np.random.default_rng(40 + i)
+        runs = [np.zeros((f.shape[0] + 3, labels.size), np.float32)
+                for f in features[1].values()]
+        for layer in set(CIFTI_PLANTED.values()):
+            cols = np.flatnonzero(truth == layer)
+            sigs = simulate.planted_signals([features[layer][spec.story] for spec in LAYOUT],
+                                            cols.size, np.random.default_rng(80 + layer))
+            for run, sig in zip(runs, sigs, strict=True):
+                run[: sig.shape[0], cols] = 2.0 * sig
+        varying = truth >= -1
+        for spec, run in zip(LAYOUT, runs, strict=True):
+            run[:, varying] += sub_rng.standard_normal((run.shape[0], int(varying.sum())))
+            run += 500.0  # constant baseline everywhere
+            write_events(root, subject, spec, DURATION_S, inherited=spec.task == "pieman")
+            write_cifti_run(root, subject, spec, run, t_r=cfg["tr"])
+    np.save(root / "truth.npy", truth)
+    cfg["bids"] = {"root": str(root / "derivatives" / "fmriprep"), "raw": str(root),
+                   "target": "cifti", "space": "fsLR"}
+    cfg["rois"] = {"atlas": "glasser", "groups": CIFTI_GROUPS}
+    cfg["encoding"]["n_permutations"] = 500  # grayordinate-level significance, as on surfaces
+    return root, cfg
+
+
+@pytest.fixture(scope="module")
+def cifti_run(cifti_dataset, tmp_path_factory, volume_run) -> Path:
+    _, cfg = cifti_dataset
+    return _run_workflow(cfg, tmp_path_factory, "work_cifti", seed=volume_run)
+
+
+@pytest.mark.slow
+def test_cifti_grayordinates_end_to_end(cifti_dataset, cifti_run: Path) -> None:
+    """fs_LR 91k runs: constant grayordinates masked out, r maps as dense scalars and best
+    layers as dense labels on the runs' grayordinates, planted layers recovered per Glasser ROI
+    and in the group map, noise at r ~ 0, a noise ceiling on the grayordinates both kept."""
+    from brainalign import cifti
+
+    root, _ = cifti_dataset
+    truth = np.load(root / "truth.npy")
+    keep, _ = cifti.load_mask(cifti_run / "results/sub-01/bold/sub-01_desc-brain_mask.dscalar.nii")
+    np.testing.assert_array_equal(keep, truth >= -1)
+    enc = cifti_run / f"results/sub-01/encoding/{MODEL}"
+    for layer in CIFTI_PLANTED.values():
+        r = cifti.read_map(enc / f"sub-01_layer-{layer:02d}_stat-r.dscalar.nii")
+        assert r.shape == (91282,)
+        assert r[truth == layer].mean() > 0.2
+        assert abs(r[truth == -1].mean()) < 0.05 and (r[truth == -2] == 0).all()
+    best = cifti.read_map(cifti_run / f"results/sub-02/rois/{MODEL}/"
+                          "sub-02_desc-bestlayer_map.dlabel.nii")
+    assert best.shape == (91282,) and set(np.unique(best)) <= {-1, 0, 1, 4}
+    assert (best[truth == -2] == -1).all()
+    for layer in CIFTI_PLANTED.values():  # significant planted grayordinates: their layer
+        found = best[(truth == layer) & (best >= 0)]
+        assert found.size >= 5 and (found == layer).mean() > 0.9, (layer, np.bincount(found + 1))
+    table = pd.read_csv(cifti_run / f"results/group/{MODEL}/group_best-layer.tsv", sep="\t")
+    got = dict(zip(table["roi"], table["best_layer"], strict=True))
+    assert {roi: got[roi] for roi in CIFTI_PLANTED} == CIFTI_PLANTED, table
+    group = cifti.read_map(cifti_run / f"results/group/{MODEL}/group_desc-bestlayer_map.dlabel.nii")
+    for layer in CIFTI_PLANTED.values():
+        found = group[(truth == layer) & (group >= 0)]
+        assert found.size >= 5 and (found == layer).all(), (layer, np.bincount(found + 1))
+    assert (group[truth == -1] >= 0).mean() < 0.05
+    ceil = np.load(cifti_run / "results/group/ceiling/sub-01_desc-ceiling.npz")
+    sub_truth = truth[keep]
+    assert np.nanmedian(ceil["ceiling"][sub_truth >= 0]) > np.nanmedian(
+        ceil["ceiling"][sub_truth == -1]) + 0.1
+    page = (cifti_run / f"results/sub-01/report/sub-01_model-{MODEL}.html").read_text()
+    assert "grayordinates" in page and "dlabel.nii" in page
+
+
 # ------------------------------------------------------------------ presets: dry runs on fake trees
 def _touch(path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,8 @@
 """The kinds of input brainalign analyses, one class per kind, in the shape of nilearn's
 maskers (:class:`Targets`): ``volume`` (fMRIPrep NIfTI runs and brain masks,
-:class:`VolumeTargets`), ``surface`` (GIFTI pairs on fsaverage, :class:`SurfaceTargets`) and
-``parcels`` (TSV parcel time series, :class:`ParcelTargets`).
+:class:`VolumeTargets`), ``surface`` (GIFTI pairs on fsaverage, :class:`SurfaceTargets`),
+``parcels`` (TSV parcel time series, :class:`ParcelTargets`) and ``cifti`` (fMRIPrep's fs_LR 91k
+grayordinates, :class:`CiftiTargets`).
 
 A kind is a subclass of :class:`Targets` that sets
 
@@ -27,12 +28,13 @@ Adding a kind is a class file and its entry in :data:`KINDS`.
 from __future__ import annotations
 
 from .base import GroupMaps, GroupPage, SubjectPage, Targets, group_maps, intersect
+from .cifti import CiftiTargets
 from .parcels import ParcelTargets
 from .surface import SurfaceTargets
 from .volume import VolumeTargets
 
 KINDS: dict[str, type[Targets]] = {
-    cls.kind: cls for cls in (VolumeTargets, SurfaceTargets, ParcelTargets)
+    cls.kind: cls for cls in (VolumeTargets, SurfaceTargets, ParcelTargets, CiftiTargets)
 }
 
 
@@ -45,5 +47,5 @@ def for_kind(name: str) -> type[Targets]:
                          f"{', '.join(KINDS)}.") from None
 
 
-__all__ = ["KINDS", "GroupMaps", "GroupPage", "ParcelTargets", "SubjectPage", "SurfaceTargets",
-           "Targets", "VolumeTargets", "for_kind", "group_maps", "intersect"]
+__all__ = ["KINDS", "CiftiTargets", "GroupMaps", "GroupPage", "ParcelTargets", "SubjectPage",
+           "SurfaceTargets", "Targets", "VolumeTargets", "for_kind", "group_maps", "intersect"]
