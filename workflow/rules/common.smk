@@ -20,7 +20,7 @@ TARGETS = for_kind(KIND)
 # the subject's targets: brain mask (NIfTI), or kept fsaverage vertices / parcels (npz)
 MASK = f"results/sub-{{subject}}/bold/sub-{{subject}}_desc-brain_mask{TARGETS.mask_suffix}"
 # maps sampled on fsaverage5 for display (project_to_fsaverage; MNI-space volumes)
-PROJECT = TARGETS.projectable and bool(config.get("project_to_fsaverage", False))
+PROJECT = TARGETS.projectable and config["project_to_fsaverage"]
 
 
 def stat_maps(prefix):
@@ -98,7 +98,7 @@ def confounds_path(subject, run):
 def confound_inputs(wildcards):
     """fMRIPrep's confounds TSV beside the run when a confound strategy is configured, else
     nothing."""
-    if not config["bold"].get("confounds", {}).get("strategy"):
+    if not config["bold"]["confounds"]["strategy"]:
         return []
     run = DATASET.run(wildcards.subject, wildcards.run)
     return [str(bold_lib.confounds_path(run.files[0]))]
@@ -183,9 +183,9 @@ def demo_outputs():
 # template space: the ISC ceiling from the subjects who heard each story (explicit run lists or
 # BIDS-discovered runs); the repeated-stimulus ceiling needs an explicit run list. Surfaces
 # (one fsaverage mesh) and parcels (one parcellation) alike, on the targets all subjects kept.
-CEILING = config.get("ceiling", {})
-CEILING_ON = CEILING.get("method", "isc") == "isc" or (
-    CEILING.get("method") == "repeat" and bool(RUNS)
+CEILING = config["ceiling"]
+CEILING_ON = CEILING["method"] == "isc" or (
+    CEILING["method"] == "repeat" and bool(RUNS)
 )
 
 

@@ -11,7 +11,7 @@ if DEMO["enabled"]:
         conda:
             "../envs/brainalign.yaml"
         params:
-            max_words=DEMO.get("max_words"),
+            max_words=DEMO["max_words"],
         script:
             "../scripts/demo_audiobook.py"
 

@@ -29,7 +29,7 @@ rule subject_report:
         layers=lambda wc: LAYERS[wc.model],
         alphas=config["encoding"]["alphas"],
         kind=KIND,
-        fdr_q=config["encoding"].get("fdr_q", 0.05),
+        fdr_q=config["encoding"]["fdr_q"],
         # the subject's folds, as encoding.cv chose them
         cv=lambda wc: cv_description(wc.subject),
     script:
@@ -60,9 +60,9 @@ rule group_report:
     conda:
         "../envs/brainalign.yaml"
     params:
-        group=config.get("group", {}),
+        group=config["group"],
         layers=lambda wc: LAYERS[wc.model],
-        fdr_q=config["encoding"].get("fdr_q", 0.05),
+        fdr_q=config["encoding"]["fdr_q"],
         # volumes: the group best-layer map also sampled on fsaverage5 and drawn inflated
         project=PROJECT,
         kind=KIND,

@@ -52,7 +52,7 @@ rule subject_rois:
         "../envs/brainalign.yaml"
     params:
         rois=config["rois"],
-        fdr_q=config["encoding"].get("fdr_q", 0.05),
+        fdr_q=config["encoding"]["fdr_q"],
         layers=lambda wc: LAYERS[wc.model],
         ceiling=CEILING,
         kind=KIND,
@@ -83,7 +83,7 @@ rule group_rois:
     conda:
         "../envs/brainalign.yaml"
     params:
-        group=config.get("group", {}),
+        group=config["group"],
     script:
         "../scripts/group_rois.py"
 

@@ -17,8 +17,8 @@ times = read_frame_times(snakemake.input.features)
 for layer in range(n_layers):
     values = read_layer(snakemake.input.features, layer)
     aligned[layer] = align(times, values, snakemake.params.tr, duration, cfg["method"],
-                           cfg.get("hrf_model", "glover"), cfg.get("fir_delays"),
-                           cfg.get("slice_time_ref", 0.5), cfg.get("lanczos_window", 3),
+                           cfg["hrf_model"], cfg["fir_delays"],
+                           cfg["slice_time_ref"], cfg["lanczos_window"],
                            onset_s=onset_s)
 save_layers_h5(snakemake.output[0], aligned, t_r=snakemake.params.tr, duration_s=duration,
                method=cfg["method"], onset_s=onset_s)

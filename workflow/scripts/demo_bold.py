@@ -8,22 +8,22 @@ from brainalign.io import read_layer, save_img, save_tsv, setup_logging, unmask
 setup_logging(snakemake.log[0])
 demo, rcfg = snakemake.params.demo, snakemake.params.rois
 mask_img = simulate.template_mask(demo["resolution_mm"])
-atlas, names = rois.load_atlas(rcfg["atlas"], rcfg.get("threshold", 25),
-                               rcfg.get("labels_file"))
+atlas, names = rois.load_atlas(rcfg["atlas"], rcfg["threshold"],
+                               rcfg["labels_file"])
 labels = np.asarray(rois.resample_labels(atlas, mask_img).dataobj)
 mask_img = simulate.restrict_mask(mask_img, labels, names, rcfg["groups"],
-                                  demo.get("noise_voxels"), seed=0)
+                                  demo["noise_voxels"], seed=0)
 in_mask = np.asarray(mask_img.dataobj) > 0
 roi_voxels = rois.roi_masks(labels[in_mask], names, rcfg["groups"])
 planted = {roi: int(layer) for roi, layer in demo["planted"].items()}
 features = {layer: [read_layer(f, layer) for f in snakemake.input.features]
             for layer in set(planted.values())}
-noise = simulate.NoiseModel(ar1=demo.get("ar1", 0.5), fwhm_mm=demo.get("fwhm_mm", 6.0))
+noise = simulate.NoiseModel(ar1=demo["ar1"], fwhm_mm=demo["fwhm_mm"])
 runs, signal_layer, confounds = simulate.simulate_subject(
     features, mask_img, roi_voxels, planted, demo["snr"], snakemake.params.seed,
-    extra_volumes=demo.get("extra_volumes", 4), noise=noise,
-    snr_spread=demo.get("snr_spread", 3.0), motion_artefact=demo.get("motion_artefact", 0.0),
-    t_r=snakemake.params.tr, tuning_seed=0 if demo.get("shared_tuning", True) else None)
+    extra_volumes=demo["extra_volumes"], noise=noise,
+    snr_spread=demo["snr_spread"], motion_artefact=demo["motion_artefact"],
+    t_r=snakemake.params.tr, tuning_seed=0 if demo["shared_tuning"] else None)
 for img, table, bold_out, mask_out in zip(runs, confounds, snakemake.output.bold,
                                           snakemake.output.mask, strict=True):
     simulate.write_bold(img, bold_out, snakemake.params.tr)

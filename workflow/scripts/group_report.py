@@ -14,7 +14,7 @@ setup_logging(snakemake.log[0])
 targets = for_kind(snakemake.params.kind).load(snakemake.input.masks[0])
 model = snakemake.wildcards.model
 gcfg = snakemake.params.group
-enc_q, group_q = snakemake.params.fdr_q, gcfg.get("fdr_q", 0.05)
+enc_q, group_q = snakemake.params.fdr_q, gcfg["fdr_q"]
 scores = pd.read_csv(snakemake.input.scores, sep="\t")
 best = pd.read_csv(snakemake.input.best, sep="\t")
 layers = sorted(int(v) for v in scores["layer"].unique())
@@ -28,8 +28,8 @@ flat_html = (f"<p><b>No best layer can be claimed for this model</b>: its fitted
              "no ROI has a reliable best layer and no best-layer map is drawn.</p>"
              ) if flat else ""
 # the same resolution of group.test as the group_rois rule (same inputs, same answer)
-chosen = stats.choose_group_test(gcfg.get("test", "auto"), n_sub, scores["roi"].nunique(),
-                                 group_q, gcfg.get("n_flips", 10000))
+chosen = stats.choose_group_test(gcfg["test"], n_sub, scores["roi"].nunique(),
+                                 group_q, gcfg["n_flips"])
 reliable = best["reliable"].astype(str).str.lower().eq("true")
 boot_note = str(best["bootstrap_note"].fillna("").iloc[0]) if len(best) else ""
 loso_note = str(best["loso_note"].fillna("").iloc[0]) if len(best) else ""
@@ -80,7 +80,7 @@ sections = [
     "reliable.</p>"
     + "<p><b>Selection</b>: <code>best_layer</code> maximises the subject-mean ROI r; "
     "<code>layer_ci_low/high</code> is the 95% percentile interval of that argmax over "
-    f"{gcfg.get('n_bootstrap', 2000)} bootstrap resamples of subjects, "
+    f"{gcfg['n_bootstrap']} bootstrap resamples of subjects, "
     "<code>bootstrap_share</code> the share of resamples that agree; "
     "<code>loso_stability</code> the share of subjects for which the other subjects' mean picks "
     "the same layer; <code>subject_layers</code> each subject's own choice (the layer chosen "
@@ -104,7 +104,7 @@ sections = [
         f"<p>Not computed: the bootstrap over subjects was {html.escape(boot_note)}.</p>"
         if boot_note else report.figure(
             report.layer_distribution_png(best, layers),
-            f"Share of {gcfg.get('n_bootstrap', 2000)} bootstrap resamples of subjects in "
+            f"Share of {gcfg['n_bootstrap']} bootstrap resamples of subjects in "
             "which each layer has the highest subject-mean r (darker = more often); red stars "
             "mark the layer chosen on all subjects, for ROIs with a reliable best layer.")),
     "<h2>r against layer, per ROI</h2>" + report.figure(

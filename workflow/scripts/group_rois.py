@@ -15,7 +15,7 @@ from brainalign.rois import group_best_layer, group_roi_stats
 setup_logging(snakemake.log[0])
 logger = logging.getLogger("group_rois")
 gcfg = snakemake.params.group
-q, n_flips = gcfg.get("fdr_q", 0.05), gcfg.get("n_flips", 10000)
+q, n_flips = gcfg["fdr_q"], gcfg["n_flips"]
 tables = [pd.read_csv(p, sep="\t", dtype={"layer": int}) for p in snakemake.input.scores]
 best_tables = [pd.read_csv(p, sep="\t") for p in snakemake.input.best]
 nulls = [load_npz(p) for p in snakemake.input.nulls]
@@ -24,13 +24,13 @@ if len(perms) > 1:
     logger.warning("subjects have %s permutation null draws; the fixed-effects test uses the "
                    "first %d of each", perms, perms[0])
 n_sub, n_rois = len(tables), tables[0]["roi"].nunique()
-chosen = stats.choose_group_test(gcfg.get("test", "auto"), n_sub, n_rois, q, n_flips)
+chosen = stats.choose_group_test(gcfg["test"], n_sub, n_rois, q, n_flips)
 (logger.info if chosen.can_pass else logger.warning)("%s", chosen.reason)
 group = group_roi_stats(tables, n_flips, q, chosen.name, nulls=nulls)
 logger.info("%d of %d ROI x layer tests significant (%s test, FDR q = %g)",
             int(group["significant"].sum()), len(group), chosen.name, q)
 cka = pd.read_csv(snakemake.input.cka, sep="\t")
-best = group_best_layer(tables, best_tables, gcfg.get("n_bootstrap", 2000),
+best = group_best_layer(tables, best_tables, gcfg["n_bootstrap"],
                         group_stats=group, cka=cka, fdr_q=q)
 for col in ("bootstrap_note", "loso_note"):
     note = best[col].iloc[0] if len(best) else ""

@@ -58,8 +58,8 @@ voxel = stats.crossfit_best_layer(inner, r_folds, layers)
 if snakemake.input.ceiling:
     ceil = load_npz(snakemake.input.ceiling[0])
     ccfg = snakemake.params.ceiling
-    usable = ceil["usable"] & (ceil["ceiling"] >= ccfg.get("min_ceiling", 0.1))
-    roi_ceil = rois.roi_ceiling(ceil["ceiling"], usable, masks, ccfg.get("min_ceiling", 0.1))
+    usable = ceil["usable"] & (ceil["ceiling"] >= ccfg["min_ceiling"])
+    roi_ceil = rois.roi_ceiling(ceil["ceiling"], usable, masks, ccfg["min_ceiling"])
     table = rois.add_normalised(table, roi_ceil, "mean_r")
     best_table = rois.add_normalised(best_table, roi_ceil, "independent_r")
     voxel_norm = stats.normalise_by_ceiling(voxel.independent_r, ceil["ceiling"], usable)
