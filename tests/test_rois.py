@@ -421,8 +421,10 @@ def test_indistinguishable_layers_give_no_reliable_best_layer():
 
 
 def test_real_fits_noise_rois_unreliable_and_planted_rois_reliable():
-    """fit_layer on AR(1) noise BOLD with two ROIs driven by layers 1 and 2: the ROI tests on
-    its saved null draws claim the planted layers and (almost) nothing else."""
+    """fit_layer on AR(1) noise BOLD with two ROIs driven by layers 1 and 2, summarised as rule
+    subject_rois does (rois.subject_summary): the ROI tests on the saved null draws claim the
+    planted layers and (almost) nothing else; the per-target maps pick the planted layers where
+    significant; a noise ceiling divides the independent r; a fit without its null is named."""
     from brainalign.encoding import FitOptions, fit_layer
 
     rng = np.random.default_rng(12)
@@ -444,20 +446,30 @@ def test_real_fits_noise_rois_unreliable_and_planted_rois_reliable():
             y[i][:, masks[roi]] += x[layer][i] @ w
     options = FitOptions(n_permutations=30, min_shift=5, backend="numpy")
     fits = [fit_layer(xl, y, np.logspace(-1, 5, 7), options) for xl in x]
-    table = rois.roi_layer_scores(np.stack([f.r for f in fits]), masks, ["0", "1", "2"],
-                                  tested=np.stack([f.r_common for f in fits]))
-    roi_null = np.stack([rois.roi_null_draws(f.r_null.astype(np.float16), masks)
-                         for f in fits])
-    table, per_roi = rois.roi_tests(table, roi_null, 0.05)
-    best = stats.crossfit_best_layer(rois.roi_fold_scores(np.stack([f.inner_r2 for f in fits]),
-                                                          masks),
-                                     rois.roi_fold_scores(np.stack([f.r_folds for f in fits]),
-                                                          masks), [0, 1, 2])
-    table = rois.add_reliability(rois.best_layer_table(best, names, [n_vox] * len(names)),
-                                 per_roi, [0, 1, 2], None, 0.05).set_index("roi")
+    scores = [{**vars(f), "r_null": f.r_null.astype(np.float16)} for f in fits]  # as saved
+    n_targets = len(names) * n_vox
+    ceiling = {"ceiling": np.full(n_targets, 0.5), "usable": np.arange(n_targets) < n_vox}
+    summary = rois.subject_summary(scores, ["0", "1", "2"], masks, None, 0.05, ceiling=ceiling)
+    table = summary.best.set_index("roi")
     assert table.loc["A1", "reliable"] and table.loc["A1", "best_layer"] == 1
     assert table.loc["A2", "reliable"] and table.loc["A2", "best_layer"] == 2
     assert table.loc[table.index.str.startswith("noise"), "reliable"].sum() <= 2
+    assert summary.roi_null.shape == (3, 30, len(names)) and not summary.flat
+    for roi, layer in (("A1", 1), ("A2", 2)):
+        shown = summary.best_target[masks[roi] & summary.significant]
+        assert shown.size >= n_vox // 2 and (shown == layer).mean() > 0.8, (roi, shown)
+    assert (summary.best_target[~summary.significant] == -1).all()
+    assert summary.significant[~(masks["A1"] | masks["A2"])].mean() <= 0.05
+    # the ceiling: A1's targets usable at 0.5, every other target without one
+    np.testing.assert_allclose(summary.normalised_r[masks["A1"]],
+                               summary.independent_r[masks["A1"]] / 0.5)
+    assert np.isnan(summary.normalised_r[~masks["A1"]]).all()
+    np.testing.assert_allclose(table.loc["A1", "normalised_r"],
+                               table.loc["A1", "independent_r"] / 0.5)
+    with pytest.raises(ValueError, match=r"l1.npz: no `r_null` \(permutation null draws\)"):
+        rois.subject_summary([scores[0], {k: v for k, v in scores[1].items() if k != "r_null"},
+                              scores[2]], ["0", "1", "2"], masks, None,
+                             paths=["l0.npz", "l1.npz", "l2.npz"])
 
 
 # ---------------------------------------------------------------- group: which test, what n

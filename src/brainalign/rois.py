@@ -12,6 +12,7 @@ with ``index`` and ``name`` columns. The surface atlases are in :mod:`brainalign
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
 
@@ -655,3 +656,95 @@ def group_best_layer(tables: list[pd.DataFrame], best_tables: list[pd.DataFrame]
             ceiling=("ceiling", "mean"), ceiling_ok=("ceiling_ok", "all")).reset_index()
         out = add_normalised(out, by_roi, "independent_r")
     return out
+
+
+#: what rule fit_layer writes beside r and p that the subject summary needs
+SCORE_KEYS = {"inner_r2": "inner-CV scores", "r_null": "permutation null draws",
+              "r_common": "the tested statistic"}
+
+
+@dataclass
+class SubjectSummary:
+    """One subject's ROI tables and per-target maps over all fitted layers.
+
+    Attributes
+    ----------
+    table : per ROI and layer: mean r, the tested statistic, its p and q (``roi_tests``), and
+        ``normalised_r`` when a ceiling was given
+    best : per ROI: the cross-fitted best layer, its independent r, whether it may be claimed
+        (``add_reliability``), and ``normalised_r`` when a ceiling was given
+    roi_null : (n_layers, n_permutations, n_rois) ROI means of the permutation null, in the
+        layers' input order (the group test's null)
+    best_target : best layer per target where significant and the layers can be told apart,
+        else -1
+    stability, independent_r, normalised_r : per target, the share of folds agreeing, the
+        chosen layers' held-out r, and that r over the noise ceiling (NaN where none)
+    significant : targets predicted above chance by some layer (Simes over layers, FDR)
+    flat : all fitted layers are indistinguishable (no best layer claimed)
+    layer_groups : the layers in groups of indistinguishable consecutive layers
+    """
+
+    table: pd.DataFrame
+    best: pd.DataFrame
+    roi_null: np.ndarray
+    best_target: np.ndarray
+    stability: np.ndarray
+    independent_r: np.ndarray
+    normalised_r: np.ndarray
+    significant: np.ndarray
+    flat: bool
+    layer_groups: list[list[int]]
+
+
+def subject_summary(scores: list[dict[str, np.ndarray]], layers: list[str],
+                    masks: dict[str, np.ndarray], cka: pd.DataFrame | None, fdr_q: float = 0.05,
+                    ceiling: dict[str, np.ndarray] | None = None, min_ceiling: float = 0.1,
+                    paths: list[str] | None = None) -> SubjectSummary:
+    """A subject's fits of every layer -> its ROI tables, ROI tests and per-target maps.
+
+    Parameters
+    ----------
+    scores : per layer, rule fit_layer's scores (``r``, ``p``, ``r_folds``, ``inner_r2``,
+        ``r_null``, ``r_common``) over the subject's targets
+    layers : the layers of ``scores`` ("00", "03", ...), in that order
+    masks : ROI name -> bool over the targets (``roi_masks``)
+    cka : linear CKA between the model's layers (rule layer_similarity), or None
+    ceiling : the subject's noise ceiling (``ceiling``, ``usable`` over its targets), or None
+    paths : the scores' files, named when one lacks a key (written by an older fit_layer)
+    """
+    from . import stats
+
+    paths = paths or [f"layer {layer}" for layer in layers]
+    for path, s in zip(paths, scores, strict=True):
+        for key, what in SCORE_KEYS.items():
+            if key not in s:
+                raise ValueError(f"{path}: no `{key}` ({what}); it was written by an older "
+                                 "version of fit_layer. Delete it and rerun to refit that layer.")
+    numbers = [int(v) for v in layers]
+    inner = np.stack([s["inner_r2"] for s in scores])
+    r_folds = np.stack([s["r_folds"] for s in scores])  # (n_layers, n_folds, n_targets)
+    significant = stats.significant_voxels(np.stack([s["p"] for s in scores]), fdr_q)
+    # mean r per ROI and layer, and the statistic the permutation null is of (held-out r at
+    # the layer's common penalty)
+    table = roi_layer_scores(np.stack([s["r"] for s in scores]), masks, layers,
+                             tested=np.stack([s["r_common"] for s in scores]))
+    roi_null = np.stack([roi_null_draws(s["r_null"], masks) for s in scores])
+    order = np.argsort(numbers)  # roi_tests wants layers in increasing order
+    table, per_roi = roi_tests(table, roi_null[order], fdr_q)
+    chosen = stats.crossfit_best_layer(roi_fold_scores(inner, masks),
+                                       roi_fold_scores(r_folds, masks), layers)
+    best = best_layer_table(chosen, list(masks), [int(m.sum()) for m in masks.values()])
+    best = add_reliability(best, per_roi, sorted(numbers), cka, fdr_q)
+    groups = stats.layer_groups(numbers, consecutive_cka(cka))
+    flat = stats.all_layers_indistinguishable(groups)
+    target = stats.crossfit_best_layer(inner, r_folds, layers)
+    normalised = np.full(target.independent_r.shape, np.nan)
+    if ceiling is not None:
+        usable = ceiling["usable"] & (ceiling["ceiling"] >= min_ceiling)
+        roi_ceil = roi_ceiling(ceiling["ceiling"], usable, masks, min_ceiling)
+        table = add_normalised(table, roi_ceil, "mean_r")
+        best = add_normalised(best, roi_ceil, "independent_r")
+        normalised = stats.normalise_by_ceiling(target.independent_r, ceiling["ceiling"], usable)
+    return SubjectSummary(table, best, roi_null, np.where(significant & ~flat, target.layer, -1),
+                          target.stability, target.independent_r, normalised, significant, flat,
+                          groups)
