@@ -24,6 +24,7 @@ import pytest
 import yaml
 from bids_tree import (
     RunSpec,
+    write_cifti_run,
     write_events,
     write_parcel_run,
     write_stimuli,
@@ -330,42 +331,59 @@ SURFACE_GROUPS = {"A1": ["L_transversetemporal", "R_transversetemporal"],
 SURFACE_PLANTED = {"A1": 1, "STG": 4}
 
 
+def planted_truth(labels: np.ndarray, names: dict[int, str], groups: dict[str, list[str]],
+                  planted: dict[str, int], per_roi: int = 60, noise: int = 200) -> np.ndarray:
+    """What each target of a surface-like input carries: ``per_roi`` random targets of every
+    ROI group get its planted layer (-1: noise where none is planted), ``noise`` more are noise,
+    and every other target is constant (-2; as the medial wall) and must be masked out."""
+    by_name = {n: v for v, n in names.items()}
+    rng = np.random.default_rng(0)
+    truth = np.full(labels.size, -2, np.int16)
+    for roi, members in groups.items():
+        idx = np.flatnonzero(np.isin(labels, [by_name[m] for m in members]))
+        truth[rng.choice(idx, per_roi, replace=False)] = planted.get(roi, -1)
+    truth[rng.choice(np.flatnonzero(truth == -2), noise, replace=False)] = -1
+    return truth
+
+
+def planted_runs(features: dict[int, dict[str, np.ndarray]], truth: np.ndarray,
+                 tuning_seed: int, noise_seed: int) -> list[np.ndarray]:
+    """One subject's runs (LAYOUT order, 3 volumes after each story) over the targets of
+    ``truth``: planted targets follow their layer's features with signal SD 2 over unit noise
+    (with 28 s runs, most pass the target-level test); the targets' tuning is shared by the
+    subjects (``tuning_seed``: the noise ceiling has a known answer), the noise is their own."""
+    from brainalign import simulate
+
+    rng = np.random.default_rng(noise_seed)
+    runs = [np.zeros((f.shape[0] + 3, truth.size), np.float32) for f in features[1].values()]
+    for layer in sorted(set(truth[truth >= 0].tolist())):
+        cols = np.flatnonzero(truth == layer)
+        sigs = simulate.planted_signals([features[layer][spec.story] for spec in LAYOUT],
+                                        cols.size, np.random.default_rng(tuning_seed + layer))
+        for run, sig in zip(runs, sigs, strict=True):
+            run[: sig.shape[0], cols] = 2.0 * sig
+    varying = truth >= -1
+    for run in runs:
+        run[:, varying] += rng.standard_normal((run.shape[0], int(varying.sum())))
+        run += 500.0  # constant baseline everywhere
+    return runs
+
+
 @pytest.fixture(scope="module")
 def surface_dataset(tmp_path_factory, planted_features) -> tuple[Path, dict]:
     """fsaverage5 runs (10242 vertices per hemisphere); only 60 vertices per ROI and 200 noise
     vertices vary, every other vertex is constant (as the medial wall) and must be masked out."""
-    from brainalign import simulate, surface
+    from brainalign import surface
 
     root = tmp_path_factory.mktemp("bids_surf") / "ds"
     cfg = base_config()
     shutil.copytree(planted_features[0], root / "stimuli")
     features = planted_features[1]
     labels, names = surface.load_atlas("desikan_killiany", 10242, 10242)
-    by_name = {n: v for v, n in names.items()}
-    rng = np.random.default_rng(0)
-    truth = np.full(labels.size, -2, np.int16)  # -2 constant, -1 noise, else planted layer
-    for roi, members in SURFACE_GROUPS.items():
-        idx = np.flatnonzero(np.isin(labels, [by_name[m] for m in members]))
-        truth[rng.choice(idx, 60, replace=False)] = SURFACE_PLANTED.get(roi, -1)
-    truth[rng.choice(np.flatnonzero(truth == -2), 200, replace=False)] = -1
+    truth = planted_truth(labels, names, SURFACE_GROUPS, SURFACE_PLANTED)
     for i, subject in enumerate(("01", "02")):
-        sub_rng = np.random.default_rng(20 + i)
-        runs = [np.zeros((f.shape[0] + 3, labels.size), np.float32)
-                for f in features[1].values()]
-        for layer in set(SURFACE_PLANTED.values()):
-            cols = np.flatnonzero(truth == layer)
-            # the vertices' tuning shared by the subjects (their noise is their own): the
-            # noise ceiling has a known answer
-            sigs = simulate.planted_signals([features[layer][spec.story] for spec in LAYOUT],
-                                            cols.size, np.random.default_rng(70 + layer))
-            for run, sig in zip(runs, sigs, strict=True):
-                # signal standard deviation 2 over unit noise: with 28 s runs, most planted
-                # vertices pass the vertex-level test (the group map needs both subjects')
-                run[: sig.shape[0], cols] = 2.0 * sig
+        runs = planted_runs(features, truth, tuning_seed=70, noise_seed=20 + i)
         for spec, run in zip(LAYOUT, runs, strict=True):
-            varying = truth >= -1
-            run[:, varying] += sub_rng.standard_normal((run.shape[0], int(varying.sum())))
-            run += 500.0  # constant baseline everywhere
             write_events(root, subject, spec, DURATION_S, inherited=spec.task == "pieman")
             write_surface_run(root, subject, spec, {"L": run[:, :10242].T,
                                                     "R": run[:, 10242:].T}, t_r=cfg["tr"])
@@ -585,36 +603,17 @@ def cifti_dataset(tmp_path_factory, planted_features) -> tuple[Path, dict]:
     """fMRIPrep's ``--cifti-output`` runs (91 282 grayordinates): 60 grayordinates per
     Glasser ROI and 200 noise grayordinates vary, every other one is constant and must be masked
     out; the ROIs' tuning is shared by the subjects."""
-    from bids_tree import write_cifti_run
-
-    from brainalign import cifti, simulate
+    from brainalign import cifti
 
     root = tmp_path_factory.mktemp("bids_cifti") / "ds"
     cfg = base_config()
     shutil.copytree(planted_features[0], root / "stimuli")
     features = planted_features[1]
     labels, names = cifti.load_atlas("glasser")
-    by_name = {n: v for v, n in names.items()}
-    rng = np.random.default_rng(0)
-    truth = np.full(labels.size, -2, np.int16)  # -2 constant, -1 noise, else planted layer
-    for roi, members in CIFTI_GROUPS.items():
-        idx = np.flatnonzero(np.isin(labels, [by_name[m] for m in members]))
-        truth[rng.choice(idx, 60, replace=False)] = CIFTI_PLANTED.get(roi, -1)
-    truth[rng.choice(np.flatnonzero(truth == -2), 200, replace=False)] = -1
+    truth = planted_truth(labels, names, CIFTI_GROUPS, CIFTI_PLANTED)
     for i, subject in enumerate(("01", "02")):
-        sub_rng = np.random.default_rng(40 + i)
-        runs = [np.zeros((f.shape[0] + 3, labels.size), np.float32)
-                for f in features[1].values()]
-        for layer in set(CIFTI_PLANTED.values()):
-            cols = np.flatnonzero(truth == layer)
-            sigs = simulate.planted_signals([features[layer][spec.story] for spec in LAYOUT],
-                                            cols.size, np.random.default_rng(80 + layer))
-            for run, sig in zip(runs, sigs, strict=True):
-                run[: sig.shape[0], cols] = 2.0 * sig
-        varying = truth >= -1
+        runs = planted_runs(features, truth, tuning_seed=80, noise_seed=40 + i)
         for spec, run in zip(LAYOUT, runs, strict=True):
-            run[:, varying] += sub_rng.standard_normal((run.shape[0], int(varying.sum())))
-            run += 500.0  # constant baseline everywhere
             write_events(root, subject, spec, DURATION_S, inherited=spec.task == "pieman")
             write_cifti_run(root, subject, spec, run, t_r=cfg["tr"])
     np.save(root / "truth.npy", truth)
