@@ -479,8 +479,9 @@ def test_schema_accepts_bids_without_explicit_lists(tree):
     del cfg["bids"]
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(cfg, schema)
+    jsonschema.validate(bids_config(tree, target="cifti", space="fsLR"), schema)
     with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate(bids_config(tree, target="cifti"), schema)
+        jsonschema.validate(bids_config(tree, target="meg"), schema)
 
 
 def test_discovery_is_fast_on_a_large_tree(tmp_path):
