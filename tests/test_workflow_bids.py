@@ -156,14 +156,16 @@ def _snakemake(workdir: Path, cfg: dict, *args: str) -> subprocess.CompletedProc
                           cwd=workdir, timeout=1200)
 
 
-def _run_workflow(cfg: dict, tmp_path_factory, name: str, seed: Path | None = None) -> Path:
-    """The whole workflow on ``cfg`` in a fresh working directory; fails with its log tail.
-    ``seed``: a finished run of the same model and stories whose features and aligned features
-    are copied in first (modification times kept), so they are not computed again."""
+def _run_workflow(cfg: dict, tmp_path_factory, name: str, seed: Path | None = None,
+                  targets: tuple[str, ...] = ()) -> Path:
+    """The workflow on ``cfg`` in a fresh working directory, to ``targets`` (default: all);
+    fails with its log tail. ``seed``: a finished run of the same model and stories whose
+    features and aligned features are copied in first (modification times kept), so they are
+    not computed again."""
     work = tmp_path_factory.mktemp(name)
     for part in ("features", "aligned") if seed is not None else ():
         shutil.copytree(seed / "results" / part, work / "results" / part)
-    proc = _snakemake(work, cfg, "--cores", "2")
+    proc = _snakemake(work, cfg, "--cores", "2", *targets)
     assert proc.returncode == 0, proc.stdout[-5000:]
     return work
 
@@ -295,7 +297,10 @@ def test_one_run_listeners_are_analysed_with_blocks_and_planted_layers_recovered
     are the group's best layers, noise voxels score r ~ 0, and the noise ceiling compares the
     listeners on the volumes both kept."""
     root, cfg = one_run_dataset
-    work = _run_workflow(cfg, tmp_path_factory, "one_run_work")
+    # what is checked: sub-01's page and the group table (both subjects' fits and ROI tables)
+    work = _run_workflow(cfg, tmp_path_factory, "one_run_work", targets=(
+        f"results/sub-01/report/sub-01_model-{MODEL}.html",
+        f"results/group/{MODEL}/group_best-layer.tsv"))
     bounds = np.load(work / "results/sub-01/bold/sub-01_run-chapter_blocks.npy")
     # 200 s + 2 s of silence at TR 1: 200 volumes from the onset, 6 s onset transient out
     # -> 194 analysed volumes, 4 blocks, 11 volumes dropped on each side of the 3 borders
