@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,6 +112,12 @@ class Targets(ABC):
             ) -> Targets:
         """The targets of a subject, from its runs (each a list of files: a NIfTI, a GIFTI
         pair, a TSV) and, for kinds that have them, the runs' brain masks."""
+
+    @classmethod
+    def log_kept(cls, keep: np.ndarray) -> None:
+        """Log how many targets a fit kept of those finite and varying in every run."""
+        logging.getLogger(cls.__module__).info(
+            "%d of %d %s kept (finite and varying in every run)", keep.sum(), keep.size, cls.noun)
 
     @classmethod
     @abstractmethod

@@ -45,9 +45,7 @@ class CiftiTargets(Targets):
         from ..cifti import brain_models, grayordinate_mask
 
         keep = grayordinate_mask([files[0] for files in runs])
-        logging.getLogger(__name__).info(
-            "%d of %d grayordinates kept (finite and varying in every run)", keep.sum(),
-            keep.size)
+        cls.log_kept(keep)
         return cls(keep, brain_models(runs[0][0]))
 
     @classmethod

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +39,7 @@ class ParcelTargets(Targets):
         from ..parcels import parcel_mask
 
         keep, names = parcel_mask([files[0] for files in runs])
-        logging.getLogger(__name__).info(
-            "%d of %d parcels kept (finite and varying in every run)", keep.sum(), keep.size)
+        cls.log_kept(keep)
         return cls(keep, names)
 
     @classmethod

@@ -40,8 +40,7 @@ class SurfaceTargets(Targets):
         from ..surface import vertex_mask
 
         keep, n_left = vertex_mask([tuple(r) for r in runs], space)
-        logging.getLogger(__name__).info(
-            "%d of %d vertices kept (finite and varying in every run)", keep.sum(), keep.size)
+        cls.log_kept(keep)
         return cls(keep, n_left)
 
     @classmethod
