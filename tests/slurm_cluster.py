@@ -126,7 +126,10 @@ def start_cluster(root: Path, cpus: int | None = None, mem_mb: int = 16000,
                   timeout_s: float = 60.0) -> SlurmCluster:
     """Start munged, slurmctld and slurmd with all state under ``root``; wait until the node is
     idle. Raises ClusterUnavailable with the reason when that does not happen."""
-    missing = [b for b in BINARIES if shutil.which(b) is None]
+    # daemons live in sbin, which a non-login shell's PATH may lack
+    search = os.pathsep.join([os.environ.get("PATH", ""), "/usr/local/sbin", "/usr/sbin",
+                              "/sbin"])
+    missing = [b for b in BINARIES if shutil.which(b, path=search) is None]
     if missing:
         raise ClusterUnavailable(f"SLURM/munge binaries not installed: {', '.join(missing)} "
                                  "(Debian: apt-get install slurm-wlm munge)")
@@ -150,10 +153,11 @@ def start_cluster(root: Path, cpus: int | None = None, mem_mb: int = 16000,
     # cluster keeps /etc untouched: an srun first on PATH points to its config.
     (root / "bin").mkdir(exist_ok=True)
     srun = root / "bin" / "srun"
-    srun.write_text(f"#!/bin/sh\nexport SLURM_CONF={conf}\nexec {shutil.which('srun')} \"$@\"\n")
+    srun.write_text(f"#!/bin/sh\nexport SLURM_CONF={conf}\n"
+                    f"exec {shutil.which('srun', path=search)} \"$@\"\n")
     srun.chmod(0o755)
     env = {**os.environ, "SLURM_CONF": str(conf),
-           "PATH": f"{root / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"}
+           "PATH": f"{root / 'bin'}{os.pathsep}{search}"}
     cluster = SlurmCluster(root, env)
     munge = root / "munge"
     commands = [
