@@ -113,6 +113,15 @@ class Targets(ABC):
         """The targets of a subject, from its runs (each a list of files: a NIfTI, a GIFTI
         pair, a TSV) and, for kinds that have them, the runs' brain masks."""
 
+    def full(self, values: np.ndarray, fill: float = 0.0, dtype: type = np.float32
+             ) -> np.ndarray:
+        """Values over the targets (last axis) -> over every target of the space, ``fill``
+        where not kept."""
+        values = np.asarray(values)
+        out = np.full(values.shape[:-1] + self.keep.shape, fill, dtype=dtype)
+        out[..., self.keep] = values
+        return out
+
     @classmethod
     def log_kept(cls, keep: np.ndarray) -> None:
         """Log how many targets a fit kept of those finite and varying in every run."""

@@ -74,9 +74,7 @@ class CiftiTargets(Targets):
     def inverse_transform(self, values: np.ndarray, fill: float = 0.0, dtype: type = np.float32
                           ) -> np.ndarray:
         """Values over all 91 282 grayordinates."""
-        full = np.full(self.keep.size, fill, dtype=dtype)
-        full[self.keep] = values
-        return full
+        return self.full(values, fill, dtype)
 
     @classmethod
     def map_files(cls, prefix: str) -> list[str]:

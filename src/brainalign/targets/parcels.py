@@ -67,8 +67,7 @@ class ParcelTargets(Targets):
     def inverse_transform(self, values: np.ndarray, fill: float = 0.0, dtype: type = np.float32
                           ) -> pd.DataFrame:
         """A table of every parcel (``parcel``) and its ``value``."""
-        full = np.full(self.keep.size, fill, dtype=dtype)
-        full[self.keep] = values
+        full = self.full(values, fill, dtype)
         return pd.DataFrame({"parcel": self.names, "value": full})
 
     def write_map(self, values: np.ndarray, paths: list[str | Path], fill: float = 0.0,

@@ -68,8 +68,7 @@ class SurfaceTargets(Targets):
     def inverse_transform(self, values: np.ndarray, fill: float = 0.0, dtype: type = np.float32
                           ) -> tuple[np.ndarray, np.ndarray]:
         """(left, right) values over all vertices of each hemisphere."""
-        full = np.full(self.keep.size, fill, dtype=dtype)
-        full[self.keep] = values
+        full = self.full(values, fill, dtype)
         return full[:self.n_left], full[self.n_left:]
 
     def write_map(self, values: np.ndarray, paths: list[str | Path], fill: float = 0.0,
