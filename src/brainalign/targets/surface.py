@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .base import DRAWN_ON, GroupPage, SubjectPage, Targets, read_label_table
+
+if TYPE_CHECKING:
+    from ..bids import BidsFilters
 
 
 class SurfaceTargets(Targets):
@@ -27,6 +30,10 @@ class SurfaceTargets(Targets):
     map_suffix = ".func.gii"
     atlas_suffix = ".npz"
     roi_origin = "ROIs from the configured surface atlas, on the input surface."
+    # runs: *_hemi-{L,R}_space-<space>_bold.func.gii, entities in any order (fMRIPrep < 21
+    # wrote *_space-<space>_hemi-L.func.gii, without a suffix)
+    suffixes = ("bold", "")
+    extensions = (".func.gii",)
 
     def __init__(self, keep: np.ndarray, n_left: int) -> None:
         self.keep = np.asarray(keep, dtype=bool)
@@ -42,6 +49,25 @@ class SurfaceTargets(Targets):
         keep, n_left = vertex_mask([tuple(r) for r in runs], space)
         cls.log_kept(keep)
         return cls(keep, n_left)
+
+    @classmethod
+    def matches(cls, entities: dict[str, str], filters: BidsFilters) -> bool:
+        """A hemisphere's GIFTI (``hemi-L`` or ``hemi-R``) in the space."""
+        return super().matches(entities, filters) and entities.get("hemi") in ("L", "R")
+
+    @classmethod
+    def run_files(cls, members: list[tuple[Path, dict[str, str]]],
+                  files: list[tuple[Path, dict[str, str]]], filters: BidsFilters
+                  ) -> tuple[tuple[str, ...], str | None]:
+        """The left then the right hemisphere's GIFTI; no mask."""
+        from ..bids import BidsError
+
+        hemis = {e["hemi"]: p for p, e in members}
+        if len(members) != 2 or set(hemis) != {"L", "R"}:
+            names = ", ".join(sorted(p.name for p, _ in members))
+            raise BidsError(f"{members[0][0].parent}: expected one left and one right "
+                            f"hemisphere file for this run, found: {names}.")
+        return (str(hemis["L"]), str(hemis["R"])), None
 
     @classmethod
     def load(cls, path: str | Path) -> SurfaceTargets:
