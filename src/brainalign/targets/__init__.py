@@ -19,6 +19,7 @@ and implements
 - ``matches(entities, filters)`` (whether a BIDS file is one of its runs; ``bids.BidsFilters``)
   and, where a run is not one file, ``run_files(members, files, filters)`` (a volume's brain
   mask, a surface's hemisphere pair): ``bids.discover_runs`` asks these;
+- ``check_atlas(atlas, space)``: which atlases (``rois.atlas``) suit it;
 - ``fit(runs, masks, space)`` -> the subject's targets; ``save(path)`` / ``load(path)``;
   ``restrict(keep)`` and ``same_space(other)`` (subjects' targets intersected);
 - ``transform(files, n_vols, t_r, **clean)``: a run -> (volumes x targets), cleaned;

@@ -229,12 +229,12 @@ class Targets(ABC):
 
     # --- atlas ---
     @classmethod
+    @abstractmethod
     def check_atlas(cls, atlas: str, space: str | None = None) -> str:
-        """The name ``rois.atlas`` gives result files, after checking it suits this kind
-        (``rois.check_atlas``)."""
-        from ..rois import check_atlas
-
-        return check_atlas(atlas, cls.kind, space)
+        """The name ``rois.atlas`` gives result files (a packaged atlas's canonical name, or
+        ``custom`` for a user's file), after checking that it suits this kind and, where given,
+        the ``space`` (``bids.space``); raises ValueError naming ``rois.atlas`` and the valid
+        choices."""
 
     @abstractmethod
     def write_atlas(self, rois: dict, path: str | Path) -> None:

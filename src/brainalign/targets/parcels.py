@@ -107,6 +107,13 @@ class ParcelTargets(Targets):
             return table["value"].to_numpy()
         return table.to_numpy().T
 
+    @classmethod
+    def check_atlas(cls, atlas: str, space: str | None = None) -> str:
+        """Any name: the parcels are the ROIs, the atlas only names result files."""
+        from ..rois import packaged_name
+
+        return packaged_name(atlas) or "custom"
+
     def write_atlas(self, rois: dict, path: str | Path) -> None:
         """Every parcel is its own label."""
         from ..io import save_npz

@@ -121,6 +121,38 @@ class SurfaceTargets(Targets):
         head, _, last = prefix.rpartition("_")
         return [f"{head}_hemi-{h}_{last}{cls.map_suffix}" for h in ("L", "R")]
 
+    @classmethod
+    def atlas_choices(cls) -> str:
+        """The atlases ``rois.atlas`` may name for surface input, in words."""
+        from ..surface import PACKAGED, SCHAEFER
+
+        named = [n for n in PACKAGED if n not in SCHAEFER]
+        return (f"{', '.join(named)} (alias hcp-mmp1), schaefer-N-K (N = 100, 200, ..., 1000 "
+                "parcels; K = 7 or 17 networks, e.g. schaefer-400-7), or a path with {hemi} "
+                "(L/R) or {fs_hemi} (lh/rh) naming two GIFTI label / FreeSurfer .annot files")
+
+    @classmethod
+    def check_atlas(cls, atlas: str, space: str | None = None) -> str:
+        """A packaged surface atlas (``surface.PACKAGED``, any spelling; the fsaverage ones
+        only where ``space`` is fsaverage5, fsaverage6 or fsaverage) or a user's pair of label
+        files (``custom``); a volume atlas or an unknown name is refused."""
+        from ..rois import PACKAGED as VOLUME
+        from ..rois import packaged_name, user_atlas
+        from ..surface import DENSITIES, FSAVERAGE_ATLASES
+
+        name = packaged_name(atlas)
+        if name is None:
+            return user_atlas(atlas, cls.kind, cls.atlas_choices())
+        if name in VOLUME:
+            raise ValueError(f"rois.atlas: '{atlas}' is a volume (MNI) atlas, but the BOLD is on "
+                             f"a surface; use {cls.atlas_choices()}.")
+        if space and name in FSAVERAGE_ATLASES and space not in DENSITIES.values():
+            raise ValueError(f"rois.atlas: '{atlas}' is packaged for the fsaverage5, fsaverage6 "
+                             f"and fsaverage surfaces, but bids.space is '{space}'; use runs in "
+                             "one of those spaces, or your own atlas on this surface (a path "
+                             "with {hemi}).")
+        return name
+
     def write_atlas(self, rois: dict, path: str | Path) -> None:
         """The atlas's vertex labels (refused on another surface density) and their names."""
         from ..io import save_npz

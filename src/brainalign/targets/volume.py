@@ -137,6 +137,31 @@ class VolumeTargets(Targets):
             return np.moveaxis(data, -1, 0).reshape(data.shape[3], -1)
         return data.ravel()
 
+    @classmethod
+    def atlas_choices(cls) -> str:
+        """The atlases ``rois.atlas`` may name for volume input, in words."""
+        from ..rois import PACKAGED
+
+        return f"{', '.join(PACKAGED)}, or a labelled NIfTI path (+ rois.labels_file)"
+
+    @classmethod
+    def check_atlas(cls, atlas: str, space: str | None = None) -> str:
+        """A packaged volume atlas (``rois.PACKAGED``, any spelling) or a labelled NIfTI file
+        (``custom``); a surface atlas or an unknown name is refused."""
+        from ..rois import packaged_name, user_atlas
+        from ..surface import PACKAGED as SURFACE
+
+        name = packaged_name(atlas)
+        if name is None:
+            return user_atlas(atlas, cls.kind, cls.atlas_choices())
+        if name in SURFACE:
+            raise ValueError(f"rois.atlas: '{atlas}' is a surface atlas (fsaverage5/fsaverage6 "
+                             "vertices), but the BOLD is a volume; set bids.target: surface with "
+                             "fsaverage5/fsaverage6 runs, or use a volume atlas: "
+                             f"{cls.atlas_choices()} (hcpex is the Glasser HCP-MMP1 cortex in "
+                             "MNI space).")
+        return name
+
     def write_atlas(self, rois: dict, path: str | Path) -> None:
         """The atlas resampled (nearest neighbour) onto the BOLD grid, with a log line when the
         grids differ."""
