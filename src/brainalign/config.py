@@ -324,6 +324,9 @@ def _share_onsets(ds: Dataset, config: dict[str, Any], path: str) -> None:
 
 
 def _listed_dataset(config: dict[str, Any], path: str) -> Dataset:
+    """The runs listed in the config (``bold_template`` and ``mask_template``): volume input."""
+    from .targets import VolumeTargets
+
     for key in ("subjects", "runs", "bold_template", "mask_template", "task", "space"):
         if key not in config:
             raise ConfigError(f"{path}: `{key}` is required unless a `bids` section discovers "
@@ -339,7 +342,7 @@ def _listed_dataset(config: dict[str, Any], path: str) -> Dataset:
             runs.append(Run(str(subject), str(key), (config["bold_template"].format(**fill),),
                             config["mask_template"].format(**fill), stim,
                             run_onset(config, key)))
-    return Dataset("volume", runs, dict(config["stimuli"]))
+    return Dataset(VolumeTargets.kind, runs, dict(config["stimuli"]))
 
 
 def _bids_dataset(config: dict[str, Any], path: str) -> Dataset:
