@@ -2,7 +2,7 @@
 
 Reference: the tiny two-model configuration run locally (conftest.tiny_two_model_run). Sub-01's
 per-subject target then runs with ``--executor slurm`` through the workflow's SLURM profile in a
-directory holding the reference's shared upstream (features, simulated BOLD), is killed mid-way
+directory holding the reference's upstream (features, simulated and prepared BOLD), is killed mid-way
 (snakemake SIGKILLed, its SLURM jobs cancelled) and started again: it must finish, recompute
 only the incomplete jobs and give the local run's scores. Skipped with the reason
 when SLURM cannot be started.
@@ -108,16 +108,17 @@ def _assert_same_scores(a: Path, b: Path, subject: str) -> None:
 @pytest.fixture(scope="module")
 def slurm_workdir(tmp_path_factory, tiny_two_model_run: Path) -> Path:
     """A working directory holding the reference run's results (modification times kept)
-    except what sub-01's own SLURM jobs compute (its prepared BOLD, layer fits, ROI tables and
-    report) and sub-02's fits (which sub-01's target must not redo). The shared upstream
-    (synthesised audiobook, features, simulated BOLD) is what a per-subject submission finds
-    on a real cluster too, and recomputing it would only repeat the local run."""
+    except what sub-01's own SLURM jobs compute (its layer fits, ROI tables and report) and
+    sub-02's fits (which sub-01's target must not redo). The upstream (synthesised audiobook,
+    features, simulated BOLD, sub-01's prepared BOLD) is what a per-subject submission finds
+    on a real cluster after its extraction and preparation jobs, and recomputing it would only
+    repeat the local run."""
     work = tmp_path_factory.mktemp("slurm_run")
     cfg = yaml.safe_load((tiny_two_model_run / "config.yaml").read_text())
     (work / "config.yaml").write_text(yaml.safe_dump(cfg))
     shutil.copytree(tiny_two_model_run / "results", work / "results",
                     copy_function=shutil.copy2)
-    for subject, parts in (("01", ("bold", "encoding", "rois", "report")),
+    for subject, parts in (("01", ("encoding", "rois", "report")),
                            ("02", ("encoding",))):
         for part in parts:
             shutil.rmtree(work / f"results/sub-{subject}/{part}")
@@ -174,8 +175,9 @@ def test_killed_slurm_run_resumes_and_equals_local_run(slurm_cluster, tiny_two_m
           f"{time.monotonic() - t0:.0f} s: {sorted(rules)}")
     # small jobs were grouped: fewer SLURM jobs than rule jobs
     assert submitted and len(submitted) < len(rules), log[-3000:]
-    # finished work is kept: no extraction or alignment, no refit of a fitted layer
-    assert "extract_features" not in rules and "align_features" not in rules
+    # finished work is kept: no extraction, alignment or BOLD preparation, no refit of a
+    # fitted layer
+    assert not {"extract_features", "align_features", "prepare_bold"}.intersection(rules)
     assert rules.count("fit_layer") == N_LAYERS - len(done_layers)
     changed = {p for p, mtime in files_at_kill.items() if p.stat().st_mtime_ns != mtime}
     kept = [p for p in files_at_kill if "features" in p.parts or "aligned" in p.parts

@@ -170,10 +170,16 @@ def _run_workflow(cfg: dict, tmp_path_factory, name: str, seed: Path | None = No
     return work
 
 
+#: what the volume and surface runs build: every subject's fits, ROI tables and maps (the group
+#: needs them), the group tables, maps and page, and sub-01's page; sub-02's page would repeat it
+CHECKED_PAGES = (f"results/sub-01/report/sub-01_model-{MODEL}.html",
+                 f"results/group/{MODEL}/group_report.html")
+
+
 @pytest.fixture(scope="module")
 def volume_run(volume_dataset, tmp_path_factory) -> Path:
     _, cfg = volume_dataset
-    return _run_workflow(cfg, tmp_path_factory, "work")
+    return _run_workflow(cfg, tmp_path_factory, "work", targets=CHECKED_PAGES)
 
 
 @pytest.mark.slow
@@ -235,7 +241,7 @@ def test_bids_atlas_resampled_with_a_log_line_and_rerun_is_noop(volume_dataset,
     _, cfg = volume_dataset
     log = (volume_run / "logs/rois/sub-01_atlas-harvard_oxford.log").read_text()
     assert "resampled" in log
-    proc = _snakemake(volume_run, cfg, "-n", "--cores", "2")
+    proc = _snakemake(volume_run, cfg, "-n", "--cores", "2", *CHECKED_PAGES)
     assert proc.returncode == 0 and "Nothing to be done" in proc.stdout, proc.stdout[-3000:]
 
 
@@ -405,7 +411,8 @@ def surface_dataset(tmp_path_factory, planted_features) -> tuple[Path, dict]:
 @pytest.fixture(scope="module")
 def surface_run(surface_dataset, tmp_path_factory, volume_run) -> Path:
     _, cfg = surface_dataset
-    return _run_workflow(cfg, tmp_path_factory, "work_surf", seed=volume_run)
+    return _run_workflow(cfg, tmp_path_factory, "work_surf", seed=volume_run,
+                         targets=CHECKED_PAGES)
 
 
 @pytest.mark.slow
