@@ -75,17 +75,18 @@ def aligned_layers(cfg: dict, audio: dict[str, Path], layers: set[int],
     from brainalign.features import LayerExtractor, extract_features
     from brainalign.io import read_frame_times, read_layer
     from brainalign.models import ModelSpec
+    from brainalign.windows import WindowOptions
 
     extractor = LayerExtractor(ModelSpec.from_config(MODEL, cfg["models"][MODEL]))
     onsets = onsets or {spec.story: spec.onset for spec in LAYOUT}
     out: dict[int, dict[str, np.ndarray]] = {layer: {} for layer in layers}
     for story, path in audio.items():
         h5 = path.with_suffix(".h5")
-        extract_features(extractor, load_audio(path), h5, cfg["features"]["window_s"],
-                         cfg["features"]["context_s"])
+        extract_features(extractor, load_audio(path), h5,
+                         WindowOptions(cfg["features"]["window_s"], cfg["features"]["context_s"]))
         for layer in layers:
             times, values = read_frame_times(h5), read_layer(h5, layer)
-            out[layer][story] = align(times, values, cfg["tr"], audio_duration(path), "hrf",
+            out[layer][story] = align(times, values, cfg["tr"], audio_duration(path),
                                       onset_s=onsets[story])
         h5.unlink()
     return out
