@@ -197,10 +197,10 @@ def test_written_runs_load_as_bold_with_extra_volumes(tmp_path):
     simulate.write_bold(runs[0], path, t_r=1.5)
     img = nib.load(str(path))
     assert img.header.get_zooms()[3] == pytest.approx(1.5)
-    out = bold.load_run(path, mask, LENGTHS[0], 1.5, max_extra_volumes=4)
+    out = bold.load_run(path, mask, LENGTHS[0], 1.5, bold.CleanOptions(max_extra_volumes=4))
     assert out.shape == (LENGTHS[0], int(np.asarray(mask.dataobj).sum()))
     with pytest.raises(bold.BoldError, match="header TR is 1.5"):
-        bold.load_run(path, mask, LENGTHS[0], 2.0, max_extra_volumes=4)
+        bold.load_run(path, mask, LENGTHS[0], 2.0, bold.CleanOptions(max_extra_volumes=4))
 
 
 # --------------------------------------------------------------------------- evaluation

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .base import GroupPage, SubjectPage, Targets, read_label_table
+
+if TYPE_CHECKING:
+    from ..bold import CleanOptions
 
 #: the map files that hold one layer per grayordinate: written as dense labels (.dlabel.nii)
 LABEL_MAPS = ("desc-bestlayer_map",)
@@ -65,11 +68,12 @@ class CiftiTargets(Targets):
     def same_space(self, other: Targets) -> bool:
         return isinstance(other, CiftiTargets) and other.keep.size == self.keep.size
 
-    def transform(self, files: list[str], n_vols: int, t_r: float, **clean: Any) -> np.ndarray:
+    def transform(self, files: list[str], n_vols: int, t_r: float,
+                  options: CleanOptions | None = None) -> np.ndarray:
         from ..cifti import load_run
 
         (path,) = files
-        return load_run(path, self.keep, n_vols, t_r, **clean)
+        return load_run(path, self.keep, n_vols, t_r, options)
 
     def inverse_transform(self, values: np.ndarray, fill: float = 0.0, dtype: type = np.float32
                           ) -> np.ndarray:
