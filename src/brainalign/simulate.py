@@ -187,8 +187,8 @@ SCHEMA_SNR_SPREAD = 4.0
 @dataclass(frozen=True)
 class SimulationOptions:
     """Settings of :func:`simulate_subject` (the config's ``demo`` section and ``tr``). The
-    defaults are the schema's, except ``snr_spread`` (schema: 4) and ``t_r`` (the schema
-    requires ``tr``).
+    defaults are the schema's, except ``snr_spread`` (schema: 4), ``tuning_seed`` (the schema's
+    ``shared_tuning: true`` gives 0) and ``t_r`` (the schema requires ``tr``).
 
     Attributes
     ----------
