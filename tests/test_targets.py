@@ -14,6 +14,7 @@ import pytest
 from bids_tree import RunSpec, write_cifti_run, write_surface_run
 
 from brainalign import bold, cifti, parcels, surface
+from brainalign.bids import BidsError, BidsFilters, parse_entities
 from brainalign.compare import group_vertex_maps
 from brainalign.targets import (
     KINDS,
@@ -298,3 +299,77 @@ def test_registry_names_one_class_per_kind():
     with pytest.raises(ValueError, match="unknown input kind 'meg'; expected one of volume, "
                                          "surface, parcels, cifti"):
         for_kind("meg")
+
+
+# one run file of each kind, all in one space, and files that are no kind's run
+RUN_FILES = {
+    "volume": ["sub-01_task-a_run-1_space-X_res-2_desc-preproc_bold.nii.gz"],
+    "surface": ["sub-01_task-a_run-1_hemi-L_space-X_bold.func.gii",
+                "sub-01_task-a_run-1_space-X_hemi-R.func.gii"],  # fMRIPrep < 21: no suffix
+    "parcels": ["sub-01_task-a_run-1_space-X_desc-schaefer_timeseries.tsv",
+                "sub-01_task-a_run-1_desc-schaefer_timeseries.tsv"],  # no space entity
+    "cifti": ["sub-01_task-a_run-1_space-X_den-91k_bold.dtseries.nii"],
+}
+NO_RUN = ["sub-01_task-a_run-1_space-X_res-2_desc-brain_mask.nii.gz",
+          "sub-01_task-a_run-1_space-X_res-2_boldref.nii.gz",
+          "sub-01_task-a_run-1_desc-confounds_timeseries.tsv",
+          "sub-01_task-a_run-1_space-X_den-170k_bold.dtseries.nii",
+          "sub-01_task-a_run-1_space-X_desc-preproc_bold.json"]
+
+
+def test_each_kind_matches_its_own_run_files_only():
+    filters = BidsFilters(space="X", desc="schaefer")
+    names = [n for files in RUN_FILES.values() for n in files] + NO_RUN
+    for kind, cls in KINDS.items():
+        assert [n for n in names if cls.matches(parse_entities(n), filters)] == RUN_FILES[kind]
+
+
+def test_kinds_apply_their_own_filters():
+    def match(cls, name, **filters):
+        return cls.matches(parse_entities(name), BidsFilters(**filters))
+
+    bold_2mm = RUN_FILES["volume"][0]
+    assert match(VolumeTargets, bold_2mm, space="X", res="2")
+    assert not match(VolumeTargets, bold_2mm, space="X", res="3")
+    assert not match(VolumeTargets, bold_2mm, space="Y")
+    assert not match(SurfaceTargets, RUN_FILES["surface"][0], space="fsaverage5")
+    assert not match(SurfaceTargets, "sub-01_task-a_space-X_bold.func.gii", space="X")  # no hemi
+    with_space, without = RUN_FILES["parcels"]
+    assert match(ParcelTargets, without, space="Y", desc="schaefer")  # any space
+    assert not match(ParcelTargets, with_space, space="Y", desc="schaefer")
+    assert not match(ParcelTargets, with_space, space="X", desc="gordon")
+    assert not match(ParcelTargets, with_space, space="X")  # bids.desc unset
+    assert not match(CiftiTargets, RUN_FILES["cifti"][0], space="fsLR")
+
+
+def test_run_files_pair_masks_and_hemispheres(tmp_path):
+    def files(*names):
+        return [(tmp_path / n, parse_entities(n)) for n in names]
+
+    filters = BidsFilters(space="X")
+    stem = "sub-01_task-a_run-1_space-X"
+    # the run's BOLD, masks at two resolutions, another run's mask, a boldref
+    subject = files(f"{stem}_res-2_desc-preproc_bold.nii.gz",
+                    f"{stem}_res-3_desc-brain_mask.nii.gz", f"{stem}_res-2_desc-brain_mask.nii",
+                    "sub-01_task-a_run-2_space-X_res-2_desc-brain_mask.nii.gz",
+                    f"{stem}_res-2_desc-preproc_boldref.nii.gz")
+    bold_files, mask = VolumeTargets.run_files(subject[:1], subject, filters)
+    assert bold_files == (str(subject[0][0]),) and mask == str(subject[2][0])
+    with pytest.raises(BidsError, match="run-1_space-X_res-2_desc-preproc_bold.nii.gz: no brain "
+                                        "mask next to it"):
+        VolumeTargets.run_files(subject[:1], subject[:2] + subject[3:], filters)
+    with pytest.raises(BidsError, match=r"several files match one run \(.*res-2.*res-3.*\); set "
+                                        "`bids.res`"):
+        VolumeTargets.run_files(files(f"{stem}_res-2_desc-preproc_bold.nii.gz",
+                                      f"{stem}_res-3_desc-preproc_bold.nii.gz"), subject, filters)
+    right, left = files(f"{stem}_hemi-R_bold.func.gii", f"{stem}_hemi-L_bold.func.gii")
+    assert SurfaceTargets.run_files([right, left], [], filters) == ((str(left[0]),
+                                                                     str(right[0])), None)
+    with pytest.raises(BidsError, match="one left and one right hemisphere file for this run, "
+                                        r"found: .*hemi-R_bold.func.gii\.$"):
+        SurfaceTargets.run_files([right], [], filters)
+    with pytest.raises(BidsError, match="several files match one run.*set `bids.desc`"):
+        ParcelTargets.run_files(files(f"{stem}_desc-a_timeseries.tsv",
+                                      f"{stem}_desc-b_timeseries.tsv"), [], filters)
+    tsv = files(f"{stem}_desc-a_timeseries.tsv")
+    assert ParcelTargets.run_files(tsv, tsv, filters) == ((str(tsv[0][0]),), None)

@@ -5,14 +5,10 @@ extension) walks ``sub-*/[ses-*/]func/`` of the derivatives folder with ``os.sca
 when Snakemake builds its DAG, so it must stay fast on datasets with hundreds of subjects
 (pybids indexes whole trees into a database, which takes minutes there).
 
-Targets are found per run as
-- volume: ``*_space-<space>[_res-<res>]_desc-preproc_bold.nii[.gz]`` with its
-  ``*_desc-brain_mask.nii[.gz]``;
-- surface: ``*_hemi-{L,R}_space-<space>_bold.func.gii`` (entity order free; fMRIPrep < 21 wrote
-  ``*_space-<space>_hemi-L.func.gii`` without a suffix, also accepted);
-- parcels: ``*[_space-<space>]_desc-<desc>_timeseries.tsv`` (one column per ROI);
-- cifti: ``*_space-<space>_den-91k_bold.dtseries.nii`` (fMRIPrep's ``--cifti-output``; other
-  densities are not read).
+Each input kind (:mod:`brainalign.targets`) says which files are its runs (``matches``: e.g.
+``*_space-<space>[_res-<res>]_desc-preproc_bold.nii[.gz]`` for volumes, ``*_hemi-{L,R}_...``
+GIFTI for surfaces) and how they make one run (``run_files``: a volume's brain mask, a surface's
+hemisphere pair); :class:`BidsFilters` holds the kind, space and labels to keep.
 
 The stimulus of a run comes from the raw dataset's ``events.tsv`` (the rows with a ``stim_file``,
 all naming one audio file, which starts at the earliest of their onsets; looked up next to the
@@ -28,17 +24,17 @@ import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
+
+from .targets import KINDS, Targets, for_kind
 
 
 class BidsError(ValueError):
     """A derivatives tree or events file that does not fit the configuration."""
 
 
-KINDS = ("volume", "surface", "parcels", "cifti")
-#: grayordinate density of the CIFTI runs read (HCP's 91k: ``brainalign.cifti``)
-CIFTI_DENSITY = "91k"
 _RUN_ENTITIES = ("sub", "ses", "task", "acq", "ce", "dir", "rec", "run", "echo")
 
 
@@ -59,6 +55,49 @@ def parse_entities(name: str) -> dict[str, str]:
             continue
         out[key] = value
     return out
+
+
+@dataclass(frozen=True)
+class BidsFilters:
+    """Which runs :func:`discover_runs` keeps; the defaults are the config schema's (``bids``;
+    ``space``, required there, defaults to fMRIPrep's MNI152NLin2009cAsym).
+
+    Attributes
+    ----------
+    kind : the input kind (``bids.target``, a name of ``targets.KINDS``), whose class says
+        which files are its runs
+    space : fMRIPrep ``space`` entity
+    res : ``res`` entity of volumes (e.g. '2'); None accepts one resolution per run
+    desc : ``desc`` entity of parcel time-series files (kind 'parcels')
+    subjects : labels to keep (without 'sub-'); empty keeps all found
+    exclude_subjects, tasks, sessions, runs : further filters (labels without prefixes; empty
+        keeps all)
+    """
+
+    kind: str = "volume"
+    space: str = "MNI152NLin2009cAsym"
+    res: str | None = None
+    desc: str | None = None
+    subjects: tuple[str, ...] = ()
+    exclude_subjects: tuple[str, ...] = ()
+    tasks: tuple[str, ...] = ()
+    sessions: tuple[str, ...] = ()
+    runs: tuple[str, ...] = ()
+
+    @classmethod
+    def from_config(cls, bids: dict[str, Any]) -> BidsFilters:
+        """The filters of a config's ``bids`` section (labels and ``res`` as strings)."""
+        labels = {key: tuple(str(v) for v in bids.get(key) or ())
+                  for key in ("subjects", "exclude_subjects", "tasks", "sessions", "runs")}
+        return cls(kind=bids.get("target", cls.kind), space=bids["space"],
+                   res=None if bids.get("res") is None else str(bids["res"]),
+                   desc=bids.get("desc"), **labels)
+
+    def keeps(self, entities: dict[str, str]) -> bool:
+        """Whether the task, session and run filters keep a file (its parsed entities)."""
+        return ((not self.tasks or entities.get("task") in self.tasks)
+                and (not self.sessions or entities.get("ses", "") in self.sessions)
+                and (not self.runs or entities.get("run", "") in self.runs))
 
 
 @dataclass(frozen=True)
@@ -99,66 +138,48 @@ def _func_files(subject_dir: Path) -> list[Path]:
     return [Path(e.path) for d in dirs if d.is_dir() for e in os.scandir(d) if e.is_file()]
 
 
-def _run_id(ent: dict[str, str]) -> tuple[str, ...]:
-    return tuple(ent.get(k, "") for k in _RUN_ENTITIES)
+def run_id(entities: dict[str, str]) -> tuple[str, ...]:
+    """The entities that tell runs apart (subject, session, task, ..., echo), in BIDS order."""
+    return tuple(entities.get(k, "") for k in _RUN_ENTITIES)
 
 
-def _is_target(ent: dict[str, str], kind: str, space: str, res: str | None,
-               desc: str | None) -> bool:
-    if kind == "volume":
-        return (ent["suffix"] == "bold" and ent.get("desc") == "preproc"
-                and ent["extension"] in (".nii.gz", ".nii") and ent.get("space") == space
-                and (res is None or ent.get("res") == res))
-    if kind == "surface":
-        return (ent["suffix"] in ("bold", "") and ent["extension"] == ".func.gii"
-                and ent.get("space") == space and ent.get("hemi") in ("L", "R"))
-    if kind == "cifti":
-        return (ent["suffix"] == "bold" and ent["extension"] == ".dtseries.nii"
-                and ent.get("space") == space and ent.get("den") == CIFTI_DENSITY)
-    return (ent["suffix"] == "timeseries" and ent["extension"] == ".tsv"
-            and ent.get("desc") == desc and ent.get("space", space) == space)
-
-
-def _spaces_found(files: list[tuple[Path, dict[str, str]]], kind: str) -> list[str]:
-    ext = {"volume": (".nii.gz", ".nii"), "surface": (".func.gii",), "parcels": (".tsv",),
-           "cifti": (".dtseries.nii",)}[kind]
+def _spaces_found(files: list[tuple[Path, dict[str, str]]], targets: type[Targets]
+                  ) -> list[str]:
+    """The spaces (and resolutions, densities) of the files that have the suffix and extension
+    of the kind's runs, for messages."""
     return sorted({e["space"] + (f" (res-{e['res']})" if "res" in e else "")
                    + (f" (den-{e['den']})" if "den" in e else "")
-                   for _, e in files if "space" in e and e["extension"] in ext
-                   and e["suffix"] in ("bold", "", "timeseries")})
+                   for _, e in files if "space" in e and targets.is_run_file(e)})
 
 
-def discover_runs(root: str | Path, kind: str = "volume", space: str = "MNI152NLin2009cAsym",
-                  res: str | None = None, desc: str | None = None,
-                  subjects: list[str] | None = None, exclude_subjects: list[str] | None = None,
-                  tasks: list[str] | None = None, sessions: list[str] | None = None,
-                  runs: list[str] | None = None) -> list[BidsRun]:
+def discover_runs(root: str | Path, filters: BidsFilters | None = None) -> list[BidsRun]:
     """Functional runs of the derivatives under ``root`` that match the filters.
 
     Parameters
     ----------
-    kind : 'volume', 'surface', 'parcels' or 'cifti' (den-91k runs only).
-    res : fMRIPrep ``res`` entity of volumes (e.g. '2'); None accepts one resolution per run.
-    desc : ``desc`` entity of parcel time-series files (kind 'parcels').
-    subjects : labels to keep (without 'sub-'); None or empty keeps all found.
-    exclude_subjects, tasks, sessions, runs : further filters (labels without prefixes).
+    root : the fMRIPrep derivatives folder (holding sub-*/)
+    filters : the input kind, space and labels to keep (:class:`BidsFilters`; default: the
+        schema's defaults)
 
     Returns
     -------
     runs : sorted by subject, then run key. Raises BidsError when a listed subject has no run,
         files are ambiguous, or nothing matches (naming the spaces that were found).
     """
-    if kind not in KINDS:
-        raise BidsError(f"unknown target kind '{kind}'; expected one of {', '.join(KINDS)}.")
+    filters = filters or BidsFilters()
+    if filters.kind not in KINDS:
+        raise BidsError(f"unknown target kind '{filters.kind}'; expected one of "
+                        f"{', '.join(KINDS)}.")
+    targets = for_kind(filters.kind)
     root = Path(root)
-    for name, values in (("bids.subjects", subjects), ("bids.exclude_subjects",
-                                                       exclude_subjects)):
-        dup = sorted({v for v in values or [] if list(values).count(v) > 1})
+    for name, values in (("bids.subjects", filters.subjects),
+                         ("bids.exclude_subjects", filters.exclude_subjects)):
+        dup = sorted({v for v in values if values.count(v) > 1})
         if dup:
             raise BidsError(f"{name} lists subject(s) {dup} more than once; list each subject "
                             "id once.")
-    wanted = set(subjects or [])
-    excluded = set(exclude_subjects or [])
+    wanted = set(filters.subjects)
+    excluded = set(filters.exclude_subjects)
     found_subjects: set[str] = set()
     found: list[BidsRun] = []
     files_of: dict[str, list[tuple[Path, dict[str, str]]]] = {}
@@ -170,20 +191,13 @@ def discover_runs(root: str | Path, kind: str = "volume", space: str = "MNI152NL
         files = files_of[label] = [(p, parse_entities(p.name)) for p in _func_files(sdir)]
         groups: dict[tuple[str, ...], list[tuple[Path, dict[str, str]]]] = {}
         for path, ent in files:
-            if ent.get("sub") != label or not _is_target(ent, kind, space, res, desc):
-                continue
-            if tasks and ent.get("task") not in tasks:
-                continue
-            if sessions and ent.get("ses", "") not in sessions:
-                continue
-            if runs and ent.get("run", "") not in runs:
-                continue
-            groups.setdefault(_run_id(ent), []).append((path, ent))
-        masks = {(_run_id(e), e.get("res")): p for p, e in files
-                 if kind == "volume" and e["suffix"] == "mask" and e.get("desc") == "brain"
-                 and e.get("space") == space and e["extension"] in (".nii.gz", ".nii")}
+            if ent.get("sub") == label and targets.matches(ent, filters) and filters.keeps(ent):
+                groups.setdefault(run_id(ent), []).append((path, ent))
         for rid, members in sorted(groups.items()):
-            found.append(_make_run(label, rid, members, kind, masks))
+            ent = dict(zip(_RUN_ENTITIES, rid, strict=True))
+            run_files, mask = targets.run_files(members, files, filters)
+            found.append(BidsRun(label, ent["ses"], ent["task"], ent["run"], run_files, mask,
+                                 ent))
     missing = sorted(wanted - found_subjects)
     if missing:
         raise BidsError(f"{root}: no folder for subject(s) {', '.join('sub-' + s for s in missing)}"
@@ -192,74 +206,42 @@ def discover_runs(root: str | Path, kind: str = "volume", space: str = "MNI152NL
     # a subject listed in bids.subjects must have runs; others without matching runs are skipped
     without = sorted((found_subjects - have) & wanted)
     if not found:
-        spaces = _spaces_found([f for files in files_of.values() for f in files], kind)
+        spaces = _spaces_found([x for files in files_of.values() for x in files], targets)
         raise BidsError(
-            f"{root}: no {kind} runs in space '{space}'"
-            + (f" with res-{res}" if res else "") + " match the filters"
-            + (f" (tasks {tasks})" if tasks else "")
-            + (f"; spaces found: {', '.join(spaces)}. Set `bids.space`"
-               + (" / `bids.res`" if kind == "volume" else "") + " to one of them."
+            f"{root}: no {filters.kind} runs in space '{filters.space}'"
+            + (f" with res-{filters.res}" if filters.res else "") + " match the filters"
+            + (f" (tasks {list(filters.tasks)})" if filters.tasks else "")
+            + (f"; spaces found: {', '.join(spaces)}. Set {targets.space_keys} to one of them."
                if spaces else "; check `bids.root` and `bids.target`."))
     if without:
         raise BidsError(f"{root}: subject(s) {', '.join('sub-' + s for s in without)} listed in "
-                        f"bids.subjects have no {kind} run in space '{space}' matching the "
-                        "filters; remove them from the list or fix `bids.space` / "
+                        f"bids.subjects have no {filters.kind} run in space '{filters.space}' "
+                        "matching the filters; remove them from the list or fix `bids.space` / "
                         "`bids.tasks`.")
     skipped = sorted(found_subjects - have)
     if skipped:
-        _log_skipped(skipped, files_of, kind, space, res, desc, tasks, sessions, runs)
+        _log_skipped(skipped, files_of, targets, filters)
     return found
 
 
 def _log_skipped(skipped: list[str], files_of: dict[str, list[tuple[Path, dict[str, str]]]],
-                 kind: str, space: str, res: str | None, desc: str | None,
-                 tasks: list[str] | None, sessions: list[str] | None, runs: list[str] | None
-                 ) -> None:
+                 targets: type[Targets], filters: BidsFilters) -> None:
     """One warning naming the subjects that have a folder but no run matching the filters
     (e.g. no run at the requested resolution), with what their files do have."""
-    filters = [f"space '{space}'"] + [f"res-{res}"] * bool(res) + [f"desc-{desc}"] * bool(desc)
-    filters += [f"den-{CIFTI_DENSITY}"] * (kind == "cifti")
-    filters += [f"{name} {', '.join(map(str, value))}" for name, value in (
-        ("tasks", tasks), ("sessions", sessions), ("runs", runs)) if value]
-    theirs = [f for s in skipped for f in files_of[s]]
-    spaces = _spaces_found(theirs, kind)
+    words = [f"space '{filters.space}'"] + [f"res-{filters.res}"] * bool(filters.res)
+    words += [f"desc-{filters.desc}"] * bool(filters.desc) + list(targets.fixed_entities)
+    words += [f"{name} {', '.join(map(str, value))}" for name, value in (
+        ("tasks", filters.tasks), ("sessions", filters.sessions), ("runs", filters.runs)) if value]
+    theirs = [x for s in skipped for x in files_of[s]]
+    spaces = _spaces_found(theirs, targets)
     found_tasks = sorted({e["task"] for _, e in theirs if "task" in e})
     names = ", ".join("sub-" + s for s in skipped[:20]) + (" ..." if len(skipped) > 20 else "")
     logging.getLogger("brainalign.bids").warning(
         "%d subject(s) skipped: no %s run matches %s: %s (their files: spaces %s; tasks %s). "
         "Change the filters (`bids.space`, `bids.res`, `bids.tasks` ...) to include them, or "
-        "`bids.exclude_subjects` to silence this.", len(skipped), kind,
-        ", ".join(filters), names,
+        "`bids.exclude_subjects` to silence this.", len(skipped), filters.kind,
+        ", ".join(words), names,
         ", ".join(spaces) or "none", ", ".join(found_tasks) or "none")
-
-
-def _make_run(subject: str, rid: tuple[str, ...], members: list[tuple[Path, dict[str, str]]],
-              kind: str, masks: dict[tuple[tuple[str, ...], str | None], Path]) -> BidsRun:
-    ent = dict(zip(_RUN_ENTITIES, rid, strict=True))
-    names = ", ".join(sorted(p.name for p, _ in members))
-    if kind == "surface":
-        hemis = {e["hemi"]: p for p, e in members}
-        if len(members) != 2 or set(hemis) != {"L", "R"}:
-            raise BidsError(f"{members[0][0].parent}: expected one left and one right "
-                            f"hemisphere file for this run, found: {names}.")
-        files = (str(hemis["L"]), str(hemis["R"]))
-        mask = None
-    else:
-        if len(members) != 1:
-            hint = ("set `bids.res` to pick one resolution" if kind == "volume"
-                    else "set `bids.desc` to pick one")
-            raise BidsError(f"{members[0][0].parent}: several files match one run ({names}); "
-                            f"{hint}.")
-        path, e = members[0]
-        files = (str(path),)
-        mask = None
-        if kind == "volume":
-            m = masks.get((rid, e.get("res")))
-            if m is None:
-                raise BidsError(f"{path}: no brain mask next to it (expected the same name with "
-                                "desc-brain_mask); fMRIPrep writes one per run.")
-            mask = str(m)
-    return BidsRun(subject, ent["ses"], ent["task"], ent["run"], files, mask, ent)
 
 
 def _safe_name(stem: str) -> str:

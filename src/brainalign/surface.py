@@ -194,9 +194,10 @@ def _read_hemi_labels(path: Path) -> tuple[np.ndarray, dict[int, str]]:
 
 
 def atlas_files(atlas: str) -> list[Path]:
-    """Left and right label files of a surface atlas: packaged name (see ``rois.check_atlas``)
-    or a path with {hemi} (L/R) or {fs_hemi} (lh/rh)."""
-    from .rois import check_atlas, package_file, packaged_name
+    """Left and right label files of a surface atlas: packaged name (see
+    ``SurfaceTargets.check_atlas``) or a path with {hemi} (L/R) or {fs_hemi} (lh/rh)."""
+    from .rois import package_file, packaged_name
+    from .targets import SurfaceTargets
 
     name = packaged_name(atlas)
     if name == "desikan_killiany":
@@ -206,7 +207,7 @@ def atlas_files(atlas: str) -> list[Path]:
         return [package_file("chimera", "data", "annot_atlases",
                              f"tpl-fsaverage_hemi-{h}_den-164k_atlas-{FSAVERAGE_ATLASES[name]}"
                              "_dseg.label.annot") for h in HEMIS]
-    check_atlas(atlas, "surface")  # a volume atlas's or an unknown name
+    SurfaceTargets.check_atlas(atlas)  # a volume atlas's or an unknown name
     if "{hemi}" not in atlas and "{fs_hemi}" not in atlas:
         raise ValueError(f"rois.atlas: surface atlas '{atlas}' is neither packaged "
                          f"({', '.join(PACKAGED[:3])}, schaefer-N-K) nor a path with {{hemi}} "

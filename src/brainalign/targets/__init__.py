@@ -11,9 +11,15 @@ A kind is a subclass of :class:`Targets` that sets
   of a map and of the subject's atlas file (``map_files`` when a map has several files);
 - ``label_dtype`` / ``flag_dtype`` (best-layer and significance maps), ``projectable``
   (maps can be sampled on fsaverage5), ``roi_origin`` (a sentence of the subject report);
+- ``suffixes``, ``extensions`` (its run files in fMRIPrep derivatives), and where they apply
+  ``fixed_entities``, ``space_keys``, ``several_hint`` (words of discovery's messages);
 
 and implements
 
+- ``matches(entities, filters)`` (whether a BIDS file is one of its runs; ``bids.BidsFilters``)
+  and, where a run is not one file, ``run_files(members, files, filters)`` (a volume's brain
+  mask, a surface's hemisphere pair): ``bids.discover_runs`` asks these;
+- ``check_atlas(atlas, space)``: which atlases (``rois.atlas``) suit it;
 - ``fit(runs, masks, space)`` -> the subject's targets; ``save(path)`` / ``load(path)``;
   ``restrict(keep)`` and ``same_space(other)`` (subjects' targets intersected);
 - ``transform(files, n_vols, t_r, options)``: a run -> (volumes x targets), cleaned;

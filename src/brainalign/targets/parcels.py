@@ -11,6 +11,7 @@ import pandas as pd
 from .base import GroupPage, SubjectPage, Targets, read_label_table
 
 if TYPE_CHECKING:
+    from ..bids import BidsFilters
     from ..bold import CleanOptions
 
 
@@ -30,6 +31,10 @@ class ParcelTargets(Targets):
     atlas_suffix = ".npz"
     roi_origin = ("ROIs are the parcels of the input time series and the configured groups of "
                   "them.")
+    # runs: *[_space-<space>]_desc-<desc>_timeseries.tsv
+    suffixes = ("timeseries",)
+    extensions = (".tsv",)
+    several_hint = "set `bids.desc` to pick one"
 
     def __init__(self, keep: np.ndarray, names: list[str]) -> None:
         self.keep = np.asarray(keep, dtype=bool)
@@ -44,6 +49,13 @@ class ParcelTargets(Targets):
         keep, names = parcel_mask([files[0] for files in runs])
         cls.log_kept(keep)
         return cls(keep, names)
+
+    @classmethod
+    def matches(cls, entities: dict[str, str], filters: BidsFilters) -> bool:
+        """A time-series table with the ``desc`` of ``bids.desc``, in the space or without a
+        ``space`` entity."""
+        return (cls.is_run_file(entities) and entities.get("desc") == filters.desc
+                and entities.get("space", filters.space) == filters.space)
 
     @classmethod
     def load(cls, path: str | Path) -> ParcelTargets:
@@ -96,6 +108,13 @@ class ParcelTargets(Targets):
         if list(table.columns) == ["value"]:
             return table["value"].to_numpy()
         return table.to_numpy().T
+
+    @classmethod
+    def check_atlas(cls, atlas: str, space: str | None = None) -> str:
+        """Any name: the parcels are the ROIs, the atlas only names result files."""
+        from ..rois import packaged_name
+
+        return packaged_name(atlas) or "custom"
 
     def write_atlas(self, rois: dict, path: str | Path) -> None:
         """Every parcel is its own label."""

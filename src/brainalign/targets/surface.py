@@ -11,6 +11,7 @@ import numpy as np
 from .base import DRAWN_ON, GroupPage, SubjectPage, Targets, read_label_table
 
 if TYPE_CHECKING:
+    from ..bids import BidsFilters
     from ..bold import CleanOptions
 
 
@@ -30,6 +31,10 @@ class SurfaceTargets(Targets):
     map_suffix = ".func.gii"
     atlas_suffix = ".npz"
     roi_origin = "ROIs from the configured surface atlas, on the input surface."
+    # runs: *_hemi-{L,R}_space-<space>_bold.func.gii, entities in any order (fMRIPrep < 21
+    # wrote *_space-<space>_hemi-L.func.gii, without a suffix)
+    suffixes = ("bold", "")
+    extensions = (".func.gii",)
 
     def __init__(self, keep: np.ndarray, n_left: int) -> None:
         self.keep = np.asarray(keep, dtype=bool)
@@ -45,6 +50,25 @@ class SurfaceTargets(Targets):
         keep, n_left = vertex_mask([tuple(r) for r in runs], space)
         cls.log_kept(keep)
         return cls(keep, n_left)
+
+    @classmethod
+    def matches(cls, entities: dict[str, str], filters: BidsFilters) -> bool:
+        """A hemisphere's GIFTI (``hemi-L`` or ``hemi-R``) in the space."""
+        return super().matches(entities, filters) and entities.get("hemi") in ("L", "R")
+
+    @classmethod
+    def run_files(cls, members: list[tuple[Path, dict[str, str]]],
+                  files: list[tuple[Path, dict[str, str]]], filters: BidsFilters
+                  ) -> tuple[tuple[str, ...], str | None]:
+        """The left then the right hemisphere's GIFTI; no mask."""
+        from ..bids import BidsError
+
+        hemis = {e["hemi"]: p for p, e in members}
+        if len(members) != 2 or set(hemis) != {"L", "R"}:
+            names = ", ".join(sorted(p.name for p, _ in members))
+            raise BidsError(f"{members[0][0].parent}: expected one left and one right "
+                            f"hemisphere file for this run, found: {names}.")
+        return (str(hemis["L"]), str(hemis["R"])), None
 
     @classmethod
     def load(cls, path: str | Path) -> SurfaceTargets:
@@ -98,6 +122,38 @@ class SurfaceTargets(Targets):
         """A GIFTI per hemisphere: ``<head>_hemi-L_<last>.func.gii``, then ``hemi-R``."""
         head, _, last = prefix.rpartition("_")
         return [f"{head}_hemi-{h}_{last}{cls.map_suffix}" for h in ("L", "R")]
+
+    @classmethod
+    def atlas_choices(cls) -> str:
+        """The atlases ``rois.atlas`` may name for surface input, in words."""
+        from ..surface import PACKAGED, SCHAEFER
+
+        named = [n for n in PACKAGED if n not in SCHAEFER]
+        return (f"{', '.join(named)} (alias hcp-mmp1), schaefer-N-K (N = 100, 200, ..., 1000 "
+                "parcels; K = 7 or 17 networks, e.g. schaefer-400-7), or a path with {hemi} "
+                "(L/R) or {fs_hemi} (lh/rh) naming two GIFTI label / FreeSurfer .annot files")
+
+    @classmethod
+    def check_atlas(cls, atlas: str, space: str | None = None) -> str:
+        """A packaged surface atlas (``surface.PACKAGED``, any spelling; the fsaverage ones
+        only where ``space`` is fsaverage5, fsaverage6 or fsaverage) or a user's pair of label
+        files (``custom``); a volume atlas or an unknown name is refused."""
+        from ..rois import PACKAGED as VOLUME
+        from ..rois import packaged_name, user_atlas
+        from ..surface import DENSITIES, FSAVERAGE_ATLASES
+
+        name = packaged_name(atlas)
+        if name is None:
+            return user_atlas(atlas, cls.kind, cls.atlas_choices())
+        if name in VOLUME:
+            raise ValueError(f"rois.atlas: '{atlas}' is a volume (MNI) atlas, but the BOLD is on "
+                             f"a surface; use {cls.atlas_choices()}.")
+        if space and name in FSAVERAGE_ATLASES and space not in DENSITIES.values():
+            raise ValueError(f"rois.atlas: '{atlas}' is packaged for the fsaverage5, fsaverage6 "
+                             f"and fsaverage surfaces, but bids.space is '{space}'; use runs in "
+                             "one of those spaces, or your own atlas on this surface (a path "
+                             "with {hemi}).")
+        return name
 
     def write_atlas(self, rois: dict, path: str | Path) -> None:
         """The atlas's vertex labels (refused on another surface density) and their names."""

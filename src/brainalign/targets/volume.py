@@ -12,6 +12,7 @@ import numpy as np
 from .base import DRAWN_ON, GroupPage, SubjectPage, Targets
 
 if TYPE_CHECKING:
+    from ..bids import BidsFilters
     from ..bold import CleanOptions
 
 P_SHOW = 0.001  # subject r maps show voxels whose layer predicts them at uncorrected p < P_SHOW
@@ -35,6 +36,11 @@ class VolumeTargets(Targets):
     flag_dtype = np.uint8
     projectable = True
     roi_origin = "ROIs from the configured atlas, resampled to this subject's BOLD grid."
+    # runs: *_space-<space>[_res-<res>]_desc-preproc_bold.nii[.gz] and their brain masks
+    suffixes = ("bold",)
+    extensions = (".nii.gz", ".nii")
+    space_keys = "`bids.space` / `bids.res`"
+    several_hint = "set `bids.res` to pick one resolution"
 
     def __init__(self, img: nib.Nifti1Image) -> None:
         self.img = img
@@ -47,6 +53,31 @@ class VolumeTargets(Targets):
         from ..bold import subject_mask
 
         return cls(subject_mask(list(masks)))
+
+    @classmethod
+    def matches(cls, entities: dict[str, str], filters: BidsFilters) -> bool:
+        """A ``desc-preproc`` BOLD in the space, at the resolution ``bids.res`` where set."""
+        return (super().matches(entities, filters) and entities.get("desc") == "preproc"
+                and (filters.res is None or entities.get("res") == filters.res))
+
+    @classmethod
+    def run_files(cls, members: list[tuple[Path, dict[str, str]]],
+                  files: list[tuple[Path, dict[str, str]]], filters: BidsFilters
+                  ) -> tuple[tuple[str, ...], str | None]:
+        """The BOLD NIfTI and fMRIPrep's brain mask of the run (``desc-brain_mask``, same run
+        entities, space and resolution)."""
+        from ..bids import BidsError, run_id
+
+        bold, _ = super().run_files(members, files, filters)
+        path, ent = members[0]
+        masks = {(run_id(e), e.get("res")): p for p, e in files
+                 if e["suffix"] == "mask" and e.get("desc") == "brain"
+                 and e.get("space") == filters.space and e["extension"] in cls.extensions}
+        mask = masks.get((run_id(ent), ent.get("res")))
+        if mask is None:
+            raise BidsError(f"{path}: no brain mask next to it (expected the same name with "
+                            "desc-brain_mask); fMRIPrep writes one per run.")
+        return bold, str(mask)
 
     @classmethod
     def load(cls, path: str | Path) -> VolumeTargets:
@@ -107,6 +138,31 @@ class VolumeTargets(Targets):
         if data.ndim == 4:
             return np.moveaxis(data, -1, 0).reshape(data.shape[3], -1)
         return data.ravel()
+
+    @classmethod
+    def atlas_choices(cls) -> str:
+        """The atlases ``rois.atlas`` may name for volume input, in words."""
+        from ..rois import PACKAGED
+
+        return f"{', '.join(PACKAGED)}, or a labelled NIfTI path (+ rois.labels_file)"
+
+    @classmethod
+    def check_atlas(cls, atlas: str, space: str | None = None) -> str:
+        """A packaged volume atlas (``rois.PACKAGED``, any spelling) or a labelled NIfTI file
+        (``custom``); a surface atlas or an unknown name is refused."""
+        from ..rois import packaged_name, user_atlas
+        from ..surface import PACKAGED as SURFACE
+
+        name = packaged_name(atlas)
+        if name is None:
+            return user_atlas(atlas, cls.kind, cls.atlas_choices())
+        if name in SURFACE:
+            raise ValueError(f"rois.atlas: '{atlas}' is a surface atlas (fsaverage5/fsaverage6 "
+                             "vertices), but the BOLD is a volume; set bids.target: surface with "
+                             "fsaverage5/fsaverage6 runs, or use a volume atlas: "
+                             f"{cls.atlas_choices()} (hcpex is the Glasser HCP-MMP1 cortex in "
+                             "MNI space).")
+        return name
 
     def write_atlas(self, rois: dict, path: str | Path) -> None:
         """The atlas resampled (nearest neighbour) onto the BOLD grid, with a log line when the
