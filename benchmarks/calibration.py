@@ -25,6 +25,7 @@ import numpy as np
 from brainalign import alignment, encoding, features, io, simulate
 from brainalign.bold import clean_signals
 from brainalign.models import ModelSpec
+from brainalign.windows import WindowOptions
 
 WHISPER = Path(__file__).resolve().parents[2] / "shared" / "models" / "whisper-tiny.en"
 T_R, RUN_S, N_RUNS = 1.0, 163.0, 4
@@ -45,7 +46,7 @@ def speech_layers(tmp: Path) -> tuple[str, list[dict[int, tuple]]]:
     for i in range(N_RUNS):
         path = tmp / f"story{i}.h5"
         features.extract_features(extractor, simulate.speech_like(RUN_S, seed=200 + i), path,
-                                  *window, dtype="float32")
+                                  WindowOptions(*window), dtype="float32")
         times = io.read_frame_times(path)
         runs.append({k: (times, io.read_layer(path, k)) for k in range(extractor.n_layers)})
     return spec.name, runs
@@ -75,7 +76,8 @@ def main() -> None:
         first = alignment.first_volume(0.0, T_R, exclude)
         ys = [clean_signals(b[first:], T_R).astype(np.float32) for b in bold]
         for layer in sorted(runs[0]):
-            xs = [alignment.align(*run[layer], T_R, RUN_S, "hrf", center=center)[first:]
+            xs = [alignment.align(*run[layer], T_R, RUN_S,
+                                  alignment.AlignOptions(center=center))[first:]
                   for run in runs]
             fits = [encoding.fit_layer(xs, ys, np.logspace(-1, 7, 9),
                                        encoding.FitOptions(n_permutations=50, seed=seed))

@@ -24,7 +24,7 @@ from brainalign.audio import TARGET_SR
 from brainalign.features import LayerExtractor, extract_features, iter_layer_batches
 from brainalign.models import ModelSpec
 from brainalign.precision import cpu_has_native_bf16
-from brainalign.windows import plan_windows
+from brainalign.windows import WindowOptions, plan_windows
 
 SR = TARGET_SR
 WINDOW_S = 5.0  # Millet et al. preset
@@ -76,8 +76,8 @@ def run_brainalign(extractor: LayerExtractor, audio: np.ndarray, batch_size: int
     sync(extractor.device)
     t0 = time.perf_counter()
     with torch.inference_mode():
-        for _batch, kept in iter_layer_batches(extractor, audio, window_s=WINDOW_S,
-                                               context_s=CONTEXT_S, batch_size=batch_size):
+        for _batch, kept in iter_layer_batches(extractor, audio, WindowOptions(
+                WINDOW_S, CONTEXT_S, batch_size=batch_size)):
             n_frames += sum(layers[0].shape[0] for layers in kept)
     sync(extractor.device)
     return time.perf_counter() - t0
@@ -205,8 +205,8 @@ def main() -> None:
     if args.write:
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()
-            extract_features(extractor, audio, Path(tmp) / "feat.h5", window_s=WINDOW_S,
-                             context_s=CONTEXT_S, batch_size=best_bs)
+            extract_features(extractor, audio, Path(tmp) / "feat.h5",
+                             WindowOptions(WINDOW_S, CONTEXT_S, batch_size=best_bs))
             t_write = time.perf_counter() - t0
 
     # the same batched windows in float32: what precision alone buys

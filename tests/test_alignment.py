@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from schema_defaults import schema_defaults
 
 from brainalign import alignment
+from brainalign.alignment import AlignOptions as A
 
 FRAME_S = 0.02  # 20 ms model frames
 
@@ -133,18 +135,18 @@ def test_align_dispatches_and_rejects_unknown_method():
     times = frames(duration)
     values = np.random.default_rng(0).standard_normal((times.size, 3))
     n_vols = alignment.n_volumes(duration, t_r)
-    hrf = alignment.align(times, values, t_r, duration, method="hrf")
+    hrf = alignment.align(times, values, t_r, duration, A(method="hrf"))
     centred = values - values.mean(0)  # align centres each feature over the stimulus first
     np.testing.assert_allclose(hrf, alignment.hrf_features(times, centred, t_r, n_vols),
                                rtol=1e-5, atol=1e-7)
-    raw = alignment.align(times, values, t_r, duration, method="hrf", center=False)
+    raw = alignment.align(times, values, t_r, duration, A(method="hrf", center=False))
     np.testing.assert_allclose(raw, alignment.hrf_features(times, values, t_r, n_vols))
-    fir = alignment.align(times, values, t_r, duration, method="fir", delays=[1, 2])
+    fir = alignment.align(times, values, t_r, duration, A(method="fir", delays=(1, 2)))
     assert fir.shape == (n_vols, 6)
-    spm = alignment.align(times, values, t_r, duration, method="hrf", hrf_model="spm")
+    spm = alignment.align(times, values, t_r, duration, A(method="hrf", hrf_model="spm"))
     assert spm.shape == hrf.shape and not np.allclose(spm, hrf)
     with pytest.raises(ValueError, match="unknown alignment method 'boxcar'"):
-        alignment.align(times, values, t_r, duration, method="boxcar")
+        alignment.align(times, values, t_r, duration, A(method="boxcar"))
 
 
 def test_lanczos_kernel():
@@ -212,7 +214,7 @@ def test_align_lanczos_shape_and_fir_delays():
     times = frames(duration)
     values = np.random.default_rng(0).standard_normal((times.size, 3))
     n_vols = alignment.n_volumes(duration, t_r)
-    out = alignment.align(times, values, t_r, duration, method="lanczos", delays=[1, 2, 3, 4])
+    out = alignment.align(times, values, t_r, duration, A(method="lanczos", delays=(1, 2, 3, 4)))
     assert out.shape == (n_vols, 3 * 4) and out.dtype == np.float32
     plain = alignment.lanczos_features(times, values - values.mean(0), t_r, n_vols, delays=[0])
     for j, d in enumerate([1, 2, 3, 4]):
@@ -220,8 +222,8 @@ def test_align_lanczos_shape_and_fir_delays():
         np.testing.assert_allclose(block[:d], 0)
         np.testing.assert_allclose(block[d:], plain[: n_vols - d])
     # default delays: the Huth lab's 1..4 volumes; the window is a parameter
-    assert alignment.align(times, values, t_r, duration, method="lanczos").shape == (n_vols, 12)
-    wide = alignment.align(times, values, t_r, duration, method="lanczos", lanczos_window=5)
+    assert alignment.align(times, values, t_r, duration, A(method="lanczos")).shape == (n_vols, 12)
+    wide = alignment.align(times, values, t_r, duration, A(method="lanczos", lanczos_window=5))
     assert wide.shape == out.shape and not np.allclose(wide, out)
 
 
@@ -231,9 +233,9 @@ def test_onset_shifts_the_response_by_whole_volumes(method):
     times = frames(duration)
     values = np.zeros((times.size, 1))
     values[np.searchsorted(times, 6.0)] = 1.0  # an impulse 6 s into the stimulus
-    kw = {"method": method, "delays": [1, 2]}
-    base = alignment.align(times, values, t_r, duration, **kw)
-    late = alignment.align(times, values, t_r, duration, onset_s=onset, **kw)
+    opts = A(method=method, delays=(1, 2))
+    base = alignment.align(times, values, t_r, duration, opts)
+    late = alignment.align(times, values, t_r, duration, opts, onset_s=onset)
     assert base.shape[0] == alignment.n_volumes(duration, t_r)
     assert late.shape == (alignment.n_volumes(duration + onset, t_r), base.shape[1])
     assert late.shape[0] == base.shape[0] + 2
@@ -254,10 +256,10 @@ def test_stimulus_begun_before_the_first_kept_volume_is_cropped_from_the_full_ru
     t_r, duration, delays = 1.5, 40.0, [1, 2, 3, 4]
     times = frames(duration)
     values = 2.0 + np.random.default_rng(0).standard_normal((times.size, 3))
-    kw = {"method": method, "delays": delays}
-    full = alignment.align(times, values, t_r, duration, onset_s=onset, **kw)
+    opts = A(method=method, delays=tuple(delays))
+    full = alignment.align(times, values, t_r, duration, opts, onset_s=onset)
     cut_onset = onset - dropped * t_r
-    cut = alignment.align(times, values, t_r, duration, onset_s=cut_onset, **kw)
+    cut = alignment.align(times, values, t_r, duration, opts, onset_s=cut_onset)
     assert cut_onset < 0 and cut.shape == (full.shape[0] - dropped, full.shape[1])
     assert cut.shape[0] == alignment.n_volumes(duration + cut_onset, t_r)
     scale = np.abs(full).max()
@@ -307,13 +309,13 @@ def test_kept_fir_rows_have_every_delayed_copy_from_the_stimulus(method):
     t_r, duration, onset, delays = 1.5, 30.0, 3.0, [1, 2, 3, 4]
     times = frames(duration)
     values = 5.0 + np.random.default_rng(0).standard_normal((times.size, 2))
-    raw = alignment.align(times, values, t_r, duration, method=method, delays=delays,
-                          onset_s=onset, center=False)
+    raw = alignment.align(times, values, t_r, duration,
+                          A(method=method, delays=tuple(delays), center=False), onset_s=onset)
     first = alignment.first_volume(onset, t_r, 0.0, method, delays)
     assert (raw[:first] == 0).any()  # what the left-out rows would have carried
     assert (np.abs(raw[first:]) > 1.0).all()  # every copy is stimulus: mean 5, never zero
-    centred = alignment.align(times, values, t_r, duration, method=method, delays=delays,
-                              onset_s=onset)
+    centred = alignment.align(times, values, t_r, duration,
+                              A(method=method, delays=tuple(delays)), onset_s=onset)
     assert abs(centred[first:].mean()) < 0.5  # and, centred, no offset marks the run
 
 
@@ -330,7 +332,7 @@ def test_align_centres_so_an_onset_ramp_cannot_mark_the_run_start():
         x = x - x.mean(0)
         return float((x[:20] ** 2).sum() / (x**2).sum())
 
-    assert onset_share(alignment.align(times, values, t_r, duration, center=False)) > 0.5
+    assert onset_share(alignment.align(times, values, t_r, duration, A(center=False))) > 0.5
     assert onset_share(alignment.align(times, values, t_r, duration)) < 3 * 20 / n
 
 
@@ -351,3 +353,14 @@ def test_analysed_rows_keeps_the_analysed_volumes_of_a_run():
     assert len(alignment.analysed_rows(features, first=15, n_analysed=12)) == 5
     with pytest.raises(ValueError, match="must be >= 0"):
         alignment.analysed_rows(features, first=-1, n_analysed=3)
+
+
+def test_align_options_from_config_follow_the_schema():
+    section = {"method": "fir", "hrf_model": "spm", "fir_delays": [2, 5],
+               "slice_time_ref": 0.0, "lanczos_window": 4}
+    assert A.from_config(section) == A(method="fir", hrf_model="spm", delays=(2, 5),
+                                       slice_time_ref=0.0, lanczos_window=4, center=True)
+    # the library's defaults are the schema's (which requires only the method)
+    defaults = schema_defaults("alignment")
+    assert A.from_config({"method": "hrf", **defaults}) == A()
+    assert A.from_config({"method": "lanczos"}) == A(method="lanczos")

@@ -60,9 +60,9 @@ def test_extract_layers_arrays_match_the_workflow_file(tmp_path):
     spec = ba.ModelSpec("tiny", "random", "wav2vec2", 0, TINY)
     model = ba.LayerExtractor(spec, device="cpu", precision="float32")
     audio = ba.speech_like(7.0, seed=4)
-    layers = ba.extract_layers(model, audio, window_s=2.0, context_s=1.0)
-    stored = ba.extract_layers(model, audio, tmp_path / "f.h5", window_s=2.0, context_s=1.0,
-                               dtype="float32")
+    windows = ba.WindowOptions(window_s=2.0, context_s=1.0)
+    layers = ba.extract_layers(model, audio, options=windows)
+    stored = ba.extract_layers(model, audio, tmp_path / "f.h5", windows, dtype="float32")
     assert len(layers.values) == model.n_layers == 4 and layers.duration_s == 7.0
     np.testing.assert_array_equal(layers.frame_times, stored.frame_times)
     for a, b in zip(layers.values, stored.values, strict=True):
@@ -72,7 +72,8 @@ def test_extract_layers_arrays_match_the_workflow_file(tmp_path):
     # aligned: one row per volume of the stimulus, each layer its own features
     aligned = ba.align_layers(layers, t_r=1.0)
     assert [a.shape for a in aligned] == [(7, 32)] * 4
-    fir = ba.align_layers(layers, t_r=1.0, method="fir", delays=(1, 2))
+    fir = ba.align_layers(layers, t_r=1.0,
+                           options=ba.AlignOptions(method="fir", delays=(1, 2)))
     assert fir[0].shape == (7, 64)
     with pytest.raises(ModelError, match="too short"):
         ba.extract_layers(model, audio[:100])

@@ -6,9 +6,11 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+from schema_defaults import schema_defaults
 from scipy.signal import detrend as scipy_detrend
 
 from brainalign import bold
+from brainalign.bold import CleanOptions as C
 
 AFFINE = np.diag([4.0, 4.0, 4.0, 1.0])
 SHAPE = (7, 6, 5)
@@ -49,7 +51,7 @@ def test_load_run_shape_zscore_and_trim(tmp_path):
     mask = make_mask()
     n_mask = int(np.asarray(mask.dataobj).sum())
 
-    out = bold.load_run(path, mask, n_vols, T_R, start_volume=start)
+    out = bold.load_run(path, mask, n_vols, T_R, C(start_volume=start))
     assert out.shape == (n_vols, n_mask) and out.dtype == np.float32
     np.testing.assert_allclose(out.mean(0), 0, atol=1e-5)
     np.testing.assert_allclose(out.std(0, ddof=1), 1, atol=1e-4)
@@ -70,7 +72,7 @@ def test_load_run_removes_planted_linear_drift(tmp_path):
     mask = make_mask()
     trend = (t - t.mean()) / t.std()
 
-    raw = bold.load_run(path, mask, n_vols, T_R, detrend=False)
+    raw = bold.load_run(path, mask, n_vols, T_R, C(detrend=False))
     # without detrending the drift (40 noise SDs over the run) dominates every voxel
     assert np.mean(raw.T @ trend / n_vols) > 0.9
 
@@ -85,14 +87,15 @@ def test_load_run_removes_planted_linear_drift(tmp_path):
 def test_load_run_accepts_extra_volumes_up_to_limit(tmp_path):
     n_vols = 30
     path = write_run(tmp_path / "extra.nii.gz", synthetic_run(n_vols + 4))
-    out = bold.load_run(path, make_mask(), n_vols, T_R, max_extra_volumes=4)
+    out = bold.load_run(path, make_mask(), n_vols, T_R, C(max_extra_volumes=4))
     assert out.shape[0] == n_vols
 
 
-def assert_bold_error(path, *fragments, **kwargs):
-    args = {"mask_img": make_mask(), "n_vols": 30, "t_r": T_R} | kwargs
+def assert_bold_error(path, *fragments, mask_img=None, **options):
+    """``load_run`` of a 30-volume stimulus refused, naming the file and ``fragments``;
+    ``options``: :class:`bold.CleanOptions` fields."""
     with pytest.raises(bold.BoldError) as exc:
-        bold.load_run(path, **args)
+        bold.load_run(path, mask_img or make_mask(), 30, T_R, C(**options))
     msg = str(exc.value)
     assert str(path) in msg
     for f in fragments:
@@ -268,8 +271,8 @@ def test_parcel_confounds_span_a_motion_artefact_in_the_parcels(tmp_path):
     run = tmp_path / "sub-01_task-story_run-1_desc-schaefer_timeseries.tsv"
     pd.DataFrame(100 + moved @ rng.standard_normal((6, 8)),
                  columns=[f"p{i}" for i in range(8)]).to_csv(run, sep="\t", index=False)
-    y = parcels.load_run(run, np.ones(8, bool), 50, T_R, start_volume=4, first_volume=0,
-                         max_extra_volumes=6)
+    y = parcels.load_run(run, np.ones(8, bool), 50, T_R,
+                         C(start_volume=4, first_volume=0, max_extra_volumes=6))
     confounds = bold.load_run_confounds(str(run), slice(4, 54), ["motion"], T_R)
     assert y.shape == (50, 8) and confounds.shape == (50, 6)
     left = bold.regress_out(y, confounds)
@@ -348,7 +351,7 @@ def test_load_run_confounds_errors_name_the_file_and_the_fix(tmp_path):
 def test_short_run_within_tolerance_is_kept_at_its_length(tmp_path, caplog):
     path = write_run(tmp_path / "short2.nii.gz", synthetic_run(28))
     with caplog.at_level("WARNING", logger="brainalign.bold"):
-        out = bold.load_run(path, make_mask(), 30, T_R, max_missing_volumes=2)
+        out = bold.load_run(path, make_mask(), 30, T_R, C(max_missing_volumes=2))
     assert out.shape[0] == 28
     # kept on an assumption nothing in the run can confirm: it is said, with the stakes
     (rec,) = caplog.records
@@ -502,10 +505,22 @@ def test_run_cut_after_the_audio_started_is_prepared_as_the_full_run(tmp_path):
     for name, path, o in (("full", full_path, onset), ("cut", cut_path, onset - dropped * T_R)):
         first = alignment.first_volume(o, T_R, exclude)  # common.smk's first_volume
         n_vols = alignment.n_volumes(duration + o, T_R)  # prepare_bold's
-        y = bold.load_run(path, make_mask(), n_vols, T_R, first_volume=first)
+        y = bold.load_run(path, make_mask(), n_vols, T_R, C(first_volume=first))
         x = alignment.align(times, values, T_R, duration, onset_s=o)[first:first + len(y)]
         prepared[name] = (first, y, x)
     assert prepared["full"][0] == 12 and prepared["cut"][0] == 12 - dropped
     np.testing.assert_allclose(prepared["cut"][1], prepared["full"][1], atol=1e-5)
     np.testing.assert_allclose(prepared["cut"][2], prepared["full"][2], rtol=1e-5, atol=1e-7)
     assert len(prepared["cut"][1]) == n_full - 12
+
+
+def test_clean_options_from_config_follow_the_schema():
+    section = {"start_volume": 3, "exclude_onset_s": 10.0, "max_extra_volumes": 5,
+               "max_missing_volumes": 2, "detrend": False, "standardize": False,
+               "confounds": {"strategy": []}}
+    assert C.from_config(section, first_volume=7) == C(
+        start_volume=3, max_extra_volumes=5, max_missing_volumes=2, first_volume=7,
+        detrend=False, standardize=False)
+    # the library's defaults are the schema's
+    assert C.from_config(schema_defaults("bold")) == C()
+    assert C.from_config({}) == C()

@@ -3,12 +3,18 @@ noise ceiling, on simulated data with a known shared signal."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import nibabel as nib
 import numpy as np
 import pytest
+from schema_defaults import schema_defaults
 
 from brainalign import ceiling, stats
+from brainalign.ceiling import CeilingOptions
 from brainalign.targets import ParcelTargets, SurfaceTargets, VolumeTargets
+
+OPTS50 = CeilingOptions(n_permutations=50, min_shift=10)
 
 
 def _mask(tmp_path, name, data, affine=None):
@@ -55,7 +61,7 @@ def test_subject_ceilings_match_the_planted_reliability():
                                 * rng.standard_normal((n_t, n_shared)),
                                 rng.standard_normal((n_t, n_noise))]) for sig in signal])
         index.append(np.arange(own_extra, own_extra + n_shared + n_noise))
-    ceil, per_subject = ceiling.subject_ceilings(runs, index, n_permutations=50, min_shift=10)
+    ceil, per_subject = ceiling.subject_ceilings(runs, index, OPTS50)
     np.testing.assert_allclose(ceil.group_ceiling[:n_shared].mean(), np.sqrt(rho), atol=0.02)
     assert ceil.usable[:n_shared].mean() > 0.95 and ceil.usable[n_shared:].mean() <= 0.05
     for s, arrays in enumerate(per_subject):
@@ -82,16 +88,16 @@ def test_repeat_ceiling_sees_idiosyncratic_responses_that_isc_misses():
                      * rng.standard_normal((n_t, n_vox)) for stim in "aba"])
         index.append(np.arange(n_vox))
     pairs = ceiling.repeat_pairs(["a", "b", "a"])
-    rep, per_subject = ceiling.subject_ceilings(runs, index, n_permutations=50, min_shift=10,
-                                                method="repeat", pairs=pairs)
+    rep, per_subject = ceiling.subject_ceilings(runs, index, replace(OPTS50, method="repeat"),
+                                                pairs=pairs)
     np.testing.assert_allclose(rep.group_ceiling.mean(), np.sqrt(rho), atol=0.03)
     assert rep.usable.mean() > 0.95
     np.testing.assert_allclose(np.mean([s["ceiling"].mean() for s in per_subject]),
                                np.sqrt(rho), atol=0.03)
-    isc, _ = ceiling.subject_ceilings(runs, index, n_permutations=50, min_shift=10)
+    isc, _ = ceiling.subject_ceilings(runs, index, OPTS50)
     assert isc.usable.mean() <= 0.05  # nothing shared across subjects
     with pytest.raises(ValueError, match="no stimulus is heard in two runs"):
-        ceiling.subject_ceilings(runs, index, method="repeat", pairs=[])
+        ceiling.subject_ceilings(runs, index, CeilingOptions(method="repeat"), pairs=[])
 
 
 def test_story_ceilings_for_subjects_who_heard_different_stories():
@@ -112,30 +118,30 @@ def test_story_ceilings_for_subjects_who_heard_different_stories():
             runs[k].append(bold[:-3] if (story, k) == ("b", 1) else bold)
             stimuli[k].append(story)
     index = [np.arange(n_sig + n_noise)] * 4
-    ceil, per_subject = ceiling.subject_ceilings(runs, index, n_permutations=50, min_shift=10,
-                                                 stimuli=stimuli)
+    ceil, per_subject = ceiling.subject_ceilings(runs, index, OPTS50, stimuli=stimuli)
     np.testing.assert_allclose(ceil.group_ceiling[:n_sig].mean(), np.sqrt(rho), atol=0.03)
     assert ceil.usable[:n_sig].mean() > 0.95 and ceil.usable[n_sig:].mean() <= 0.05
     for arrays in per_subject:
         np.testing.assert_allclose(arrays["ceiling"][:n_sig].mean(), np.sqrt(rho), atol=0.04)
     # in blocks of voxels (as for a whole brain): the same ceilings, FDR over all voxels
-    blocks, _ = ceiling.subject_ceilings(runs, index, n_permutations=50, min_shift=10,
-                                         stimuli=stimuli, chunk_voxels=64)
+    blocks, _ = ceiling.subject_ceilings(runs, index, replace(OPTS50, chunk_voxels=64),
+                                         stimuli=stimuli)
     for field in ("isc", "ceiling", "group_ceiling", "p", "usable"):
         np.testing.assert_allclose(getattr(blocks, field), getattr(ceil, field), atol=1e-9)
     # subjects who all heard the same stories: the story path is the run-by-run path
     same = [r[:2] for r in runs[:3]]
-    by_run, _ = ceiling.subject_ceilings(same, index[:3], n_permutations=20, min_shift=10)
-    by_story, _ = ceiling.subject_ceilings(same, index[:3], n_permutations=20, min_shift=10,
-                                           stimuli=[["a", "b"]] * 3)
+    opts20 = CeilingOptions(n_permutations=20, min_shift=10)
+    by_run, _ = ceiling.subject_ceilings(same, index[:3], opts20)
+    by_story, _ = ceiling.subject_ceilings(same, index[:3], opts20, stimuli=[["a", "b"]] * 3)
     np.testing.assert_allclose(by_story.ceiling, by_run.ceiling, atol=1e-6)
     np.testing.assert_allclose(by_story.p, by_run.p, atol=1e-9)
     direct = stats.isc_ceiling(same, n_permutations=20, min_shift=10)
     np.testing.assert_allclose(by_story.ceiling, direct.ceiling, atol=1e-6)
     np.testing.assert_allclose(by_story.p, direct.p, atol=1e-9)
     # nobody shares a story: no ceiling, and no error
-    alone, _ = ceiling.subject_ceilings([[runs[3][2]]], index[:1], n_permutations=10,
-                                        min_shift=10, stimuli=[["d"]])
+    alone, _ = ceiling.subject_ceilings([[runs[3][2]]], index[:1],
+                                        CeilingOptions(n_permutations=10, min_shift=10),
+                                        stimuli=[["d"]])
     assert np.isnan(alone.group_ceiling).all() and not alone.usable.any()
 
 
@@ -177,16 +183,16 @@ def test_ceiling_regresses_the_configured_confounds_out_first():
     the real signal's ceiling stays usable."""
     runs, confounds, n_sig = motion_confounded_subjects()
     index = [np.arange(runs[0][0].shape[1])] * len(runs)
-    kw = {"n_permutations": 50, "min_shift": 10}
-    raw, _ = ceiling.subject_ceilings(runs, index, **kw)
+    raw, _ = ceiling.subject_ceilings(runs, index, OPTS50)
     assert raw.usable[n_sig:].mean() > 0.5  # the defect: motion counted as signal
-    clean, per_subject = ceiling.subject_ceilings(runs, index, confounds=confounds, **kw)
+    clean, per_subject = ceiling.subject_ceilings(runs, index, OPTS50, confounds=confounds)
     assert clean.usable[:n_sig].mean() > 0.95
     false = int(clean.usable[n_sig:].sum())
     assert false / clean.usable.sum() <= 0.1  # q = 0.05 (FDR), with room for one draw
     assert per_subject[0]["usable"][n_sig:].sum() == false
     # two threads over blocks of voxels: the same numbers
-    threaded, _ = ceiling.subject_ceilings(runs, index, confounds=confounds, n_threads=2, **kw)
+    threaded, _ = ceiling.subject_ceilings(runs, index, replace(OPTS50, n_threads=2),
+                                           confounds=confounds)
     np.testing.assert_allclose(threaded.group_ceiling, clean.group_ceiling, rtol=1e-12)
     np.testing.assert_allclose(threaded.p, clean.p, rtol=1e-10)
 
@@ -235,3 +241,17 @@ def test_common_volumes_keep_the_runs_of_a_stimulus_in_sync():
         np.testing.assert_array_equal(runs[sub][0][:, 0], [0, 1, 2, 3, 6, 7, 8, 9])
         np.testing.assert_array_equal(conf[sub][0][:, 0], [0, 2, 4, 6, 12, 14, 16, 18])
     assert runs[1][0] is blocked  # already in sync: not copied
+
+
+def test_ceiling_options_from_config_follow_the_schema():
+    section = {"method": "repeat", "n_permutations": 100, "min_shift_s": 20.0, "fdr_q": 0.01,
+               "min_ceiling": 0.2}
+    assert CeilingOptions.from_config(section, 2.0, n_threads=4) == CeilingOptions(
+        method="repeat", n_permutations=100, min_shift=10, fdr_q=0.01, min_ceiling=0.2,
+        n_threads=4)
+    # at least one volume of shift, however long the TR
+    assert CeilingOptions.from_config({"min_shift_s": 0.5}, 2.0).min_shift == 1
+    # the library's defaults are the schema's (min_shift: 15 s at TR 1.5 s)
+    defaults = schema_defaults("ceiling")
+    assert CeilingOptions.from_config(defaults, 1.5) == CeilingOptions()
+    assert CeilingOptions.from_config({}, 1.5) == CeilingOptions()

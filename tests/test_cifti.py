@@ -159,14 +159,16 @@ def test_load_run_trims_cleans_and_checks_length(tmp_path):
     path, data = noise_run(tmp_path, n_vols=30)
     keep = np.zeros(N, bool)
     keep[::100] = True
-    run = cifti.load_run(path, keep, n_vols=26, t_r=2.0, start_volume=2, first_volume=3)
+    run = cifti.load_run(path, keep, n_vols=26, t_r=2.0,
+                         options=bold.CleanOptions(start_volume=2, first_volume=3))
     expected = bold.clean_signals(data[5:28][:, keep], 2.0).astype(np.float32)
     assert run.shape == (23, keep.sum()) and np.allclose(run, expected, atol=1e-5)
     assert np.allclose(run.mean(0), 0, atol=1e-5) and np.allclose(run.std(0, ddof=1), 1, atol=1e-4)
     with pytest.raises(BoldError, match="has 30 volumes; its stimulus needs 40"):
         cifti.load_run(path, keep, n_vols=40, t_r=2.0)
     with pytest.raises(BoldError, match="at most 0 extra"):
-        cifti.load_run(path, keep, n_vols=20, t_r=2.0, max_extra_volumes=0)
+        cifti.load_run(path, keep, n_vols=20, t_r=2.0,
+                       options=bold.CleanOptions(max_extra_volumes=0))
     with pytest.raises(BoldError, match="config says tr: 1"):
         cifti.load_run(path, keep, n_vols=30, t_r=1.0)
     with pytest.raises(BoldError, match="the subject's mask has 10"):

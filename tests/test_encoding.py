@@ -453,9 +453,11 @@ def _speech_layers(audio: np.ndarray, extractor, path) -> dict[int, tuple]:
     """{layer: (frame_times, activations)} of one stimulus, through the pipeline's own
     extraction and storage."""
     from brainalign import features, io
+    from brainalign.windows import WindowOptions
 
     window, context = (20.0, 5.0) if extractor.whisper else (10.0, 5.0)
-    features.extract_features(extractor, audio, path, window, context, dtype="float32")
+    features.extract_features(extractor, audio, path, WindowOptions(window, context),
+                              dtype="float32")
     times = io.read_frame_times(path)
     return {layer: (times, io.read_layer(path, layer)) for layer in range(extractor.n_layers)}
 
@@ -499,7 +501,8 @@ def _prepared_runs(layers_by_run, layer: int, bold_runs, center: bool, exclude_s
     from brainalign.bold import clean_signals
 
     first = alignment.first_volume(0.0, CAL_TR, exclude_s)
-    xs = [alignment.align(*run[layer], CAL_TR, CAL_RUN_S, "hrf", center=center)[first:]
+    xs = [alignment.align(*run[layer], CAL_TR, CAL_RUN_S,
+                          alignment.AlignOptions(center=center))[first:]
           for run in layers_by_run]
     ys = [clean_signals(b[first:], CAL_TR).astype(np.float32) for b in bold_runs]
     return xs, ys
@@ -561,7 +564,7 @@ def test_mismatched_audio_passes_no_group_test_despite_run_start_responses(speec
     rng = np.random.default_rng(2)
     masks = {f"roi{i}": np.repeat(np.arange(6), 10) == i for i in range(6)}
     layers = sorted(speech_runs["shifted"][0])[::2]
-    loudness = [alignment.align(*run, CAL_TR, CAL_RUN_S, "hrf")[:, 0]
+    loudness = [alignment.align(*run, CAL_TR, CAL_RUN_S)[:, 0]
                 for run in speech_runs["loudness"]]
     listeners = {"silent": [_null_bold(rng, 60, np.ones(60)) for _ in range(8)],
                  "driven": [_null_bold(rng, 60, np.ones(60)) for _ in range(8)]}

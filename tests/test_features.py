@@ -12,6 +12,8 @@ import h5py
 import numpy as np
 import pytest
 import torch
+import yaml
+from schema_defaults import schema_defaults
 
 from brainalign import features as F
 from brainalign import io
@@ -20,6 +22,9 @@ from brainalign import precision as P
 from brainalign import similarity as S
 from brainalign import windows as W
 from brainalign.audio import TARGET_SR
+from brainalign.windows import WindowOptions
+
+ROOT = Path(__file__).resolve().parents[1]
 
 TINY = {"hidden_size": 32, "num_hidden_layers": 3, "num_attention_heads": 2,
         "intermediate_size": 64, "conv_dim": (32,) * 7}
@@ -57,8 +62,8 @@ def tiny_extractor():
 def tiny_h5(tiny_extractor, tmp_path_factory):
     audio = speech_like(3.0)
     path = tmp_path_factory.mktemp("feat") / "stim.h5"
-    F.extract_features(tiny_extractor, audio, path, window_s=1.0, context_s=0.5, batch_size=2,
-                       dtype="float32")
+    F.extract_features(tiny_extractor, audio, path,
+                       WindowOptions(window_s=1.0, context_s=0.5, batch_size=2), dtype="float32")
     return path, audio
 
 
@@ -173,8 +178,8 @@ def test_windowed_local_layer_equals_whole_pass_for_every_frame():
     ex.feature_extractor.do_normalize = False
     audio = speech_like(2.5, seed=1)
     frames = {}
-    for batch, kept in F.iter_layer_batches(ex, audio, window_s=0.4, context_s=0.2,
-                                            batch_size=3):
+    for batch, kept in F.iter_layer_batches(
+            ex, audio, WindowOptions(window_s=0.4, context_s=0.2, batch_size=3)):
         for w, layers in zip(batch, kept, strict=True):
             frames[w.first_frame] = layers[0]
     stitched = np.concatenate([frames[k] for k in sorted(frames)])
@@ -186,7 +191,7 @@ def test_windowed_local_layer_equals_whole_pass_for_every_frame():
 def test_float16_storage_and_short_stimulus(tiny_extractor, tmp_path):
     audio = speech_like(1.0)
     path = tmp_path / "half.h5"
-    F.extract_features(tiny_extractor, audio, path, window_s=0.5, context_s=0.2)
+    F.extract_features(tiny_extractor, audio, path, WindowOptions(window_s=0.5, context_s=0.2))
     with h5py.File(path, "r") as h5:
         assert h5["layer-00"].dtype == np.float16
     values = io.read_layer(path, 0)
@@ -195,7 +200,8 @@ def test_float16_storage_and_short_stimulus(tiny_extractor, tmp_path):
                                                 0.2)[0].stop]])[0][0]
     np.testing.assert_allclose(values[:25], ref[:25], rtol=1e-2, atol=1e-2)
     with pytest.raises(M.ModelError, match="too short"):
-        F.extract_features(tiny_extractor, audio[:300], tmp_path / "short.h5", 0.5, 0.2)
+        F.extract_features(tiny_extractor, audio[:300], tmp_path / "short.h5",
+                           WindowOptions(0.5, 0.2))
 
 
 def test_read_layer_missing_layer_raises_keyerror(tiny_h5):
@@ -323,7 +329,8 @@ def test_pretrained_whisper_tiny_en_layers(tmp_path):
     assert ex.geometry.stride == 320 and ex.geometry.max_input == 30 * TARGET_SR
     audio = speech_like(4.0, seed=2)
     path = tmp_path / "whisper.h5"
-    F.extract_features(ex, audio, path, window_s=2.0, context_s=1.0, dtype="float32")
+    F.extract_features(ex, audio, path, WindowOptions(window_s=2.0, context_s=1.0),
+                       dtype="float32")
     total = W.n_frames_total(len(audio), ex.geometry)
     assert 195 <= total <= 200  # ~4 s of 20 ms frames
     outs = [io.read_layer(path, layer) for layer in range(5)]
@@ -359,7 +366,7 @@ def local_extractor():
 def stitch(extractor, audio, **kwargs) -> list[np.ndarray]:
     """Per-layer (n_frames, n_features) arrays assembled from iter_layer_batches."""
     parts: dict[int, list[np.ndarray]] = {}
-    for batch, kept in F.iter_layer_batches(extractor, audio, **kwargs):
+    for batch, kept in F.iter_layer_batches(extractor, audio, WindowOptions(**kwargs)):
         for w, layers in zip(batch, kept, strict=True):
             parts[w.first_frame] = layers
     order = sorted(parts)
@@ -396,8 +403,9 @@ def test_full_left_and_right_context_equals_single_pass_for_every_layer(local_ex
     audio = speech_like(2.0, seed=3)
     whole = local_extractor([audio])
     path = tmp_path / "ctx.h5"
-    F.extract_features(local_extractor, audio, path, window_s=0.4, context_s=3.0, batch_size=3,
-                       dtype="float32", right_context_s=3.0)
+    F.extract_features(local_extractor, audio, path,
+                       WindowOptions(window_s=0.4, context_s=3.0, right_context_s=3.0,
+                                     batch_size=3), dtype="float32")
     for layer in range(local_extractor.n_layers):
         values = io.read_layer(path, layer)
         assert values.shape == whole[layer][0].shape
@@ -448,7 +456,8 @@ def test_whole_mode_is_one_pass(tiny_extractor, tmp_path):
     (w,) = W.plan_windows(len(audio), tiny_extractor.geometry, 0.2, 0.1, mode="whole")
     assert (w.start, w.stop, w.keep_from, w.first_frame) == (0, len(audio), 0, 0)
     path = tmp_path / "whole.h5"
-    F.extract_features(tiny_extractor, audio, path, 0.2, 0.1, dtype="float32", mode="whole")
+    F.extract_features(tiny_extractor, audio, path, WindowOptions(0.2, 0.1, mode="whole"),
+                       dtype="float32")
     whole = tiny_extractor([audio])
     for layer in (0, 3):
         values = io.read_layer(path, layer)
@@ -462,8 +471,8 @@ def test_whole_mode_refuses_long_stimulus_for_whisper(tmp_path):
     assert len(W.plan_windows(480_000, geom, 1.0, 0.0, mode="whole")) == 1
     fake = SimpleNamespace(geometry=geom, spec=M.ModelSpec("whisper-x", "x"))
     with pytest.raises(M.ModelError) as exc:
-        next(F.iter_layer_batches(fake, np.zeros(40 * TARGET_SR, np.float32), 1.0, 0.0,
-                                  mode="whole"))
+        next(F.iter_layer_batches(fake, np.zeros(40 * TARGET_SR, np.float32),
+                                  WindowOptions(1.0, 0.0, mode="whole")))
     msg = str(exc.value)
     assert "model 'whisper-x'" in msg and "40.0 s" in msg and "fixed input length of 30 s" in msg
     assert "features.mode: windowed" in msg
@@ -477,7 +486,7 @@ def test_frame_times_locate_clicks(local_extractor, tmp_path):
     audio = np.zeros(3 * TARGET_SR, np.float32)
     audio[np.round(clicks * TARGET_SR).astype(int)] = 1.0
     path = tmp_path / "clicks.h5"
-    F.extract_features(local_extractor, audio, path, window_s=0.4, context_s=0.2,
+    F.extract_features(local_extractor, audio, path, WindowOptions(window_s=0.4, context_s=0.2),
                        dtype="float32")
     times, values = io.read_frame_times(path), io.read_layer(path, 0)
     energy = (values ** 2).sum(1)
@@ -551,7 +560,8 @@ def extract_to(tmp_path: Path, extractor: F.LayerExtractor, audio: np.ndarray, n
                ) -> tuple[list[np.ndarray], dict]:
     """Every layer of ``audio`` through extract_features, and the file's attributes."""
     path = tmp_path / f"{name}.h5"
-    F.extract_features(extractor, audio, path, window_s=1.0, context_s=1.0, dtype="float32")
+    F.extract_features(extractor, audio, path, WindowOptions(window_s=1.0, context_s=1.0),
+                       dtype="float32")
     with h5py.File(path) as h5:
         attrs = dict(h5.attrs)
     return [io.read_layer(path, i) for i in range(extractor.n_layers)], attrs
@@ -745,3 +755,15 @@ def test_pretrained_config_is_read_once_and_handed_out_as_copies(monkeypatch, tm
     assert M.layer_ids(spec) == ["00", "01", "02", "03"]
     assert M.load_model_config(spec)._attn_implementation != "eager"
     assert calls == [str(tmp_path / "model")]
+
+
+def test_window_options_from_config_follow_the_schema():
+    section = {"window_s": 4.0, "context_s": 2.0, "mode": "causal", "right_context_s": 0.0,
+               "batch_size": 8, "dtype": "float32", "precision": "auto"}
+    assert WindowOptions.from_config(section) == WindowOptions(4.0, 2.0, 0.0, "causal", 8)
+    # the library's defaults are the schema's (window_s and context_s, which the schema
+    # requires, are config/config.yaml's)
+    shipped = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["features"]
+    filled = {**schema_defaults("features"), "window_s": shipped["window_s"],
+              "context_s": shipped["context_s"]}
+    assert WindowOptions.from_config(filled) == WindowOptions()

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from brainalign import parcels
-from brainalign.bold import BoldError
+from brainalign.bold import BoldError, CleanOptions
 from brainalign.targets import ParcelTargets
 
 
@@ -25,7 +25,8 @@ def test_read_and_clean_a_parcel_run(tmp_path):
     path = write(tmp_path / "run.tsv", data, ["A1_L", "A1_R", "V1"])
     values, names = parcels.read_run(path)
     assert names == ["A1_L", "A1_R", "V1"] and values.shape == (40, 3)
-    out = parcels.load_run(path, np.array([True, False, True]), 36, 1.0, start_volume=2)
+    out = parcels.load_run(path, np.array([True, False, True]), 36, 1.0,
+                           CleanOptions(start_volume=2))
     assert out.shape == (36, 2)
     np.testing.assert_allclose(out.mean(0), 0, atol=1e-5)
     np.testing.assert_allclose(out.std(0, ddof=1), 1, atol=1e-4)

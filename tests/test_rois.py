@@ -9,8 +9,10 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+from schema_defaults import schema_defaults
 
 from brainalign import rois, stats
+from brainalign.rois import GroupOptions
 from brainalign.targets import for_kind
 
 HG_LEFT = "Left_Heschl's_Gyrus_(includes_H1_and_H2)"
@@ -292,7 +294,8 @@ def test_group_roi_stats_detects_planted_and_keeps_noise_nominal():
 def test_group_best_layer_bootstrap_and_independent_score():
     rng = np.random.default_rng(6)
     tables, best_tables = _subject_tables(rng, 6, {"HG": 1, "IFG": 4}, n_noise_rois=30)
-    best = rois.group_best_layer(tables, best_tables, n_boot=300).set_index("roi")
+    best = rois.group_best_layer(tables, best_tables, GroupOptions(n_boot=300))
+    best = best.set_index("roi")
     for roi, layer in {"HG": 1, "IFG": 4}.items():
         row = best.loc[roi]
         assert row["best_layer"] == layer and row["layer_ci_low"] <= layer <= row["layer_ci_high"]
@@ -308,7 +311,8 @@ def test_group_best_layer_bootstrap_and_independent_score():
     # with ceilings in the subjects' tables, the independent score is normalised
     for b in best_tables:
         b["ceiling"], b["ceiling_ok"] = 0.4, True
-    with_ceiling = rois.group_best_layer(tables, best_tables, n_boot=50).set_index("roi")
+    with_ceiling = rois.group_best_layer(tables, best_tables, GroupOptions(n_boot=50))
+    with_ceiling = with_ceiling.set_index("roi")
     np.testing.assert_allclose(with_ceiling["normalised_r"], with_ceiling["independent_r"] / 0.4)
 
 
@@ -322,7 +326,7 @@ def test_group_statistics_with_one_subject_have_no_across_subject_inference():
         rois.group_roi_stats(tables)  # auto -> fixed effects, which needs the null draws
     group = rois.group_roi_stats(tables, nulls=nulls)  # fixed effects: about this subject
     assert (group["test"] == "fixed").all()
-    best = rois.group_best_layer(tables, best_tables, n_boot=20,
+    best = rois.group_best_layer(tables, best_tables, GroupOptions(n_boot=20),
                                  group_stats=group).set_index("roi")
     assert best.loc["HG", "best_layer"] == 1 and best.loc["HG", "reliable"]
     assert best["independent_r"].isna().all() and best["loso_stability"].isna().all()
@@ -484,7 +488,8 @@ def test_group_fixed_effects_finds_planted_rois_and_not_noise_with_three_subject
     noise = group[group["roi"].str.startswith("noise")]
     assert noise["significant"].mean() <= 0.05
     assert 0.02 < (noise["p_fixed"] < 0.05).mean() < 0.09  # uncorrected: nominal
-    best = rois.group_best_layer(tables, best_tables, n_boot=50, group_stats=group)
+    best = rois.group_best_layer(tables, best_tables, GroupOptions(n_boot=50),
+                                 group_stats=group)
     best = best.set_index("roi")
     assert best.loc["HG", "reliable"] and best.loc["HG", "best_layer"] == 1
     assert best.loc["IFG", "reliable"] and best.loc["IFG", "best_layer"] == 4
@@ -505,7 +510,7 @@ def test_group_minimum_subjects_for_bootstrap_and_loso():
     rng = np.random.default_rng(14)
     for n_sub, boot_ok, loso_ok in ((2, False, False), (4, False, True), (5, True, True)):
         tables, best_tables = _subject_tables(rng, n_sub, {"HG": 1}, 2)
-        best = rois.group_best_layer(tables, best_tables, n_boot=50)
+        best = rois.group_best_layer(tables, best_tables, GroupOptions(n_boot=50))
         assert best["layer_ci_low"].notna().all() == boot_ok, n_sub
         assert best["bootstrap_note"].eq("").all() == boot_ok, n_sub
         assert best["independent_r"].notna().all() == loso_ok, n_sub
@@ -524,7 +529,8 @@ def test_group_reliability_controls_the_share_of_noise_rois_claimed():
         tables, best_tables, nulls = _subject_tables(rng, 3, planted, 20, with_nulls=True)
         group = rois.group_roi_stats(tables, q=0.05, nulls=nulls)
         any_cell = group.groupby("roi", sort=False)["significant"].any()
-        best = rois.group_best_layer(tables, best_tables, n_boot=10, group_stats=group)
+        best = rois.group_best_layer(tables, best_tables, GroupOptions(n_boot=10),
+                                     group_stats=group)
         claimed = best.set_index("roi")["reliable"]
         for rule, out in ((any_cell, by_cells), (claimed, by_rois)):
             false = rule[rule.index.str.startswith("noise")].sum()
@@ -655,3 +661,11 @@ def test_packaged_atlases_through_the_subject_atlas_rule(tmp_path, mni_4mm, monk
     with pytest.raises(ValueError, match="rois.atlas: 'hcpex' is a volume"):
         _run_subject_atlas(monkeypatch, str(tmp_path / "mask.npz"),
                            str(tmp_path / "atlas2.npz"), "hcpex")
+
+
+def test_group_options_from_config_follow_the_schema():
+    assert GroupOptions.from_config({"test": "t", "n_flips": 100, "fdr_q": 0.1,
+                                     "n_bootstrap": 500}) == GroupOptions(n_boot=500, fdr_q=0.1)
+    # the library's defaults are the schema's
+    assert GroupOptions.from_config(schema_defaults("group")) == GroupOptions()
+    assert GroupOptions.from_config({}) == GroupOptions()

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
+from schema_defaults import schema_defaults
 from scipy.signal import detrend
 
 from brainalign import bold, simulate
@@ -137,7 +138,8 @@ def simulate_small(snr=2.0, seed=1, planted=None, **kw):
     roi_voxels = {"A": idx < 40, "B": (idx >= 30) & (idx < 80)}  # overlap 30..39
     planted = {"A": 0, "B": 2} if planted is None else planted
     runs, signal_layer, _ = simulate.simulate_subject(feats, mask, roi_voxels, planted,
-                                                      snr=snr, seed=seed, **kw)
+                                                      snr=snr, seed=seed,
+                                                      options=simulate.SimulationOptions(**kw))
     return mask, feats, roi_voxels, runs, signal_layer
 
 
@@ -195,10 +197,10 @@ def test_written_runs_load_as_bold_with_extra_volumes(tmp_path):
     simulate.write_bold(runs[0], path, t_r=1.5)
     img = nib.load(str(path))
     assert img.header.get_zooms()[3] == pytest.approx(1.5)
-    out = bold.load_run(path, mask, LENGTHS[0], 1.5, max_extra_volumes=4)
+    out = bold.load_run(path, mask, LENGTHS[0], 1.5, bold.CleanOptions(max_extra_volumes=4))
     assert out.shape == (LENGTHS[0], int(np.asarray(mask.dataobj).sum()))
     with pytest.raises(bold.BoldError, match="header TR is 1.5"):
-        bold.load_run(path, mask, LENGTHS[0], 2.0, max_extra_volumes=4)
+        bold.load_run(path, mask, LENGTHS[0], 2.0, bold.CleanOptions(max_extra_volumes=4))
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -224,9 +226,10 @@ def test_confounds_tables_follow_fmriprep_and_explain_the_motion_artefact(tmp_pa
     mask = small_mask()
 
     def simulate_noise(artefact: float):
+        options = simulate.SimulationOptions(noise=noise, extra_volumes=0,
+                                             motion_artefact=artefact, t_r=2.0)
         return simulate.simulate_subject({0: [np.zeros((n, 2)) for n in LENGTHS]}, mask, {}, {},
-                                         snr=1.0, seed=1, noise=noise, extra_volumes=0,
-                                         motion_artefact=artefact, t_r=2.0)
+                                         snr=1.0, seed=1, options=options)
 
     runs, _, confs_clean = simulate_noise(0.0)
     runs3, _, confs = simulate_noise(2.0)
@@ -291,3 +294,20 @@ def test_run_start_response_dips_then_rises_then_stops():
     np.testing.assert_allclose(r[:4], -0.27, rtol=1e-6)
     np.testing.assert_allclose(r[4:14], 0.11, rtol=1e-6)
     assert not r[14:].any()
+
+
+def test_simulation_options_from_config_follow_the_schema():
+    section = {"snr": 0.5, "snr_spread": 2.0, "ar1": 0.3, "fwhm_mm": 4.0, "extra_volumes": 6,
+               "motion_artefact": 1.5, "shared_tuning": False}
+    assert simulate.SimulationOptions.from_config(section, 2.0) == simulate.SimulationOptions(
+        extra_volumes=6, noise=simulate.NoiseModel(ar1=0.3, fwhm_mm=4.0), snr_spread=2.0,
+        motion_artefact=1.5, t_r=2.0, tuning_seed=None)
+    # shared tuning: one tuning seed for every subject
+    assert simulate.SimulationOptions.from_config({"shared_tuning": True}, 2.0).tuning_seed == 0
+    # the schema's defaults, given or left out; the library's own defaults equal them but for
+    # snr_spread (3, which the tests' simulations use)
+    defaults = schema_defaults("demo")
+    schema_opts = simulate.SimulationOptions(snr_spread=defaults["snr_spread"], t_r=2.0,
+                                             tuning_seed=0)
+    assert simulate.SimulationOptions.from_config(defaults, 2.0) == schema_opts
+    assert simulate.SimulationOptions.from_config({}, 2.0) == schema_opts

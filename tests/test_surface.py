@@ -13,7 +13,7 @@ import pytest
 from bids_tree import RunSpec, write_surface_run
 
 from brainalign import surface
-from brainalign.bold import BoldError
+from brainalign.bold import BoldError, CleanOptions
 from brainalign.targets import SurfaceTargets
 
 N5 = 10242  # fsaverage5 vertices per hemisphere
@@ -67,15 +67,14 @@ def test_declared_space_must_match_the_vertex_count(tmp_path):
 def test_load_run_is_trimmed_and_cleaned(tmp_path):
     runs = surface_runs(tmp_path)
     keep, _ = surface.vertex_mask(runs, "fsaverage5")
-    out = surface.load_run(runs[0], keep, 25, 1.0, start_volume=2, targets="vertices")
+    out = surface.load_run(runs[0], keep, 25, 1.0, CleanOptions(start_volume=2))
     assert out.shape == (25, keep.sum())
     np.testing.assert_allclose(out.std(0, ddof=1), 1, atol=1e-3)
     with pytest.raises(BoldError, match="run-1_hemi-L.*has 30 volumes.*needs 40"):
         surface.load_run(runs[0], keep, 40, 1.0)
     with pytest.raises(BoldError, match="3 vertices are constant"):
         surface.load_run(runs[1], keep | np.r_[np.zeros(N5, bool), np.ones(3, bool),
-                                               np.zeros(N5 - 3, bool)], 30, 1.0,
-                         targets="vertices")
+                                               np.zeros(N5 - 3, bool)], 30, 1.0)
 
 
 def test_gifti_maps_round_trip_through_the_mask(tmp_path):
@@ -161,7 +160,7 @@ def test_gifti_timestep_must_match_the_config_tr(tmp_path):
     runs = surface_runs(tmp_path, n_runs=1)
     keep, _ = surface.vertex_mask(runs, "fsaverage5")
     with pytest.raises(BoldError) as err:
-        surface.load_run(runs[0], keep, 25, 1.1, targets="vertices")
+        surface.load_run(runs[0], keep, 25, 1.1)
     msg = str(err.value)
     assert msg.startswith(str(runs[0][0])) and "TimeStep metadata gives a TR of 1 s" in msg
     assert "config says tr: 1.1; set `tr`" in msg

@@ -29,7 +29,7 @@ from brainalign.targets import (
 )
 
 N_T, T_R = 40, 1.0
-CLEAN = dict(start_volume=2, first_volume=3, detrend=True, standardize=True)
+CLEAN = bold.CleanOptions(start_volume=2, first_volume=3)
 N_VOLS = 36  # volumes of the stimulus after start_volume (the cleaned run keeps N_VOLS - 3)
 
 
@@ -95,9 +95,9 @@ def test_volume_fit_transform_and_maps_round_trip(tmp_path):
     np.testing.assert_array_equal(back.keep, targets.keep)
     np.testing.assert_allclose(back.img.affine, targets.img.affine)
     # a run -> (volumes x voxels), as bold.load_run cleans it
-    data = back.transform(runs[0], N_VOLS, T_R, **CLEAN)
+    data = back.transform(runs[0], N_VOLS, T_R, CLEAN)
     np.testing.assert_array_equal(
-        data, bold.load_run(runs[0][0], targets.img, N_VOLS, T_R, **CLEAN))
+        data, bold.load_run(runs[0][0], targets.img, N_VOLS, T_R, CLEAN))
     assert data.shape == (N_VOLS - 3, targets.n_targets)
     np.testing.assert_allclose(data.std(0, ddof=1), 1, atol=1e-4)
     # values over the voxels -> NIfTI -> the same values, fill outside the mask
@@ -129,9 +129,9 @@ def test_surface_fit_transform_and_maps_round_trip(tmp_path):
     targets.save(tmp_path / "mask.npz")
     back = SurfaceTargets.load(tmp_path / "mask.npz")
     assert back.same_space(targets) and back.n_left == 30
-    data = back.transform(runs[1], N_VOLS, T_R, **CLEAN)
+    data = back.transform(runs[1], N_VOLS, T_R, CLEAN)
     np.testing.assert_array_equal(data, surface.load_run(tuple(runs[1]), keep, N_VOLS, T_R,
-                                                         **CLEAN))
+                                                         CLEAN))
     assert data.shape == (N_VOLS - 3, targets.n_targets)
     paths = back.map_files(str(tmp_path / "maps" / "sub-01_desc-bestlayer_map"))
     assert [Path(p).name for p in paths] == ["sub-01_desc-bestlayer_hemi-L_map.func.gii",
@@ -157,9 +157,9 @@ def test_parcels_fit_transform_maps_and_atlas(tmp_path):
     targets.save(tmp_path / "mask.npz")
     back = ParcelTargets.load(tmp_path / "mask.npz")
     assert back.names == targets.names and back.same_space(targets)
-    data = back.transform(runs[0], N_VOLS, T_R, **CLEAN)
+    data = back.transform(runs[0], N_VOLS, T_R, CLEAN)
     np.testing.assert_array_equal(data, parcels.load_run(runs[0][0], targets.keep, N_VOLS,
-                                                         T_R, **CLEAN))
+                                                         T_R, CLEAN))
     paths = back.map_files(str(tmp_path / "sub-01_stat-r"))
     back.write_map(np.array([0.5, 0.25, -0.125, 1.0]), paths, fill=np.nan)
     table = pd.read_csv(paths[0], sep="\t")
@@ -200,9 +200,9 @@ def test_cifti_fit_transform_maps_and_atlas(tmp_path):
     back = CiftiTargets.load(tmp_path / "mask.dscalar.nii")
     np.testing.assert_array_equal(back.keep, varying)
     assert back.same_space(targets) and back.noun == "grayordinates"
-    data = back.transform(runs[1], N_VOLS, T_R, **CLEAN)
+    data = back.transform(runs[1], N_VOLS, T_R, CLEAN)
     np.testing.assert_array_equal(data, cifti.load_run(runs[1][0], varying, N_VOLS, T_R,
-                                                       **CLEAN))
+                                                       CLEAN))
     assert data.shape == (N_VOLS - 3, back.n_targets)
     r_path = back.map_files(str(tmp_path / "sub-01_layer-03_stat-r"))
     assert [Path(p).name for p in r_path] == ["sub-01_layer-03_stat-r.dscalar.nii"]

@@ -75,17 +75,18 @@ def aligned_layers(cfg: dict, audio: dict[str, Path], layers: set[int],
     from brainalign.features import LayerExtractor, extract_features
     from brainalign.io import read_frame_times, read_layer
     from brainalign.models import ModelSpec
+    from brainalign.windows import WindowOptions
 
     extractor = LayerExtractor(ModelSpec.from_config(MODEL, cfg["models"][MODEL]))
     onsets = onsets or {spec.story: spec.onset for spec in LAYOUT}
     out: dict[int, dict[str, np.ndarray]] = {layer: {} for layer in layers}
     for story, path in audio.items():
         h5 = path.with_suffix(".h5")
-        extract_features(extractor, load_audio(path), h5, cfg["features"]["window_s"],
-                         cfg["features"]["context_s"])
+        extract_features(extractor, load_audio(path), h5,
+                         WindowOptions(cfg["features"]["window_s"], cfg["features"]["context_s"]))
         for layer in layers:
             times, values = read_frame_times(h5), read_layer(h5, layer)
-            out[layer][story] = align(times, values, cfg["tr"], audio_duration(path), "hrf",
+            out[layer][story] = align(times, values, cfg["tr"], audio_duration(path),
                                       onset_s=onsets[story])
         h5.unlink()
     return out
@@ -127,9 +128,10 @@ def volume_dataset(tmp_path_factory, planted_features) -> tuple[Path, dict]:
     roi_voxels = rois.roi_masks(labels, names, GROUPS)
     for i, subject in enumerate(("01", "02")):
         by_layer = {layer: [f[spec.story] for spec in LAYOUT] for layer, f in features.items()}
+        # the ROIs' tuning shared by the subjects: a noise ceiling
         runs, signal_layer, _ = simulate.simulate_subject(
-            by_layer, mask, roi_voxels, PLANTED, snr=1.0, seed=10 + i, extra_volumes=3,
-            tuning_seed=7)  # the ROIs' tuning shared by the subjects: a noise ceiling
+            by_layer, mask, roi_voxels, PLANTED, snr=1.0, seed=10 + i,
+            options=simulate.SimulationOptions(extra_volumes=3, tuning_seed=7))
         for spec, img in zip(LAYOUT, runs, strict=True):
             if subject == "02" and spec.key == "lpp-2":
                 img = img.slicer[..., : img.shape[3] - 5]  # stopped 2 volumes early
@@ -282,8 +284,8 @@ def one_run_dataset(tmp_path_factory) -> tuple[Path, dict]:
     for i, subject in enumerate(("01", "02")):
         by_layer = {layer: [f[ONE_RUN.story]] for layer, f in features.items()}
         runs, signal_layer, _ = simulate.simulate_subject(
-            by_layer, mask, roi_voxels, PLANTED, snr=1.0, seed=20 + i, extra_volumes=3,
-            tuning_seed=7)
+            by_layer, mask, roi_voxels, PLANTED, snr=1.0, seed=20 + i,
+            options=simulate.SimulationOptions(extra_volumes=3, tuning_seed=7))
         write_events(root, subject, ONE_RUN, ONE_RUN_S)
         write_volume_run(root, subject, ONE_RUN, runs[0], mask, t_r=cfg["tr"])
         np.save(root / f"truth_sub-{subject}.npy", signal_layer)

@@ -11,6 +11,7 @@ Python API (see README.md, "Python API"), importable from here::
     import brainalign as ba
     layers = ba.extract_layers(ba.ModelSpec("w2v", "facebook/wav2vec2-base"), "story.wav")
     x = ba.align_layers(layers, t_r=2.0)                    # per layer, (n_volumes, n_features)
+    fir = ba.align_layers(layers, 2.0, ba.AlignOptions(method="fir"))   # the config's settings
     fit = ba.fit_layer(x_runs, y_runs, alphas, ba.FitOptions())   # held-out r, p, penalties
     best = ba.best_layer(fits)                              # per target, cross-fitted
 
@@ -28,6 +29,8 @@ __version__ = "0.1.0"
 #: public name -> module that defines it
 _API = {
     "ModelSpec": "models",
+    "WindowOptions": "windows",
+    "AlignOptions": "alignment",
     "Layers": "api",
     "LayerExtractor": "features",
     "extract_layers": "api",
@@ -43,12 +46,13 @@ _API = {
     "speech_like": "simulate",
 }
 
-__all__ = ["BestLayer", "FitOptions", "LayerExtractor", "LayerScores", "Layers", "ModelSpec",
-           "align_layers",
+__all__ = ["AlignOptions", "BestLayer", "FitOptions", "LayerExtractor", "LayerScores", "Layers",
+           "ModelSpec", "WindowOptions", "align_layers",
            "best_layer", "best_layer_per_roi", "crossfit_best_layer", "extract_layers",
            "fit_layer", "read_layer", "speech_like"]
 
 if TYPE_CHECKING:
+    from .alignment import AlignOptions
     from .api import Layers, align_layers, best_layer, best_layer_per_roi, extract_layers
     from .encoding import FitOptions, LayerScores, fit_layer
     from .features import LayerExtractor
@@ -56,6 +60,7 @@ if TYPE_CHECKING:
     from .models import ModelSpec
     from .simulate import speech_like
     from .stats import BestLayer, crossfit_best_layer
+    from .windows import WindowOptions
 
 
 def __getattr__(name: str) -> Any:

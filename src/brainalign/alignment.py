@@ -35,6 +35,9 @@ onset out of the scores:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 
 
@@ -192,23 +195,54 @@ def first_volume(onset_s: float, t_r: float, exclude_onset_s: float = 0.0,
     return max(first, 0)
 
 
+@dataclass(frozen=True)
+class AlignOptions:
+    """Settings of :func:`align`; the defaults are the config schema's (``alignment``; the
+    schema requires ``method``, ``hrf`` here).
+
+    Attributes
+    ----------
+    method : response model, ``hrf``, ``fir`` or ``lanczos`` (see the module docstring)
+    hrf_model : canonical HRF of ``hrf``, ``glover`` or ``spm``
+    delays : volumes back at which ``fir`` and ``lanczos`` stack the features
+    slice_time_ref : where in its TR a volume samples the brain (0: start, 1: end)
+    lanczos_window : Lanczos kernel lobes either side (``lanczos``)
+    center : subtract each feature's mean over the stimulus's frames first (see the module
+        docstring); the rows before the onset are then the features' mean (zero), not silence
+        standing for "no activation"
+    """
+
+    method: str = "hrf"
+    hrf_model: str = "glover"
+    delays: tuple[int, ...] = (1, 2, 3, 4)
+    slice_time_ref: float = 0.5
+    lanczos_window: int = 3
+    center: bool = True
+
+    @classmethod
+    def from_config(cls, alignment: dict[str, Any]) -> AlignOptions:
+        """The options of a config's ``alignment`` section (``fir_delays`` -> ``delays``)."""
+        d = cls()
+        return cls(method=alignment.get("method", d.method),
+                   hrf_model=alignment.get("hrf_model", d.hrf_model),
+                   delays=tuple(alignment.get("fir_delays", d.delays)),
+                   slice_time_ref=alignment.get("slice_time_ref", d.slice_time_ref),
+                   lanczos_window=alignment.get("lanczos_window", d.lanczos_window))
+
+
 def align(frame_times: np.ndarray, values: np.ndarray, t_r: float, duration_s: float,
-          method: str = "hrf", hrf_model: str = "glover", delays: list[int] | None = None,
-          slice_time_ref: float = 0.5, lanczos_window: int = 3, onset_s: float = 0.0,
-          center: bool = True) -> np.ndarray:
+          options: AlignOptions | None = None, *, onset_s: float = 0.0) -> np.ndarray:
     """Features for each volume of a run whose stimulus of ``duration_s`` seconds starts
     ``onset_s`` seconds after the run's first (kept) volume: ``n_volumes(onset_s + duration_s,
-    t_r)`` rows; ``frame_times`` are relative to the stimulus onset.
+    t_r)`` rows; ``frame_times`` are relative to the stimulus onset. ``options``: the response
+    model and its settings (:class:`AlignOptions`; default: the schema's defaults).
 
     A negative ``onset_s``: the stimulus began before the first kept volume (released data
     often drop the first volumes after the audio started). The features are then computed on
     the volume grid extended back to the onset (whole TRs, so every volume keeps its sampling
     time) and cropped to the kept volumes: rows equal to those of the full run, with the
-    HRF's and the delays' history from the stimulus's start.
-
-    ``center``: subtract each feature's mean over the stimulus's frames first (see the module
-    docstring); the rows before the onset are then the features' mean (zero), not silence
-    standing for "no activation"."""
+    HRF's and the delays' history from the stimulus's start."""
+    opts = options or AlignOptions()
     if onset_s <= -duration_s:
         raise ValueError(f"the stimulus ({duration_s:g} s) ends before the run's first kept "
                          f"volume (onset {onset_s:g} s): check the onset in events.tsv or "
@@ -217,18 +251,18 @@ def align(frame_times: np.ndarray, values: np.ndarray, t_r: float, duration_s: f
     onset_s += n_before * t_r
     n_vols = n_volumes(duration_s + onset_s, t_r)
     run_times = np.asarray(frame_times, dtype=np.float64) + onset_s  # t=0: first grid volume
-    if center and len(values):
+    if opts.center and len(values):
         values = np.asarray(values, dtype=np.float64)
         values = values - values.mean(0)
-    if method == "hrf":
-        out = hrf_features(run_times, values, t_r, n_vols, hrf_model,
-                           slice_time_ref=slice_time_ref)
-    elif method == "fir":
-        out = fir_features(run_times, values, t_r, n_vols, delays or [1, 2, 3, 4])
-    elif method == "lanczos":
-        out = lanczos_features(run_times, values, t_r, n_vols, delays or [1, 2, 3, 4],
-                               lanczos_window, slice_time_ref, start_s=onset_s)
+    if opts.method == "hrf":
+        out = hrf_features(run_times, values, t_r, n_vols, opts.hrf_model,
+                           slice_time_ref=opts.slice_time_ref)
+    elif opts.method == "fir":
+        out = fir_features(run_times, values, t_r, n_vols, list(opts.delays))
+    elif opts.method == "lanczos":
+        out = lanczos_features(run_times, values, t_r, n_vols, list(opts.delays),
+                               opts.lanczos_window, opts.slice_time_ref, start_s=onset_s)
     else:
-        raise ValueError(f"unknown alignment method '{method}' (use 'hrf', 'fir' or "
+        raise ValueError(f"unknown alignment method '{opts.method}' (use 'hrf', 'fir' or "
                          "'lanczos').")
     return out[n_before:]

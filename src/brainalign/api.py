@@ -23,18 +23,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .alignment import align
+from .alignment import AlignOptions, align
 from .audio import TARGET_SR
 from .encoding import LayerScores
 from .models import ModelError, ModelSpec
 from .stats import BestLayer, crossfit_best_layer
+from .windows import WindowOptions, frame_times, n_frames_total
 
 if TYPE_CHECKING:
     from .features import LayerExtractor
-
-#: ``features.window_s`` and ``features.context_s`` of config/config.yaml
-WINDOW_S, CONTEXT_S = 10.0, 5.0
-
 
 @dataclass
 class Layers:
@@ -54,10 +51,9 @@ class Layers:
 
 
 def extract_layers(model: ModelSpec | LayerExtractor, audio: str | Path | np.ndarray,
-                   out_path: str | Path | None = None, *, window_s: float = WINDOW_S,
-                   context_s: float = CONTEXT_S, right_context_s: float = 0.0,
-                   mode: str = "windowed", batch_size: int = 4, device: str | None = None,
-                   precision: str = "auto", dtype: str = "float16") -> Layers:
+                   out_path: str | Path | None = None, options: WindowOptions | None = None,
+                   *, device: str | None = None, precision: str = "auto",
+                   dtype: str = "float16") -> Layers:
     """Every layer of ``model`` for one stimulus, computed window by window as the pipeline's
     ``extract_features`` rule does (see :mod:`brainalign.features` for the modes).
 
@@ -72,7 +68,8 @@ def extract_layers(model: ModelSpec | LayerExtractor, audio: str | Path | np.nda
     out_path : write the layers to this HDF5 file (the workflow's format: one ``layer-XX``
         dataset per layer, stored in ``dtype``; read one back with ``io.read_layer``) and
         return them as stored
-    window_s, context_s, right_context_s, mode, batch_size : the ``features`` settings
+    options : the ``features`` settings: windows, context, mode and batch size
+        (:class:`brainalign.windows.WindowOptions`; default: config/config.yaml's)
     device : ``cpu``, ``cuda``, ... (default: CUDA when available)
     precision : ``auto``, ``float32``, ``bfloat16`` or ``float16`` (reduced precisions are
         verified against float32 first; see ``features.LayerExtractor``)
@@ -81,18 +78,14 @@ def extract_layers(model: ModelSpec | LayerExtractor, audio: str | Path | np.nda
     from .audio import load_audio
     from .features import LayerExtractor, extract_features, iter_layer_batches
     from .io import read_frame_times, read_layer
-    from .windows import frame_times, n_frames_total
 
     samples = (np.asarray(audio, dtype=np.float32) if isinstance(audio, np.ndarray)
                else load_audio(audio))
     extractor = (model if isinstance(model, LayerExtractor)
                  else LayerExtractor(model, device=device, precision=precision))
     duration = len(samples) / TARGET_SR
-    settings = dict(window_s=window_s, context_s=context_s, right_context_s=right_context_s,
-                    mode=mode)
     if out_path is not None:
-        extract_features(extractor, samples, out_path, batch_size=batch_size, dtype=dtype,
-                         **settings)
+        extract_features(extractor, samples, out_path, options, dtype=dtype)
         return Layers(read_frame_times(out_path),
                       [read_layer(out_path, i) for i in range(extractor.n_layers)], duration)
     total = n_frames_total(len(samples), extractor.geometry)
@@ -100,8 +93,7 @@ def extract_layers(model: ModelSpec | LayerExtractor, audio: str | Path | np.nda
         raise ModelError(f"model '{extractor.spec.name}': the stimulus ({duration:.3f} s) is "
                          "too short for one frame.")
     values: list[np.ndarray] = []
-    for batch, kept in iter_layer_batches(extractor, samples, batch_size=batch_size,
-                                          **settings):
+    for batch, kept in iter_layer_batches(extractor, samples, options):
         for w, layers in zip(batch, kept, strict=True):
             if not values:
                 values = [np.zeros((total, a.shape[1]), np.float32) for a in layers]
@@ -110,15 +102,14 @@ def extract_layers(model: ModelSpec | LayerExtractor, audio: str | Path | np.nda
     return Layers(frame_times(total, extractor.geometry), values, duration)
 
 
-def align_layers(layers: Layers, t_r: float, *, method: str = "hrf", onset_s: float = 0.0,
-                 hrf_model: str = "glover", delays: Sequence[int] = (1, 2, 3, 4),
-                 slice_time_ref: float = 0.5, lanczos_window: int = 3) -> list[np.ndarray]:
+def align_layers(layers: Layers, t_r: float, options: AlignOptions | None = None, *,
+                 onset_s: float = 0.0) -> list[np.ndarray]:
     """Each layer on the volume grid of a run whose stimulus starts ``onset_s`` seconds after
     its first volume: per layer, (n_volumes, n_features) (FIR and Lanczos: n_features times
-    the number of ``delays``). Settings as the config's ``alignment`` section;
-    see :func:`brainalign.alignment.align`."""
-    return [align(layers.frame_times, v, t_r, layers.duration_s, method, hrf_model,
-                  list(delays), slice_time_ref, lanczos_window, onset_s=onset_s)
+    the number of delays). ``options``: the config's ``alignment`` settings
+    (:class:`brainalign.alignment.AlignOptions`; default: HRF); see
+    :func:`brainalign.alignment.align`."""
+    return [align(layers.frame_times, v, t_r, layers.duration_s, options, onset_s=onset_s)
             for v in layers.values]
 
 

@@ -16,7 +16,9 @@ import re
 import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -30,6 +32,45 @@ CONFOUND_STRATEGIES = ("motion", "wm_csf", "global_signal", "high_pass", "compco
 
 class BoldError(ValueError):
     """A BOLD run or mask that does not fit the stimulus or the pipeline."""
+
+
+@dataclass(frozen=True)
+class CleanOptions:
+    """How a run is trimmed to its stimulus and cleaned (:func:`load_run`,
+    :func:`clean_series`, :func:`kept_volumes`, :func:`clean_run_in_blocks`); the defaults are
+    the config schema's (``bold``).
+
+    Attributes
+    ----------
+    start_volume : index of the first stimulus volume (dummy scans before it are dropped)
+    max_extra_volumes : volumes allowed after the stimulus ends before the run is refused as a
+        mismatch (scanners often run on for a few volumes)
+    max_missing_volumes : volumes the run may lack at the end of the stimulus (stopped early);
+        the run is then shorter and the encoding stage cuts the features to match
+    first_volume : volumes after ``start_volume`` left out before cleaning (the silence before
+        the stimulus and its onset transient: ``alignment.first_volume``); not a config key,
+        it depends on the run's onset
+    detrend : remove each target's linear trend within the run
+    standardize : z-score each target within the run
+    """
+
+    start_volume: int = 0
+    max_extra_volumes: int = 20
+    max_missing_volumes: int = 0
+    first_volume: int = 0
+    detrend: bool = True
+    standardize: bool = True
+
+    @classmethod
+    def from_config(cls, bold: dict[str, Any], first_volume: int = 0) -> CleanOptions:
+        """The options of a config's ``bold`` section, for a run whose first ``first_volume``
+        volumes after ``start_volume`` are left out."""
+        d = cls()
+        return cls(start_volume=bold.get("start_volume", d.start_volume),
+                   max_extra_volumes=bold.get("max_extra_volumes", d.max_extra_volumes),
+                   max_missing_volumes=bold.get("max_missing_volumes", d.max_missing_volumes),
+                   first_volume=first_volume, detrend=bold.get("detrend", d.detrend),
+                   standardize=bold.get("standardize", d.standardize))
 
 
 @contextmanager
@@ -91,21 +132,13 @@ def subject_mask(mask_paths: list[str | Path]) -> nib.Nifti1Image:
 
 
 def load_run(bold_path: str | Path, mask_img: nib.Nifti1Image, n_vols: int, t_r: float,
-             start_volume: int = 0, max_extra_volumes: int = 20, detrend: bool = True,
-             standardize: bool = True, max_missing_volumes: int = 0, first_volume: int = 0
-             ) -> np.ndarray:
+             options: CleanOptions | None = None) -> np.ndarray:
     """Masked, trimmed and cleaned BOLD of one run.
 
     Parameters
     ----------
     n_vols : volumes acquired during the stimulus (from its duration and the TR).
-    start_volume : index of the first stimulus volume (dummy scans before it are dropped).
-    max_extra_volumes : volumes allowed after the stimulus ends before the run is refused as a
-        mismatch (scanners often run on for a few volumes).
-    max_missing_volumes : volumes the run may lack at the end of the stimulus (stopped early);
-        the run is then shorter and the encoding stage cuts the features to match.
-    first_volume : volumes after ``start_volume`` left out before cleaning (the silence before
-        the stimulus and its onset transient: ``alignment.first_volume``).
+    options : trimming and cleaning (:class:`CleanOptions`; default: the schema's defaults)
 
     Returns
     -------
@@ -132,8 +165,7 @@ def load_run(bold_path: str | Path, mask_img: nib.Nifti1Image, n_vols: int, t_r:
     # ensure_finite=False: nilearn would otherwise silently turn NaN voxels into zeros
     with readable(bold_path, "BOLD run"):
         data = apply_mask(img, mask_img, dtype=np.float32, ensure_finite=False)
-    return clean_series(data, bold_path, n_vols, t_r, start_volume, max_extra_volumes, detrend,
-                        standardize, max_missing_volumes, first_volume=first_volume)
+    return clean_series(data, bold_path, n_vols, t_r, options)
 
 
 def varying_targets(data: np.ndarray, keep: np.ndarray | None = None) -> np.ndarray:
@@ -156,16 +188,19 @@ def clean_signals(data: np.ndarray, t_r: float, detrend: bool = True,
 
 
 def kept_volumes(n_acquired: int, path: str | Path, n_vols: int, t_r: float,
-                 start_volume: int = 0, max_extra_volumes: int = 20,
-                 max_missing_volumes: int = 0, first_volume: int = 0) -> slice:
+                 options: CleanOptions | None = None) -> slice:
     """The volumes of a run that are analysed, after checking its length against the stimulus.
 
     Parameters
     ----------
     n_acquired : volumes in the run's file
     n_vols : volumes its stimulus needs (from the onset and duration)
-    first_volume : volumes after ``start_volume`` left out (``alignment.first_volume``)
+    options : start volume, volumes allowed extra or missing, and ``first_volume`` (left out
+        after ``start_volume``: ``alignment.first_volume``) (:class:`CleanOptions`)
     """
+    opts = options or CleanOptions()
+    start_volume, first_volume = opts.start_volume, opts.first_volume
+    max_extra_volumes, max_missing_volumes = opts.max_extra_volumes, opts.max_missing_volumes
     have = n_acquired - start_volume
     if have < n_vols - max_missing_volumes or have > n_vols + max_extra_volumes:
         raise BoldError(
@@ -190,10 +225,8 @@ MIN_VOLUMES = 10
 
 
 def clean_series(data: np.ndarray, path: str | Path, n_vols: int, t_r: float,
-                 start_volume: int = 0, max_extra_volumes: int = 20, detrend: bool = True,
-                 standardize: bool = True, max_missing_volumes: int = 0,
-                 targets: str = "voxels inside the brain mask", first_volume: int = 0
-                 ) -> np.ndarray:
+                 options: CleanOptions | None = None, *,
+                 targets: str = "voxels inside the brain mask") -> np.ndarray:
     """Checks the run's length against its stimulus, trims it, refuses NaN or constant targets,
     then detrends and z-scores each target within the run (:func:`clean_signals`).
 
@@ -201,15 +234,16 @@ def clean_series(data: np.ndarray, path: str | Path, n_vols: int, t_r: float,
     ----------
     data : array of shape (n_acquired_volumes, n_targets), the whole run
     path : the run's file, named in errors
+    options : trimming (``first_volume``: volumes after ``start_volume`` left out before
+        cleaning) and cleaning (:class:`CleanOptions`; default: the schema's defaults)
     targets : what a column is, for error messages
-    first_volume : volumes after ``start_volume`` left out before cleaning
 
     Returns
     -------
     bold : array of shape (n_kept, n_targets), float32
     """
-    data = data[kept_volumes(data.shape[0], path, n_vols, t_r, start_volume, max_extra_volumes,
-                             max_missing_volumes, first_volume)]
+    opts = options or CleanOptions()
+    data = data[kept_volumes(data.shape[0], path, n_vols, t_r, opts)]
     bad = ~np.isfinite(data)
     if bad.any():
         n_bad = int(bad.any(axis=0).sum())
@@ -220,7 +254,7 @@ def clean_series(data: np.ndarray, path: str | Path, n_vols: int, t_r: float,
         raise BoldError(f"{path}: {int(constant.sum())} {targets} are constant over the run (no "
                         "signal to model); exclude them from the mask (fMRIPrep's "
                         "desc-brain_mask should not contain any).")
-    return clean_signals(data, t_r, detrend, standardize).astype(np.float32)
+    return clean_signals(data, t_r, opts.detrend, opts.standardize).astype(np.float32)
 
 
 #: seconds after which nilearn's Glover HRF stays below 1 % of its peak (21.7 s; 99 % of its
@@ -292,13 +326,13 @@ def clean_blocks(data: np.ndarray, t_r: float, blocks: Sequence[slice], detrend:
 
 
 def clean_run_in_blocks(data: np.ndarray, confounds: np.ndarray, t_r: float, n_blocks: int,
-                        gap: int, detrend: bool = True, standardize: bool = True,
+                        gap: int, options: CleanOptions | None = None, *,
                         path: str | Path = "run") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A run's analysed volumes and confounds (``path``, named in errors), not yet cleaned, cut
-    into ``n_blocks``
-    contiguous blocks (:func:`block_slices`, ``gap`` volumes dropped each side of an inner
-    border) and cleaned block by block: the BOLD detrended and z-scored, the confounds only
-    detrended (:func:`load_run_confounds` says why), each on its block's volumes.
+    into ``n_blocks`` contiguous blocks (:func:`block_slices`, ``gap`` volumes dropped each side
+    of an inner border) and cleaned block by block as ``options`` says (:class:`CleanOptions`'s
+    ``detrend`` and ``standardize``; default: both): the BOLD detrended and z-scored, the
+    confounds only detrended (:func:`load_run_confounds` says why), each on its block's volumes.
 
     Returns
     -------
@@ -310,9 +344,10 @@ def clean_run_in_blocks(data: np.ndarray, confounds: np.ndarray, t_r: float, n_b
         blocks = block_slices(len(data), n_blocks, gap)
     except BoldError as err:
         raise BoldError(f"{path}: {err}") from None
-    bold = np.concatenate(clean_blocks(data, t_r, blocks, detrend, standardize))
+    opts = options or CleanOptions()
+    bold = np.concatenate(clean_blocks(data, t_r, blocks, opts.detrend, opts.standardize))
     if confounds.shape[1]:
-        conf = np.concatenate(clean_blocks(confounds, t_r, blocks, detrend, False))
+        conf = np.concatenate(clean_blocks(confounds, t_r, blocks, opts.detrend, False))
     else:
         conf = np.zeros((len(bold), 0), np.float32)
     return bold, conf, np.array([[b.start, b.stop] for b in blocks], dtype=np.int64)

@@ -14,10 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from .alignment import seconds_to_volumes
 from .bold import regress_out
 from .stats import Ceiling, fdr_bh, null_p, repeat_ceiling, story_isc_ceiling
 from .targets import Targets, intersect
@@ -116,37 +119,77 @@ def _join(parts: list[Ceiling], q: float, min_ceiling: float) -> Ceiling:
     return ceil
 
 
+#: the schema's ``ceiling.min_shift_s`` (seconds)
+MIN_SHIFT_S = 15.0
+
+
+@dataclass(frozen=True)
+class CeilingOptions:
+    """Settings of :func:`subject_ceilings`; the defaults are the config schema's (``ceiling``;
+    ``min_shift`` is its 15 s at a TR of 1.5 s).
+
+    Attributes
+    ----------
+    method : ``isc`` (inter-subject correlation) or ``repeat`` (split-half reliability of the
+        runs that heard the same stimulus; see ``stats.repeat_ceiling``)
+    n_permutations : circular-shift permutations of the significance test
+    min_shift : smallest circular shift (volumes) of a subject against the others in the null
+    fdr_q : FDR level over voxels for calling a voxel's ceiling significant
+    min_ceiling : ceilings below this are not usable
+    chunk_voxels : shared voxels processed at once (the same shifts for every block, so the
+        result does not depend on it); None: as many as fit :data:`MEMORY_BUDGET`, and at
+        least one block per thread
+    n_threads : blocks of voxels computed in parallel (numpy releases the GIL in its loops)
+    """
+
+    method: str = "isc"
+    n_permutations: int = 200
+    min_shift: int = 10
+    fdr_q: float = 0.05
+    min_ceiling: float = 0.1
+    chunk_voxels: int | None = None
+    n_threads: int = 1
+
+    @classmethod
+    def from_config(cls, ceiling: dict[str, Any], t_r: float, n_threads: int = 1
+                    ) -> CeilingOptions:
+        """The options of a config's ``ceiling`` section (``min_shift_s`` in seconds, turned
+        into volumes of ``t_r`` seconds, at least one), computed on ``n_threads`` threads."""
+        d = cls()
+        min_shift_s = ceiling.get("min_shift_s", MIN_SHIFT_S)
+        return cls(method=ceiling.get("method", d.method),
+                   n_permutations=ceiling.get("n_permutations", d.n_permutations),
+                   min_shift=max(1, seconds_to_volumes(min_shift_s, t_r)),
+                   fdr_q=ceiling.get("fdr_q", d.fdr_q),
+                   min_ceiling=ceiling.get("min_ceiling", d.min_ceiling), n_threads=n_threads)
+
+
 def subject_ceilings(runs_by_subject: list[list[np.ndarray]], index: list[np.ndarray],
-                     n_permutations: int = 200, min_shift: int = 10, q: float = 0.05,
-                     min_ceiling: float = 0.1, method: str = "isc",
+                     options: CeilingOptions | None = None, *,
                      pairs: list[tuple[int, int]] | None = None,
                      stimuli: list[list[Hashable]] | None = None,
-                     chunk_voxels: int | None = None,
-                     confounds: list[list[np.ndarray]] | None = None, n_threads: int = 1
+                     confounds: list[list[np.ndarray]] | None = None
                      ) -> tuple[Ceiling, list[dict[str, np.ndarray]]]:
     """Ceiling on the shared voxels, and each subject's ceiling over its own mask voxels.
 
-    ``method`` is ``isc`` (inter-subject correlation) or ``repeat`` (split-half reliability of
-    the run ``pairs`` that heard the same stimulus; see ``stats.repeat_ceiling``; every subject
-    has the same runs).
+    With ``method`` ``repeat``, the ceiling is the split-half reliability of the run ``pairs``
+    that heard the same stimulus (every subject has the same runs).
 
     Parameters
     ----------
     runs_by_subject : per subject, per run, cleaned BOLD of shape (n_volumes_run, n_voxels_s)
         over that subject's mask voxels
     index : per subject, shared-voxel indices (``shared_voxels``)
+    options : method, permutations, FDR level, usable floor, blocks and threads
+        (:class:`CeilingOptions`; default: the schema's defaults)
     stimuli : per subject, what each of its runs is matched on across subjects: its story
         (subjects may have heard different stories: ``stats.story_isc_ceiling``; a story's
         first run counts), or a run label shared by all subjects. None: the run's position
         (every subject's run ``i`` heard the same story in sync).
-    chunk_voxels : shared voxels processed at once (the same shifts for every block, so the
-        result does not depend on it); None: as many as fit :data:`MEMORY_BUDGET`, and at
-        least one block per thread.
     confounds : per subject, per run, (n_volumes_run, n_confounds) regressors cleaned like the
         BOLD, regressed out of each run before the ceiling is computed (the encoding models
         regress them out inside their folds): a confound shared across subjects, such as motion
         that follows the story, would otherwise count as signal.
-    n_threads : blocks of voxels computed in parallel (numpy releases the GIL in its loops)
 
     Returns
     -------
@@ -155,6 +198,10 @@ def subject_ceilings(runs_by_subject: list[list[np.ndarray]], index: list[np.nda
         ``usable`` (group ceiling significant and at least ``min_ceiling``), each of shape
         (n_voxels_s,)
     """
+    opts = options or CeilingOptions()
+    method, n_permutations, min_shift = opts.method, opts.n_permutations, opts.min_shift
+    q, min_ceiling, chunk_voxels, n_threads = (opts.fdr_q, opts.min_ceiling, opts.chunk_voxels,
+                                               opts.n_threads)
     if method == "repeat" and not pairs:
         raise ValueError("ceiling.method is repeat, but no stimulus is heard in two runs "
                          "(`runs`); use ceiling.method: isc or none.")

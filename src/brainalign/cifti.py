@@ -28,7 +28,7 @@ import numpy as np
 from nibabel.cifti2 import Cifti2Header, cifti2_axes
 from nibabel.openers import ImageOpener
 
-from .bold import BoldError, check_tr, clean_series, readable, varying_targets
+from .bold import BoldError, CleanOptions, check_tr, clean_series, readable, varying_targets
 
 #: HCP's den-91k grayordinates: (CIFTI structure, grayordinates) in file order
 STRUCTURES = (("CIFTI_STRUCTURE_CORTEX_LEFT", 29696), ("CIFTI_STRUCTURE_CORTEX_RIGHT", 29716),
@@ -223,9 +223,9 @@ def grayordinate_mask(paths: list[str | Path]) -> np.ndarray:
     return keep
 
 
-def load_run(path: str | Path, keep: np.ndarray, n_vols: int, t_r: float, **clean_kwargs
-             ) -> np.ndarray:
-    """A run's kept grayordinates, trimmed and cleaned (see bold.clean_series).
+def load_run(path: str | Path, keep: np.ndarray, n_vols: int, t_r: float,
+             options: CleanOptions | None = None) -> np.ndarray:
+    """A run's kept grayordinates, trimmed and cleaned (``options``: see bold.clean_series).
 
     Returns
     -------
@@ -235,8 +235,7 @@ def load_run(path: str | Path, keep: np.ndarray, n_vols: int, t_r: float, **clea
     if data.shape[1] != keep.size:
         raise BoldError(f"{path}: {data.shape[1]} grayordinates, the subject's mask has "
                         f"{keep.size}.")
-    return clean_series(data[:, keep], path, n_vols, t_r, targets="grayordinates",
-                        **clean_kwargs)
+    return clean_series(data[:, keep], path, n_vols, t_r, options, targets="grayordinates")
 
 
 def _full(values: np.ndarray, keep: np.ndarray, fill: float, dtype) -> np.ndarray:

@@ -44,7 +44,7 @@ from .cpu_kernels import optimise_for_cpu, restore_as_loaded
 from .io import atomic_path
 from .models import ModelError, ModelSpec, frame_geometry, is_whisper, load_model_config, n_layers
 from .precision import PRECISIONS, PrecisionProbe, resolve_precision, verified_probe
-from .windows import Window, frame_times, n_frames_total, plan_windows
+from .windows import Window, WindowOptions, frame_times, n_frames_total, plan_windows
 
 log = logging.getLogger(__name__)
 
@@ -206,17 +206,20 @@ class LayerExtractor:
         return [s.float().cpu().numpy() for s in states]
 
 
-def iter_layer_batches(extractor: LayerExtractor, audio: np.ndarray, window_s: float,
-                       context_s: float, batch_size: int = 4, *, right_context_s: float = 0.0,
-                       mode: str = "windowed"
+def iter_layer_batches(extractor: LayerExtractor, audio: np.ndarray,
+                       options: WindowOptions | None = None
                        ) -> Iterator[tuple[list[Window], list[list[np.ndarray]]]]:
     """Yield (windows, per-window list of layer arrays (n_keep, n_features)) batch by batch.
 
-    Windows of equal input length are batched together (all but the first and last, usually).
+    ``options``: the windows and the batch size (:class:`brainalign.windows.WindowOptions`;
+    default: config/config.yaml's). Windows of equal input length are batched together (all
+    but the first and last, usually).
     """
+    opts = options or WindowOptions()
+    batch_size = opts.batch_size
     try:
-        windows = plan_windows(len(audio), extractor.geometry, window_s, context_s,
-                               right_context_s=right_context_s, mode=mode)
+        windows = plan_windows(len(audio), extractor.geometry, opts.window_s, opts.context_s,
+                               right_context_s=opts.right_context_s, mode=opts.mode)
     except ModelError as err:
         raise ModelError(f"model '{extractor.spec.name}': {err}") from err
     if extractor.device_type == "cpu":
@@ -234,13 +237,13 @@ def iter_layer_batches(extractor: LayerExtractor, audio: np.ndarray, window_s: f
 
 
 def extract_features(extractor: LayerExtractor, audio: np.ndarray, out_path: str | Path,
-                     window_s: float, context_s: float, batch_size: int = 4,
-                     dtype: str = "float16", *, right_context_s: float = 0.0,
-                     mode: str = "windowed") -> None:
-    """Write every layer of ``audio`` to an HDF5 file, one dataset per layer.
+                     options: WindowOptions | None = None, *, dtype: str = "float16") -> None:
+    """Write every layer of ``audio`` to an HDF5 file, one dataset per layer, stored in
+    ``dtype``.
 
-    ``mode`` and ``right_context_s``: see the module docstring and
-    :func:`brainalign.windows.plan_windows`.
+    ``options``: the windows (see the module docstring and
+    :func:`brainalign.windows.plan_windows`) and the batch size
+    (:class:`brainalign.windows.WindowOptions`; default: config/config.yaml's).
 
     The file holds ``frame_times`` (n_frames,) and ``layer-XX`` (n_frames, n_features) datasets,
     so a single layer can be read without loading the others. Written to a temporary name and
@@ -251,12 +254,12 @@ def extract_features(extractor: LayerExtractor, audio: np.ndarray, out_path: str
     total = n_frames_total(len(audio), geom)
     if total == 0:
         raise ModelError(f"{out_path}: stimulus too short for the model (<{geom.stride} samples).")
-    batches = iter_layer_batches(extractor, audio, window_s, context_s, batch_size,
-                                 right_context_s=right_context_s, mode=mode)
+    opts = options or WindowOptions()
+    batches = iter_layer_batches(extractor, audio, opts)
     with atomic_path(out_path) as tmp:
         _write_layers(tmp, batches, extractor, audio, out_path.name, total, dtype,
-                      dict(window_s=window_s, context_s=context_s,
-                           right_context_s=right_context_s, mode=mode,
+                      dict(window_s=opts.window_s, context_s=opts.context_s,
+                           right_context_s=opts.right_context_s, mode=opts.mode,
                            **extractor.precision_record()))
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .bold import BoldError, check_tr, clean_series, varying_targets
+from .bold import BoldError, CleanOptions, check_tr, clean_series, varying_targets
 
 
 def read_run(path: str | Path) -> tuple[np.ndarray, list[str]]:
@@ -68,9 +68,9 @@ def parcel_mask(paths: list[str | Path]) -> tuple[np.ndarray, list[str]]:
     return keep, names
 
 
-def load_run(path: str | Path, keep: np.ndarray, n_vols: int, t_r: float, **clean_kwargs
-             ) -> np.ndarray:
-    """A run's kept parcels, trimmed and cleaned (see bold.clean_series).
+def load_run(path: str | Path, keep: np.ndarray, n_vols: int, t_r: float,
+             options: CleanOptions | None = None) -> np.ndarray:
+    """A run's kept parcels, trimmed and cleaned (``options``: see bold.clean_series).
 
     Returns
     -------
@@ -81,4 +81,4 @@ def load_run(path: str | Path, keep: np.ndarray, n_vols: int, t_r: float, **clea
     if data.shape[1] != keep.size:
         raise BoldError(f"{path}: {data.shape[1]} parcels, the subject's other runs have "
                         f"{keep.size}.")
-    return clean_series(data[:, keep], path, n_vols, t_r, **clean_kwargs)
+    return clean_series(data[:, keep], path, n_vols, t_r, options, targets="parcels")

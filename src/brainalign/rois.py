@@ -15,6 +15,7 @@ import warnings
 from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -504,10 +505,37 @@ def aligned_nulls(nulls: list[dict[str, np.ndarray]], keys: list[tuple[str, int]
     return out
 
 
+@dataclass(frozen=True)
+class GroupOptions:
+    """Settings of :func:`group_best_layer`; the defaults are the config schema's (``group``).
+
+    Attributes
+    ----------
+    n_boot : bootstrap resamples of subjects for the interval on the best layer
+    level : confidence level of the bootstrap interval and the independent score's t CI
+    seed : seed of the bootstrap
+    fdr_q : FDR level over ROIs of the group test (:func:`roi_family_tests`)
+    cka_threshold : linear CKA at or above which consecutive layers cannot be told apart
+        (None: ``stats.CKA_INDISTINGUISHABLE``; see :func:`reliability`)
+    """
+
+    n_boot: int = 2000
+    level: float = 0.95
+    seed: int = 0
+    fdr_q: float = 0.05
+    cka_threshold: float | None = None
+
+    @classmethod
+    def from_config(cls, group: dict[str, Any]) -> GroupOptions:
+        """The options of a config's ``group`` section (``n_bootstrap`` -> ``n_boot``)."""
+        d = cls()
+        return cls(n_boot=group.get("n_bootstrap", d.n_boot), fdr_q=group.get("fdr_q", d.fdr_q))
+
+
 def group_best_layer(tables: list[pd.DataFrame], best_tables: list[pd.DataFrame],
-                     n_boot: int = 2000, level: float = 0.95, seed: int = 0,
-                     group_stats: pd.DataFrame | None = None, cka: pd.DataFrame | None = None,
-                     fdr_q: float = 0.05, cka_threshold: float | None = None) -> pd.DataFrame:
+                     options: GroupOptions | None = None, *,
+                     group_stats: pd.DataFrame | None = None, cka: pd.DataFrame | None = None
+                     ) -> pd.DataFrame:
     """Group best layer per ROI: argmax of the subject-mean profile, with a bootstrap-over-
     subjects interval on the layer, a leave-one-subject-out score on independent data, and
     whether it may be claimed.
@@ -516,6 +544,8 @@ def group_best_layer(tables: list[pd.DataFrame], best_tables: list[pd.DataFrame]
     ----------
     tables : per subject, ``roi_layer_scores`` output.
     best_tables : per subject, ``best_layer_table`` output (its cross-fitted choices).
+    options : bootstrap, confidence level, FDR level and CKA threshold (:class:`GroupOptions`;
+        default: the schema's defaults)
     group_stats : ``group_roi_stats`` output; an ROI is ``reliable`` when the p-values of the
         test it used (``test``) pass :func:`roi_family_tests` (Simes over layers, FDR
         ``fdr_q`` over ROIs, as within subjects) and the layers can be told apart
@@ -546,6 +576,8 @@ def group_best_layer(tables: list[pd.DataFrame], best_tables: list[pd.DataFrame]
         mean_ci,
     )
 
+    opts = options or GroupOptions()
+    level, fdr_q = opts.level, opts.fdr_q
     n_sub = len(tables)
     rois = list(dict.fromkeys(tables[0]["roi"]))
     layers = sorted(int(v) for v in tables[0]["layer"].unique())
@@ -556,7 +588,7 @@ def group_best_layer(tables: list[pd.DataFrame], best_tables: list[pd.DataFrame]
     best = np.asarray(layers)[mean_profile.argmax(0)]
     boot_note = loso_note = ""
     if n_sub >= BOOTSTRAP_MIN_SUBJECTS:
-        boot = bootstrap_best_layer(profiles, layers, n_boot, level, seed)
+        boot = bootstrap_best_layer(profiles, layers, opts.n_boot, level, opts.seed)
     else:
         boot_note = (f"refused: {n_sub} subject(s) have only C(2n-1, n) = "
                      f"{comb(2 * n_sub - 1, n_sub)} distinct bootstrap resamples; a "
@@ -585,7 +617,7 @@ def group_best_layer(tables: list[pd.DataFrame], best_tables: list[pd.DataFrame]
     n_voxels = [float(np.mean([t.loc[t["roi"] == roi, "n_voxels"].iloc[0] for t in tables]))
                 for roi in rois]
     rel = reliability(best.tolist(), family["significant"].tolist(), family["q"].tolist(),
-                      n_voxels, layers, cka, fdr_q, cka_threshold)
+                      n_voxels, layers, cka, fdr_q, opts.cka_threshold)
     rows = []
     for i, roi in enumerate(rois):
         subject_rows = [b.set_index("roi").loc[roi] for b in best_tables]

@@ -11,8 +11,9 @@ noise only. The truth (ROI -> layer, signal voxels) is written next to the data.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -129,7 +130,7 @@ def restrict_mask(mask_img: nib.Nifti1Image, labels: np.ndarray, names: dict[int
     return nib.Nifti1Image(keep.reshape(mask.shape).astype(np.uint8), mask_img.affine)
 
 
-@dataclass
+@dataclass(frozen=True)
 class NoiseModel:
     """Noise of the simulated scanner: AR(1) coefficient per volume, spatial FWHM (mm),
     linear drift amplitude (in noise SDs over a run)."""
@@ -179,11 +180,55 @@ def planted_signals(features: list[np.ndarray], n_voxels: int, rng: np.random.Ge
     return [sig[a:b].astype(np.float32) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
+#: the schema's ``demo.snr_spread``
+SCHEMA_SNR_SPREAD = 4.0
+
+
+@dataclass(frozen=True)
+class SimulationOptions:
+    """Settings of :func:`simulate_subject` (the config's ``demo`` section and ``tr``). The
+    defaults are the schema's, except ``snr_spread`` (schema: 4), ``tuning_seed`` (the schema's
+    ``shared_tuning: true`` gives 0) and ``t_r`` (the schema requires ``tr``).
+
+    Attributes
+    ----------
+    extra_volumes : noise-only volumes acquired after each stimulus ends
+    noise : the scanner noise (:class:`NoiseModel`)
+    snr_spread : each planted voxel's SNR is the subject's ``snr`` times a log-uniform factor
+        in [1/snr_spread, snr_spread] (real voxels differ in how well they respond)
+    motion_artefact : SD (in noise SDs) of a motion-driven artefact added to every voxel: a
+        random per-voxel mix of the run's six realignment parameters (standardised)
+    t_r : repetition time (s), for the cosine regressors of the confounds table
+    tuning_seed : seed of the ROIs' tuning (the planted signal time courses); give every
+        subject the same one so that subjects hearing the same story share their stimulus-driven
+        responses (as the inter-subject-correlation ceiling assumes); None draws it from the
+        subject's seed (subject-specific tuning)
+    """
+
+    extra_volumes: int = 4
+    noise: NoiseModel = field(default_factory=NoiseModel)
+    snr_spread: float = 3.0
+    motion_artefact: float = 0.0
+    t_r: float = 1.5
+    tuning_seed: int | None = None
+
+    @classmethod
+    def from_config(cls, demo: dict[str, Any], t_r: float) -> SimulationOptions:
+        """The options of a config's ``demo`` section at repetition time ``t_r``: its noise
+        (``ar1``, ``fwhm_mm``) and, with ``shared_tuning``, one tuning seed (0) for every
+        subject."""
+        d, dn = cls(), NoiseModel()
+        return cls(extra_volumes=demo.get("extra_volumes", d.extra_volumes),
+                   noise=NoiseModel(ar1=demo.get("ar1", dn.ar1),
+                                    fwhm_mm=demo.get("fwhm_mm", dn.fwhm_mm)),
+                   snr_spread=demo.get("snr_spread", SCHEMA_SNR_SPREAD),
+                   motion_artefact=demo.get("motion_artefact", d.motion_artefact), t_r=t_r,
+                   tuning_seed=0 if demo.get("shared_tuning", True) else None)
+
+
 def simulate_subject(features_by_layer: dict[int, list[np.ndarray]], mask_img: nib.Nifti1Image,
                      roi_voxels: dict[str, np.ndarray], planted: dict[str, int], snr: float,
-                     seed: int, extra_volumes: int = 4, noise: NoiseModel | None = None,
-                     snr_spread: float = 3.0, motion_artefact: float = 0.0, t_r: float = 1.5,
-                     tuning_seed: int | None = None
+                     seed: int, options: SimulationOptions | None = None
                      ) -> tuple[list[nib.Nifti1Image], np.ndarray, list[pd.DataFrame]]:
     """Simulated 4D BOLD runs for one subject.
 
@@ -194,16 +239,9 @@ def simulate_subject(features_by_layer: dict[int, list[np.ndarray]], mask_img: n
     roi_voxels : {roi: boolean array over mask voxels}
     planted : {roi: layer driving it}
     snr : median signal variance / noise variance in planted voxels
-    snr_spread : each planted voxel's SNR is ``snr`` times a log-uniform factor in
-        [1/snr_spread, snr_spread] (real voxels differ in how well they respond)
-    extra_volumes : noise-only volumes acquired after each stimulus ends
-    motion_artefact : SD (in noise SDs) of a motion-driven artefact added to every voxel: a
-        random per-voxel mix of the run's six realignment parameters (standardised)
-    t_r : repetition time (s), for the cosine regressors of the confounds table
-    tuning_seed : seed of the ROIs' tuning (the planted signal time courses); give every
-        subject the same one so that subjects hearing the same story share their stimulus-driven
-        responses (as the inter-subject-correlation ceiling assumes); None draws it from
-        ``seed`` (subject-specific tuning)
+    seed : the subject's seed (noise, gains, and the tuning unless ``options.tuning_seed``)
+    options : extra volumes, noise, SNR spread, motion artefact, TR and tuning seed
+        (:class:`SimulationOptions`; default: its defaults)
 
     Returns
     -------
@@ -211,7 +249,8 @@ def simulate_subject(features_by_layer: dict[int, list[np.ndarray]], mask_img: n
     signal_layer : (n_mask_voxels,) planted layer per voxel, -1 for noise voxels
     confounds : one fMRIPrep-style confounds table per run (all volumes)
     """
-    noise = noise or NoiseModel()
+    opts = options or SimulationOptions()
+    noise, extra_volumes, tuning_seed = opts.noise, opts.extra_volumes, opts.tuning_seed
     rng = np.random.default_rng(seed)
     tuning_rng = rng if tuning_seed is None else np.random.default_rng(tuning_seed)
     mask = np.asarray(mask_img.dataobj) > 0
@@ -227,7 +266,7 @@ def simulate_subject(features_by_layer: dict[int, list[np.ndarray]], mask_img: n
         for run, sig in enumerate(planted_signals(features_by_layer[layer], cols.size,
                                                            tuning_rng)):
             signals[run][:, cols] = sig
-    gain = np.sqrt(snr * snr_spread ** rng.uniform(-1, 1, n_vox)).astype(np.float32)
+    gain = np.sqrt(snr * opts.snr_spread ** rng.uniform(-1, 1, n_vox)).astype(np.float32)
     baseline = 800.0 + 200.0 * rng.random(n_vox)
     runs, confounds = [], []
     # motion and confounds from their own stream: the BOLD noise does not depend on them
@@ -240,11 +279,11 @@ def simulate_subject(features_by_layer: dict[int, list[np.ndarray]], mask_img: n
         data[: lengths[run]] += gain * signals[run]
         data += noise.drift * np.linspace(-0.5, 0.5, n_t)[:, None] * rng.standard_normal(n_vox)
         motion = simulate_motion(crng, n_t)
-        if motion_artefact > 0:
+        if opts.motion_artefact > 0:
             z = (motion - motion.mean(0)) / np.maximum(motion.std(0), 1e-12)
-            data += motion_artefact * (z @ loadings).astype(np.float32)
+            data += opts.motion_artefact * (z @ loadings).astype(np.float32)
         data = baseline * (1.0 + 0.01 * data)  # ~1% signal change per noise SD
-        confounds.append(confounds_table(motion, data, t_r, crng))
+        confounds.append(confounds_table(motion, data, opts.t_r, crng))
         vol = np.zeros((*mask.shape, n_t), np.float32)
         vol[mask] = data.T
         runs.append(nib.Nifti1Image(vol, mask_img.affine))

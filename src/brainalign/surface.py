@@ -21,7 +21,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from .bold import BoldError, check_tr, clean_series, readable, varying_targets
+from .bold import BoldError, CleanOptions, check_tr, clean_series, readable, varying_targets
 
 DENSITIES = {10242: "fsaverage5", 40962: "fsaverage6", 163842: "fsaverage"}
 SCHAEFER = tuple(f"schaefer_{n}_{k}" for n in range(100, 1001, 100) for k in (7, 17))
@@ -109,8 +109,9 @@ def vertex_mask(runs: list[tuple[str, str]], space: str) -> tuple[np.ndarray, in
 
 
 def load_run(paths: tuple[str, str], keep: np.ndarray, n_vols: int, t_r: float,
-             **clean_kwargs) -> np.ndarray:
-    """One run's kept vertices, trimmed and cleaned as volumes are (see bold.clean_series).
+             options: CleanOptions | None = None) -> np.ndarray:
+    """One run's kept vertices, trimmed and cleaned as volumes are (``options``: see
+    bold.clean_series).
 
     Returns
     -------
@@ -120,7 +121,7 @@ def load_run(paths: tuple[str, str], keep: np.ndarray, n_vols: int, t_r: float,
     if data.shape[1] != keep.size:
         raise BoldError(f"{paths[0]}: {data.shape[1]} vertices, the subject's vertex mask has "
                         f"{keep.size}; all runs must be on one surface.")
-    return clean_series(data[:, keep], paths[0], n_vols, t_r, **clean_kwargs)
+    return clean_series(data[:, keep], paths[0], n_vols, t_r, options, targets="vertices")
 
 
 def save_maps(values: np.ndarray, keep: np.ndarray, n_left: int, paths: list[str | Path],

@@ -5,6 +5,7 @@ time of each output frame. numpy only: planning needs no model."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -13,6 +14,37 @@ from .models import FrameGeometry, ModelError
 
 #: values of ``features.mode``
 MODES = ("windowed", "causal", "whole")
+
+
+@dataclass(frozen=True)
+class WindowOptions:
+    """How a stimulus is cut into model inputs (the config's ``features`` section; the schema
+    requires ``window_s`` and ``context_s``, whose defaults here are config/config.yaml's).
+
+    Attributes
+    ----------
+    window_s : seconds of output frames kept from each window
+    context_s : seconds of audio before each window given to the model as left context
+    right_context_s : seconds after each window given as right context (``windowed`` only)
+    mode : one of :data:`MODES` (see :mod:`brainalign.features`)
+    batch_size : windows of equal length run through the model at once
+    """
+
+    window_s: float = 10.0
+    context_s: float = 5.0
+    right_context_s: float = 0.0
+    mode: str = "windowed"
+    batch_size: int = 4
+
+    @classmethod
+    def from_config(cls, features: dict[str, Any]) -> WindowOptions:
+        """The options of a config's ``features`` section."""
+        d = cls()
+        return cls(window_s=features.get("window_s", d.window_s),
+                   context_s=features.get("context_s", d.context_s),
+                   right_context_s=features.get("right_context_s", d.right_context_s),
+                   mode=features.get("mode", d.mode),
+                   batch_size=features.get("batch_size", d.batch_size))
 
 
 @dataclass(frozen=True)

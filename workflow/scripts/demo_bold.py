@@ -18,12 +18,9 @@ roi_voxels = rois.roi_masks(labels[in_mask], names, rcfg["groups"])
 planted = {roi: int(layer) for roi, layer in demo["planted"].items()}
 features = {layer: [read_layer(f, layer) for f in snakemake.input.features]
             for layer in set(planted.values())}
-noise = simulate.NoiseModel(ar1=demo["ar1"], fwhm_mm=demo["fwhm_mm"])
 runs, signal_layer, confounds = simulate.simulate_subject(
     features, mask_img, roi_voxels, planted, demo["snr"], snakemake.params.seed,
-    extra_volumes=demo["extra_volumes"], noise=noise,
-    snr_spread=demo["snr_spread"], motion_artefact=demo["motion_artefact"],
-    t_r=snakemake.params.tr, tuning_seed=0 if demo["shared_tuning"] else None)
+    simulate.SimulationOptions.from_config(demo, snakemake.params.tr))
 for img, table, bold_out, mask_out in zip(runs, confounds, snakemake.output.bold,
                                           snakemake.output.mask, strict=True):
     simulate.write_bold(img, bold_out, snakemake.params.tr)

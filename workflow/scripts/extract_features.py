@@ -6,6 +6,7 @@ from brainalign.audio import load_audio
 from brainalign.features import LayerExtractor, extract_features
 from brainalign.io import setup_logging
 from brainalign.models import ModelSpec
+from brainalign.windows import WindowOptions
 
 setup_logging(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
@@ -13,7 +14,4 @@ cfg = snakemake.params.features
 extractor = LayerExtractor(ModelSpec.from_config(snakemake.wildcards.model, snakemake.params.model),
                            precision=cfg["precision"])
 extract_features(extractor, load_audio(snakemake.input.audio), snakemake.output[0],
-                 window_s=cfg["window_s"], context_s=cfg["context_s"],
-                 batch_size=cfg["batch_size"], dtype=cfg["dtype"],
-                 right_context_s=cfg["right_context_s"],
-                 mode=cfg["mode"])
+                 WindowOptions.from_config(cfg), dtype=cfg["dtype"])

@@ -10,7 +10,7 @@ import pandas as pd
 
 from brainalign import stats
 from brainalign.io import load_npz, save_tsv, setup_logging
-from brainalign.rois import group_best_layer, group_roi_stats
+from brainalign.rois import GroupOptions, group_best_layer, group_roi_stats
 
 setup_logging(snakemake.log[0])
 logger = logging.getLogger("group_rois")
@@ -30,8 +30,8 @@ group = group_roi_stats(tables, n_flips, q, chosen.name, nulls=nulls)
 logger.info("%d of %d ROI x layer tests significant (%s test, FDR q = %g)",
             int(group["significant"].sum()), len(group), chosen.name, q)
 cka = pd.read_csv(snakemake.input.cka, sep="\t")
-best = group_best_layer(tables, best_tables, gcfg["n_bootstrap"],
-                        group_stats=group, cka=cka, fdr_q=q)
+best = group_best_layer(tables, best_tables, GroupOptions.from_config(gcfg),
+                        group_stats=group, cka=cka)
 for col in ("bootstrap_note", "loso_note"):
     note = best[col].iloc[0] if len(best) else ""
     if isinstance(note, str) and note:

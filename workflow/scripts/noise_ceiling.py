@@ -5,8 +5,13 @@ import logging
 
 import numpy as np
 
-from brainalign.alignment import seconds_to_volumes
-from brainalign.ceiling import common_volumes, repeat_pairs, shared_targets, subject_ceilings
+from brainalign.ceiling import (
+    CeilingOptions,
+    common_volumes,
+    repeat_pairs,
+    shared_targets,
+    subject_ceilings,
+)
 from brainalign.io import save_npz, setup_logging
 from brainalign.targets import for_kind
 
@@ -21,12 +26,10 @@ paths = iter(snakemake.input.blocks)
 bounds = [[np.load(next(paths)) for _ in names] for names in match_labels]
 # runs of one stimulus compared on the volumes they all kept (block CV drops border volumes)
 runs, confounds = common_volumes(runs, confounds, bounds, snakemake.params.stimuli)
-ceil, per_subject = subject_ceilings(
-    runs, index, n_permutations=ccfg["n_permutations"],
-    min_shift=max(1, seconds_to_volumes(ccfg["min_shift_s"], snakemake.params.tr)),
-    q=ccfg["fdr_q"], min_ceiling=ccfg["min_ceiling"],
-    method=ccfg["method"], pairs=repeat_pairs(snakemake.params.run_stimuli),
-    stimuli=match_labels, confounds=confounds, n_threads=snakemake.threads)
+options = CeilingOptions.from_config(ccfg, snakemake.params.tr, n_threads=snakemake.threads)
+ceil, per_subject = subject_ceilings(runs, index, options,
+                                     pairs=repeat_pairs(snakemake.params.run_stimuli),
+                                     stimuli=match_labels, confounds=confounds)
 logging.getLogger("noise_ceiling").info(
     "%d subjects, %d shared %s: median ceiling %.3f, %d usable", len(runs),
     ceil.group_isc.size, shared.noun, np.nanmedian(ceil.group_ceiling), ceil.usable.sum())

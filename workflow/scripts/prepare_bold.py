@@ -3,12 +3,14 @@ cleaned (n_volumes, n_targets) array over the analysed volumes, and its fMRIPrep
 trimmed and cleaned alike (regressed out later, inside the encoding folds)."""
 
 import logging
+from dataclasses import replace
 
 import numpy as np
 
 from brainalign.alignment import n_volumes
 from brainalign.audio import audio_duration
 from brainalign.bold import (
+    CleanOptions,
     check_acquired_volumes,
     clean_run_in_blocks,
     load_run_confounds,
@@ -20,30 +22,29 @@ setup_logging(snakemake.log[0])
 t_r, bcfg = snakemake.params.tr, snakemake.params.bold
 # the run covers the silence before stimulus onset, then the stimulus
 n_vols = n_volumes(audio_duration(snakemake.input.audio) + snakemake.params.onset, t_r)
-first = snakemake.params.first_volume  # silence + onset transient, left out before cleaning
+# silence + onset transient, left out before cleaning
+options = CleanOptions.from_config(bcfg, first_volume=snakemake.params.first_volume)
 n_blocks, gap = snakemake.params.blocks  # (1, 0): the whole run, for leave-one-run-out
 # with blocks, every cleaning step waits until the run is cut (no step may span a border)
 whole = n_blocks == 1
-clean = dict(start_volume=bcfg["start_volume"], max_extra_volumes=bcfg["max_extra_volumes"],
-             max_missing_volumes=bcfg["max_missing_volumes"], detrend=bcfg["detrend"] and whole,
-             standardize=bcfg["standardize"] and whole, first_volume=first)
+run_options = replace(options, detrend=options.detrend and whole,
+                      standardize=options.standardize and whole)
 # a run cut after acquisition (fewer volumes than its raw run or confounds rows) may have lost
 # its first volumes, which would misalign the stimulus
-check_acquired_volumes(snakemake.input.bold, n_vols, t_r, clean["start_volume"],
+check_acquired_volumes(snakemake.input.bold, n_vols, t_r, options.start_volume,
                        snakemake.params.raw)
 targets = for_kind(snakemake.params.kind).load(snakemake.input.mask)
-data = targets.transform(list(snakemake.input.bold), n_vols, t_r, **clean)
+data = targets.transform(list(snakemake.input.bold), n_vols, t_r, run_options)
 ccfg = bcfg["confounds"]
-start = clean["start_volume"] + first
+start = options.start_volume + options.first_volume
 confounds = load_run_confounds(list(snakemake.input.bold), slice(start, start + len(data)),
-                               ccfg["strategy"], t_r, detrend=clean["detrend"],
+                               ccfg["strategy"], t_r, detrend=run_options.detrend,
                                motion=ccfg["motion"],
                                wm_csf=ccfg["wm_csf"], global_signal=ccfg["global_signal"])
 if whole:
     blocks = np.array([[0, len(data)]])
 else:
-    data, confounds, blocks = clean_run_in_blocks(data, confounds, t_r, n_blocks, gap,
-                                                  bcfg["detrend"], bcfg["standardize"],
+    data, confounds, blocks = clean_run_in_blocks(data, confounds, t_r, n_blocks, gap, options,
                                                   path=snakemake.input.bold[0])
     logging.getLogger("prepare_bold").info(
         "block cross-validation: %d blocks of volumes %s (gap %d volumes each side), each "

@@ -22,7 +22,7 @@ and implements
 - ``check_atlas(atlas, space)``: which atlases (``rois.atlas``) suit it;
 - ``fit(runs, masks, space)`` -> the subject's targets; ``save(path)`` / ``load(path)``;
   ``restrict(keep)`` and ``same_space(other)`` (subjects' targets intersected);
-- ``transform(files, n_vols, t_r, **clean)``: a run -> (volumes x targets), cleaned;
+- ``transform(files, n_vols, t_r, options)``: a run -> (volumes x targets), cleaned;
 - ``inverse_transform(values, fill)``, ``write_map(values, paths, fill, dtype)``,
   ``write_maps(values, names, paths)`` and ``read_map(paths)``: maps in the input's format;
 - ``write_atlas(rois, path)`` and ``atlas(path, rois)``: the configured atlas over the targets;

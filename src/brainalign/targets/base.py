@@ -12,6 +12,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from ..bids import BidsFilters
+    from ..bold import CleanOptions
 
 # the legend of the best-layer maps drawn on the inflated cortex
 DRAWN_ON = ("Colours: one per layer, as in the volume maps; grey: sulcal depth, where no "
@@ -197,9 +198,10 @@ class Targets(ABC):
 
     # --- runs and maps ---
     @abstractmethod
-    def transform(self, files: list[str], n_vols: int, t_r: float, **clean: Any) -> np.ndarray:
-        """A run's files -> its kept targets, trimmed and cleaned (``bold.clean_series``):
-        (n_kept_volumes, n_targets) float32."""
+    def transform(self, files: list[str], n_vols: int, t_r: float,
+                  options: CleanOptions | None = None) -> np.ndarray:
+        """A run's files -> its kept targets, trimmed and cleaned as ``options`` says
+        (``bold.clean_series``): (n_kept_volumes, n_targets) float32."""
 
     @abstractmethod
     def inverse_transform(self, values: np.ndarray, fill: float = 0.0, dtype: type = np.float32

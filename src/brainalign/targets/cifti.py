@@ -13,6 +13,7 @@ from .base import GroupPage, SubjectPage, Targets, read_label_table
 
 if TYPE_CHECKING:
     from ..bids import BidsFilters
+    from ..bold import CleanOptions
 
 #: grayordinate density of the runs read (HCP's 91k: ``brainalign.cifti``)
 DENSITY = "91k"
@@ -80,11 +81,12 @@ class CiftiTargets(Targets):
     def same_space(self, other: Targets) -> bool:
         return isinstance(other, CiftiTargets) and other.keep.size == self.keep.size
 
-    def transform(self, files: list[str], n_vols: int, t_r: float, **clean: Any) -> np.ndarray:
+    def transform(self, files: list[str], n_vols: int, t_r: float,
+                  options: CleanOptions | None = None) -> np.ndarray:
         from ..cifti import load_run
 
         (path,) = files
-        return load_run(path, self.keep, n_vols, t_r, **clean)
+        return load_run(path, self.keep, n_vols, t_r, options)
 
     def inverse_transform(self, values: np.ndarray, fill: float = 0.0, dtype: type = np.float32
                           ) -> np.ndarray:

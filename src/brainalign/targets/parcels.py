@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -12,6 +12,7 @@ from .base import GroupPage, SubjectPage, Targets, read_label_table
 
 if TYPE_CHECKING:
     from ..bids import BidsFilters
+    from ..bold import CleanOptions
 
 
 class ParcelTargets(Targets):
@@ -72,11 +73,12 @@ class ParcelTargets(Targets):
     def same_space(self, other: Targets) -> bool:
         return isinstance(other, ParcelTargets) and other.names == self.names
 
-    def transform(self, files: list[str], n_vols: int, t_r: float, **clean: Any) -> np.ndarray:
+    def transform(self, files: list[str], n_vols: int, t_r: float,
+                  options: CleanOptions | None = None) -> np.ndarray:
         from ..parcels import load_run
 
         (path,) = files
-        return load_run(path, self.keep, n_vols, t_r, targets="parcels", **clean)
+        return load_run(path, self.keep, n_vols, t_r, options)
 
     def inverse_transform(self, values: np.ndarray, fill: float = 0.0, dtype: type = np.float32
                           ) -> pd.DataFrame:

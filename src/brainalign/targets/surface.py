@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -12,6 +12,7 @@ from .base import DRAWN_ON, GroupPage, SubjectPage, Targets, read_label_table
 
 if TYPE_CHECKING:
     from ..bids import BidsFilters
+    from ..bold import CleanOptions
 
 
 class SurfaceTargets(Targets):
@@ -86,10 +87,11 @@ class SurfaceTargets(Targets):
         return (isinstance(other, SurfaceTargets) and other.keep.size == self.keep.size
                 and other.n_left == self.n_left)
 
-    def transform(self, files: list[str], n_vols: int, t_r: float, **clean: Any) -> np.ndarray:
+    def transform(self, files: list[str], n_vols: int, t_r: float,
+                  options: CleanOptions | None = None) -> np.ndarray:
         from ..surface import load_run
 
-        return load_run(tuple(files), self.keep, n_vols, t_r, targets="vertices", **clean)
+        return load_run(tuple(files), self.keep, n_vols, t_r, options)
 
     def inverse_transform(self, values: np.ndarray, fill: float = 0.0, dtype: type = np.float32
                           ) -> tuple[np.ndarray, np.ndarray]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import nibabel as nib
 import numpy as np
@@ -13,6 +13,7 @@ from .base import DRAWN_ON, GroupPage, SubjectPage, Targets
 
 if TYPE_CHECKING:
     from ..bids import BidsFilters
+    from ..bold import CleanOptions
 
 P_SHOW = 0.001  # subject r maps show voxels whose layer predicts them at uncorrected p < P_SHOW
 
@@ -99,11 +100,12 @@ class VolumeTargets(Targets):
 
         return isinstance(other, VolumeTargets) and same_grid(self.img, other.img)
 
-    def transform(self, files: list[str], n_vols: int, t_r: float, **clean: Any) -> np.ndarray:
+    def transform(self, files: list[str], n_vols: int, t_r: float,
+                  options: CleanOptions | None = None) -> np.ndarray:
         from ..bold import load_run
 
         (path,) = files
-        return load_run(path, self.img, n_vols, t_r, **clean)
+        return load_run(path, self.img, n_vols, t_r, options)
 
     def inverse_transform(self, values: np.ndarray, fill: float = 0.0, dtype: type = np.float32
                           ) -> nib.Nifti1Image:
