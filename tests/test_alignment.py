@@ -363,4 +363,4 @@ def test_align_options_from_config_follow_the_schema():
     # the library's defaults are the schema's (which requires only the method)
     defaults = schema_defaults("alignment")
     assert A.from_config({"method": "hrf", **defaults}) == A()
-    assert A.from_config({"method": "lanczos"}) == A(method="lanczos")
+    assert A.from_config({**defaults, "method": "lanczos"}) == A(method="lanczos")

@@ -523,4 +523,3 @@ def test_clean_options_from_config_follow_the_schema():
         detrend=False, standardize=False)
     # the library's defaults are the schema's
     assert C.from_config(schema_defaults("bold")) == C()
-    assert C.from_config({}) == C()

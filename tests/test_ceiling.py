@@ -250,8 +250,7 @@ def test_ceiling_options_from_config_follow_the_schema():
         method="repeat", n_permutations=100, min_shift=10, fdr_q=0.01, min_ceiling=0.2,
         n_threads=4)
     # at least one volume of shift, however long the TR
-    assert CeilingOptions.from_config({"min_shift_s": 0.5}, 2.0).min_shift == 1
-    # the library's defaults are the schema's (min_shift: 15 s at TR 1.5 s)
     defaults = schema_defaults("ceiling")
+    assert CeilingOptions.from_config({**defaults, "min_shift_s": 0.5}, 2.0).min_shift == 1
+    # the library's defaults are the schema's (min_shift: 15 s at TR 1.5 s)
     assert CeilingOptions.from_config(defaults, 1.5) == CeilingOptions()
-    assert CeilingOptions.from_config({}, 1.5) == CeilingOptions()

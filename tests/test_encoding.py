@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from schema_defaults import schema_defaults
 
 from brainalign import encoding, stats
 from brainalign.encoding import FitOptions
@@ -155,7 +156,8 @@ def test_closed_form_ridge_limits():
 
 
 def test_fit_options_from_config_follow_the_schema():
-    opts = FitOptions.from_config({"alphas": {}, "min_shift_s": 15.0, "n_permutations": 100}, 1.5)
+    section = {**schema_defaults("encoding"), "min_shift_s": 15.0, "n_permutations": 100}
+    opts = FitOptions.from_config(section, 1.5)
     assert opts == FitOptions(n_permutations=100, min_shift=10, batch_voxels=20_000)
     # the library's defaults are the schema's
     schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
@@ -164,7 +166,7 @@ def test_fit_options_from_config_follow_the_schema():
                                       batch_voxels=enc["batch_voxels"]["default"],
                                       backend=enc["backend"]["default"],
                                       min_shift=round(enc["min_shift_s"]["default"]))
-    assert FitOptions.from_config({}, 2.0) == FitOptions()
+    assert FitOptions.from_config(schema_defaults("encoding"), 2.0) == FitOptions()
 
 
 # ------------------------------------------------------------------------- fit_layer science

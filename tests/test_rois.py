@@ -668,4 +668,3 @@ def test_group_options_from_config_follow_the_schema():
                                      "n_bootstrap": 500}) == GroupOptions(n_boot=500, fdr_q=0.1)
     # the library's defaults are the schema's
     assert GroupOptions.from_config(schema_defaults("group")) == GroupOptions()
-    assert GroupOptions.from_config({}) == GroupOptions()

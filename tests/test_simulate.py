@@ -129,7 +129,7 @@ def test_planted_signals_unit_variance_and_rank_limited():
     np.testing.assert_allclose(r2, 1.0, atol=1e-5)
 
 
-def simulate_small(snr=2.0, seed=1, planted=None, **kw):
+def simulate_small(snr=2.0, seed=1, planted=None, snr_spread=3.0, **kw):
     rng = np.random.default_rng(0)
     mask = small_mask()
     n_vox = int(np.asarray(mask.dataobj).sum())
@@ -139,7 +139,8 @@ def simulate_small(snr=2.0, seed=1, planted=None, **kw):
     planted = {"A": 0, "B": 2} if planted is None else planted
     runs, signal_layer, _ = simulate.simulate_subject(feats, mask, roi_voxels, planted,
                                                       snr=snr, seed=seed,
-                                                      options=simulate.SimulationOptions(**kw))
+                                                      options=simulate.SimulationOptions(
+                                                          snr_spread=snr_spread, **kw))
     return mask, feats, roi_voxels, runs, signal_layer
 
 
@@ -302,12 +303,8 @@ def test_simulation_options_from_config_follow_the_schema():
     assert simulate.SimulationOptions.from_config(section, 2.0) == simulate.SimulationOptions(
         extra_volumes=6, noise=simulate.NoiseModel(ar1=0.3, fwhm_mm=4.0), snr_spread=2.0,
         motion_artefact=1.5, t_r=2.0, tuning_seed=None)
-    # shared tuning: one tuning seed for every subject
-    assert simulate.SimulationOptions.from_config({"shared_tuning": True}, 2.0).tuning_seed == 0
-    # the schema's defaults, given or left out; the library's own defaults equal them but for
-    # snr_spread (3, which the tests' simulations use)
+    # the schema's defaults are the library's (shared tuning: one tuning seed, 0, for every
+    # subject)
     defaults = schema_defaults("demo")
-    schema_opts = simulate.SimulationOptions(snr_spread=defaults["snr_spread"], t_r=2.0,
-                                             tuning_seed=0)
-    assert simulate.SimulationOptions.from_config(defaults, 2.0) == schema_opts
-    assert simulate.SimulationOptions.from_config({}, 2.0) == schema_opts
+    assert simulate.SimulationOptions.from_config(defaults, 2.0) == simulate.SimulationOptions(
+        t_r=2.0, tuning_seed=0)

@@ -2,9 +2,9 @@
 
 Reference: the tiny two-model configuration run locally (conftest.tiny_two_model_run). Sub-01's
 per-subject target then runs with ``--executor slurm`` through the workflow's SLURM profile in a
-directory holding the reference's upstream (features, simulated and prepared BOLD), is killed mid-way
-(snakemake SIGKILLed, its SLURM jobs cancelled) and started again: it must finish, recompute
-only the incomplete jobs and give the local run's scores. Skipped with the reason
+directory holding the reference's upstream (features, simulated and prepared BOLD), is killed
+mid-way (snakemake SIGKILLed, its SLURM jobs cancelled) and started again: it must finish,
+recompute only the incomplete jobs and give the local run's scores. Skipped with the reason
 when SLURM cannot be started.
 """
 

@@ -131,7 +131,7 @@ def volume_dataset(tmp_path_factory, planted_features) -> tuple[Path, dict]:
         # the ROIs' tuning shared by the subjects: a noise ceiling
         runs, signal_layer, _ = simulate.simulate_subject(
             by_layer, mask, roi_voxels, PLANTED, snr=1.0, seed=10 + i,
-            options=simulate.SimulationOptions(extra_volumes=3, tuning_seed=7))
+            options=simulate.SimulationOptions(extra_volumes=3, snr_spread=3.0, tuning_seed=7))
         for spec, img in zip(LAYOUT, runs, strict=True):
             if subject == "02" and spec.key == "lpp-2":
                 img = img.slicer[..., : img.shape[3] - 5]  # stopped 2 volumes early
@@ -285,7 +285,7 @@ def one_run_dataset(tmp_path_factory) -> tuple[Path, dict]:
         by_layer = {layer: [f[ONE_RUN.story]] for layer, f in features.items()}
         runs, signal_layer, _ = simulate.simulate_subject(
             by_layer, mask, roi_voxels, PLANTED, snr=1.0, seed=20 + i,
-            options=simulate.SimulationOptions(extra_volumes=3, tuning_seed=7))
+            options=simulate.SimulationOptions(extra_volumes=3, snr_spread=3.0, tuning_seed=7))
         write_events(root, subject, ONE_RUN, ONE_RUN_S)
         write_volume_run(root, subject, ONE_RUN, runs[0], mask, t_r=cfg["tr"])
         np.save(root / f"truth_sub-{subject}.npy", signal_layer)

@@ -222,12 +222,10 @@ class AlignOptions:
     @classmethod
     def from_config(cls, alignment: dict[str, Any]) -> AlignOptions:
         """The options of a config's ``alignment`` section (``fir_delays`` -> ``delays``)."""
-        d = cls()
-        return cls(method=alignment.get("method", d.method),
-                   hrf_model=alignment.get("hrf_model", d.hrf_model),
-                   delays=tuple(alignment.get("fir_delays", d.delays)),
-                   slice_time_ref=alignment.get("slice_time_ref", d.slice_time_ref),
-                   lanczos_window=alignment.get("lanczos_window", d.lanczos_window))
+        return cls(method=alignment["method"], hrf_model=alignment["hrf_model"],
+                   delays=tuple(alignment["fir_delays"]),
+                   slice_time_ref=alignment["slice_time_ref"],
+                   lanczos_window=alignment["lanczos_window"])
 
 
 def align(frame_times: np.ndarray, values: np.ndarray, t_r: float, duration_s: float,

@@ -65,12 +65,9 @@ class CleanOptions:
     def from_config(cls, bold: dict[str, Any], first_volume: int = 0) -> CleanOptions:
         """The options of a config's ``bold`` section, for a run whose first ``first_volume``
         volumes after ``start_volume`` are left out."""
-        d = cls()
-        return cls(start_volume=bold.get("start_volume", d.start_volume),
-                   max_extra_volumes=bold.get("max_extra_volumes", d.max_extra_volumes),
-                   max_missing_volumes=bold.get("max_missing_volumes", d.max_missing_volumes),
-                   first_volume=first_volume, detrend=bold.get("detrend", d.detrend),
-                   standardize=bold.get("standardize", d.standardize))
+        return cls(start_volume=bold["start_volume"], max_extra_volumes=bold["max_extra_volumes"],
+                   max_missing_volumes=bold["max_missing_volumes"], first_volume=first_volume,
+                   detrend=bold["detrend"], standardize=bold["standardize"])
 
 
 @contextmanager

@@ -119,10 +119,6 @@ def _join(parts: list[Ceiling], q: float, min_ceiling: float) -> Ceiling:
     return ceil
 
 
-#: the schema's ``ceiling.min_shift_s`` (seconds)
-MIN_SHIFT_S = 15.0
-
-
 @dataclass(frozen=True)
 class CeilingOptions:
     """Settings of :func:`subject_ceilings`; the defaults are the config schema's (``ceiling``;
@@ -155,13 +151,10 @@ class CeilingOptions:
                     ) -> CeilingOptions:
         """The options of a config's ``ceiling`` section (``min_shift_s`` in seconds, turned
         into volumes of ``t_r`` seconds, at least one), computed on ``n_threads`` threads."""
-        d = cls()
-        min_shift_s = ceiling.get("min_shift_s", MIN_SHIFT_S)
-        return cls(method=ceiling.get("method", d.method),
-                   n_permutations=ceiling.get("n_permutations", d.n_permutations),
-                   min_shift=max(1, seconds_to_volumes(min_shift_s, t_r)),
-                   fdr_q=ceiling.get("fdr_q", d.fdr_q),
-                   min_ceiling=ceiling.get("min_ceiling", d.min_ceiling), n_threads=n_threads)
+        return cls(method=ceiling["method"], n_permutations=ceiling["n_permutations"],
+                   min_shift=max(1, seconds_to_volumes(ceiling["min_shift_s"], t_r)),
+                   fdr_q=ceiling["fdr_q"], min_ceiling=ceiling["min_ceiling"],
+                   n_threads=n_threads)
 
 
 def subject_ceilings(runs_by_subject: list[list[np.ndarray]], index: list[np.ndarray],

@@ -480,10 +480,9 @@ class FitOptions:
     def from_config(cls, encoding: dict[str, Any], t_r: float) -> FitOptions:
         """The options of a config's ``encoding`` section (``min_shift_s`` in seconds, turned
         into volumes of ``t_r`` seconds)."""
-        return cls(n_permutations=encoding.get("n_permutations", 50),
-                   min_shift=seconds_to_volumes(encoding.get("min_shift_s", 0.0), t_r),
-                   batch_voxels=encoding.get("batch_voxels", BATCH_VOXELS),
-                   backend=encoding.get("backend", "auto"))
+        return cls(n_permutations=encoding["n_permutations"],
+                   min_shift=seconds_to_volumes(encoding["min_shift_s"], t_r),
+                   batch_voxels=encoding["batch_voxels"], backend=encoding["backend"])
 
 
 def fit_layer(x_runs: list[np.ndarray], y_runs: list[np.ndarray], alphas: np.ndarray,

@@ -528,8 +528,7 @@ class GroupOptions:
     @classmethod
     def from_config(cls, group: dict[str, Any]) -> GroupOptions:
         """The options of a config's ``group`` section (``n_bootstrap`` -> ``n_boot``)."""
-        d = cls()
-        return cls(n_boot=group.get("n_bootstrap", d.n_boot), fdr_q=group.get("fdr_q", d.fdr_q))
+        return cls(n_boot=group["n_bootstrap"], fdr_q=group["fdr_q"])
 
 
 def group_best_layer(tables: list[pd.DataFrame], best_tables: list[pd.DataFrame],

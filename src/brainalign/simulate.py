@@ -180,15 +180,12 @@ def planted_signals(features: list[np.ndarray], n_voxels: int, rng: np.random.Ge
     return [sig[a:b].astype(np.float32) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
-#: the schema's ``demo.snr_spread``
-SCHEMA_SNR_SPREAD = 4.0
-
 
 @dataclass(frozen=True)
 class SimulationOptions:
     """Settings of :func:`simulate_subject` (the config's ``demo`` section and ``tr``). The
-    defaults are the schema's, except ``snr_spread`` (schema: 4), ``tuning_seed`` (the schema's
-    ``shared_tuning: true`` gives 0) and ``t_r`` (the schema requires ``tr``).
+    defaults are the schema's, except ``tuning_seed`` (the schema's ``shared_tuning: true``
+    gives 0) and ``t_r`` (the schema requires ``tr``).
 
     Attributes
     ----------
@@ -207,7 +204,7 @@ class SimulationOptions:
 
     extra_volumes: int = 4
     noise: NoiseModel = field(default_factory=NoiseModel)
-    snr_spread: float = 3.0
+    snr_spread: float = 4.0
     motion_artefact: float = 0.0
     t_r: float = 1.5
     tuning_seed: int | None = None
@@ -217,13 +214,10 @@ class SimulationOptions:
         """The options of a config's ``demo`` section at repetition time ``t_r``: its noise
         (``ar1``, ``fwhm_mm``) and, with ``shared_tuning``, one tuning seed (0) for every
         subject."""
-        d, dn = cls(), NoiseModel()
-        return cls(extra_volumes=demo.get("extra_volumes", d.extra_volumes),
-                   noise=NoiseModel(ar1=demo.get("ar1", dn.ar1),
-                                    fwhm_mm=demo.get("fwhm_mm", dn.fwhm_mm)),
-                   snr_spread=demo.get("snr_spread", SCHEMA_SNR_SPREAD),
-                   motion_artefact=demo.get("motion_artefact", d.motion_artefact), t_r=t_r,
-                   tuning_seed=0 if demo.get("shared_tuning", True) else None)
+        return cls(extra_volumes=demo["extra_volumes"],
+                   noise=NoiseModel(ar1=demo["ar1"], fwhm_mm=demo["fwhm_mm"]),
+                   snr_spread=demo["snr_spread"], motion_artefact=demo["motion_artefact"],
+                   t_r=t_r, tuning_seed=0 if demo["shared_tuning"] else None)
 
 
 def simulate_subject(features_by_layer: dict[int, list[np.ndarray]], mask_img: nib.Nifti1Image,

@@ -39,12 +39,9 @@ class WindowOptions:
     @classmethod
     def from_config(cls, features: dict[str, Any]) -> WindowOptions:
         """The options of a config's ``features`` section."""
-        d = cls()
-        return cls(window_s=features.get("window_s", d.window_s),
-                   context_s=features.get("context_s", d.context_s),
-                   right_context_s=features.get("right_context_s", d.right_context_s),
-                   mode=features.get("mode", d.mode),
-                   batch_size=features.get("batch_size", d.batch_size))
+        return cls(window_s=features["window_s"], context_s=features["context_s"],
+                   right_context_s=features["right_context_s"], mode=features["mode"],
+                   batch_size=features["batch_size"])
 
 
 @dataclass(frozen=True)

@@ -208,10 +208,17 @@ class Targets(ABC):
                           ) -> Any:
         """Values over the targets -> the input's format in memory, ``fill`` elsewhere."""
 
-    @abstractmethod
     def write_map(self, values: np.ndarray, paths: list[str | Path], fill: float = 0.0,
                   dtype: type = np.float32) -> None:
-        """Values over the targets -> the map file(s) of :meth:`map_files`."""
+        """Values over the targets -> the map file(s) of :meth:`map_files` (here: one file,
+        the inverse transform written by :meth:`save_map`)."""
+        (path,) = paths
+        self.save_map(self.inverse_transform(values, fill, dtype), path)
+
+    def save_map(self, image: Any, path: str | Path) -> None:
+        """Write one map in the input's format (as :meth:`inverse_transform` returns it) to
+        ``path``, atomically; kinds whose maps are one file implement it."""
+        raise NotImplementedError(f"{type(self).__name__} writes its maps in write_map")
 
     @abstractmethod
     def write_maps(self, values: np.ndarray, names: list[str], paths: list[str | Path]) -> None:

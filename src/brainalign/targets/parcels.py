@@ -86,20 +86,16 @@ class ParcelTargets(Targets):
         full = self.full(values, fill, dtype)
         return pd.DataFrame({"parcel": self.names, "value": full})
 
-    def write_map(self, values: np.ndarray, paths: list[str | Path], fill: float = 0.0,
-                  dtype: type = np.float32) -> None:
+    def save_map(self, image: pd.DataFrame, path: str | Path) -> None:
         from ..io import save_tsv
 
-        (path,) = paths
-        save_tsv(self.inverse_transform(values, fill, dtype), path)
+        save_tsv(image, path)
 
     def write_maps(self, values: np.ndarray, names: list[str], paths: list[str | Path]) -> None:
         """One table: ``parcel``, then a column per map."""
-        from ..io import save_tsv
-
         (path,) = paths
         columns = dict(zip(names, np.asarray(values, dtype=np.float32), strict=True))
-        save_tsv(pd.DataFrame({"parcel": self.names, **columns}), path)
+        self.save_map(pd.DataFrame({"parcel": self.names, **columns}), path)
 
     @classmethod
     def read_map(cls, paths: list[str | Path]) -> np.ndarray:

@@ -113,20 +113,16 @@ class VolumeTargets(Targets):
 
         return unmask(values, self.img, fill=fill, dtype=dtype)
 
-    def write_map(self, values: np.ndarray, paths: list[str | Path], fill: float = 0.0,
-                  dtype: type = np.float32) -> None:
+    def save_map(self, image: nib.Nifti1Image, path: str | Path) -> None:
         from ..io import save_img
 
-        (path,) = paths
-        save_img(self.inverse_transform(values, fill, dtype), path)
+        save_img(image, path)
 
     def write_maps(self, values: np.ndarray, names: list[str], paths: list[str | Path]) -> None:
         """One 4D NIfTI, a volume per map (in ``names`` order)."""
-        from ..io import save_img
-
         (path,) = paths
         data = np.asarray(values, dtype=np.float32).reshape(len(names), *self.img.shape[:3])
-        save_img(nib.Nifti1Image(np.moveaxis(data, 0, -1), self.img.affine), path)
+        self.save_map(nib.Nifti1Image(np.moveaxis(data, 0, -1), self.img.affine), path)
 
     @classmethod
     def read_map(cls, paths: list[str | Path]) -> np.ndarray:
