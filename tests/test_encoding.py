@@ -41,10 +41,14 @@ def standardise_like_split(x_train: np.ndarray, x_test: np.ndarray):
 
 
 # ----------------------------------------------------------------------------- ridge algebra
-@pytest.mark.parametrize("rank_deficient", [False, True])
-def test_eigen_ridge_equals_closed_form_ridge(rank_deficient):
+@pytest.mark.parametrize(("rank_deficient", "n_train"),
+                         [(False, 50), (True, 50), (True, encoding.LARGE_GRAM + 10)])
+def test_eigen_ridge_equals_closed_form_ridge(rank_deficient, n_train):
+    """Small training sets and large ones (decomposed on every thread by another LAPACK
+    driver) give the closed-form ridge predictions."""
     rng = np.random.default_rng(0)
-    x_train = rng.standard_normal((50, 8)) * rng.uniform(0.5, 5, 8) + rng.uniform(-3, 3, 8)
+    x_train = (rng.standard_normal((n_train, 8)) * rng.uniform(0.5, 5, 8)
+               + rng.uniform(-3, 3, 8))
     x_test = rng.standard_normal((20, 8)) * 2 + 1
     if rank_deficient:
         # a duplicated and a constant feature: the decomposition drops null directions, and
@@ -52,7 +56,7 @@ def test_eigen_ridge_equals_closed_form_ridge(rank_deficient):
         x_train[:, 7] = x_train[:, 0]
         x_test[:, 7] = x_test[:, 0]
         x_train[:, 6] = 3.0
-    y_train = rng.standard_normal((50, 5))
+    y_train = rng.standard_normal((n_train, 5))
     alphas = np.array([0.1, 1.0, 10.0, 100.0, 1e4])
 
     split = encoding._Split.fit(x_train, x_test)  # float64 throughout

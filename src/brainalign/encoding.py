@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 _THREADPOOLS: list[ThreadpoolController] = []
 #: voxels per matrix product unless configured (``encoding.batch_voxels`` in the schema)
 BATCH_VOXELS = 20_000
+#: training sets of at least this many volumes are decomposed on every thread
+LARGE_GRAM = 1024
 
 
 def _one_thread() -> Any:
@@ -207,10 +209,13 @@ class _Train:
         mean, std = _standardizer(np.asarray(x_train, np.float64))
         xt = ((x_train - mean) / std).astype(dtype)
         gram = (xt @ xt.T).astype(np.float64)
-        # small (n_train^2) and latency-bound: one LAPACK thread is faster than two, and far
-        # faster when other processes share the cores
-        with _one_thread():
-            lam, u = eigh(gram, driver="evr", check_finite=False)
+        if len(gram) < LARGE_GRAM:
+            # small and latency-bound: one LAPACK thread is faster than two, and far faster
+            # when other processes share the cores
+            with _one_thread():
+                lam, u = eigh(gram, driver="evr", check_finite=False)
+        else:  # every thread, divide and conquer: 2400 volumes 3.2 s -> 1.5 s on 2 cores
+            lam, u = eigh(gram, driver="evd", check_finite=False)
         keep = lam > max(lam[-1], 0.0) * 1e-10
         train = cls(mean, std, xt, u[:, keep], lam[keep])
         if c_train is not None and c_train.shape[1] > 0:
