@@ -197,7 +197,8 @@ CONTENDERS = {
     "sklearn": (run_sklearn, ""),
     "sklearn-loo": (run_sklearn_loo, ""),
 }
-EXTRA = {"brainalign-fit-layer": (run_fit_layer, "numpy")}
+EXTRA = {"brainalign-fit-layer": (run_fit_layer, "numpy"),
+         "brainalign-fit-layer-cuda": (run_fit_layer, "torch-cuda")}
 
 
 def engine_flops(lengths: list[int], n_features: int, n_alphas: int, n_voxels: int) -> float:
@@ -346,40 +347,84 @@ def compare(args: argparse.Namespace) -> None:
           f"max-dr {dr:.1e}, {100 * gflops / peak:.0f}% of peak, rss {e['rss_mb']:.0f} MB")
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux), for saying what a figure was measured on."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def scale_fit(name: str, args: argparse.Namespace, tmp: str) -> tuple[float, float, float]:
+    """(fixed s, s per voxel, peak RSS MB at --scale-voxels) of one layer: the worker on a
+    quarter, half and all of --voxels, wall time fitted by least squares (three points, so a
+    noisy one shows as a poor fit)."""
+    counts = [max(1, args.voxels // 4), max(2, args.voxels // 2), args.voxels]
+    runs = [spawn(name, args, Path(tmp) / f"{n}.npz", n) for n in counts]
+    walls = np.array([r["wall"] for r in runs])
+    per_vox, fixed = np.polyfit(counts, walls, 1)
+    resid = walls - (fixed + per_vox * np.array(counts))
+    # the BOLD of every voxel is held (4 bytes x TRs x voxels); everything else is bounded by
+    # the voxel batch (the measured RSS also holds the simulation's temporaries, which do not
+    # follow the voxel count)
+    rss = max(r["rss_mb"] for r in runs) + 4 * args.trs * (args.scale_voxels - counts[-1]) / 2**20
+    print(f"{name}: " + ", ".join(f"{n} voxels {r['wall']:.1f} s (rss {r['rss_mb']:.0f} MB)"
+                                  for n, r in zip(counts, runs, strict=True))
+          + f" -> fixed {max(fixed, 0):.1f} s + {1e3 * per_vox:.2f} ms/voxel (fit residuals "
+          f"{', '.join(f'{x:+.1f}' for x in resid)} s)", flush=True)
+    return max(float(fixed), 0.0), max(float(per_vox), 0.0), float(rss)
+
+
 def scale(args: argparse.Namespace) -> None:
     """One Narratives-scale subject (~3000 TRs, 80 000 voxels, 13 layers): the pipeline's
-    per-layer computation (nested CV + 50-permutation null, and the CV alone) measured on two
+    per-layer computation (nested CV + 50-permutation null, and the CV alone) measured on three
     voxel counts of one layer; time = fixed + per-voxel cost, extrapolated linearly in voxels
-    and layers."""
-    small_n = max(1, args.voxels // 4)
+    and layers. Ends with the machine-readable ``scale:`` line (and ``scale-gpu:`` when CUDA is
+    present)."""
+    cores = os.cpu_count()
     print(f"scale: {args.trs} TRs x {args.features} features x {args.delays} delays, "
-          f"{args.folds} runs, {args.alphas} alphas; measured on {small_n} and {args.voxels} "
-          f"of {args.scale_voxels} voxels, one of {args.layers} layers", flush=True)
-    rows = []
+          f"{args.folds} runs, {args.alphas} alphas; one of {args.layers} layers measured on up "
+          f"to {args.voxels} of {args.scale_voxels} voxels; {cpu_model()}, {cores} CPUs, load "
+          f"average {os.getloadavg()[0]:.2f} at the start", flush=True)
+    fits = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, label in [("brainalign-numpy", "nested CV"),
-                            ("brainalign-fit-layer", "nested CV + 50-permutation null")]:
-            small = spawn(name, args, Path(tmp) / "a.npz", small_n)
-            big = spawn(name, args, Path(tmp) / "b.npz", args.voxels)
-            per_vox = (big["wall"] - small["wall"]) / (args.voxels - small_n)
-            fixed = max(0.0, big["wall"] - per_vox * args.voxels)
-            layer = fixed + per_vox * args.scale_voxels
-            rss_vox = max(0.0, (big["rss_mb"] - small["rss_mb"]) / (args.voxels - small_n))
-            rss = big["rss_mb"] + rss_vox * (args.scale_voxels - args.voxels)
-            print(f"{label}: {small_n} voxels {small['wall']:.1f} s (rss {small['rss_mb']:.0f}"
-                  f" MB), {args.voxels} voxels {big['wall']:.1f} s (rss {big['rss_mb']:.0f} MB)"
-                  f" -> fixed {fixed:.1f} s + {1e3 * per_vox:.2f} ms/voxel", flush=True)
-            if per_vox <= 0:
-                print(f"{label}: the larger run was not slower (other processes on the cores?);"
-                      " no extrapolation, rerun on a quieter machine or with more --voxels")
-                continue
-            rows.append((label, layer, rss))
-    for label, layer, rss in rows:
+        for name in ("brainalign-numpy", "brainalign-fit-layer"):
+            fits[name] = scale_fit(name, args, tmp)
+        gpu = scale_fit("brainalign-fit-layer-cuda", args, tmp) if _cuda() else None
+    hours = {}
+    for name, label in (("brainalign-numpy", "nested CV"),
+                        ("brainalign-fit-layer", "nested CV + 50-permutation null")):
+        fixed, per_vox, rss = fits[name]
+        layer = fixed + per_vox * args.scale_voxels
+        hours[name] = args.layers * layer / 3600
         print(f"extrapolated, {label}: one layer x {args.scale_voxels} voxels {layer / 60:.1f} "
-              f"min, one subject ({args.layers} layers) {args.layers * layer / 3600:.2f} h on "
-              f"{os.cpu_count()} CPUs; peak RSS ~{rss / 1024:.1f} GB (an overestimate: the "
-              "worker also holds the simulation's temporaries; the pipeline holds the BOLD, "
-              "4 bytes x TRs x voxels, plus one voxel batch's work)")
+              f"min, one subject ({args.layers} layers) {hours[name]:.2f} h; peak RSS "
+              f"~{rss / 1024:.1f} GB (the largest measured plus the BOLD of the other voxels)")
+    total = hours["brainalign-fit-layer"]
+    null_share = 100 * min(1.0, max(0.0, total - hours["brainalign-numpy"]) / total)
+    print(f"load average (1 min) at the end: {os.getloadavg()[0]:.2f}")
+    print(f"scale: {total:.2f} h per subject ({args.layers} layers, {args.scale_voxels} voxels, "
+          f"{args.trs} TRs, 50 permutations) on {cores} cores, peak "
+          f"{fits['brainalign-fit-layer'][2] / 1024:.1f} GB, null share {null_share:.0f}%")
+    if gpu is not None:
+        fixed, per_vox, rss = gpu
+        import torch
+
+        minutes = args.layers * (fixed + per_vox * args.scale_voxels) / 60
+        print(f"scale-gpu: {minutes:.1f} min per subject ({args.layers} layers, "
+              f"{args.scale_voxels} voxels, {args.trs} TRs, 50 permutations) on "
+              f"{torch.cuda.get_device_name()}, host peak {rss / 1024:.1f} GB")
 
 
 def main() -> None:

@@ -147,6 +147,24 @@ def test_backends_agree_and_batching_is_invisible():
         encoding.Backend("jax")
 
 
+def test_null_runs_on_every_backend_and_batching_is_invisible():
+    """The permutation null (every voxel-sized product) runs on the backend: torch gives
+    numpy's null draws and p-values, whatever the voxel batch."""
+    rng = np.random.default_rng(7)
+    xs = [rng.standard_normal((50, 20)) for _ in range(4)]
+    w = rng.standard_normal((20, 120)) / np.sqrt(20)
+    ys = [zscore(x @ w * rng.uniform(0, 1.5, 120) + ar1(rng, 50, 120, 0.5)) for x in xs]
+    ref = encoding.fit_layer(xs, ys, ALPHAS, FitOptions(n_permutations=20, backend="numpy"))
+    others = [("numpy", 33), ("torch-cpu", 1000), ("torch-cpu", 50)]
+    if encoding._cuda_available():
+        others.append(("torch-cuda", 50))
+    for name, batch in others:
+        got = encoding.fit_layer(xs, ys, ALPHAS, FitOptions(n_permutations=20, backend=name,
+                                                             batch_voxels=batch))
+        np.testing.assert_allclose(got.r_null, ref.r_null, atol=2e-5, err_msg=name)
+        np.testing.assert_allclose(got.p, ref.p, atol=0.02, err_msg=name)
+
+
 def test_closed_form_ridge_limits():
     rng = np.random.default_rng(1)
     x = rng.standard_normal((40, 5))

@@ -167,6 +167,12 @@ class Backend:
             return idx
         return self._torch.as_tensor(idx, device=self.device)
 
+    def einsum(self, spec: str, *operands: Any) -> Any:
+        """``einsum`` of backend arrays (numpy's or torch's)."""
+        if self.name == "numpy":
+            return np.einsum(spec, *operands)
+        return self._torch.einsum(spec, *operands)
+
 
 def _cuda_available() -> bool:
     try:
@@ -549,22 +555,25 @@ def fit_layer(x_runs: list[np.ndarray], y_runs: list[np.ndarray], alphas: np.nda
             y_test = ys[test]
             if outer[test].confound_test is not None:
                 y_test = y_test + outer[test].confound_test.astype(np.float32) @ y_train
-            z_test = zscore_time(y_test)
+            z_test = be.put(zscore_time(y_test))
+            y_train = be.put(y_train)
             hat = hats[test]
+            n_test = hat.shape[0]
             # permutations in blocks of ~64 MB of predictions
-            step = max(1, int(16e6 // (hat.shape[0] * y_train.shape[1])))
+            step = max(1, int(16e6 // (n_test * y_train.shape[1])))
             for p0 in range(0, n_permutations, step):
                 shifted = _shifted_hats(hat, [lengths[i] for i in train],
                                         shifts[p0:p0 + step][:, train], shifts[p0:p0 + step, test])
                 # predictions centred over time by centring the hat rows (C M Y = (C M) Y);
                 # then r = sum(pred z) / sqrt(n sum(pred^2)) with z z-scored: two reductions
-                # in einsum's loops instead of five passes normalising the predictions
+                # instead of five passes normalising the predictions
                 shifted -= shifted.mean(1, keepdims=True)
-                pred = (shifted.reshape(-1, hat.shape[1]) @ y_train).reshape(
-                    len(shifted), hat.shape[0], y_train.shape[1])
-                norm = np.sqrt(np.einsum("ptv,ptv->pv", pred, pred) * hat.shape[0])
-                r_null[p0:p0 + step, cols] += (np.einsum("ptv,tv->pv", pred, z_test)
-                                               / np.maximum(norm, 1e-12 * hat.shape[0]) / n_runs)
+                pred = (be.put(shifted.reshape(-1, hat.shape[1])) @ y_train).reshape(
+                    len(shifted), n_test, y_train.shape[1])
+                norm = (be.einsum("ptv,ptv->pv", pred, pred) * n_test) ** 0.5
+                r_null[p0:p0 + step, cols] += be.get(
+                    be.einsum("ptv,tv->pv", pred, z_test) / norm.clip(min=1e-12 * n_test)
+                    / n_runs)
         if progress is not None:
             progress(f"null: voxels {cols.stop}/{n_vox} done")
     r = cv.r_folds.mean(0)
