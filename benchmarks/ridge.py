@@ -347,17 +347,6 @@ def compare(args: argparse.Namespace) -> None:
           f"max-dr {dr:.1e}, {100 * gflops / peak:.0f}% of peak, rss {e['rss_mb']:.0f} MB")
 
 
-def cpu_model() -> str:
-    """The CPU's model name (Linux), for saying what a figure was measured on."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
-
-
 def _cuda() -> bool:
     try:
         import torch
@@ -392,10 +381,12 @@ def scale(args: argparse.Namespace) -> None:
     voxel counts of one layer; time = fixed + per-voxel cost, extrapolated linearly in voxels
     and layers. Ends with the machine-readable ``scale:`` line (and ``scale-gpu:`` when CUDA is
     present)."""
+    from brainalign.precision import cpu_model_name
+
     cores = os.cpu_count()
     print(f"scale: {args.trs} TRs x {args.features} features x {args.delays} delays, "
           f"{args.folds} runs, {args.alphas} alphas; one of {args.layers} layers measured on up "
-          f"to {args.voxels} of {args.scale_voxels} voxels; {cpu_model()}, {cores} CPUs, load "
+          f"to {args.voxels} of {args.scale_voxels} voxels; {cpu_model_name()}, {cores} CPUs, load "
           f"average {os.getloadavg()[0]:.2f} at the start", flush=True)
     fits = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -458,7 +449,7 @@ def main() -> None:
         if args.trs == 1500:
             args.trs = 3000
         if args.voxels == 20_000:
-            args.voxels = 4000
+            args.voxels = 8000
         return scale(args)
     compare(args)
 

@@ -706,7 +706,7 @@ def test_probe_decision_is_cached_per_model_device_and_torch_version(monkeypatch
     monkeypatch.setattr(torch, "__version__", "9.9.9")
     make()
     assert len(calls) == 3
-    monkeypatch.setattr(P, "_cpu_model_name", lambda: "Intel(R) Xeon(R) Platinum 8480+")
+    monkeypatch.setattr(P, "cpu_model_name", lambda: "Intel(R) Xeon(R) Platinum 8480+")
     make()
     assert len(calls) == 4
     F.LayerExtractor(tiny_spec(), device="cpu", precision="bfloat16", cpu_kernels=False)

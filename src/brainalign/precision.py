@@ -198,7 +198,8 @@ def cache_dir() -> Path:
 
 
 @functools.cache
-def _cpu_model_name() -> str:
+def cpu_model_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``; elsewhere the platform's processor)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -216,7 +217,7 @@ def device_name(device: str) -> str:
     if dev.type == "cuda":
         return f"cuda: {torch.cuda.get_device_name(dev)}"
     if dev.type == "cpu":
-        return f"cpu: {_cpu_model_name()}"
+        return f"cpu: {cpu_model_name()}"
     return dev.type
 
 
