@@ -6,7 +6,9 @@ autocorrelation ~0.97 after cleaning), a run-start response (-0.27 SD for 8 s, +
 20 s, per-voxel amplitude 1 +- 0.5) and drift. Per layer: the share of voxels at p < 0.05,
 p < 0.01 and p < 0.001 and the mean held-out r, for the pipeline as it is ("after": features
 centred, the onset excluded) and as it was ("before": uncentred features, every volume kept),
-each averaged over several sets of circular shifts (every voxel shares one set per fit).
+each averaged over several sets of circular shifts (every voxel shares one set per fit); with
+``--independent``, "after" also with the independent-shift null ("after-iid": every draw its
+own shifts, as before the shared shift design).
 
     python benchmarks/calibration.py              # 4000 voxels, 3 shift sets
     python benchmarks/calibration.py --quick      # 1000 voxels, 1 shift set
@@ -58,6 +60,9 @@ def main() -> None:
     parser.add_argument("--voxels", type=int, default=4000)
     parser.add_argument("--shift-sets", type=int, default=3)
     parser.add_argument("--exclude-onset-s", type=float, default=20.0)
+    parser.add_argument("--independent", action="store_true",
+                        help="also 'after' with the independent-shift null (every draw its own "
+                             "shifts: the pipeline's null before the shared design)")
     args = parser.parse_args()
     n_vox, n_sets = (1000, 1) if args.quick else (args.voxels, args.shift_sets)
     t0 = time.perf_counter()
@@ -72,7 +77,11 @@ def main() -> None:
     print(f"{model}, {N_RUNS} runs x {n} volumes (TR {T_R:g} s), {n_vox} noise voxels, "
           f"{n_sets} shift set(s) x 50 permutations")
     print(f"{'':8s} layer  p<0.05  p<0.01  p<0.001  mean r")
-    for name, center, exclude in (("before", False, 0.0), ("after", True, args.exclude_onset_s)):
+    for name, center, exclude, design in (
+            ("before", False, 0.0, "shared"), ("after", True, args.exclude_onset_s, "shared"),
+            ("after-iid", True, args.exclude_onset_s, "independent")):
+        if design == "independent" and not args.independent:
+            continue
         first = alignment.first_volume(0.0, T_R, exclude)
         ys = [clean_signals(b[first:], T_R).astype(np.float32) for b in bold]
         for layer in sorted(runs[0]):
@@ -80,7 +89,8 @@ def main() -> None:
                                   alignment.AlignOptions(center=center))[first:]
                   for run in runs]
             fits = [encoding.fit_layer(xs, ys, np.logspace(-1, 7, 9),
-                                       encoding.FitOptions(n_permutations=50, seed=seed))
+                                       encoding.FitOptions(n_permutations=50, seed=seed,
+                                                           null_design=design))
                     for seed in range(n_sets)]
             p = np.stack([f.p for f in fits])
             r = np.mean([f.r.mean() for f in fits])

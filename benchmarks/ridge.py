@@ -97,6 +97,15 @@ def run_brainalign(x_runs, y_runs, alphas, backend: str, batch: int):
     return cv.alpha, cv.r_folds
 
 
+def run_pipeline_cv(x_runs, y_runs, alphas, backend: str, batch: int):
+    """The nested CV as the pipeline runs it (its default inner-CV validation stride)."""
+    from brainalign.encoding import FitOptions, cross_validate
+
+    cv = cross_validate(x_runs, y_runs, alphas, batch_voxels=batch, backend=backend,
+                        inner_stride=FitOptions().inner_stride)
+    return cv.alpha, cv.r_folds
+
+
 def run_fit_layer(x_runs, y_runs, alphas, backend: str, batch: int):
     """The pipeline's whole per-layer computation: nested CV plus the 50-permutation null."""
     from brainalign.encoding import FitOptions, fit_layer
@@ -197,7 +206,8 @@ CONTENDERS = {
     "sklearn": (run_sklearn, ""),
     "sklearn-loo": (run_sklearn_loo, ""),
 }
-EXTRA = {"brainalign-fit-layer": (run_fit_layer, "numpy"),
+EXTRA = {"brainalign-cv": (run_pipeline_cv, "numpy"),
+         "brainalign-fit-layer": (run_fit_layer, "numpy"),
          "brainalign-fit-layer-cuda": (run_fit_layer, "torch-cuda")}
 
 
@@ -390,11 +400,11 @@ def scale(args: argparse.Namespace) -> None:
           f"average {os.getloadavg()[0]:.2f} at the start", flush=True)
     fits = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name in ("brainalign-numpy", "brainalign-fit-layer"):
+        for name in ("brainalign-cv", "brainalign-fit-layer"):
             fits[name] = scale_fit(name, args, tmp)
         gpu = scale_fit("brainalign-fit-layer-cuda", args, tmp) if _cuda() else None
     hours = {}
-    for name, label in (("brainalign-numpy", "nested CV"),
+    for name, label in (("brainalign-cv", "nested CV"),
                         ("brainalign-fit-layer", "nested CV + 50-permutation null")):
         fixed, per_vox, rss = fits[name]
         layer = fixed + per_vox * args.scale_voxels
@@ -403,7 +413,7 @@ def scale(args: argparse.Namespace) -> None:
               f"min, one subject ({args.layers} layers) {hours[name]:.2f} h; peak RSS "
               f"~{rss / 1024:.1f} GB (the largest measured plus the BOLD of the other voxels)")
     total = hours["brainalign-fit-layer"]
-    null_share = 100 * min(1.0, max(0.0, total - hours["brainalign-numpy"]) / total)
+    null_share = 100 * min(1.0, max(0.0, total - hours["brainalign-cv"]) / total)
     print(f"load average (1 min) at the end: {os.getloadavg()[0]:.2f}")
     print(f"scale: {total:.2f} h per subject ({args.layers} layers, {args.scale_voxels} voxels, "
           f"{args.trs} TRs, 50 permutations) on {cores} cores, peak "

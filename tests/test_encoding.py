@@ -187,8 +187,91 @@ def test_fit_options_from_config_follow_the_schema():
     assert FitOptions() == FitOptions(n_permutations=enc["n_permutations"]["default"],
                                       batch_voxels=enc["batch_voxels"]["default"],
                                       backend=enc["backend"]["default"],
-                                      min_shift=round(enc["min_shift_s"]["default"]))
+                                      min_shift=round(enc["min_shift_s"]["default"]),
+                                      inner_stride=enc["inner_stride"]["default"],
+                                      null_design=enc["null_design"]["default"])
     assert FitOptions.from_config(schema_defaults("encoding"), 2.0) == FitOptions()
+
+
+def _refit_every_draw(outer, hats, y_runs, shifts: np.ndarray) -> np.ndarray:
+    """Reference null (float64): for each draw, every outer fold refitted on the BOLD with
+    each run circularly shifted (np.roll by its shift), its centred prediction correlated with
+    the held-out run's cleaned, z-scored, shifted BOLD; r averaged over folds."""
+    n_runs = len(y_runs)
+    out = np.zeros((len(shifts), y_runs[0].shape[1]))
+    for f in range(n_runs):
+        train = [i for i in range(n_runs) if i != f]
+        y_test = y_runs[f].astype(np.float64)
+        if outer[f].confound_test is not None:
+            y_test = y_test + outer[f].confound_test @ np.concatenate([y_runs[i] for i in train])
+        z = stats.zscore_time(y_test)
+        for j, k in enumerate(shifts):
+            y_train = np.concatenate([np.roll(y_runs[g], k[g], axis=0) for g in train])
+            pred = hats[f].astype(np.float64) @ y_train
+            out[j] += stats.pearson_r(pred, np.roll(z, k[f], axis=0)) / n_runs
+    return out
+
+
+@pytest.mark.parametrize("with_confounds", [False, True])
+def test_shared_shift_null_equals_refitting_every_draw(with_confounds):
+    """The null assembled from each run's shared shifted products (encoding._null_draws)
+    equals refitting the whole outer loop on every draw's shifted BOLD, on every backend and
+    whatever the voxel chunk."""
+    rng = np.random.default_rng(0)
+    lengths = [50, 60, 55, 52, 58]
+    xs = [rng.standard_normal((n, 20)) for n in lengths]
+    ys = [rng.standard_normal((n, 30)).cumsum(0).astype(np.float32) for n in lengths]
+    cs = [rng.standard_normal((n, 3)) for n in lengths] if with_confounds else None
+    outer = [encoding._split(xs, t, [i for i in range(5) if i != t], cs, np.float32)
+             for t in range(5)]
+    hats = [o.hat(10.0, np.float32) for o in outer]
+    design = stats.shift_design(lengths, 50, 0, seed=3)
+    ref = _refit_every_draw(outer, hats, ys, design.shifts)
+    assert ref.std() > 0.05  # draws that vary
+    for backend, chunk in (("numpy", 7), ("numpy", 1000), ("torch-cpu", 13)):
+        got = encoding._null_draws(outer, hats, ys, design, encoding.Backend(backend), chunk)
+        np.testing.assert_allclose(got, ref, atol=2e-6)
+
+
+def test_inner_stride_picks_the_penalties_of_the_full_validation():
+    """Scoring penalties on every 2nd validation volume (smooth BOLD): the same penalty for
+    nearly every voxel and fold, the rest one grid step away, the same held-out scores; stride
+    1 is the full search."""
+    from nilearn.glm.first_level import glover_hrf
+
+    from brainalign import simulate
+
+    rng = np.random.default_rng(0)
+    n_runs, n, v = 5, 200, 600
+    h = glover_hrf(1.5, oversampling=1, time_length=32)
+    xs = []
+    for _ in range(n_runs):
+        raw = rng.standard_normal((n + 40, 24)) + 1.0
+        f = np.stack([np.convolve(c, h)[: n + 40] for c in raw.T], 1)[40:]
+        xs.append(np.concatenate([np.roll(f, k, 0) for k in range(3)], 1).astype(np.float32))
+    w = rng.standard_normal((xs[0].shape[1], v))
+    snr = np.concatenate([np.zeros(v // 3), np.logspace(-1.5, 0.5, v - v // 3)])
+    ys = []
+    for x in xs:
+        sig = (x - x.mean(0)) @ w
+        y = sig / sig.std(0) * snr + simulate.slow_noise(rng, n, v)
+        ys.append(zscore(y).astype(np.float32))
+    alphas = np.logspace(-1, 7, 17)
+    full = encoding.cross_validate(xs, ys, alphas, backend="numpy")
+    assert full.r_folds.mean(0)[snr > 1].mean() > 0.5  # planted signal found
+    half = encoding.cross_validate(xs, ys, alphas, backend="numpy", inner_stride=2)
+    steps = np.abs(np.log10(half.alpha / full.alpha)) / 0.5
+    assert (steps == 0).mean() >= 0.9, (steps == 0).mean()
+    assert (steps <= 1.01).mean() >= 0.98
+    np.testing.assert_array_equal(half.alpha_common, full.alpha_common)
+    assert np.abs(half.r_folds.mean(0) - full.r_folds.mean(0)).mean() < 0.002
+    with pytest.raises(ValueError, match="inner_stride"):
+        encoding.cross_validate(xs, ys, alphas, inner_stride=0)
+    # auto: every volume for folds this short, every 2nd from LONG_RUN volumes on
+    assert encoding.resolve_inner_stride("auto", [n] * n_runs) == 1
+    assert encoding.resolve_inner_stride("auto", [encoding.LONG_RUN, 400]) == 2
+    auto = encoding.cross_validate(xs, ys, alphas, backend="numpy", inner_stride="auto")
+    np.testing.assert_array_equal(auto.alpha, full.alpha)
 
 
 # ------------------------------------------------------------------------- fit_layer science

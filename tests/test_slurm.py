@@ -203,6 +203,34 @@ def test_gpu_profile_is_the_slurm_profile_plus_gpus() -> None:
         {k: v for k, v in base.items() if k != "set-resources"}
 
 
+def test_dataset_profile_is_the_slurm_profile_plus_grouped_fits(tmp_path: Path) -> None:
+    """workflow/profiles/slurm-dataset: the SLURM profile with fit_layer jobs grouped 13 to a
+    SLURM job, run two at a time inside it (the per-job memory holds two fits and every other
+    rule's request), fit_layer's memory twice the benchmark's measured Narratives-size peak."""
+    base = yaml.safe_load((REPO / "workflow/profiles/slurm/config.yaml").read_text())
+    data = yaml.safe_load((REPO / "workflow/profiles/slurm-dataset/config.yaml").read_text())
+    assert data["groups"] == {**base["groups"], "fit_layer": "fits"}
+    assert data["group-components"] == {"fits": 13}
+    fit = data["set-resources"]["fit_layer"]
+    assert data["resources"]["mem_mb"] // fit["mem_mb"] == 2
+    assert all(r["mem_mb"] <= data["resources"]["mem_mb"] for r in data["set-resources"].values())
+    assert fit["mem_mb"] >= 2 * 1700 and fit["cpus_per_task"] == 2  # peak 1.7 GB, 2 threads
+    assert {k: v for k, v in data["set-resources"].items() if k != "fit_layer"} == \
+        {k: v for k, v in base["set-resources"].items() if k != "fit_layer"}
+    same = {k: v for k, v in data.items()
+            if k not in ("set-resources", "groups", "group-components", "resources")}
+    assert same == {k: v for k, v in base.items() if k not in ("set-resources", "groups")}
+    cfg = _tiny_config(tmp_path)
+    proc = subprocess.run([*SNAKEMAKE, "-d", str(tmp_path), "--configfile", str(cfg), "-n",
+                           "--workflow-profile", str(REPO / "workflow/profiles/slurm-dataset")],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    n_fits = _rules_run(proc.stdout).count("fit_layer")
+    assert n_fits > 13  # the tiny run: 2 subjects x 7 layers
+    assert proc.stdout.count("Group job fits ") == -(-n_fits // 13)
+
+
 def test_slurm_profile_covers_every_rule_and_groups_small_jobs(tmp_path: Path) -> None:
     profile = yaml.safe_load((REPO / "workflow/profiles/slurm/config.yaml").read_text())
     cfg = _tiny_config(tmp_path)

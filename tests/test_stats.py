@@ -458,6 +458,34 @@ def test_pearson_r_and_r2_score():
                                stats.pearson_r(y, pred), atol=1e-12)
 
 
+def test_shift_design_is_an_orthogonal_array_of_uniform_shifts():
+    lengths = [60, 45, 80, 70, 50]
+    d = stats.shift_design(lengths, n_permutations=50, min_shift=10, seed=3)
+    s = d.shifts
+    assert s.shape == (50, 5) and d.k == 11  # smallest prime or 2^m >= 5 runs, k² >= 2 x 50
+    for j, n in enumerate(lengths):
+        assert s[:, j].min() >= 10 and s[:, j].max() <= n - 10
+        assert len(set(d.sets[j])) == d.k  # distinct candidates
+        assert set(s[:, j]) <= set(d.sets[j])
+    same = (d.index[:, None, :] == d.index[None, :, :]).sum(-1)
+    np.fill_diagonal(same, 0)
+    assert same.max() == 1  # two draws share at most one run's shift
+    np.testing.assert_array_equal(s, stats.shift_design(lengths, 50, 10, seed=3).shifts)
+    assert not np.array_equal(s, stats.shift_design(lengths, 50, 10, seed=4).shifts)
+    assert stats.shift_design([30] * 12, 20, 0, 0).k == 13  # at least one candidate a run
+    for n_perm, n_runs, k in ((10, 5, 5), (20, 5, 7), (100, 5, 16), (500, 3, 32)):
+        d = stats.shift_design([40] * n_runs, n_perm, 0, seed=1)  # prime and GF(2^m) fields
+        same = (d.index[:, None, :] == d.index[None, :, :]).sum(-1)
+        np.fill_diagonal(same, 0)
+        assert d.k == k and same.max() == 1 and len({tuple(r) for r in d.index}) == n_perm
+    # each draw's shift of a run is uniform over the run's shifts (here all 20: min_shift 0)
+    hist = np.bincount(np.concatenate([stats.shift_design([20, 30, 25], 30, 0, seed).shifts[:, 0]
+                                       for seed in range(400)]), minlength=20)
+    assert hist.size == 20 and hist.min() > 0.7 * hist.mean() and hist.max() < 1.3 * hist.mean()
+    with pytest.raises(ValueError, match="too short"):
+        stats.shift_design([60, 19], 10, min_shift=10)
+
+
 def test_circular_shifts_range_and_seed():
     s = stats.circular_shifts([60, 45, 80], n_permutations=500, min_shift=10, seed=3)
     assert s.shape == (500, 3)

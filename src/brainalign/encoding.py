@@ -3,10 +3,11 @@ runs.
 
 Outer cross-validation leaves one run out. Inside the training runs, a second leave-one-run-out
 loop picks each voxel's ridge penalty from a log grid (by validation R², summed over inner
-folds); the model is refitted on all training runs with that penalty and scored on the held-out
-run (Pearson r and R²). Everything fitted on data is fitted on the training split of each loop
-only: the feature standardisation and, when confounds are given, the confound regression of the
-BOLD (betas from the training runs, applied to the held-out run).
+folds, on every ``inner_stride``-th validation volume); the model is refitted on all training
+runs with that penalty and scored on the held-out run (Pearson r and R²). Everything fitted
+on data is fitted on the training split of each loop only: the feature standardisation and,
+when confounds are given, the confound regression of the BOLD (betas from the training runs,
+applied to the held-out run).
 
 Speed: one eigendecomposition of the training Gram matrix per split (float64, on CPU with
 LAPACK or on the GPU), shared by every penalty and every voxel. Each split's ridge problem then
@@ -18,6 +19,10 @@ Significance: the whole outer loop is refitted ``n_permutations`` times on BOLD 
 shifted within each run (uniformly over all shifts by default), which breaks the stimulus-BOLD link
 but keeps each series' autocorrelation and the dependence between folds that share training runs
 (ignoring it, as per-fold shift nulls do, gave 13% false positives at p < 0.05 on pure noise).
+The draws share their work: each run has ``k`` candidate shifts (``k`` ~ sqrt(2 n_permutations))
+combined as an orthogonal array (``stats.shift_design``: two draws share at most one run's
+shift), and a refit's prediction is a sum of per-run products, so the null costs ``k`` refits;
+each draw still equals its own full refit (``_null_draws``).
 The statistic tested is the held-out r at one penalty common to all voxels of the layer (chosen
 per outer fold by the inner CV summed over voxels, Huth et al. 2016): the null refits cannot
 redo each voxel's own penalty search, and a penalty tuned to one voxel's noise but kept fixed
@@ -40,7 +45,7 @@ from scipy.linalg import eigh
 from threadpoolctl import ThreadpoolController
 
 from .alignment import seconds_to_volumes
-from .stats import circular_shifts, null_p, pearson_r, r2_score, total_ss, zscore_time
+from .stats import ShiftDesign, null_p, pearson_r, r2_score, shift_design, total_ss, zscore_time
 
 log = logging.getLogger(__name__)
 _THREADPOOLS: list[ThreadpoolController] = []
@@ -48,6 +53,10 @@ _THREADPOOLS: list[ThreadpoolController] = []
 BATCH_VOXELS = 20_000
 #: training sets of at least this many volumes are decomposed on every thread
 LARGE_GRAM = 1024
+#: folds of at least this many volumes have the inner CV score every 2nd validation volume
+#: under ``inner_stride: auto`` (checked on 300-volume runs: the same penalty for 98 % of
+#: voxels and folds; on 50-volume blocks a planted layer's group best layer moved)
+LONG_RUN = 300
 
 
 def _one_thread() -> Any:
@@ -166,6 +175,12 @@ class Backend:
         if self.name == "numpy":
             return idx
         return self._torch.as_tensor(idx, device=self.device)
+
+    def cat(self, arrays: list[Any], axis: int = 0) -> Any:
+        """Backend arrays concatenated along ``axis``."""
+        if self.name == "numpy":
+            return np.concatenate(arrays, axis=axis)
+        return self._torch.cat(arrays, dim=axis)
 
     def einsum(self, spec: str, *operands: Any) -> Any:
         """``einsum`` of backend arrays (numpy's or torch's)."""
@@ -315,11 +330,23 @@ def _split(x_runs: list[np.ndarray], test: int, train: list[int],
         x_runs[test], None if confounds is None else confounds[test])
 
 
+def resolve_inner_stride(inner_stride: int | str, lengths: list[int]) -> int:
+    """The inner CV's validation stride for folds of ``lengths`` volumes (``auto``: 2 when
+    every fold has at least ``LONG_RUN`` volumes, else 1)."""
+    if inner_stride == "auto":
+        return 2 if min(lengths) >= LONG_RUN else 1
+    if not isinstance(inner_stride, int | np.integer) or inner_stride < 1:
+        raise ValueError(f"inner_stride must be 'auto' or an integer of at least 1, got "
+                         f"{inner_stride!r}.")
+    return int(inner_stride)
+
+
 def cross_validate(x_runs: list[np.ndarray], y_runs: list[np.ndarray], alphas: np.ndarray,
                    confounds: list[np.ndarray] | None = None,
                    batch_voxels: int = BATCH_VOXELS,
                    backend: str | Backend = "auto",
                    progress: Callable[[str], None] | None = None,
+                   inner_stride: int | str = 1,
                    _outer: list[_Split] | None = None) -> CVScores:
     """Nested leave-one-run-out ridge: per-voxel penalty by inner CV, refit, held-out scores.
 
@@ -335,11 +362,18 @@ def cross_validate(x_runs: list[np.ndarray], y_runs: list[np.ndarray], alphas: n
     backend : ``auto`` (CUDA torch when available, else numpy), ``numpy``, ``torch``,
         ``torch-cpu``, ``torch-cuda`` or a Backend
     progress : called with a short message after each outer fold
+    inner_stride : the inner CV scores each penalty on every ``inner_stride``-th validation
+        volume (1: all). BOLD and its predictions are smooth over several volumes, so on long
+        runs a stride of 2 picks nearly the same penalties (tests/test_encoding.py) at half the
+        inner CV's cost; ``auto``: 2 when every run (fold) has at least ``LONG_RUN`` volumes,
+        else 1 (short runs have little to spare, and cost little). The outer fits and scores
+        always use every volume.
     """
+    lengths = [y.shape[0] for y in y_runs]
+    inner_stride = resolve_inner_stride(inner_stride, lengths)
     be = backend if isinstance(backend, Backend) else Backend(backend)
     alphas = np.asarray(alphas, np.float64)
     n_runs, n_vox = len(x_runs), y_runs[0].shape[1]
-    lengths = [y.shape[0] for y in y_runs]
     alpha_folds = np.zeros((n_runs, n_vox), np.float32)
     r_folds = np.zeros((n_runs, n_vox), np.float32)
     r2_folds = np.zeros((n_runs, n_vox), np.float32)
@@ -362,12 +396,14 @@ def cross_validate(x_runs: list[np.ndarray], y_runs: list[np.ndarray], alphas: n
         inner_train = [i for i in range(n_runs) if i not in (a, b)]
         dec = _train(x_runs, inner_train, confounds, be.dtype)
         for test, val in ((a, b), (b, a)):
-            split = dec.split(x_runs[val], None if confounds is None else confounds[val])
+            rows = slice(None, None, inner_stride)  # a hat's rows are its volumes' own
+            split = dec.split(x_runs[val][rows],
+                              None if confounds is None else confounds[val][rows])
             stacked = be.put(split.stacked(alphas, be.dtype))
-            n_val = lengths[val]
+            n_val = len(range(lengths[val])[rows])
             for bi, cols in enumerate(batches):
                 out = stacked @ y_rows(bi, inner_train)
-                y_val = y_rows(bi, [val])
+                y_val = y_rows(bi, [val])[rows]
                 if split.confound_test is not None:
                     y_val = y_val + out[len(alphas) * n_val:]
                 # R² in place on the product (no temporaries of its size)
@@ -414,21 +450,67 @@ def cross_validate(x_runs: list[np.ndarray], y_runs: list[np.ndarray], alphas: n
     return CVScores(alpha_folds, r_folds, r2_folds, inner_r2, alpha_common, r_common)
 
 
-def _shifted_hats(hat: np.ndarray, train_lengths: list[int], train_shifts: np.ndarray,
-                  test_shifts: np.ndarray) -> np.ndarray:
-    """Hat matrices of BOLD circularly shifted within each run, (n_perm, n_test, n_train).
+def _null_draws(outer: list[_Split], hats: list[np.ndarray], y_runs: list[np.ndarray],
+                design: ShiftDesign, be: Backend, batch_voxels: int,
+                progress: Callable[[str], None] | None = None) -> np.ndarray:
+    """Null draws of ``r_common`` (n_permutations, n_voxels): the whole outer loop refitted on
+    BOLD circularly shifted within each run, run ``g`` by ``design.shifts[j, g]`` in draw ``j``.
 
-    Shifting training run r by k equals rolling its block of hat columns by -k; shifting the
-    held-out run by k equals rolling the prediction rows by -k. So the null refit never copies
-    BOLD: it permutes a small matrix and does one product per permutation block.
+    Held-out run f's refit prediction is a sum over its training runs g of
+    ``hat[:, g] @ roll(y_g, k_g)`` (the hat's rows centred over time, so predictions are
+    centred), compared with ``roll(z_f, k_f)`` (z-scored held-out BOLD). With ``k``
+    candidate shifts per run (``stats.ShiftDesign``), the ``k`` products of each training run
+    (``pieces``, one matrix product of the rolled hat blocks stacked) serve every draw; each
+    draw's r is then assembled from the pieces' inner products with the shifted held-out BOLD
+    (numerator) and with each other (the prediction's squared norm: own norms plus cross
+    terms between runs), small batched products per voxel. The result equals refitting each
+    draw separately (tests/test_encoding.py) at about ``k / n_permutations`` of its cost.
     """
-    out = np.empty((len(test_shifts), *hat.shape), dtype=np.float32)
-    bounds = np.cumsum([0, *train_lengths])
-    for j, (ks, kt) in enumerate(zip(train_shifts, test_shifts, strict=True)):
-        for r, (a, b) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
-            out[j, :, a:b] = np.roll(hat[:, a:b], -ks[r], axis=1)
-        out[j] = np.roll(out[j], -kt, axis=0)
-    return out
+    n_runs = len(y_runs)
+    n_vox = y_runs[0].shape[1]
+    lengths = [y.shape[0] for y in y_runs]
+    n_perm, k = design.index.shape[0], design.k
+    r_null = np.zeros((n_perm, n_vox), np.float32)
+    for test in range(n_runs):
+        train = [i for i in range(n_runs) if i != test]
+        hat = hats[test] - hats[test].mean(0, keepdims=True)  # centred predictions
+        n_test = hat.shape[0]
+        bounds = np.cumsum([0, *[lengths[i] for i in train]])
+        # per training run: its k rolled hat blocks side by side, (n_run, k * n_test)
+        blocks = [be.put(np.concatenate([np.roll(hat[:, a:b], -int(s), axis=1)
+                                         for s in design.sets[g]]).T)
+                  for g, a, b in zip(train, bounds[:-1], bounds[1:], strict=True)]
+        # (n_perm, n_train_runs): each draw's rows among the pieces
+        pick = np.stack([i * k + design.index[:, g] for i, g in enumerate(train)], axis=1)
+        rows, rows_t = be.index(pick[:, :, None]), be.index(pick[:, None, :])
+        rows_n, cols_n = be.index(pick), be.index(design.index[:, test][:, None])
+        clean = outer[test].confound_test
+        # voxels per chunk: the pieces take about 32 MB (faster than larger chunks: cache)
+        step = max(1, min(batch_voxels, int(2**25 // (4 * k * n_test * len(train)))))
+        for start in range(0, n_vox, step):
+            cols = slice(start, min(n_vox, start + step))
+            y_test = y_runs[test][:, cols].astype(np.float32)
+            if clean is not None:
+                y_test = y_test + clean.astype(np.float32) @ np.concatenate(
+                    [y_runs[i][:, cols] for i in train]).astype(np.float32)
+            # the held-out run's k shifts, (v, k, n_test): roll(z, s)[t] = z[t - s] is a slice
+            # of z repeated twice
+            z2 = np.tile(zscore_time(y_test).T, 2)
+            z = be.put(np.stack([z2[:, n_test - s:2 * n_test - s] for s in design.sets[test]],
+                                axis=1))
+            # the pieces of every training run, (v, k * n_train_runs, n_test)
+            pieces = be.cat([(be.put(y_runs[g][:, cols].T) @ blk).reshape(-1, k, n_test)
+                             for g, blk in zip(train, blocks, strict=True)], axis=1)
+            num = (pieces @ z.swapaxes(-1, -2))[:, rows_n, cols_n].sum(-1)
+            gram = pieces @ pieces.swapaxes(-1, -2)
+            sq = gram[:, rows, rows_t].sum((-1, -2))
+            norm = (sq.clip(min=0) * n_test) ** 0.5
+            r = num / norm.clip(min=1e-12 * n_test)
+            r_null[:, cols] += be.get(r).T / n_runs
+        if progress is not None:
+            progress(f"null: outer fold {test + 1}/{n_runs} done ({n_perm} draws from "
+                     f"{k} shifts per run)")
+    return r_null
 
 
 def split_blocks(x_runs: list[np.ndarray], y_runs: list[np.ndarray],
@@ -473,12 +555,17 @@ class FitOptions:
 
     Attributes
     ----------
-    n_permutations : refits on circularly shifted BOLD for the null (at least 3)
+    n_permutations : refits on circularly shifted BOLD for the null (at least 3), drawn from
+        a shared shift design (``stats.shift_design``)
     min_shift : smallest circular shift (volumes) used for the null (0: all shifts; see
         ``stats.circular_shifts``)
     batch_voxels : voxels fitted at once (bounds memory)
     seed : seed of the circular shifts (every layer of a subject uses the same ones)
     backend : see :func:`cross_validate`
+    inner_stride : validation volumes the inner CV scores penalties on (every
+        ``inner_stride``-th, or ``auto``; see :func:`cross_validate`)
+    null_design : ``shared`` (draws combine each run's ~sqrt(2 n_permutations) shifts; the
+        default) or ``independent`` (every draw its own shifts, n_permutations refits)
     """
 
     n_permutations: int = 50
@@ -486,6 +573,8 @@ class FitOptions:
     batch_voxels: int = BATCH_VOXELS
     seed: int = 0
     backend: str | Backend = "auto"
+    inner_stride: int | str = "auto"
+    null_design: str = "shared"
 
     @classmethod
     def from_config(cls, encoding: dict[str, Any], t_r: float) -> FitOptions:
@@ -493,7 +582,8 @@ class FitOptions:
         into volumes of ``t_r`` seconds)."""
         return cls(n_permutations=encoding["n_permutations"],
                    min_shift=seconds_to_volumes(encoding["min_shift_s"], t_r),
-                   batch_voxels=encoding["batch_voxels"], backend=encoding["backend"])
+                   batch_voxels=encoding["batch_voxels"], backend=encoding["backend"],
+                   inner_stride=encoding["inner_stride"], null_design=encoding["null_design"])
 
 
 def fit_layer(x_runs: list[np.ndarray], y_runs: list[np.ndarray], alphas: np.ndarray,
@@ -535,47 +625,19 @@ def fit_layer(x_runs: list[np.ndarray], y_runs: list[np.ndarray], alphas: np.nda
                 raise ValueError(f"run {i}: {c.shape[0]} confound rows but {y.shape[0]} "
                                  "volumes.")
     alphas = np.asarray(alphas, dtype=np.float32)
-    n_vox = y_runs[0].shape[1]
     lengths = [y.shape[0] for y in y_runs]
     be = opts.backend if isinstance(opts.backend, Backend) else Backend(opts.backend)
     outer = [_split(x_runs, test, [i for i in range(n_runs) if i != test], confounds, be.dtype)
              for test in range(n_runs)]
     cv = cross_validate(x_runs, y_runs, alphas, confounds, batch_voxels, be, progress,
-                        _outer=outer)
+                        opts.inner_stride, _outer=outer)
 
-    shifts = circular_shifts(lengths, n_permutations, opts.min_shift, opts.seed)
-    r_null = np.zeros((n_permutations, n_vox), np.float32)
+    if opts.null_design not in ("shared", "independent"):
+        raise ValueError(f"unknown null_design {opts.null_design!r}; use shared or independent.")
+    design = shift_design(lengths, n_permutations, opts.min_shift, opts.seed,
+                          shared=opts.null_design == "shared")
     hats = [outer[test].hat(float(cv.alpha_common[test]), np.float32) for test in range(n_runs)]
-    for start in range(0, n_vox, batch_voxels):
-        cols = slice(start, min(n_vox, start + batch_voxels))
-        ys = [y[:, cols].astype(np.float32) for y in y_runs]
-        for test in range(n_runs):
-            train = [i for i in range(n_runs) if i != test]
-            y_train = np.concatenate([ys[i] for i in train])
-            y_test = ys[test]
-            if outer[test].confound_test is not None:
-                y_test = y_test + outer[test].confound_test.astype(np.float32) @ y_train
-            z_test = be.put(zscore_time(y_test))
-            y_train = be.put(y_train)
-            hat = hats[test]
-            n_test = hat.shape[0]
-            # permutations in blocks of ~64 MB of predictions
-            step = max(1, int(16e6 // (n_test * y_train.shape[1])))
-            for p0 in range(0, n_permutations, step):
-                shifted = _shifted_hats(hat, [lengths[i] for i in train],
-                                        shifts[p0:p0 + step][:, train], shifts[p0:p0 + step, test])
-                # predictions centred over time by centring the hat rows (C M Y = (C M) Y);
-                # then r = sum(pred z) / sqrt(n sum(pred^2)) with z z-scored: two reductions
-                # instead of five passes normalising the predictions
-                shifted -= shifted.mean(1, keepdims=True)
-                pred = (be.put(shifted.reshape(-1, hat.shape[1])) @ y_train).reshape(
-                    len(shifted), n_test, y_train.shape[1])
-                norm = (be.einsum("ptv,ptv->pv", pred, pred) * n_test) ** 0.5
-                r_null[p0:p0 + step, cols] += be.get(
-                    be.einsum("ptv,tv->pv", pred, z_test) / norm.clip(min=1e-12 * n_test)
-                    / n_runs)
-        if progress is not None:
-            progress(f"null: voxels {cols.stop}/{n_vox} done")
+    r_null = _null_draws(outer, hats, y_runs, design, be, batch_voxels, progress)
     r = cv.r_folds.mean(0)
     r_common = cv.r_common_folds.mean(0)
     null_mean = r_null.mean(0)
