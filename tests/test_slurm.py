@@ -203,6 +203,17 @@ def test_gpu_profile_is_the_slurm_profile_plus_gpus() -> None:
         {k: v for k, v in base.items() if k != "set-resources"}
 
 
+def _dry_run(tmp_path: Path, profile: str) -> subprocess.CompletedProcess:
+    """A dry run of the tiny config with workflow/profiles/<profile>."""
+    cfg = _tiny_config(tmp_path)
+    proc = subprocess.run([*SNAKEMAKE, "-d", str(tmp_path), "--configfile", str(cfg), "-n",
+                           "--workflow-profile", str(REPO / "workflow/profiles" / profile)],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    return proc
+
+
 def test_dataset_profile_is_the_slurm_profile_plus_grouped_fits(tmp_path: Path) -> None:
     """workflow/profiles/slurm-dataset: the SLURM profile with fit_layer jobs grouped 13 to a
     SLURM job, run two at a time inside it (the per-job memory holds two fits and every other
@@ -220,12 +231,7 @@ def test_dataset_profile_is_the_slurm_profile_plus_grouped_fits(tmp_path: Path) 
     same = {k: v for k, v in data.items()
             if k not in ("set-resources", "groups", "group-components", "resources")}
     assert same == {k: v for k, v in base.items() if k not in ("set-resources", "groups")}
-    cfg = _tiny_config(tmp_path)
-    proc = subprocess.run([*SNAKEMAKE, "-d", str(tmp_path), "--configfile", str(cfg), "-n",
-                           "--workflow-profile", str(REPO / "workflow/profiles/slurm-dataset")],
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          cwd=tmp_path, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:]
+    proc = _dry_run(tmp_path, "slurm-dataset")
     n_fits = _rules_run(proc.stdout).count("fit_layer")
     assert n_fits > 13  # the tiny run: 2 subjects x 7 layers
     assert proc.stdout.count("Group job fits ") == -(-n_fits // 13)
@@ -233,12 +239,7 @@ def test_dataset_profile_is_the_slurm_profile_plus_grouped_fits(tmp_path: Path) 
 
 def test_slurm_profile_covers_every_rule_and_groups_small_jobs(tmp_path: Path) -> None:
     profile = yaml.safe_load((REPO / "workflow/profiles/slurm/config.yaml").read_text())
-    cfg = _tiny_config(tmp_path)
-    proc = subprocess.run([*SNAKEMAKE, "-d", str(tmp_path), "--configfile", str(cfg), "-n",
-                           "--workflow-profile", str(REPO / "workflow/profiles/slurm")],
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          cwd=tmp_path, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:]
+    proc = _dry_run(tmp_path, "slurm")
     rules = set(_rules_run(proc.stdout)) - {"all"}
     assert rules <= set(profile["set-resources"]), rules - set(profile["set-resources"])
     fit = proc.stdout[proc.stdout.index("rule fit_layer:"):]
