@@ -17,6 +17,7 @@ there from a fixed seed; data generation is not timed. See benchmarks/README.md.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import resource
@@ -90,19 +91,13 @@ def row_index(lengths: list[int], runs: list[int]) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------ contenders
-def run_brainalign(x_runs, y_runs, alphas, backend: str, batch: int):
+def run_brainalign(x_runs, y_runs, alphas, backend: str, batch: int, inner_stride=1):
+    """brainalign's nested CV; every validation volume unless ``inner_stride`` says otherwise
+    (``auto``: as the pipeline runs it)."""
     from brainalign.encoding import cross_validate
 
-    cv = cross_validate(x_runs, y_runs, alphas, batch_voxels=batch, backend=backend)
-    return cv.alpha, cv.r_folds
-
-
-def run_pipeline_cv(x_runs, y_runs, alphas, backend: str, batch: int):
-    """The nested CV as the pipeline runs it (its default inner-CV validation stride)."""
-    from brainalign.encoding import FitOptions, cross_validate
-
     cv = cross_validate(x_runs, y_runs, alphas, batch_voxels=batch, backend=backend,
-                        inner_stride=FitOptions().inner_stride)
+                        inner_stride=inner_stride)
     return cv.alpha, cv.r_folds
 
 
@@ -206,7 +201,7 @@ CONTENDERS = {
     "sklearn": (run_sklearn, ""),
     "sklearn-loo": (run_sklearn_loo, ""),
 }
-EXTRA = {"brainalign-cv": (run_pipeline_cv, "numpy"),
+EXTRA = {"brainalign-cv": (functools.partial(run_brainalign, inner_stride="auto"), "numpy"),
          "brainalign-fit-layer": (run_fit_layer, "numpy"),
          "brainalign-fit-layer-cuda": (run_fit_layer, "torch-cuda")}
 

@@ -182,12 +182,6 @@ class Backend:
             return np.concatenate(arrays, axis=axis)
         return self._torch.cat(arrays, dim=axis)
 
-    def einsum(self, spec: str, *operands: Any) -> Any:
-        """``einsum`` of backend arrays (numpy's or torch's)."""
-        if self.name == "numpy":
-            return np.einsum(spec, *operands)
-        return self._torch.einsum(spec, *operands)
-
 
 def _cuda_available() -> bool:
     try:
@@ -392,11 +386,11 @@ def cross_validate(x_runs: list[np.ndarray], y_runs: list[np.ndarray], alphas: n
     # same runs: one decomposition serves both (pairs in order, so every fold's sum adds its
     # validation runs in increasing order)
     scores = np.zeros((n_runs, len(alphas), n_vox), np.float64)
+    rows = slice(None, None, inner_stride)  # validation volumes; a hat's rows are their own
     for a, b in itertools.combinations(range(n_runs), 2):
         inner_train = [i for i in range(n_runs) if i not in (a, b)]
         dec = _train(x_runs, inner_train, confounds, be.dtype)
         for test, val in ((a, b), (b, a)):
-            rows = slice(None, None, inner_stride)  # a hat's rows are its volumes' own
             split = dec.split(x_runs[val][rows],
                               None if confounds is None else confounds[val][rows])
             stacked = be.put(split.stacked(alphas, be.dtype))
@@ -489,18 +483,19 @@ def _null_draws(outer: list[_Split], hats: list[np.ndarray], y_runs: list[np.nda
         step = max(1, min(batch_voxels, int(2**25 // (4 * k * n_test * len(train)))))
         for start in range(0, n_vox, step):
             cols = slice(start, min(n_vox, start + step))
+            y_train = [y_runs[g][:, cols] for g in train]
             y_test = y_runs[test][:, cols].astype(np.float32)
             if clean is not None:
-                y_test = y_test + clean.astype(np.float32) @ np.concatenate(
-                    [y_runs[i][:, cols] for i in train]).astype(np.float32)
+                y_test = y_test + clean.astype(np.float32) @ np.concatenate(y_train).astype(
+                    np.float32)
             # the held-out run's k shifts, (v, k, n_test): roll(z, s)[t] = z[t - s] is a slice
             # of z repeated twice
             z2 = np.tile(zscore_time(y_test).T, 2)
             z = be.put(np.stack([z2[:, n_test - s:2 * n_test - s] for s in design.sets[test]],
                                 axis=1))
             # the pieces of every training run, (v, k * n_train_runs, n_test)
-            pieces = be.cat([(be.put(y_runs[g][:, cols].T) @ blk).reshape(-1, k, n_test)
-                             for g, blk in zip(train, blocks, strict=True)], axis=1)
+            pieces = be.cat([(be.put(y.T) @ blk).reshape(-1, k, n_test)
+                             for y, blk in zip(y_train, blocks, strict=True)], axis=1)
             num = (pieces @ z.swapaxes(-1, -2))[:, rows_n, cols_n].sum(-1)
             gram = pieces @ pieces.swapaxes(-1, -2)
             sq = gram[:, rows, rows_t].sum((-1, -2))
@@ -612,6 +607,8 @@ def fit_layer(x_runs: list[np.ndarray], y_runs: list[np.ndarray], alphas: np.nda
         raise ValueError(f"need at least 3 runs for nested leave-one-run-out CV, got {n_runs}.")
     if n_permutations < 3:
         raise ValueError(f"n_permutations must be at least 3, got {n_permutations}.")
+    if opts.null_design not in ("shared", "independent"):
+        raise ValueError(f"unknown null_design {opts.null_design!r}; use shared or independent.")
     if len(y_runs) != n_runs:
         raise ValueError("x_runs and y_runs must have one entry per run.")
     for i, (x, y) in enumerate(zip(x_runs, y_runs, strict=True)):
@@ -632,8 +629,6 @@ def fit_layer(x_runs: list[np.ndarray], y_runs: list[np.ndarray], alphas: np.nda
     cv = cross_validate(x_runs, y_runs, alphas, confounds, batch_voxels, be, progress,
                         opts.inner_stride, _outer=outer)
 
-    if opts.null_design not in ("shared", "independent"):
-        raise ValueError(f"unknown null_design {opts.null_design!r}; use shared or independent.")
     design = shift_design(lengths, n_permutations, opts.min_shift, opts.seed,
                           shared=opts.null_design == "shared")
     hats = [outer[test].hat(float(cv.alpha_common[test]), np.float32) for test in range(n_runs)]

@@ -229,14 +229,20 @@ def circular_shifts(lengths: list[int], n_permutations: int, min_shift: int = 0,
     and the null's tail thinner than the observed statistic's (p < 0.001 at 1.5-2.6 x nominal
     on smooth noise with min_shift 10, against 0.9-1.0 x without). Seeded, so every layer of a
     subject is tested against the same permutations."""
+    ranges = [_shift_range(n, min_shift) for n in lengths]
     rng = np.random.default_rng(seed)
-    for n in lengths:
-        if n - 2 * min_shift < 1:
-            raise ValueError(f"run of {n} volumes is too short for circular shifts of at least "
-                             f"{min_shift} volumes; lower `encoding.min_shift_s` or use longer "
-                             "runs.")
-    return np.stack([rng.integers(min_shift, n - min_shift + 1 if min_shift else n,
-                                  size=n_permutations) for n in lengths], axis=1)
+    return np.stack([rng.integers(low, high, size=n_permutations) for low, high in ranges],
+                    axis=1)
+
+
+def _shift_range(n: int, min_shift: int) -> tuple[int, int]:
+    """[low, high) of the circular shifts of a run of ``n`` volumes: all of them (``min_shift``
+    0) or [min_shift, n - min_shift]; a run too short for any is refused."""
+    if n - 2 * min_shift < 1:
+        raise ValueError(f"run of {n} volumes is too short for circular shifts of at least "
+                         f"{min_shift} volumes; lower `encoding.min_shift_s` or use longer "
+                         "runs.")
+    return (min_shift, n - min_shift + 1) if min_shift else (0, n)
 
 
 #: irreducible polynomials over GF(2) by degree: the field GF(2^m) for the shift designs
@@ -330,17 +336,10 @@ def shift_design(lengths: list[int], n_permutations: int, min_shift: int = 0,
         return ShiftDesign(sets, np.tile(np.arange(n_permutations)[:, None], (1, len(lengths))))
     if n_permutations < 1:
         raise ValueError(f"n_permutations must be positive, got {n_permutations}.")
-    for n in lengths:
-        if n - 2 * min_shift < 1:
-            raise ValueError(f"run of {n} volumes is too short for circular shifts of at least "
-                             f"{min_shift} volumes; lower `encoding.min_shift_s` or use longer "
-                             "runs.")
+    ranges = [_shift_range(n, min_shift) for n in lengths]
     rng = np.random.default_rng(seed)
     k = _field_size(max(len(lengths), int(np.ceil(np.sqrt(2 * n_permutations)))))
-    sets = []
-    for n in lengths:
-        low, high = (min_shift, n - min_shift + 1) if min_shift else (0, n)
-        sets.append(low + rng.choice(high - low, size=k, replace=high - low < k))
+    sets = [low + rng.choice(high - low, size=k, replace=high - low < k) for low, high in ranges]
     u, w = np.divmod(rng.choice(k * k, size=n_permutations, replace=False), k)
     index = _field_sum(u[:, None], _field_product(np.arange(len(lengths))[None], w[:, None], k),
                        k)
