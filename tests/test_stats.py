@@ -458,6 +458,18 @@ def test_pearson_r_and_r2_score():
                                stats.pearson_r(y, pred), atol=1e-12)
 
 
+def test_zscore_time_on_numpy_and_torch():
+    rng = np.random.default_rng(4)
+    a = np.column_stack([rng.standard_normal(80) * 3 + 2, np.full(80, 5.0)])
+    z = stats.zscore_time(a)
+    np.testing.assert_allclose(z[:, 0].mean(), 0, atol=1e-12)
+    np.testing.assert_allclose(z[:, 0].std(), 1, atol=1e-12)
+    assert np.all(z[:, 1] == 0)  # a constant column becomes 0, not NaN
+    # the same on torch tensors (the null's backend), same values
+    torch = pytest.importorskip("torch")
+    np.testing.assert_allclose(stats.zscore_time(torch.as_tensor(a)).numpy(), z, atol=1e-12)
+
+
 def test_shift_design_is_an_orthogonal_array_of_uniform_shifts():
     lengths = [60, 45, 80, 70, 50]
     d = stats.shift_design(lengths, n_permutations=50, min_shift=10, seed=3)

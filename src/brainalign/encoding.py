@@ -183,6 +183,24 @@ class Backend:
         return self._torch.cat(arrays, dim=axis)
 
 
+class _Bold:
+    """The BOLD runs where the voxel-sized products run. On a torch backend each run is moved
+    there once (on the CPU a float32 run is shared, not copied; on a GPU the whole fit then
+    reads it from device memory); on numpy the rows a product needs are copied from the host
+    arrays per use, never held for all voxels, so peak memory is the input BOLD plus one
+    batch's work (the copy is cheap next to the product it feeds)."""
+
+    def __init__(self, y_runs: list[np.ndarray], be: Backend) -> None:
+        self.be = be
+        self.runs = [be.put(y) for y in y_runs] if be.name == "torch" else y_runs
+
+    def rows(self, runs: list[int], cols: slice) -> Any:
+        """The voxels ``cols`` of ``runs``, their volumes one after the other, on the backend."""
+        if self.be.name == "torch":
+            return self.be.cat([self.runs[i][:, cols] for i in runs])
+        return self.be.put(np.concatenate([self.runs[i][:, cols] for i in runs]))
+
+
 def _cuda_available() -> bool:
     try:
         import torch
@@ -376,10 +394,10 @@ def cross_validate(x_runs: list[np.ndarray], y_runs: list[np.ndarray], alphas: n
     r_common = np.zeros((n_runs, n_vox), np.float32)
     batches = [slice(s, min(n_vox, s + batch_voxels)) for s in range(0, n_vox, batch_voxels)]
 
+    bold = _Bold(y_runs, be)
+
     def y_rows(b: int, runs: list[int]) -> Any:
-        # copied per use, never held for all voxels: peak memory is the input BOLD plus one
-        # batch's work (the copy is cheap next to the product it feeds)
-        return be.put(np.concatenate([y_runs[i][:, batches[b]] for i in runs]))
+        return bold.rows(runs, batches[b])
 
     # inner CV: validation R² of every penalty, summed over each outer fold's inner folds.
     # The inner splits (outer test a, validation b) and (test b, validation a) train on the
@@ -464,6 +482,7 @@ def _null_draws(outer: list[_Split], hats: list[np.ndarray], y_runs: list[np.nda
     n_vox = y_runs[0].shape[1]
     lengths = [y.shape[0] for y in y_runs]
     n_perm, k = design.index.shape[0], design.k
+    bold = _Bold(y_runs, be)
     r_null = np.zeros((n_perm, n_vox), np.float32)
     for test in range(n_runs):
         train = [i for i in range(n_runs) if i != test]
@@ -479,22 +498,21 @@ def _null_draws(outer: list[_Split], hats: list[np.ndarray], y_runs: list[np.nda
         rows, rows_t = be.index(pick[:, :, None]), be.index(pick[:, None, :])
         rows_n, cols_n = be.index(pick), be.index(design.index[:, test][:, None])
         clean = outer[test].confound_test
+        clean = None if clean is None else be.put(clean)
+        # the held-out run's k shifts: roll(z, s)[t] = z[(t - s) mod n_test]
+        shifted = be.index((np.arange(n_test) - np.asarray(design.sets[test])[:, None])
+                           % n_test)
         # voxels per chunk: the pieces take about 32 MB (faster than larger chunks: cache)
         step = max(1, min(batch_voxels, int(2**25 // (4 * k * n_test * len(train)))))
         for start in range(0, n_vox, step):
             cols = slice(start, min(n_vox, start + step))
-            y_train = [y_runs[g][:, cols] for g in train]
-            y_test = y_runs[test][:, cols].astype(np.float32)
+            y_train = [bold.rows([g], cols) for g in train]
+            y_test = bold.rows([test], cols)
             if clean is not None:
-                y_test = y_test + clean.astype(np.float32) @ np.concatenate(y_train).astype(
-                    np.float32)
-            # the held-out run's k shifts, (v, k, n_test): roll(z, s)[t] = z[t - s] is a slice
-            # of z repeated twice
-            z2 = np.tile(zscore_time(y_test).T, 2)
-            z = be.put(np.stack([z2[:, n_test - s:2 * n_test - s] for s in design.sets[test]],
-                                axis=1))
+                y_test = y_test + clean @ be.cat(y_train)
+            z = zscore_time(y_test).T[:, shifted]  # (v, k, n_test)
             # the pieces of every training run, (v, k * n_train_runs, n_test)
-            pieces = be.cat([(be.put(y.T) @ blk).reshape(-1, k, n_test)
+            pieces = be.cat([(y.T @ blk).reshape(-1, k, n_test)
                              for y, blk in zip(y_train, blocks, strict=True)], axis=1)
             num = (pieces @ z.swapaxes(-1, -2))[:, rows_n, cols_n].sum(-1)
             gram = pieces @ pieces.swapaxes(-1, -2)

@@ -185,11 +185,15 @@ def all_layers_indistinguishable(groups: list[list[int]]) -> bool:
 
 
 # ------------------------------------------------ noise ceiling
-def zscore_time(a: np.ndarray) -> np.ndarray:
-    """Columns of ``a`` (time x units) z-scored over time; constant columns become 0."""
+def zscore_time(a: Any) -> Any:
+    """Columns of ``a`` (time x units) z-scored over time; constant columns become 0. numpy and
+    torch arrays."""
     a = a - a.mean(0)
-    sd = a.std(0)
-    return a / np.where(sd < 1e-12, 1.0, sd)
+    if isinstance(a, np.ndarray):
+        sd = a.std(0)
+        return a / np.where(sd < 1e-12, 1.0, sd)
+    sd = (a * a).mean(0) ** 0.5
+    return a / (sd + (sd < 1e-12))
 
 
 def total_ss(y: Any) -> Any:
