@@ -91,13 +91,14 @@ def row_index(lengths: list[int], runs: list[int]) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------ contenders
-def run_brainalign(x_runs, y_runs, alphas, backend: str, batch: int, inner_stride=1):
-    """brainalign's nested CV; every validation volume unless ``inner_stride`` says otherwise
-    (``auto``: as the pipeline runs it)."""
+def run_brainalign(x_runs, y_runs, alphas, backend: str, batch: int, inner_stride=1,
+                   alpha_search="grid"):
+    """brainalign's nested CV; every validation volume and penalty unless ``inner_stride`` and
+    ``alpha_search`` say otherwise (``auto`` and ``refine``: as the pipeline runs it)."""
     from brainalign.encoding import cross_validate
 
     cv = cross_validate(x_runs, y_runs, alphas, batch_voxels=batch, backend=backend,
-                        inner_stride=inner_stride)
+                        inner_stride=inner_stride, alpha_search=alpha_search)
     return cv.alpha, cv.r_folds
 
 
@@ -201,7 +202,8 @@ CONTENDERS = {
     "sklearn": (run_sklearn, ""),
     "sklearn-loo": (run_sklearn_loo, ""),
 }
-EXTRA = {"brainalign-cv": (functools.partial(run_brainalign, inner_stride="auto"), "numpy"),
+EXTRA = {"brainalign-cv": (functools.partial(run_brainalign, inner_stride="auto",
+                                              alpha_search="refine"), "numpy"),
          "brainalign-fit-layer": (run_fit_layer, "numpy"),
          "brainalign-fit-layer-cuda": (run_fit_layer, "torch-cuda")}
 
@@ -360,12 +362,11 @@ def _cuda() -> bool:
     return bool(torch.cuda.is_available())
 
 
-def scale_fit(name: str, args: argparse.Namespace, tmp: str) -> tuple[float, float, float]:
-    """(fixed s, s per voxel, peak RSS MB at --scale-voxels) of one layer: the worker on a
-    quarter, half and all of --voxels, wall time fitted by least squares (three points, so a
-    noisy one shows as a poor fit)."""
-    counts = [max(1, args.voxels // 4), max(2, args.voxels // 2), args.voxels]
-    runs = [spawn(name, args, Path(tmp) / f"{n}.npz", n) for n in counts]
+def scale_fit(name: str, counts: list[int], runs: list[dict], args: argparse.Namespace
+              ) -> tuple[float, float, float]:
+    """(fixed s, s per voxel, peak RSS MB at --scale-voxels) of one layer from the worker's runs
+    on ``counts`` voxels, wall time fitted by least squares (three points, so a noisy one shows
+    as a poor fit)."""
     walls = np.array([r["wall"] for r in runs])
     per_vox, fixed = np.polyfit(counts, walls, 1)
     resid = walls - (fixed + per_vox * np.array(counts))
@@ -393,11 +394,20 @@ def scale(args: argparse.Namespace) -> None:
           f"{args.folds} runs, {args.alphas} alphas; one of {args.layers} layers measured on up "
           f"to {args.voxels} of {args.scale_voxels} voxels; {cpu_model_name()}, {cores} CPUs, load "
           f"average {os.getloadavg()[0]:.2f} at the start", flush=True)
-    fits = {}
+    names = ["brainalign-cv", "brainalign-fit-layer"]
+    if _cuda():
+        names.append("brainalign-fit-layer-cuda")
+    counts = [max(1, args.voxels // 4), max(2, args.voxels // 2), args.voxels]
+    peak_start = matmul_peak()
+    runs: dict[str, list[dict]] = {name: [] for name in names}
     with tempfile.TemporaryDirectory() as tmp:
-        for name in ("brainalign-cv", "brainalign-fit-layer"):
-            fits[name] = scale_fit(name, args, tmp)
-        gpu = scale_fit("brainalign-fit-layer-cuda", args, tmp) if _cuda() else None
+        for n in counts:  # contenders interleaved: a slow spell of the machine hits them alike
+            for name in names:
+                runs[name].append(spawn(name, args, Path(tmp) / f"{name}-{n}.npz", n))
+    fits = {name: scale_fit(name, counts, runs[name], args) for name in names}
+    gpu = fits.get("brainalign-fit-layer-cuda")
+    print(f"float32 matmul peak (2048 x 2048, numpy or torch): {matmul_peak():.0f} GFLOP/s at the "
+          f"end, {peak_start:.0f} at the start (the machine's speed around the run)")
     hours = {}
     for name, label in (("brainalign-cv", "nested CV"),
                         ("brainalign-fit-layer", "nested CV + 50-permutation null")):

@@ -233,16 +233,13 @@ def test_shared_shift_null_equals_refitting_every_draw(with_confounds):
         np.testing.assert_allclose(got, ref, atol=2e-6)
 
 
-def test_inner_stride_picks_the_penalties_of_the_full_validation():
-    """Scoring penalties on every 2nd validation volume (smooth BOLD): the same penalty for
-    nearly every voxel and fold, the rest one grid step away, the same held-out scores; stride
-    1 is the full search."""
+def _smooth_planted(rng, n_runs: int, n: int, v: int):
+    """HRF-smooth features (3 delays) and BOLD of slow noise, a third of it pure noise, the rest
+    carrying the features at SNR 10^-1.5 .. 10^0.5; returns features, BOLD and SNR."""
     from nilearn.glm.first_level import glover_hrf
 
     from brainalign import simulate
 
-    rng = np.random.default_rng(0)
-    n_runs, n, v = 5, 200, 600
     h = glover_hrf(1.5, oversampling=1, time_length=32)
     xs = []
     for _ in range(n_runs):
@@ -256,6 +253,16 @@ def test_inner_stride_picks_the_penalties_of_the_full_validation():
         sig = (x - x.mean(0)) @ w
         y = sig / sig.std(0) * snr + simulate.slow_noise(rng, n, v)
         ys.append(zscore(y).astype(np.float32))
+    return xs, ys, snr
+
+
+def test_inner_stride_picks_the_penalties_of_the_full_validation():
+    """Scoring penalties on every 2nd validation volume (smooth BOLD): the same penalty for
+    nearly every voxel and fold, the rest one grid step away, the same held-out scores; stride
+    1 is the full search."""
+    rng = np.random.default_rng(0)
+    n_runs, n = 5, 200
+    xs, ys, snr = _smooth_planted(rng, n_runs, n, 600)
     alphas = np.logspace(-1, 7, 17)
     full = encoding.cross_validate(xs, ys, alphas, backend="numpy")
     assert full.r_folds.mean(0)[snr > 1].mean() > 0.5  # planted signal found
@@ -272,6 +279,46 @@ def test_inner_stride_picks_the_penalties_of_the_full_validation():
     assert encoding.resolve_inner_stride("auto", [encoding.LONG_RUN, 400]) == 2
     auto = encoding.cross_validate(xs, ys, alphas, backend="numpy", inner_stride="auto")
     np.testing.assert_array_equal(auto.alpha, full.alpha)
+
+
+@pytest.mark.parametrize("backend, with_confounds", [("numpy", False), ("numpy", True),
+                                                     ("torch-cpu", True)])
+def test_refined_search_picks_the_penalties_of_the_whole_grid(backend, with_confounds):
+    """alpha_search=refine (every 2nd penalty, then the best ones' neighbours) chooses what
+    scoring the whole grid chooses, per voxel and common, on fewer penalties; the held-out
+    scores are the grid's."""
+    rng = np.random.default_rng(1)
+    n_runs, n = 4, 150
+    xs, ys, snr = _smooth_planted(rng, n_runs, n, 400)
+    cs = ([rng.standard_normal((n, 3)) for _ in range(n_runs)] if with_confounds else None)
+    for alphas in (np.logspace(-1, 7, 17), np.logspace(1, 7, 10)):
+        grid = encoding.cross_validate(xs, ys, alphas, cs, backend=backend, batch_voxels=150)
+        said = []
+        refined = encoding.cross_validate(xs, ys, alphas, cs, backend=backend, batch_voxels=150,
+                                          alpha_search="refine", progress=said.append)
+        assert len(np.unique(grid.alpha)) >= 4  # the planted voxels spread over the grid
+        np.testing.assert_array_equal(refined.alpha, grid.alpha)
+        np.testing.assert_array_equal(refined.alpha_common, grid.alpha_common)
+        np.testing.assert_allclose(refined.inner_r2, grid.inner_r2, atol=1e-5)
+        np.testing.assert_allclose(refined.r_folds, grid.r_folds, atol=1e-5)
+        np.testing.assert_allclose(refined.r_common_folds, grid.r_common_folds, atol=1e-5)
+        scored = float(said[0].split()[2])  # "inner CV: 11.4 of 17 penalties scored ..."
+        assert scored <= 0.8 * len(alphas), said[0]
+    with pytest.raises(ValueError, match="alpha_search"):
+        encoding.cross_validate(xs, ys, alphas, alpha_search="coarse")
+
+
+def test_refined_search_scores_the_whole_grid_when_its_hats_would_not_fit(monkeypatch):
+    rng = np.random.default_rng(2)
+    xs, ys, _ = _smooth_planted(rng, 4, 80, 60)
+    alphas = np.logspace(-1, 7, 9)
+    monkeypatch.setattr(encoding, "REFINE_BYTES", 0)
+    said = []
+    refined = encoding.cross_validate(xs, ys, alphas, backend="numpy", alpha_search="refine",
+                                      progress=said.append)
+    assert said[0].startswith("inner CV: 9.0 of 9 penalties")
+    grid = encoding.cross_validate(xs, ys, alphas, backend="numpy")
+    np.testing.assert_array_equal(refined.alpha, grid.alpha)
 
 
 # ------------------------------------------------------------------------- fit_layer science

@@ -3,7 +3,8 @@ runs.
 
 Outer cross-validation leaves one run out. Inside the training runs, a second leave-one-run-out
 loop picks each voxel's ridge penalty from a log grid (by validation R², summed over inner
-folds, on every ``inner_stride``-th validation volume); the model is refitted on all training
+folds, on every ``inner_stride``-th validation volume; every 2nd penalty first, then the
+neighbours of the best ones: ``alpha_search``); the model is refitted on all training
 runs with that penalty and scored on the held-out run (Pearson r and R²). Everything fitted
 on data is fitted on the training split of each loop only: the feature standardisation and,
 when confounds are given, the confound regression of the BOLD (betas from the training runs,
@@ -57,6 +58,9 @@ LARGE_GRAM = 1024
 #: under ``inner_stride: auto`` (checked on 300-volume runs: the same penalty for 98 % of
 #: voxels and folds; on 50-volume blocks a planted layer's group best layer moved)
 LONG_RUN = 300
+#: ``alpha_search: refine`` keeps the held-out hats of the penalties it scores second within
+#: this many bytes (more: the whole grid is scored at once, as ``grid``)
+REFINE_BYTES = 2**30
 
 
 def _one_thread() -> Any:
@@ -359,6 +363,7 @@ def cross_validate(x_runs: list[np.ndarray], y_runs: list[np.ndarray], alphas: n
                    backend: str | Backend = "auto",
                    progress: Callable[[str], None] | None = None,
                    inner_stride: int | str = 1,
+                   alpha_search: str = "grid",
                    _outer: list[_Split] | None = None) -> CVScores:
     """Nested leave-one-run-out ridge: per-voxel penalty by inner CV, refit, held-out scores.
 
@@ -380,7 +385,14 @@ def cross_validate(x_runs: list[np.ndarray], y_runs: list[np.ndarray], alphas: n
         inner CV's cost; ``auto``: 2 when every run (fold) has at least ``LONG_RUN`` volumes,
         else 1 (short runs have little to spare, and cost little). The outer fits and scores
         always use every volume.
+    alpha_search : ``grid`` scores every penalty for every voxel; ``refine`` (grids of at
+        least 5 penalties) scores every 2nd penalty, then, per voxel, the two next to its best
+        one, and for every voxel the two next to the best common penalty: the same choice as
+        ``grid`` wherever the inner-CV score is unimodal along the grid (every voxel and fold
+        in tests/test_encoding.py), scoring ~8 of 10 or ~12 of 17 penalties per voxel.
     """
+    if alpha_search not in ("grid", "refine"):
+        raise ValueError(f"unknown alpha_search {alpha_search!r}; use grid or refine.")
     lengths = [y.shape[0] for y in y_runs]
     inner_stride = resolve_inner_stride(inner_stride, lengths)
     be = backend if isinstance(backend, Backend) else Backend(backend)
@@ -399,40 +411,20 @@ def cross_validate(x_runs: list[np.ndarray], y_runs: list[np.ndarray], alphas: n
     def y_rows(b: int, runs: list[int]) -> Any:
         return bold.rows(runs, batches[b])
 
-    # inner CV: validation R² of every penalty, summed over each outer fold's inner folds.
-    # The inner splits (outer test a, validation b) and (test b, validation a) train on the
-    # same runs: one decomposition serves both (pairs in order, so every fold's sum adds its
-    # validation runs in increasing order)
-    scores = np.zeros((n_runs, len(alphas), n_vox), np.float64)
     rows = slice(None, None, inner_stride)  # validation volumes; a hat's rows are their own
-    for a, b in itertools.combinations(range(n_runs), 2):
-        inner_train = [i for i in range(n_runs) if i not in (a, b)]
-        dec = _train(x_runs, inner_train, confounds, be.dtype)
-        for test, val in ((a, b), (b, a)):
-            split = dec.split(x_runs[val][rows],
-                              None if confounds is None else confounds[val][rows])
-            stacked = be.put(split.stacked(alphas, be.dtype))
-            n_val = len(range(lengths[val])[rows])
-            for bi, cols in enumerate(batches):
-                out = stacked @ y_rows(bi, inner_train)
-                y_val = y_rows(bi, [val])[rows]
-                if split.confound_test is not None:
-                    y_val = y_val + out[len(alphas) * n_val:]
-                # R² in place on the product (no temporaries of its size)
-                resid = out[: len(alphas) * n_val].reshape(len(alphas), n_val, -1)
-                resid -= y_val
-                resid *= resid
-                scores[test][:, cols] += be.get(1.0 - resid.sum(1) / total_ss(y_val)
-                                                ).astype(np.float64)
-                del out, resid
-        del dec
+    scores, scored = _inner_scores(x_runs, confounds, alphas, bold, batches, be, rows,
+                                   alpha_search)
+    if progress is not None:
+        progress(f"inner CV: {scored.sum() / scored[:, 0].size:.1f} of {len(alphas)} "
+                 f"penalties scored per voxel and fold ({alpha_search})")
     for test in range(n_runs):
         train = [i for i in range(n_runs) if i != test]
-        score = scores[test]
+        score = np.where(scored[test], scores[test], -np.inf)
         best = np.argmax(score, axis=0)
         alpha_folds[test] = alphas[best]
         inner_r2[test] = score.max(0) / len(train)
-        common = int(np.argmax(score.sum(1)))
+        everywhere = np.flatnonzero(scored[test].all(1))  # penalties scored for every voxel
+        common = int(everywhere[np.argmax(score[everywhere].sum(1))])
         alpha_common[test] = alphas[common]
         split = (_outer[test] if _outer is not None
                  else _split(x_runs, test, train, confounds, be.dtype))
@@ -460,6 +452,93 @@ def cross_validate(x_runs: list[np.ndarray], y_runs: list[np.ndarray], alphas: n
             progress(f"outer fold {test + 1}/{n_runs} done ({n_vox} voxels, "
                      f"{len(batches)} batches, backend {be})")
     return CVScores(alpha_folds, r_folds, r2_folds, inner_r2, alpha_common, r_common)
+
+
+def _inner_scores(x_runs: list[np.ndarray], confounds: list[np.ndarray] | None,
+                  alphas: np.ndarray, bold: _Bold, batches: list[slice], be: Backend,
+                  rows: slice, alpha_search: str) -> tuple[np.ndarray, np.ndarray]:
+    """The inner CV: validation R² of the penalties, summed over each outer fold's inner folds,
+    (n_runs, n_alphas, n_voxels), and which were scored (all, under ``grid``).
+
+    The inner splits (outer test a, validation b) and (test b, validation a) train on the
+    same runs: one decomposition serves both (pairs in order, so every fold's sum adds its
+    validation runs in increasing order). Under ``refine`` the first pass scores every 2nd
+    penalty and keeps the other penalties' hats; the second scores, per fold, the neighbours of
+    each voxel's best penalty (those voxels only) and of the best common one (every voxel).
+    """
+    n_runs, n_vox, n_alphas = len(x_runs), bold.runs[0].shape[1], len(alphas)
+    n_train = sum(len(x) for x in x_runs) * (n_runs - 2) // n_runs
+    n_val = max(len(range(len(x))[rows]) for x in x_runs)
+    fine = np.arange(1, n_alphas, 2)
+    refine = (alpha_search == "refine" and n_alphas >= 5
+              and n_runs * (n_runs - 1) * (len(fine) + 1) * n_val * n_train * 4 <= REFINE_BYTES)
+    first = np.arange(0, n_alphas, 2) if refine else np.arange(n_alphas)
+    scores = np.zeros((n_runs, n_alphas, n_vox), np.float64)
+    scored = np.zeros((n_runs, n_alphas, n_vox), bool)
+    scored[:, first] = True
+    kept = []  # under refine: (test, val, training runs, hats of the other penalties, cleaning)
+    for a, b in itertools.combinations(range(n_runs), 2):
+        inner_train = [i for i in range(n_runs) if i not in (a, b)]
+        dec = _train(x_runs, inner_train, confounds, be.dtype)
+        for test, val in ((a, b), (b, a)):
+            split = dec.split(x_runs[val][rows],
+                              None if confounds is None else confounds[val][rows])
+            stacked = be.put(split.stacked(alphas[first], be.dtype))
+            if refine:
+                kept.append((test, val, inner_train, split.hats(alphas[fine], be.dtype),
+                             split.confound_test))
+            n = len(first)
+            for cols in batches:
+                out = stacked @ bold.rows(inner_train, cols)
+                y_val = bold.rows([val], cols)[rows]
+                m = y_val.shape[0]
+                if split.confound_test is not None:
+                    y_val = y_val + out[n * m:]
+                # R² in place on the product (no temporaries of its size)
+                resid = out[: n * m].reshape(n, m, -1)
+                resid -= y_val
+                resid *= resid
+                scores[test][first, cols] += be.get(1.0 - resid.sum(1) / total_ss(y_val)
+                                                    ).astype(np.float64)
+                del out, resid
+        del dec
+    if not refine:
+        return scores, scored
+    need = np.zeros((n_runs, n_alphas, n_vox), bool)
+    voxels = np.arange(n_vox)
+    for test in range(n_runs):
+        part = scores[test][first]
+        own = first[np.argmax(part, axis=0)]
+        common = first[np.argmax(part.sum(1))]
+        for step in (-1, 1):
+            j = own + step
+            ok = (j >= 0) & (j < n_alphas)
+            need[test][j[ok], voxels[ok]] = True
+            if 0 <= common + step < n_alphas:
+                need[test][common + step] = True
+    need[:, first] = False
+    for test, val, inner_train, hats, clean in kept:
+        hats_be = [be.put(h) for h in hats]
+        clean = None if clean is None else be.put(clean)
+        for cols in batches:
+            todo = need[test][fine, cols]
+            if not todo.any():
+                continue
+            y_tr = bold.rows(inner_train, cols)
+            y_val = bold.rows([val], cols)[rows]
+            if clean is not None:
+                y_val = y_val + clean @ y_tr
+            ss = total_ss(y_val)
+            for h, j, mask in zip(hats_be, fine, todo, strict=True):
+                sel = np.flatnonzero(mask)
+                if sel.size == 0:
+                    continue
+                idx = slice(None) if sel.size == mask.size else be.index(sel)
+                resid = h @ y_tr[:, idx] - y_val[:, idx]
+                scores[test][j, cols][sel] += be.get(1.0 - (resid * resid).sum(0) / ss[idx]
+                                                     ).astype(np.float64)
+    scored |= need
+    return scores, scored
 
 
 def _null_draws(outer: list[_Split], hats: list[np.ndarray], y_runs: list[np.ndarray],
@@ -579,6 +658,8 @@ class FitOptions:
         ``inner_stride``-th, or ``auto``; see :func:`cross_validate`)
     null_design : ``shared`` (draws combine each run's ~sqrt(2 n_permutations) shifts; the
         default) or ``independent`` (every draw its own shifts, n_permutations refits)
+    alpha_search : ``refine`` (every 2nd penalty, then the neighbours of the best ones; the
+        default) or ``grid`` (every penalty; see :func:`cross_validate`)
     """
 
     n_permutations: int = 50
@@ -588,6 +669,7 @@ class FitOptions:
     backend: str | Backend = "auto"
     inner_stride: int | str = "auto"
     null_design: str = "shared"
+    alpha_search: str = "refine"
 
     @classmethod
     def from_config(cls, encoding: dict[str, Any], t_r: float) -> FitOptions:
@@ -596,7 +678,8 @@ class FitOptions:
         return cls(n_permutations=encoding["n_permutations"],
                    min_shift=seconds_to_volumes(encoding["min_shift_s"], t_r),
                    batch_voxels=encoding["batch_voxels"], backend=encoding["backend"],
-                   inner_stride=encoding["inner_stride"], null_design=encoding["null_design"])
+                   inner_stride=encoding["inner_stride"], null_design=encoding["null_design"],
+                   alpha_search=encoding["alpha_search"])
 
 
 def fit_layer(x_runs: list[np.ndarray], y_runs: list[np.ndarray], alphas: np.ndarray,
@@ -645,7 +728,7 @@ def fit_layer(x_runs: list[np.ndarray], y_runs: list[np.ndarray], alphas: np.nda
     outer = [_split(x_runs, test, [i for i in range(n_runs) if i != test], confounds, be.dtype)
              for test in range(n_runs)]
     cv = cross_validate(x_runs, y_runs, alphas, confounds, batch_voxels, be, progress,
-                        opts.inner_stride, _outer=outer)
+                        opts.inner_stride, opts.alpha_search, _outer=outer)
 
     design = shift_design(lengths, n_permutations, opts.min_shift, opts.seed,
                           shared=opts.null_design == "shared")
