@@ -389,7 +389,8 @@ def cross_validate(x_runs: list[np.ndarray], y_runs: list[np.ndarray], alphas: n
         least 5 penalties) scores every 2nd penalty, then, per voxel, the two next to its best
         one, and for every voxel the two next to the best common penalty: the same choice as
         ``grid`` wherever the inner-CV score is unimodal along the grid (every voxel and fold
-        in tests/test_encoding.py), scoring ~8 of 10 or ~12 of 17 penalties per voxel.
+        in tests/test_encoding.py; 99.78 % of the demo's, and every common penalty), scoring
+        ~8 of 10 or ~12 of 17 penalties per voxel.
     """
     if alpha_search not in ("grid", "refine"):
         raise ValueError(f"unknown alpha_search {alpha_search!r}; use grid or refine.")
