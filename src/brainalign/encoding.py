@@ -408,10 +408,6 @@ def cross_validate(x_runs: list[np.ndarray], y_runs: list[np.ndarray], alphas: n
     batches = [slice(s, min(n_vox, s + batch_voxels)) for s in range(0, n_vox, batch_voxels)]
 
     bold = _Bold(y_runs, be)
-
-    def y_rows(b: int, runs: list[int]) -> Any:
-        return bold.rows(runs, batches[b])
-
     rows = slice(None, None, inner_stride)  # validation volumes; a hat's rows are their own
     scores, scored = _inner_scores(x_runs, confounds, alphas, bold, batches, be, rows,
                                    alpha_search)
@@ -434,9 +430,9 @@ def cross_validate(x_runs: list[np.ndarray], y_runs: list[np.ndarray], alphas: n
         hat_common = be.put(split.hat(alphas[common], be.dtype))
         clean = be.put(split.confound_test) if split.confound_test is not None else None
         hats_be = [be.put(h) for h in hats]
-        for b, cols in enumerate(batches):
-            y_tr = y_rows(b, train)
-            y_te = y_rows(b, [test])
+        for cols in batches:
+            y_tr = bold.rows(train, cols)
+            y_te = bold.rows([test], cols)
             if clean is not None:
                 y_te = y_te + clean @ y_tr
             pred = y_te * 0
@@ -529,6 +525,7 @@ def _inner_scores(x_runs: list[np.ndarray], confounds: list[np.ndarray] | None,
             y_val = bold.rows([val], cols)[rows]
             if clean is not None:
                 y_val = y_val + clean @ y_tr
+            # the batch's total sum of squares, as the first pass divides by (same rounding)
             ss = total_ss(y_val)
             for h, j, mask in zip(hats_be, fine, todo, strict=True):
                 sel = np.flatnonzero(mask)
