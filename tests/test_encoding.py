@@ -427,6 +427,27 @@ def test_fit_layer_is_invariant_to_voxel_batching():
     np.testing.assert_allclose(c.r, a.r[10:15], atol=1e-6)
 
 
+def test_fit_layer_is_invariant_to_chunk_workers(monkeypatch):
+    """Voxel chunks worked on by several threads at once (numpy backend, one per BLAS thread)
+    give the results of one thread working through them in order: every chunk writes its own
+    voxels only (CV passes, outer folds, null; with confounds and the refined search)."""
+    xs, ys, confs = confounded_runs(seed=12)
+    opts = FitOptions(n_permutations=8, min_shift=5, seed=3, batch_voxels=9, backend="numpy",
+                      alpha_search="refine")
+    fits = {}
+    for workers in (1, 3):
+        monkeypatch.setattr(encoding, "_chunk_workers", lambda be, w=workers: w)
+        fits[workers] = encoding.fit_layer(xs, ys, ALPHAS, opts, confounds=confs)
+    one, many = fits[1], fits[3]
+    np.testing.assert_array_equal(one.alpha, many.alpha)
+    np.testing.assert_array_equal(one.alpha_common, many.alpha_common)
+    for name in ("r_folds", "r2", "inner_r2", "r_common", "r_null"):
+        np.testing.assert_allclose(getattr(many, name), getattr(one, name), atol=1e-6,
+                                   err_msg=name)
+    np.testing.assert_allclose(many.p, one.p, rtol=1e-4, atol=1e-10)
+    assert np.abs(one.r_null).max() > 0.05  # the null was filled, not left at zero
+
+
 # ------------------------------------------------------------------------------- confounds
 def confounded_runs(seed: int = 8):
     """Features, BOLD and a motion-like confound that follows the stimulus (e.g. speech-locked

@@ -35,9 +35,11 @@ The reported scores (``r``, the best layer) keep each voxel's own penalty. p-val
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,7 +48,16 @@ from scipy.linalg import eigh
 from threadpoolctl import ThreadpoolController
 
 from .alignment import seconds_to_volumes
-from .stats import ShiftDesign, null_p, pearson_r, r2_score, shift_design, total_ss, zscore_time
+from .stats import (
+    ShiftDesign,
+    column_dot,
+    null_p,
+    pearson_r,
+    r2_score,
+    shift_design,
+    total_ss,
+    zscore_time,
+)
 
 log = logging.getLogger(__name__)
 _THREADPOOLS: list[ThreadpoolController] = []
@@ -63,11 +74,42 @@ LONG_RUN = 300
 REFINE_BYTES = 2**30
 
 
-def _one_thread() -> Any:
-    """Context limiting BLAS/LAPACK to one thread (the controller is built once: it is slow)."""
+def _threadpools() -> ThreadpoolController:
+    """The process's BLAS/OpenMP thread pools (built once: it is slow)."""
     if not _THREADPOOLS:
         _THREADPOOLS.append(ThreadpoolController())
-    return _THREADPOOLS[0].limit(limits=1)
+    return _THREADPOOLS[0]
+
+
+def _one_thread() -> Any:
+    """Context limiting BLAS/LAPACK to one thread."""
+    return _threadpools().limit(limits=1)
+
+
+def _chunk_workers(be: Backend) -> int:
+    """Voxel chunks worked on at once: on numpy, one per BLAS thread (the cores the job may
+    use), each chunk's products then on one thread; 1 on torch, which parallelises itself."""
+    if be.name != "numpy":
+        return 1
+    blas = [lib.num_threads for lib in _threadpools().lib_controllers
+            if lib.user_api == "blas"]
+    return max(1, *blas) if blas else 1
+
+
+def _for_chunks(work: Callable[[slice], None], chunks: list[slice], workers: int) -> None:
+    """``work`` on every chunk of voxels: in order, or on ``workers`` threads with BLAS on one
+    thread each when there are several chunks. Chunks of batched small products (the null's)
+    keep every core busy that way, not one BLAS thread handing tiny products to the other
+    (and numpy's elementwise steps, single-threaded, run side by side): the null 1.50-1.71 ->
+    1.28-1.35 ms per voxel on 2 cores, interleaved in one process (benchmarks/ridge.py --scale
+    problem). ``work`` writes only its own voxels' results."""
+    if workers <= 1 or len(chunks) <= 1:
+        for cols in chunks:
+            work(cols)
+        return
+    with _one_thread(), ThreadPoolExecutor(min(workers, len(chunks))) as pool:
+        for _ in pool.map(work, chunks):
+            pass
 
 
 @dataclass
@@ -405,12 +447,15 @@ def cross_validate(x_runs: list[np.ndarray], y_runs: list[np.ndarray], alphas: n
     inner_r2 = np.zeros((n_runs, n_vox), np.float32)
     alpha_common = np.zeros(n_runs, np.float32)
     r_common = np.zeros((n_runs, n_vox), np.float32)
-    batches = [slice(s, min(n_vox, s + batch_voxels)) for s in range(0, n_vox, batch_voxels)]
+    workers = _chunk_workers(be)
+    # several workers share the batch (the memory bound) between them
+    step = -(-batch_voxels // workers)
+    batches = [slice(s, min(n_vox, s + step)) for s in range(0, n_vox, step)]
 
     bold = _Bold(y_runs, be)
     rows = slice(None, None, inner_stride)  # validation volumes; a hat's rows are their own
     scores, scored = _inner_scores(x_runs, confounds, alphas, bold, batches, be, rows,
-                                   alpha_search)
+                                   alpha_search, workers)
     if progress is not None:
         progress(f"inner CV: {scored.sum() / scored[:, 0].size:.1f} of {len(alphas)} "
                  f"penalties scored per voxel and fold ({alpha_search})")
@@ -430,21 +475,11 @@ def cross_validate(x_runs: list[np.ndarray], y_runs: list[np.ndarray], alphas: n
         hat_common = be.put(split.hat(alphas[common], be.dtype))
         clean = be.put(split.confound_test) if split.confound_test is not None else None
         hats_be = [be.put(h) for h in hats]
-        for cols in batches:
-            y_tr = bold.rows(train, cols)
-            y_te = bold.rows([test], cols)
-            if clean is not None:
-                y_te = y_te + clean @ y_tr
-            pred = y_te * 0
-            best_b = best[cols]
-            for j, a in enumerate(used):
-                sel = np.flatnonzero(best_b == a)
-                if sel.size:
-                    idx = be.index(sel)
-                    pred[:, idx] = hats_be[j] @ y_tr[:, idx]
-            r_folds[test, cols] = be.get(pearson_r(y_te, pred))
-            r2_folds[test, cols] = be.get(r2_score(y_te, pred))
-            r_common[test, cols] = be.get(pearson_r(y_te, hat_common @ y_tr))
+        _for_chunks(functools.partial(_outer_batch, bold=bold, train=train, test=test,
+                                      clean=clean, hats=hats_be, used=used, best=best,
+                                      hat_common=hat_common,
+                                      out=(r_folds[test], r2_folds[test], r_common[test])),
+                    batches, workers)
         if progress is not None:
             progress(f"outer fold {test + 1}/{n_runs} done ({n_vox} voxels, "
                      f"{len(batches)} batches, backend {be})")
@@ -453,7 +488,8 @@ def cross_validate(x_runs: list[np.ndarray], y_runs: list[np.ndarray], alphas: n
 
 def _inner_scores(x_runs: list[np.ndarray], confounds: list[np.ndarray] | None,
                   alphas: np.ndarray, bold: _Bold, batches: list[slice], be: Backend,
-                  rows: slice, alpha_search: str) -> tuple[np.ndarray, np.ndarray]:
+                  rows: slice, alpha_search: str, workers: int = 1
+                  ) -> tuple[np.ndarray, np.ndarray]:
     """The inner CV: validation R² of the penalties, summed over each outer fold's inner folds,
     (n_runs, n_alphas, n_voxels), and which were scored (all, under ``grid``).
 
@@ -484,20 +520,12 @@ def _inner_scores(x_runs: list[np.ndarray], confounds: list[np.ndarray] | None,
             if refine:
                 kept.append((test, val, inner_train, split.hats(alphas[fine], be.dtype),
                              split.confound_test))
-            n = len(first)
-            for cols in batches:
-                out = stacked @ bold.rows(inner_train, cols)
-                y_val = bold.rows([val], cols)[rows]
-                m = y_val.shape[0]
-                if split.confound_test is not None:
-                    y_val = y_val + out[n * m:]
-                # R² in place on the product (no temporaries of its size)
-                resid = out[: n * m].reshape(n, m, -1)
-                resid -= y_val
-                resid *= resid
-                scores[test][first, cols] += be.get(1.0 - resid.sum(1) / total_ss(y_val)
-                                                    ).astype(np.float64)
-                del out, resid
+            # in order, every BLAS thread on each batch's large product (side by side on
+            # one thread each was no faster here, measured)
+            _for_chunks(functools.partial(_score_first, stacked=stacked, bold=bold,
+                                          train=inner_train, val=val, rows=rows,
+                                          n=len(first), clean=split.confound_test is not None,
+                                          out=scores[test], first=first), batches, 1)
         del dec
     if not refine:
         return scores, scored
@@ -515,28 +543,77 @@ def _inner_scores(x_runs: list[np.ndarray], confounds: list[np.ndarray] | None,
                 need[test][common + step] = True
     need[:, first] = False
     for test, val, inner_train, hats, clean in kept:
-        hats_be = [be.put(h) for h in hats]
-        clean = None if clean is None else be.put(clean)
-        for cols in batches:
-            todo = need[test][fine, cols]
-            if not todo.any():
-                continue
-            y_tr = bold.rows(inner_train, cols)
-            y_val = bold.rows([val], cols)[rows]
-            if clean is not None:
-                y_val = y_val + clean @ y_tr
-            # the batch's total sum of squares, as the first pass divides by (same rounding)
-            ss = total_ss(y_val)
-            for h, j, mask in zip(hats_be, fine, todo, strict=True):
-                sel = np.flatnonzero(mask)
-                if sel.size == 0:
-                    continue
-                idx = slice(None) if sel.size == mask.size else be.index(sel)
-                resid = h @ y_tr[:, idx] - y_val[:, idx]
-                scores[test][j, cols][sel] += be.get(1.0 - (resid * resid).sum(0) / ss[idx]
-                                                     ).astype(np.float64)
+        _for_chunks(functools.partial(_score_second, hats=[be.put(h) for h in hats],
+                                      clean=None if clean is None else be.put(clean),
+                                      bold=bold, train=inner_train, val=val, rows=rows,
+                                      todo=need[test][fine], out=scores[test], fine=fine),
+                    batches, workers)
     scored |= need
     return scores, scored
+
+
+def _outer_batch(cols: slice, *, bold: _Bold, train: list[int], test: int, clean: Any,
+                 hats: list[Any], used: np.ndarray, best: np.ndarray, hat_common: Any,
+                 out: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+    """One batch of an outer fold: predictions with each voxel's penalty (``hats[j]`` for
+    penalty ``used[j]``) and with the common one; r, R² and r with the common penalty into
+    ``out``."""
+    be = bold.be
+    y_tr = bold.rows(train, cols)
+    y_te = bold.rows([test], cols)
+    if clean is not None:
+        y_te = y_te + clean @ y_tr
+    pred = y_te * 0
+    best_b = best[cols]
+    for j, a in enumerate(used):
+        sel = np.flatnonzero(best_b == a)
+        if sel.size:
+            idx = be.index(sel)
+            pred[:, idx] = hats[j] @ y_tr[:, idx]
+    out[0][cols] = be.get(pearson_r(y_te, pred))
+    out[1][cols] = be.get(r2_score(y_te, pred))
+    out[2][cols] = be.get(pearson_r(y_te, hat_common @ y_tr))
+
+
+def _score_first(cols: slice, *, stacked: Any, bold: _Bold, train: list[int], val: int,
+                 rows: slice, n: int, clean: bool, out: np.ndarray, first: np.ndarray) -> None:
+    """One batch of an inner split's first pass: validation R² of the ``n`` penalties
+    ``first`` (hats stacked, then the cleaning rows when ``clean``) added to ``out``."""
+    be = bold.be
+    prod = stacked @ bold.rows(train, cols)
+    y_val = bold.rows([val], cols)[rows]
+    m = y_val.shape[0]
+    if clean:
+        y_val = y_val + prod[n * m:]
+    # R² in place on the product (no temporaries of its size)
+    resid = prod[: n * m].reshape(n, m, -1)
+    resid -= y_val
+    out[first, cols] += be.get(1.0 - column_dot(resid, resid) / total_ss(y_val)
+                               ).astype(np.float64)
+
+
+def _score_second(cols: slice, *, hats: list[Any], clean: Any, bold: _Bold, train: list[int],
+                  val: int, rows: slice, todo: np.ndarray, out: np.ndarray,
+                  fine: np.ndarray) -> None:
+    """One batch of an inner split's second pass (``refine``): validation R² of penalty
+    ``fine[i]`` (hat ``hats[i]``) added to ``out`` for the voxels ``todo[i]`` marks."""
+    be = bold.be
+    todo = todo[:, cols]
+    if not todo.any():
+        return
+    y_tr = bold.rows(train, cols)
+    y_val = bold.rows([val], cols)[rows]
+    if clean is not None:
+        y_val = y_val + clean @ y_tr
+    # the batch's total sum of squares, as the first pass divides by (same rounding)
+    ss = total_ss(y_val)
+    for h, j, mask in zip(hats, fine, todo, strict=True):
+        sel = np.flatnonzero(mask)
+        if sel.size == 0:
+            continue
+        idx = slice(None) if sel.size == mask.size else be.index(sel)
+        resid = h @ y_tr[:, idx] - y_val[:, idx]
+        out[j, cols][sel] += be.get(1.0 - column_dot(resid, resid) / ss[idx]).astype(np.float64)
 
 
 def _null_draws(outer: list[_Split], hats: list[np.ndarray], y_runs: list[np.ndarray],
@@ -561,46 +638,58 @@ def _null_draws(outer: list[_Split], hats: list[np.ndarray], y_runs: list[np.nda
     n_perm, k = design.index.shape[0], design.k
     bold = _Bold(y_runs, be)
     r_null = np.zeros((n_perm, n_vox), np.float32)
+    workers = _chunk_workers(be)
     for test in range(n_runs):
-        train = [i for i in range(n_runs) if i != test]
-        hat = hats[test] - hats[test].mean(0, keepdims=True)  # centred predictions
-        n_test = hat.shape[0]
-        bounds = np.cumsum([0, *[lengths[i] for i in train]])
-        # per training run: its k rolled hat blocks side by side, (n_run, k * n_test)
-        blocks = [be.put(np.concatenate([np.roll(hat[:, a:b], -int(s), axis=1)
-                                         for s in design.sets[g]]).T)
-                  for g, a, b in zip(train, bounds[:-1], bounds[1:], strict=True)]
-        # (n_perm, n_train_runs): each draw's rows among the pieces
-        pick = np.stack([i * k + design.index[:, g] for i, g in enumerate(train)], axis=1)
-        rows, rows_t = be.index(pick[:, :, None]), be.index(pick[:, None, :])
-        rows_n, cols_n = be.index(pick), be.index(design.index[:, test][:, None])
-        clean = outer[test].confound_test
-        clean = None if clean is None else be.put(clean)
-        # the held-out run's k shifts: roll(z, s)[t] = z[(t - s) mod n_test]
-        shifted = be.index((np.arange(n_test) - np.asarray(design.sets[test])[:, None])
-                           % n_test)
-        # voxels per chunk: the pieces take about 32 MB (faster than larger chunks: cache)
-        step = max(1, min(batch_voxels, int(2**25 // (4 * k * n_test * len(train)))))
-        for start in range(0, n_vox, step):
-            cols = slice(start, min(n_vox, start + step))
-            y_train = [bold.rows([g], cols) for g in train]
-            y_test = bold.rows([test], cols)
-            if clean is not None:
-                y_test = y_test + clean @ be.cat(y_train)
-            z = zscore_time(y_test).T[:, shifted]  # (v, k, n_test)
-            # the pieces of every training run, (v, k * n_train_runs, n_test)
-            pieces = be.cat([(y.T @ blk).reshape(-1, k, n_test)
-                             for y, blk in zip(y_train, blocks, strict=True)], axis=1)
-            num = (pieces @ z.swapaxes(-1, -2))[:, rows_n, cols_n].sum(-1)
-            gram = pieces @ pieces.swapaxes(-1, -2)
-            sq = gram[:, rows, rows_t].sum((-1, -2))
-            norm = (sq.clip(min=0) * n_test) ** 0.5
-            r = num / norm.clip(min=1e-12 * n_test)
-            r_null[:, cols] += be.get(r).T / n_runs
+        _null_fold(test, outer[test], hats[test], bold, lengths, design, r_null, batch_voxels,
+                   workers)
         if progress is not None:
             progress(f"null: outer fold {test + 1}/{n_runs} done ({n_perm} draws from "
                      f"{k} shifts per run)")
     return r_null
+
+
+def _null_fold(test: int, split: _Split, hat: np.ndarray, bold: _Bold, lengths: list[int],
+               design: ShiftDesign, r_null: np.ndarray, batch_voxels: int,
+               workers: int) -> None:
+    """Adds held-out run ``test``'s share of every null draw to ``r_null`` (see
+    :func:`_null_draws`), voxel chunk by chunk."""
+    be, n_runs, k = bold.be, len(lengths), design.k
+    train = [i for i in range(n_runs) if i != test]
+    hat = hat - hat.mean(0, keepdims=True)  # centred predictions
+    n_test = hat.shape[0]
+    bounds = np.cumsum([0, *[lengths[i] for i in train]])
+    # per training run: its k rolled hat blocks side by side, (n_run, k * n_test)
+    blocks = [be.put(np.concatenate([np.roll(hat[:, a:b], -int(s), axis=1)
+                                     for s in design.sets[g]]).T)
+              for g, a, b in zip(train, bounds[:-1], bounds[1:], strict=True)]
+    # (n_perm, n_train_runs): each draw's rows among the pieces
+    pick = np.stack([i * k + design.index[:, g] for i, g in enumerate(train)], axis=1)
+    rows, rows_t = be.index(pick[:, :, None]), be.index(pick[:, None, :])
+    rows_n, cols_n = be.index(pick), be.index(design.index[:, test][:, None])
+    clean = None if split.confound_test is None else be.put(split.confound_test)
+    # the held-out run's k shifts: roll(z, s)[t] = z[(t - s) mod n_test]
+    shifted = be.index((np.arange(n_test) - np.asarray(design.sets[test])[:, None]) % n_test)
+
+    def chunk(cols: slice) -> None:
+        y_train = [bold.rows([g], cols) for g in train]
+        y_test = bold.rows([test], cols)
+        if clean is not None:
+            y_test = y_test + clean @ be.cat(y_train)
+        z = zscore_time(y_test).T[:, shifted]  # (v, k, n_test)
+        # the pieces of every training run, (v, k * n_train_runs, n_test)
+        pieces = be.cat([(y.T @ blk).reshape(-1, k, n_test)
+                         for y, blk in zip(y_train, blocks, strict=True)], axis=1)
+        num = (pieces @ z.swapaxes(-1, -2))[:, rows_n, cols_n].sum(-1)
+        gram = pieces @ pieces.swapaxes(-1, -2)
+        sq = gram[:, rows, rows_t].sum((-1, -2))
+        norm = (sq.clip(min=0) * n_test) ** 0.5
+        r = num / norm.clip(min=1e-12 * n_test)
+        r_null[:, cols] += be.get(r).T / n_runs
+
+    # voxels per chunk: the pieces take about 32 MB (faster than larger chunks: cache)
+    n_vox = r_null.shape[1]
+    step = max(1, min(batch_voxels, int(2**25 // (4 * k * n_test * len(train)))))
+    _for_chunks(chunk, [slice(s, min(n_vox, s + step)) for s in range(0, n_vox, step)], workers)
 
 
 def split_blocks(x_runs: list[np.ndarray], y_runs: list[np.ndarray],
