@@ -91,9 +91,8 @@ def _chunk_workers(be: Backend) -> int:
     use), each chunk's products then on one thread; 1 on torch, which parallelises itself."""
     if be.name != "numpy":
         return 1
-    blas = [lib.num_threads for lib in _threadpools().lib_controllers
-            if lib.user_api == "blas"]
-    return max(1, *blas) if blas else 1
+    return max([1, *(lib.num_threads for lib in _threadpools().lib_controllers
+                     if lib.user_api == "blas")])
 
 
 def _for_chunks(work: Callable[[slice], None], chunks: list[slice], workers: int) -> None:
