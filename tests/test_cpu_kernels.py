@@ -118,6 +118,52 @@ def test_channels_last_group_norm_equals_group_norm():
                                    norm(x.contiguous()).numpy(), atol=1e-5)
 
 
+@pytest.mark.parametrize("act", [nn.GELU(), nn.ReLU()], ids=["gelu", "relu"])
+def test_channels_last_activation_equals_activation(act):
+    """Exactly the module's own values, in the layout it was given (channels-last in and out;
+    any other layout passes through as is)."""
+    from transformers.activations import GELUActivation
+
+    x = torch.randn(2, 50, 12).transpose(1, 2).to(torch.bfloat16)  # as the convolutions return
+    for module in (act, GELUActivation()):
+        assert K._elementwise(module)
+        out = K.channels_last_activation(module, x)
+        assert out.stride() == x.stride()
+        torch.testing.assert_close(out, module(x.contiguous()), rtol=0, atol=0)
+        flat = torch.randn(3, 7)
+        torch.testing.assert_close(K.channels_last_activation(module, flat), module(flat),
+                                   rtol=0, atol=0)
+    assert not K._elementwise(nn.Softmax(dim=-1)) and not K._elementwise(nn.GLU())
+
+
+@pytest.mark.skipif(not K._can_pack_linear(), reason="no oneDNN bfloat16 linear in this torch")
+@pytest.mark.parametrize("bias", [True, False])
+def test_packed_linear_is_the_autocast_product(bias):
+    """Under bfloat16 autocast the packed linear is autocast's own bfloat16 product (float32
+    input cast, bfloat16 out; equal to bfloat16 rounding, and near the float64 product); outside
+    autocast it is the module's float32 product exactly; the packed weight follows in-place
+    changes of the module's weight."""
+    torch.manual_seed(0)
+    linear = nn.Linear(96, 40, bias=bias)
+    x = torch.randn(3, 17, 96)
+    with torch.no_grad():
+        torch.testing.assert_close(K.packed_linear(linear, x), linear(x), rtol=0, atol=0)
+        exact = x.double() @ linear.weight.double().T
+        if bias:
+            exact += linear.bias.double()
+        for _ in range(2):  # the second time: the same packed weight, still right
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                out, ref = K.packed_linear(linear, x), linear(x)
+            assert out.dtype == ref.dtype == torch.bfloat16 and out.shape == (3, 17, 40)
+            torch.testing.assert_close(out, ref, rtol=1.6e-2, atol=1e-2)
+            assert (out.double() - exact).abs().max() < 0.02 * exact.abs().max()
+        linear.weight.mul_(-2.0)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = K.packed_linear(linear, x)
+        exact = x.double() @ linear.weight.double().T + (linear.bias.double() if bias else 0)
+        assert (out.double() - exact).abs().max() < 0.02 * exact.abs().max()
+
+
 def _layers(model, x: torch.Tensor) -> list[torch.Tensor]:
     with torch.no_grad():
         out = model(x, output_hidden_states=True)
@@ -137,6 +183,8 @@ def test_substituted_models_compute_the_same_layers(arch):
     fast = F.LayerExtractor(spec, device="cpu", precision="float32")
     changed = K.optimise_for_cpu(fast.model, "bfloat16")
     assert any("convolutions" in c for c in changed)
+    assert any("packed bfloat16 linear" in c for c in changed) == K._can_pack_linear()
+    assert any("channels-last activations" in c for c in changed) == (not whisper)
     assert ("blocked bfloat16 attention" in changed) == (arch != "wavlm")
     if arch == "wav2vec2":
         assert "channels-last group norms" in " ".join(changed)
@@ -148,7 +196,8 @@ def test_substituted_models_compute_the_same_layers(arch):
         assert (a - b).abs().max().item() < 1e-4 * max(scale, 1.0)
     # and undoing it gives the model as loaded back, bit for bit
     K.restore_as_loaded(fast.model)
-    assert not any("forward" in vars(m) for m in fast.model.modules())
+    assert not any("forward" in vars(m) or "_brainalign_packed" in vars(m)
+                   for m in fast.model.modules())
     assert fast.model.config._attn_implementation == plain.model.config._attn_implementation
     for a, b in zip(before, _layers(fast.model, x), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
@@ -164,7 +213,12 @@ def test_extractor_uses_the_kernels_only_in_bfloat16():
     # model's narrow positional convolution computes in float32 inside them)
     in_bf16 = fast.precision == "bfloat16"
     assert (fast.model.config._attn_implementation == K.ATTENTION) == in_bf16
-    assert sum("forward" in vars(m) for m in fast.model.modules()) == (7 + 1 + 1) * in_bf16
+    # 7 CNN convolutions and the positional one, the 8 activations after them, one group norm
+    # and (where this torch has them) the packed linear layers
+    n_linear = sum(isinstance(m, nn.Linear) for m in fast.model.modules())
+    expected = 8 + 8 + 1 + n_linear * K._can_pack_linear()
+    assert n_linear == 13 and sum("forward" in vars(m) for m in fast.model.modules()) == (
+        expected * in_bf16)
     as_loaded = F.LayerExtractor(spec, device="cpu", precision="bfloat16", cpu_kernels=False)
     assert not any("forward" in vars(m) for m in as_loaded.model.modules())
     # bfloat16 with and without the kernels: the same features up to bfloat16 rounding
