@@ -16,9 +16,10 @@ Three substitutions, all exact up to floating-point rounding (tests/test_cpu_ker
   wav2vec2-base's 749-frame windows.
 - In bfloat16, linear layers multiply by a bfloat16 copy of their weight laid out once in
   oneDNN's blocked format (kept on the module), where autocast casts the float32 weight on
-  every call and oneDNN reorders it again: the same bfloat16 product, bit for bit, at 340-390
-  GFLOP/s instead of 290-330 on wav2vec2-base's 768 x 768 and 768 x 3072 layers (2 Zen 4
-  cores, 750 to 3 000 frames).
+  every call and oneDNN reorders it again: the same bfloat16 product (bit for bit on Zen 4)
+  at 340-390 GFLOP/s instead of 290-330 on wav2vec2-base's 768 x 768 and 768 x 3072 layers
+  (2 Zen 4 cores, 750 to 3 000 frames). Together with the channels-last activations: 60 s of
+  audio in 7.7-8.2 s instead of 8.7-9.1 s (best of 3, interleaved; benchmarks/README.md).
 
 Measured end to end (4 windows of 15 s, wav2vec2-base, bfloat16, 2 cores): 3.19 s -> 2.70 s.
 Only bfloat16 on the CPU is touched: float32 models (no gain there) and CUDA models run as
