@@ -136,32 +136,44 @@ def test_channels_last_activation_equals_activation(act):
     assert not K._elementwise(nn.Softmax(dim=-1)) and not K._elementwise(nn.GLU())
 
 
-@pytest.mark.skipif(not K._can_pack_linear(), reason="no oneDNN bfloat16 linear in this torch")
+@pytest.mark.skipif(not K.can_pack_linear(), reason="no oneDNN bfloat16 linear in this torch")
 @pytest.mark.parametrize("bias", [True, False])
-def test_packed_linear_is_the_autocast_product(bias):
-    """Under bfloat16 autocast the packed linear is autocast's own bfloat16 product (float32
-    input cast, bfloat16 out; equal to bfloat16 rounding, and near the float64 product); outside
-    autocast it is the module's float32 product exactly; the packed weight follows in-place
-    changes of the module's weight."""
+def test_packed_linear_is_the_module_product(bias):
+    """Packed for bfloat16, under bfloat16 autocast it is autocast's own bfloat16 product
+    (float32 input cast, bfloat16 out; equal to bfloat16 rounding, near the float64 product);
+    packed for float32, the float32 product to float32 rounding. A product in the other dtype
+    (a bfloat16 model's float32 reference run) is the module's own, exactly. The packed weight
+    follows in-place changes of the module's weight."""
     torch.manual_seed(0)
     linear = nn.Linear(96, 40, bias=bias)
     x = torch.randn(3, 17, 96)
+
+    def exact() -> torch.Tensor:
+        return x.double() @ linear.weight.double().T + (linear.bias.double() if bias else 0)
+
     with torch.no_grad():
-        torch.testing.assert_close(K.packed_linear(linear, x), linear(x), rtol=0, atol=0)
-        exact = x.double() @ linear.weight.double().T
-        if bias:
-            exact += linear.bias.double()
+        # packed for bfloat16: float32 calls are the module's own
+        torch.testing.assert_close(K.packed_linear(linear, torch.bfloat16, x), linear(x),
+                                   rtol=0, atol=0)
         for _ in range(2):  # the second time: the same packed weight, still right
             with torch.autocast("cpu", dtype=torch.bfloat16):
-                out, ref = K.packed_linear(linear, x), linear(x)
+                out, ref = K.packed_linear(linear, torch.bfloat16, x), linear(x)
             assert out.dtype == ref.dtype == torch.bfloat16 and out.shape == (3, 17, 40)
             torch.testing.assert_close(out, ref, rtol=1.6e-2, atol=1e-2)
-            assert (out.double() - exact).abs().max() < 0.02 * exact.abs().max()
+            assert (out.double() - exact()).abs().max() < 0.02 * exact().abs().max()
+        # packed for float32: float32 calls to float32 rounding; autocast calls the module's
+        out32 = K.packed_linear(linear, torch.float32, x)
+        assert out32.dtype == torch.float32
+        np.testing.assert_allclose(out32.numpy(), exact().numpy(), rtol=1e-5, atol=1e-5)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            torch.testing.assert_close(K.packed_linear(linear, torch.float32, x), linear(x),
+                                       rtol=0, atol=0)
         linear.weight.mul_(-2.0)
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            out = K.packed_linear(linear, x)
-        exact = x.double() @ linear.weight.double().T + (linear.bias.double() if bias else 0)
-        assert (out.double() - exact).abs().max() < 0.02 * exact.abs().max()
+            out = K.packed_linear(linear, torch.bfloat16, x)
+        assert (out.double() - exact()).abs().max() < 0.02 * exact().abs().max()
+        np.testing.assert_allclose(K.packed_linear(linear, torch.float32, x).numpy(),
+                                   exact().numpy(), rtol=1e-5, atol=1e-5)
 
 
 def _layers(model, x: torch.Tensor) -> list[torch.Tensor]:
@@ -179,11 +191,11 @@ def test_substituted_models_compute_the_same_layers(arch):
     keeps its own attention)."""
     whisper = arch == "whisper"
     spec = M.ModelSpec("t", "random", arch, 0, TINY_WHISPER if whisper else dict(TINY))
-    plain = F.LayerExtractor(spec, device="cpu", precision="float32")
-    fast = F.LayerExtractor(spec, device="cpu", precision="float32")
+    plain = F.LayerExtractor(spec, device="cpu", precision="float32", cpu_kernels=False)
+    fast = F.LayerExtractor(spec, device="cpu", precision="float32", cpu_kernels=False)
     changed = K.optimise_for_cpu(fast.model, "bfloat16")
     assert any("convolutions" in c for c in changed)
-    assert any("packed bfloat16 linear" in c for c in changed) == K._can_pack_linear()
+    assert any("packed bfloat16 linear" in c for c in changed) == K.can_pack_linear()
     assert any("channels-last activations" in c for c in changed) == (not whisper)
     assert ("blocked bfloat16 attention" in changed) == (arch != "wavlm")
     if arch == "wav2vec2":
@@ -194,6 +206,12 @@ def test_substituted_models_compute_the_same_layers(arch):
     for a, b in zip(before, _layers(fast.model, x), strict=True):
         scale = a.abs().max().item()
         assert (a - b).abs().max().item() < 1e-4 * max(scale, 1.0)
+    # float32 substitutions (the packed linear layers only) compute the same layers too
+    fast32 = F.LayerExtractor(spec, device="cpu", precision="float32")
+    assert all(vars(m)["forward"].func is K.packed_linear
+               for m in fast32.model.modules() if "forward" in vars(m))
+    for a, b in zip(before, _layers(fast32.model, x), strict=True):
+        assert (a - b).abs().max().item() < 1e-4 * max(a.abs().max().item(), 1.0)
     # and undoing it gives the model as loaded back, bit for bit
     K.restore_as_loaded(fast.model)
     assert not any("forward" in vars(m) or "_brainalign_packed" in vars(m)
@@ -203,11 +221,20 @@ def test_substituted_models_compute_the_same_layers(arch):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
-def test_extractor_uses_the_kernels_only_in_bfloat16():
+def _substituted(model) -> list:
+    """The functions that replaced module forwards, one per substituted module."""
+    return [vars(m)["forward"].func for m in model.modules() if "forward" in vars(m)]
+
+
+def test_extractor_uses_the_kernels_in_its_precision():
+    """float32: the packed float32 linear layers only; bfloat16: every kernel."""
     spec = M.ModelSpec("t", "random", "wav2vec2", 0, dict(TINY))
     plain = F.LayerExtractor(spec, device="cpu", precision="float32")
     assert plain.model.config._attn_implementation != K.ATTENTION
-    assert not any("forward" in vars(m) for m in plain.model.modules())
+    n_linear = sum(isinstance(m, nn.Linear) for m in plain.model.modules())
+    pack32 = K.can_pack_linear(torch.float32)
+    assert n_linear == 13 and _substituted(plain.model) == [K.packed_linear] * (
+        n_linear * pack32)
     fast = F.LayerExtractor(spec, device="cpu", precision="bfloat16")
     # the kernels stay where the probe accepts bfloat16 (everywhere, we expect: the tiny
     # model's narrow positional convolution computes in float32 inside them)
@@ -215,10 +242,8 @@ def test_extractor_uses_the_kernels_only_in_bfloat16():
     assert (fast.model.config._attn_implementation == K.ATTENTION) == in_bf16
     # 7 CNN convolutions and the positional one, the 8 activations after them, one group norm
     # and (where this torch has them) the packed linear layers
-    n_linear = sum(isinstance(m, nn.Linear) for m in fast.model.modules())
-    expected = 8 + 8 + 1 + n_linear * K._can_pack_linear()
-    assert n_linear == 13 and sum("forward" in vars(m) for m in fast.model.modules()) == (
-        expected * in_bf16)
+    expected = 8 + 8 + 1 + n_linear * K.can_pack_linear()
+    assert len(_substituted(fast.model)) == (expected if in_bf16 else n_linear * pack32)
     as_loaded = F.LayerExtractor(spec, device="cpu", precision="bfloat16", cpu_kernels=False)
     assert not any("forward" in vars(m) for m in as_loaded.model.modules())
     # bfloat16 with and without the kernels: the same features up to bfloat16 rounding
@@ -246,7 +271,10 @@ def test_kernels_route_around_a_broken_narrow_group_convolution(monkeypatch):
         assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.999
     fallback = F.LayerExtractor(wide, device="cpu", precision="bfloat16")
     assert fallback.precision == "float32" and fallback.probe.failing_layers == [1, 2]
-    assert not any("forward" in vars(m) for m in fallback.model.modules())
+    # back to the float32 model: as loaded but for its packed float32 linear layers
+    assert set(_substituted(fallback.model)) <= {K.packed_linear}
+    assert all(vars(m)["forward"].args[1] == torch.float32
+               for m in fallback.model.modules() if "forward" in vars(m))
     assert fallback.model.config._attn_implementation != K.ATTENTION
     for a, b in zip(refs["wide"], fallback([audio]), strict=True):
         np.testing.assert_array_equal(a, b)

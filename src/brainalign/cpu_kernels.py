@@ -14,17 +14,21 @@ Three substitutions, all exact up to floating-point rounding (tests/test_cpu_ker
   cache), with the softmax in bfloat16 as eager attention would round it before the value
   product anyway: 225 GFLOP/s against 130 for PyTorch's CPU flash-attention kernel on
   wav2vec2-base's 749-frame windows.
-- In bfloat16, linear layers multiply by a bfloat16 copy of their weight laid out once in
-  oneDNN's blocked format (kept on the module), where autocast casts the float32 weight on
-  every call and oneDNN reorders it again: the same bfloat16 product (bit for bit on Zen 4)
-  at 340-390 GFLOP/s instead of 290-330 on wav2vec2-base's 768 x 768 and 768 x 3072 layers
-  (2 Zen 4 cores, 750 to 3 000 frames). Together with the channels-last activations: 60 s of
-  audio in 7.7-8.2 s instead of 8.7-9.1 s (best of 3, interleaved; benchmarks/README.md).
+- Linear layers (bfloat16 and float32) multiply by a copy of their weight in the compute
+  dtype laid out once in oneDNN's blocked format (kept on the module). In bfloat16, autocast
+  cast the float32 weight on every call and oneDNN reordered it again: the same bfloat16
+  product (bit for bit on Zen 4) at 340-390 GFLOP/s instead of 290-330 on wav2vec2-base's
+  768 x 768 and 768 x 3072 layers (2 Zen 4 cores, 750 to 3 000 frames); with the
+  channels-last activations, 60 s of audio in 7.7-8.2 s instead of 8.7-9.1 s (best of 3,
+  interleaved; benchmarks/README.md). In float32, oneDNN's product replaces the MKL sgemm
+  torch calls, which on AMD CPUs runs at 110-137 GFLOP/s against oneDNN's 150-190: 60 s of
+  audio in 15.0-16.2 s instead of 18.8-19.0 s (wav2vec2-base, batch 4; float32 rounding).
 
-Measured end to end (4 windows of 15 s, wav2vec2-base, bfloat16, 2 cores): 3.19 s -> 2.70 s.
-Only bfloat16 on the CPU is touched: float32 models (no gain there) and CUDA models run as
-loaded. Grouped convolutions narrower than :data:`MIN_REDUCED_GROUP_WIDTH` channels per group
-compute in float32 even under bfloat16 autocast, where some CPUs' bfloat16 kernels are wrong.
+Measured end to end (4 windows of 15 s, wav2vec2-base, bfloat16, 2 cores): 3.19 s -> 2.70 s
+(the convolutions and attention). A float32 model gets only the packed linear layers; CUDA
+models run as loaded. Grouped convolutions narrower than :data:`MIN_REDUCED_GROUP_WIDTH`
+channels per group compute in float32 even under bfloat16 autocast, where some CPUs' bfloat16
+kernels are wrong.
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ from torch import nn
 
 log = logging.getLogger(__name__)
 
+#: precisions whose linear layers are packed for oneDNN, and their dtypes
+PACKED = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 #: name under which :func:`blocked_attention` is registered with transformers
 ATTENTION = "brainalign_blocked"
 #: attention scores computed at once, in elements (a few MB: the block stays in cache)
@@ -90,39 +96,44 @@ def blocked_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor,
     return out.view(b, h, t, d).transpose(1, 2).contiguous(), None
 
 
-def packed_linear(linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """``linear(x)``; under CPU bfloat16 autocast with the bfloat16 weight reordered once for
-    oneDNN (:func:`_packed`) instead of cast and reordered on every call. Outside bfloat16
-    autocast (float32 runs, the precision probe's reference) the module's own product."""
-    if not (x.device.type == "cpu" and torch.is_autocast_enabled("cpu")
-            and torch.get_autocast_dtype("cpu") == torch.bfloat16):
+def packed_linear(linear: nn.Linear, dtype: torch.dtype, x: torch.Tensor) -> torch.Tensor:
+    """``linear(x)``; when it computes in ``dtype`` on the CPU (bfloat16: under bfloat16
+    autocast; float32: float32 input, no autocast), with a ``dtype`` copy of the weight laid out
+    once for oneDNN (:func:`_packed`) instead of cast and reordered on every call. Otherwise (a
+    bfloat16 model's float32 reference run for the precision probe, say) the module's own
+    product."""
+    if x.device.type != "cpu":
         return F.linear(x, linear.weight, linear.bias)
-    weight, bias = _packed(linear)
-    return torch.ops.mkldnn._linear_pointwise(x.to(torch.bfloat16), weight, bias, "none", [], "")
+    computes_in = (torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu")
+                   else x.dtype)
+    if computes_in != dtype:
+        return F.linear(x, linear.weight, linear.bias)
+    weight, bias = _packed(linear, dtype)
+    return torch.ops.mkldnn._linear_pointwise(x.to(dtype), weight, bias, "none", [], "")
 
 
-def _packed(linear: nn.Linear) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The bfloat16 weight (oneDNN-blocked) and bias of ``linear``, made on first use and
+def _packed(linear: nn.Linear, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The ``dtype`` weight (oneDNN-blocked) and bias of ``linear``, made on first use and
     remade if either parameter has changed since (tensor version or storage)."""
     params = [p for p in (linear.weight, linear.bias) if p is not None]
-    key = tuple((p.data_ptr(), p._version) for p in params)
+    key = (dtype, *((p.data_ptr(), p._version) for p in params))
     cached = vars(linear).get("_brainalign_packed")
     if cached is None or cached[0] != key:
         with torch.no_grad(), torch.autocast("cpu", enabled=False):
-            weight = linear.weight.detach().to(torch.bfloat16).contiguous()
+            weight = linear.weight.detach().to(dtype).contiguous()
             weight = torch.ops.mkldnn._reorder_linear_weight(weight)
             bias = (None if linear.bias is None
-                    else linear.bias.detach().to(torch.bfloat16).contiguous())
+                    else linear.bias.detach().to(dtype).contiguous())
         cached = (key, weight, bias)
         linear._brainalign_packed = cached
     return cached[1], cached[2]
 
 
-def _can_pack_linear() -> bool:
-    """Whether this torch has oneDNN's packed bfloat16 linear (a private op inductor uses)."""
+def can_pack_linear(dtype: torch.dtype = torch.bfloat16) -> bool:
+    """Whether this torch has oneDNN's packed linear (a private op inductor uses) in ``dtype``."""
     try:
         return (torch.backends.mkldnn.is_available()
-                and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+                and (dtype != torch.bfloat16 or torch.ops.mkldnn._is_mkldnn_bf16_supported())
                 and hasattr(torch.ops.mkldnn, "_linear_pointwise")
                 and hasattr(torch.ops.mkldnn, "_reorder_linear_weight"))
     except (AttributeError, RuntimeError):
@@ -197,22 +208,26 @@ def _convertible(conv: nn.Module) -> bool:
 
 
 def optimise_for_cpu(model: nn.Module, precision: str) -> list[str]:
-    """In bfloat16, swap in the channels-last convolutions (and group norms of 3-D input) and
-    the blocked attention; returns what was changed, for the log. A float32 model is left as
-    loaded: there oneDNN's 1-D convolutions and PyTorch's attention kernel are as fast
+    """Swap in the packed linear layers (bfloat16 or float32) and, in bfloat16, the
+    channels-last convolutions (with the group norms and activations of their 3-D outputs) and
+    the blocked attention; returns what was changed, for the log. In float32 only the linear
+    layers change: there oneDNN's 1-D convolutions and PyTorch's attention kernel are as fast
     (wav2vec2-base, 4 windows of 15 s: 5.23 s as loaded, 5.17-5.31 s with the substitutions)."""
     changed: list[str] = []
-    if precision != "bfloat16":
+    if precision not in PACKED:
         return changed
+    dtype = PACKED[precision]
     # the modules stay (names, attributes, weight-norm parametrisations); only their forward
     # is replaced, on the instance
     n_conv = n_norm = n_act = n_linear = 0
-    pack = _can_pack_linear()
+    pack = can_pack_linear(dtype)
     for module in list(model.modules()):
         for child in module.children():
             if pack and type(child) is nn.Linear and "forward" not in vars(child):
-                child.forward = functools.partial(packed_linear, child)
+                child.forward = functools.partial(packed_linear, child, dtype)
                 n_linear += 1
+            elif dtype != torch.bfloat16:
+                continue
             elif _convertible(child):
                 child.forward = functools.partial(channels_last_conv1d, child)
                 n_conv += 1
@@ -230,8 +245,8 @@ def optimise_for_cpu(model: nn.Module, precision: str) -> list[str]:
     if n_act:
         changed.append(f"{n_act} channels-last activations")
     if n_linear:
-        changed.append(f"{n_linear} packed bfloat16 linear layers")
-    if _use_blocked_attention(model):
+        changed.append(f"{n_linear} packed {precision} linear layers")
+    if dtype == torch.bfloat16 and _use_blocked_attention(model):
         changed.append("blocked bfloat16 attention")
     return changed
 

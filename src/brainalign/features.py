@@ -86,9 +86,9 @@ class LayerExtractor:
     runs, ``probe`` the probe's outcome (None when float32 was asked for or resolved).
     Activations are returned as float32 either way.
 
-    ``cpu_kernels``: on CPU, swap in brainalign's faster convolution and attention paths
-    (:mod:`brainalign.cpu_kernels`; same values up to rounding). False runs the model exactly as
-    transformers built it.
+    ``cpu_kernels``: on CPU, swap in brainalign's faster linear, convolution and attention
+    paths (:mod:`brainalign.cpu_kernels`; same values up to rounding). False runs the model
+    exactly as transformers built it.
     """
 
     def __init__(self, spec: ModelSpec, device: str | None = None,
@@ -137,7 +137,7 @@ class LayerExtractor:
                 self.precision = "float32"
                 if changed:
                     restore_as_loaded(self.model)
-                    changed = []
+                changed = optimise_for_cpu(self.model, "float32") if cpu_kernels else []
         if cpu_kernels:
             log.info("model '%s' on CPU: %s", spec.name, ", ".join(changed) or "as loaded")
 
