@@ -21,7 +21,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from brainalign.audio import TARGET_SR
-from brainalign.cpu_kernels import can_pack_linear
+from brainalign.cpu_kernels import can_pack_linear, packed_linear
 from brainalign.features import LayerExtractor, extract_features, iter_layer_batches
 from brainalign.models import ModelSpec
 from brainalign.precision import cpu_has_native_bf16
@@ -132,9 +132,9 @@ def matmul_peak(device: str, n: int = 2048, reps: int = 5, inner: int = 3,
     b = torch.randn(n, n, device=device, dtype=dtype)
     products = [lambda: torch.matmul(a, b)]
     if device == "cpu" and can_pack_linear(dtype):
-        packed = torch.ops.mkldnn._reorder_linear_weight(b)
-        products.append(
-            lambda: torch.ops.mkldnn._linear_pointwise(a, packed, None, "none", [], ""))
+        linear = torch.nn.Linear(n, n, bias=False, dtype=dtype)  # a @ b.T, weight packed once
+        linear.weight.data = b
+        products.append(lambda: packed_linear(linear, dtype, a))
     best = float("inf")
     for product in products:
         product()  # warm-up

@@ -487,7 +487,7 @@ def cross_validate(x_runs: list[np.ndarray], y_runs: list[np.ndarray], alphas: n
 
 def _inner_scores(x_runs: list[np.ndarray], confounds: list[np.ndarray] | None,
                   alphas: np.ndarray, bold: _Bold, batches: list[slice], be: Backend,
-                  rows: slice, alpha_search: str, workers: int = 1
+                  rows: slice, alpha_search: str, workers: int
                   ) -> tuple[np.ndarray, np.ndarray]:
     """The inner CV: validation R² of the penalties, summed over each outer fold's inner folds,
     (n_runs, n_alphas, n_voxels), and which were scored (all, under ``grid``).
