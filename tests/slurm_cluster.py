@@ -17,7 +17,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-BINARIES = ("munged", "slurmctld", "slurmd", "sbatch", "srun", "squeue", "scancel", "sinfo")
+BINARIES = ("munged", "slurmctld", "slurmd", "sbatch", "srun", "squeue", "scancel", "scontrol",
+            "sinfo")
 
 
 class ClusterUnavailable(RuntimeError):
@@ -83,10 +84,15 @@ class SlurmCluster:
         return subprocess.run(list(args), env=self.env, capture_output=True, text=True,
                               check=check, timeout=60)
 
-    def jobs(self) -> list[str]:
-        """Ids of jobs still pending or running."""
-        out = self.run("squeue", "-h", "-t", "PD,R,CG", "-o", "%i").stdout
+    def jobs(self, states: str = "PD,R,CG") -> list[str]:
+        """Ids of jobs in ``states`` (default: still pending or running)."""
+        out = self.run("squeue", "-h", "-t", states, "-o", "%i").stdout
         return out.split()
+
+    def hold(self, job_ids: list[str]) -> None:
+        """Keep pending jobs from starting (``scontrol hold``: as if the queue were busy)."""
+        if job_ids:
+            self.run("scontrol", "hold", ",".join(job_ids))
 
     def cancel_all(self) -> None:
         self.run("scancel", "--user", os.environ.get("USER", "root"), check=False)
