@@ -102,11 +102,9 @@ def packed_linear(linear: nn.Linear, dtype: torch.dtype, x: torch.Tensor) -> tor
     once for oneDNN (:func:`_packed`) instead of cast and reordered on every call. Otherwise (a
     bfloat16 model's float32 reference run for the precision probe, say) the module's own
     product."""
-    if x.device.type != "cpu":
-        return F.linear(x, linear.weight, linear.bias)
     computes_in = (torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu")
                    else x.dtype)
-    if computes_in != dtype:
+    if x.device.type != "cpu" or computes_in != dtype:
         return F.linear(x, linear.weight, linear.bias)
     weight, bias = _packed(linear, dtype)
     return torch.ops.mkldnn._linear_pointwise(x.to(dtype), weight, bias, "none", [], "")
