@@ -229,7 +229,8 @@ def test_shared_shift_null_equals_refitting_every_draw(with_confounds):
     ref = _refit_every_draw(outer, hats, ys, design.shifts)
     assert ref.std() > 0.05  # draws that vary
     for backend, chunk in (("numpy", 7), ("numpy", 1000), ("torch-cpu", 13)):
-        got = encoding._null_draws(outer, hats, ys, design, encoding.Backend(backend), chunk)
+        bold = encoding._Bold(ys, encoding.Backend(backend))
+        got = encoding._null_draws(outer, hats, bold, design, chunk)
         np.testing.assert_allclose(got, ref, atol=2e-6)
 
 

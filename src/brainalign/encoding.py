@@ -405,7 +405,8 @@ def cross_validate(x_runs: list[np.ndarray], y_runs: list[np.ndarray], alphas: n
                    progress: Callable[[str], None] | None = None,
                    inner_stride: int | str = 1,
                    alpha_search: str = "grid",
-                   _outer: list[_Split] | None = None) -> CVScores:
+                   _outer: list[_Split] | None = None,
+                   _bold: _Bold | None = None) -> CVScores:
     """Nested leave-one-run-out ridge: per-voxel penalty by inner CV, refit, held-out scores.
 
     Parameters
@@ -451,7 +452,7 @@ def cross_validate(x_runs: list[np.ndarray], y_runs: list[np.ndarray], alphas: n
     step = -(-batch_voxels // workers)
     batches = [slice(s, min(n_vox, s + step)) for s in range(0, n_vox, step)]
 
-    bold = _Bold(y_runs, be)
+    bold = _bold if _bold is not None else _Bold(y_runs, be)
     rows = slice(None, None, inner_stride)  # validation volumes; a hat's rows are their own
     scores, scored = _inner_scores(x_runs, confounds, alphas, bold, batches, be, rows,
                                    alpha_search, workers)
@@ -615,8 +616,8 @@ def _score_second(cols: slice, *, hats: list[Any], clean: Any, bold: _Bold, trai
         out[j, cols][sel] += be.get(1.0 - column_dot(resid, resid) / ss[idx]).astype(np.float64)
 
 
-def _null_draws(outer: list[_Split], hats: list[np.ndarray], y_runs: list[np.ndarray],
-                design: ShiftDesign, be: Backend, batch_voxels: int,
+def _null_draws(outer: list[_Split], hats: list[np.ndarray], bold: _Bold,
+                design: ShiftDesign, batch_voxels: int,
                 progress: Callable[[str], None] | None = None) -> np.ndarray:
     """Null draws of ``r_common`` (n_permutations, n_voxels): the whole outer loop refitted on
     BOLD circularly shifted within each run, run ``g`` by ``design.shifts[j, g]`` in draw ``j``.
@@ -631,13 +632,12 @@ def _null_draws(outer: list[_Split], hats: list[np.ndarray], y_runs: list[np.nda
     terms between runs), small batched products per voxel. The result equals refitting each
     draw separately (tests/test_encoding.py) at about ``k / n_permutations`` of its cost.
     """
-    n_runs = len(y_runs)
-    n_vox = y_runs[0].shape[1]
-    lengths = [y.shape[0] for y in y_runs]
+    n_runs = len(bold.runs)
+    n_vox = bold.runs[0].shape[1]
+    lengths = [y.shape[0] for y in bold.runs]
     n_perm, k = design.index.shape[0], design.k
-    bold = _Bold(y_runs, be)
     r_null = np.zeros((n_perm, n_vox), np.float32)
-    workers = _chunk_workers(be)
+    workers = _chunk_workers(bold.be)
     for test in range(n_runs):
         _null_fold(test, outer[test], hats[test], bold, lengths, design, r_null, batch_voxels,
                    workers)
@@ -813,13 +813,14 @@ def fit_layer(x_runs: list[np.ndarray], y_runs: list[np.ndarray], alphas: np.nda
     be = opts.backend if isinstance(opts.backend, Backend) else Backend(opts.backend)
     outer = [_split(x_runs, test, [i for i in range(n_runs) if i != test], confounds, be.dtype)
              for test in range(n_runs)]
+    bold = _Bold(y_runs, be)  # the BOLD on the backend once, for the CV and the null
     cv = cross_validate(x_runs, y_runs, alphas, confounds, batch_voxels, be, progress,
-                        opts.inner_stride, opts.alpha_search, _outer=outer)
+                        opts.inner_stride, opts.alpha_search, _outer=outer, _bold=bold)
 
     design = shift_design(lengths, n_permutations, opts.min_shift, opts.seed,
                           shared=opts.null_design == "shared")
     hats = [outer[test].hat(float(cv.alpha_common[test]), np.float32) for test in range(n_runs)]
-    r_null = _null_draws(outer, hats, y_runs, design, be, batch_voxels, progress)
+    r_null = _null_draws(outer, hats, bold, design, batch_voxels, progress)
     r = cv.r_folds.mean(0)
     r_common = cv.r_common_folds.mean(0)
     null_mean = r_null.mean(0)
