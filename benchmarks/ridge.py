@@ -388,9 +388,8 @@ def scale(args: argparse.Namespace) -> None:
     per-layer computation (nested CV + 50-permutation null, and the CV alone) measured on three
     voxel counts of one layer, each the fastest of ``--repeats`` interleaved runs (on a shared
     machine the same run took 1.5 x as long minutes apart); time = fixed + per-voxel cost,
-    extrapolated linearly in voxels
-    and layers. Ends with the machine-readable ``scale:`` line (and ``scale-gpu:`` when CUDA is
-    present)."""
+    extrapolated linearly in voxels and layers. Ends with the machine-readable ``scale:`` line
+    (and ``scale-gpu:`` when CUDA is present)."""
     from brainalign.precision import cpu_model_name
 
     cores = os.cpu_count()
