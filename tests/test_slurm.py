@@ -156,6 +156,7 @@ def test_killed_slurm_run_resumes_and_equals_local_run(slurm_cluster, tiny_two_m
     fits = wait_for(r"Job \d+ has been submitted with SLURM jobid (\d+) \(log: \S+"
                     r"rule_fit_layer/", N_LAYERS)
     while not (started := slurm_cluster.jobs("R")):
+        assert proc.poll() is None, (work / "first.log").read_text()[-4000:]
         assert time.monotonic() < deadline, "no fit started within 15 min"
         time.sleep(0.2)
     slurm_cluster.hold([job for job in fits if job not in started])
